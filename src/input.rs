@@ -1,0 +1,1 @@
+//! input (to be built).

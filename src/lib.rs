@@ -1,0 +1,23 @@
+//! lsq-dispatch: turns a CSV of LeadSquared LeadIds into portal auto-login links,
+//! paced to the tenant's API budget, optionally emails each lead its link, and
+//! writes a per-lead report.
+//!
+//! The binary (`src/main.rs`) only parses, runs and maps the outcome to an exit
+//! code; everything else lives in the modules below, each named after the concept
+//! it owns.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod email;
+pub mod input;
+pub mod limiter;
+pub mod link;
+pub mod otp;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod retry;
+pub mod sandbox;
+pub mod secret;
+pub mod state;

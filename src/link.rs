@@ -1,0 +1,1 @@
+//! link (to be built).

@@ -1,0 +1,3 @@
+//! The `lsq-dispatch` binary: parse, run, map the outcome to an exit code.
+
+fn main() {}

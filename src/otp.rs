@@ -1,0 +1,1 @@
+//! otp (to be built).

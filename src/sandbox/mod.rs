@@ -1,0 +1,1 @@
+//! The built-in LeadSquared simulator (to be built).
