@@ -156,7 +156,10 @@ type Pacer = governor::RateLimiter<
 #[derive(Debug, Clone, Copy)]
 enum Slot {
     /// Free from this instant on; `warm` once it has carried a call.
-    Free { at: Instant, warm: bool },
+    Free {
+        at: Instant,
+        warm: bool,
+    },
     Busy,
 }
 
@@ -239,7 +242,13 @@ impl Limiter {
         Arc::new(Limiter {
             settings,
             state: Mutex::new(State {
-                slots: vec![Slot::Free { at: now, warm: false }; calls as usize],
+                slots: vec![
+                    Slot::Free {
+                        at: now,
+                        warm: false
+                    };
+                    calls as usize
+                ],
                 paused_until: None,
                 paused_total: Duration::ZERO,
                 starts: 0,
@@ -345,8 +354,7 @@ impl Limiter {
     /// one, otherwise for a whole window plus the margin so that the server's
     /// window is clear of every call we made.
     pub fn pause(&self, retry_after: Option<Duration>) {
-        let wait = retry_after
-            .unwrap_or(self.settings.rate.window + self.settings.arrival_margin);
+        let wait = retry_after.unwrap_or(self.settings.rate.window + self.settings.arrival_margin);
         let now = Instant::now();
         let until = now + wait;
         let mut state = self.lock();

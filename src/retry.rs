@@ -1,1 +1,297 @@
-//! retry (to be built).
+//! The one request path: every attempt, retries included, waits for the
+//! limiter; 429s pause every task; 5xx, timeouts and dropped connections are
+//! retried with exponential backoff and full jitter; the tenant key is minted
+//! or renewed here when needed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Mutex;
+
+use crate::api::{ApiClient, ApiError, GeneratedKey, TenantKey, TenantKeyLease};
+use crate::limiter::Limiter;
+
+/// How hard to try.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per call for 5xx, timeouts and connection failures.
+    pub max_attempts: u32,
+    /// 429s one call may meet before it gives up (each pauses every task).
+    pub max_rate_limited: u32,
+    /// First backoff ceiling; doubles each attempt.
+    pub base: Duration,
+    /// Largest backoff ceiling.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            max_rate_limited: 20,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a random wait up to `min(cap, base * 2^(failures-1))`.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(self.cap);
+        ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// A call's result and how many attempts it took.
+#[derive(Debug)]
+pub struct Attempted<T> {
+    /// The last attempt's result.
+    pub result: Result<T, ApiError>,
+    /// Attempts made, 429s included.
+    pub attempts: u32,
+    /// 429s met.
+    pub rate_limited: u32,
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the policy gives up.
+pub async fn with_retry<T, F, Fut>(
+    limiter: &Arc<Limiter>,
+    policy: &RetryPolicy,
+    mut attempt: F,
+) -> Attempted<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let mut attempts = 0;
+    let mut failures = 0;
+    let mut rate_limited = 0;
+    loop {
+        let permit = limiter.acquire().await;
+        attempts += 1;
+        let result = attempt().await;
+        match &result {
+            // The call may have reached the server at any moment until now.
+            Err(ApiError::Timeout(_) | ApiError::Transport(_)) => drop(permit),
+            _ => permit.completed(),
+        }
+        let error = match result {
+            Ok(value) => {
+                return Attempted {
+                    result: Ok(value),
+                    attempts,
+                    rate_limited,
+                }
+            }
+            Err(error) => error,
+        };
+        let give_up = match &error {
+            ApiError::RateLimited { retry_after, .. } => {
+                limiter.pause(*retry_after);
+                rate_limited += 1;
+                rate_limited >= policy.max_rate_limited
+            }
+            e if e.is_retryable() => {
+                failures += 1;
+                failures >= policy.max_attempts
+            }
+            _ => true,
+        };
+        if give_up {
+            return Attempted {
+                result: Err(error),
+                attempts,
+                rate_limited,
+            };
+        }
+        if !matches!(error, ApiError::RateLimited { .. }) {
+            tokio::time::sleep(policy.backoff(failures)).await;
+        }
+    }
+}
+
+/// Everything one API call needs: client, limiter, policy and tenant key.
+#[derive(Debug)]
+pub struct Caller {
+    /// The HTTP client.
+    pub client: ApiClient,
+    /// The shared limiter.
+    pub limiter: Arc<Limiter>,
+    /// The retry policy.
+    pub policy: RetryPolicy,
+    tenant: TenantKey,
+    minting: Mutex<()>,
+}
+
+impl Caller {
+    /// Puts the pieces together.
+    pub fn new(
+        client: ApiClient,
+        limiter: Arc<Limiter>,
+        policy: RetryPolicy,
+        tenant: TenantKey,
+    ) -> Caller {
+        Caller {
+            client,
+            limiter,
+            policy,
+            tenant,
+            minting: Mutex::new(()),
+        }
+    }
+
+    /// The tenant key to use now, minting one (once, for all tasks) when there
+    /// is none or the held one is close to its end. Returns the attempts spent.
+    pub async fn tenant_key(&self) -> (Result<TenantKeyLease, ApiError>, u32) {
+        if let Some(lease) = self.tenant.lease().await {
+            return (Ok(lease), 0);
+        }
+        let _one_minter = self.minting.lock().await;
+        if let Some(lease) = self.tenant.lease().await {
+            return (Ok(lease), 0);
+        }
+        let (path, method) = self.tenant.mint_endpoint();
+        let minted = with_retry(&self.limiter, &self.policy, || {
+            self.client.mint_tenant_key(path, method)
+        })
+        .await;
+        match minted.result {
+            Ok(key) => {
+                self.tenant.install(key, None).await;
+                let lease = self.tenant.lease().await.ok_or_else(|| {
+                    ApiError::Protocol("the new tenant key is already too old to use".into())
+                });
+                (lease, minted.attempts)
+            }
+            Err(e) => (Err(e), minted.attempts),
+        }
+    }
+
+    /// Generates one lead's auth key, with retries; a 401 that may come from
+    /// the tenant key's expiry re-mints it once.
+    pub async fn generate(&self, lead_id: &str, portal_id: &str) -> Attempted<GeneratedKey> {
+        let mut attempts = 0;
+        let mut rate_limited = 0;
+        let mut reminted = false;
+        loop {
+            let (lease, mint_attempts) = self.tenant_key().await;
+            attempts += mint_attempts;
+            let lease = match lease {
+                Ok(lease) => lease,
+                Err(error) => {
+                    return Attempted {
+                        result: Err(error),
+                        attempts,
+                        rate_limited,
+                    }
+                }
+            };
+            let call = with_retry(&self.limiter, &self.policy, || {
+                self.client.generate(&lease.key, lead_id, portal_id)
+            })
+            .await;
+            attempts += call.attempts;
+            rate_limited += call.rate_limited;
+            if let Err(ApiError::Unauthorized { .. }) = &call.result {
+                if !reminted && self.tenant.may_have_expired(&lease) {
+                    reminted = true;
+                    self.tenant.expire(&lease).await;
+                    continue;
+                }
+            }
+            return Attempted {
+                result: call.result,
+                attempts,
+                rate_limited,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::{LimiterSettings, Rate};
+
+    #[test]
+    fn backoff_stays_under_its_ceiling() {
+        let policy = RetryPolicy::default();
+        for failures in 1..10 {
+            let ceiling = (policy.base * (1 << (failures - 1))).min(policy.cap);
+            assert!(policy.backoff(failures) <= ceiling);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_server_errors_but_not_rejections() {
+        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+        let policy = RetryPolicy::default();
+        let mut left = 2;
+        let done = with_retry(&limiter, &policy, || {
+            left -= 1;
+            let result = if left >= 0 {
+                Err(ApiError::Server {
+                    status: 500,
+                    message: "boom".into(),
+                })
+            } else {
+                Ok(())
+            };
+            async move { result }
+        })
+        .await;
+        assert!(done.result.is_ok());
+        assert_eq!(done.attempts, 3);
+
+        let mut calls = 0;
+        let done = with_retry(&limiter, &policy, || {
+            calls += 1;
+            async {
+                Err::<(), _>(ApiError::Rejected {
+                    status: 400,
+                    message: "bad".into(),
+                })
+            }
+        })
+        .await;
+        assert_eq!((calls, done.attempts), (1, 1));
+
+        let done = with_retry(&limiter, &policy, || async {
+            Err::<(), _>(ApiError::Timeout("slow".into()))
+        })
+        .await;
+        assert_eq!(done.attempts, policy.max_attempts);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_and_does_not_use_up_attempts() {
+        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        };
+        let mut left = 2;
+        let done = with_retry(&limiter, &policy, || {
+            left -= 1;
+            let result = if left >= 0 {
+                Err(ApiError::RateLimited {
+                    retry_after: Some(Duration::from_secs(1)),
+                    message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
+                })
+            } else {
+                Ok(())
+            };
+            async move { result }
+        })
+        .await;
+        assert!(done.result.is_ok());
+        assert_eq!((done.attempts, done.rate_limited), (3, 2));
+        assert_eq!(limiter.paused_total(), Duration::from_secs(2));
+    }
+}
