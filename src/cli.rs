@@ -1,1 +1,117 @@
-//! cli (to be built).
+//! The command line: subcommands and flags. Values left unset here fall back to
+//! the environment (through clap), then the `--config` file, then defaults
+//! (see `config`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::limiter::Rate;
+
+/// Turn a CSV of LeadSquared LeadIds into portal auto-login links, paced to the
+/// tenant's API budget, optionally email each lead its link, and write a
+/// per-lead report.
+#[derive(Debug, Parser)]
+#[command(name = "lsq-dispatch", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a login link for every lead in a CSV (and optionally email it).
+    Run(Box<RunArgs>),
+    /// Serve the built-in LeadSquared simulator on loopback.
+    Sandbox(crate::sandbox::SandboxArgs),
+}
+
+/// `lsq-dispatch run LEADS.csv`.
+///
+/// Secrets come from the environment (LSQ_ACCESS_KEY, LSQ_SECRET_KEY,
+/// LSQ_TENANT_AUTH_KEY, LSQ_SMTP_USER, LSQ_SMTP_PASSWORD) or the config file,
+/// never from a flag.
+#[derive(Debug, Clone, Default, Args)]
+#[command(after_help = "Exit codes: 0 every row succeeded; 3 finished with failed, invalid or in-doubt rows; \
+1 aborted (the report keeps what was done); 2 usage error; 130 interrupted.")]
+pub struct RunArgs {
+    /// The input CSV: a header row with a LeadId column (optional PortalId, Email, FirstName, …).
+    #[arg(value_name = "LEADS.csv")]
+    pub input: PathBuf,
+
+    /// TOML settings file (flags and environment win over it).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// API host, a URL or a bare host (https assumed), e.g. portalapi-in21.leadsquared.com.
+    #[arg(long, env = "LSQ_HOST", hide_env_values = true)]
+    pub host: Option<String>,
+
+    /// Default PortalId (a PortalId column overrides it per row).
+    #[arg(long, env = "LSQ_PORTAL_ID", hide_env_values = true)]
+    pub portal_id: Option<String>,
+
+    /// The portal page URL the links open, e.g. https://apply.example.lsqportal.com/.
+    #[arg(long, env = "LSQ_PORTAL_URL", hide_env_values = true)]
+    pub portal_url: Option<String>,
+
+    /// The tenant's API budget, CALLS/WINDOW [default: 25/5s].
+    #[arg(long, value_name = "N/W")]
+    pub rate: Option<Rate>,
+
+    /// Per-lead report CSV [default: <input name>-report.csv in the current directory].
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Also write a machine-readable summary as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Plan and report without any network call.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run against the built-in sandbox, started in-process (no account needed).
+    #[arg(long)]
+    pub sandbox: bool,
+
+    /// Name of the LeadId column [default: LeadId].
+    #[arg(long, value_name = "NAME")]
+    pub lead_column: Option<String>,
+
+    /// Put leadId and portalId in the link before authKey, as newer docs show.
+    #[arg(long)]
+    pub link_ids: bool,
+
+    /// Calls in flight at most [default: twice the budget's calls, 4 to 256].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Attempts per lead for 5xx, timeouts and connection failures [default: 5].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Whole-request timeout [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Longest time a call may take to reach the server once sent; the limiter
+    /// keeps this much clear of every window [default: 150ms].
+    #[arg(long, value_name = "DURATION")]
+    pub arrival_margin: Option<String>,
+
+    /// Largest burst of calls sent at once [default: the budget's calls].
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u32>,
+
+    /// Path of the tenant auth key endpoint, used when LSQ_TENANT_AUTH_KEY is not set
+    /// [default: /api/Authentication/TenantAuthKey].
+    #[arg(long, value_name = "PATH")]
+    pub tenant_key_path: Option<String>,
+
+    /// No progress output, only errors and the final summary line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

@@ -168,6 +168,7 @@ struct State {
     slots: Vec<Slot>,
     paused_until: Option<Instant>,
     paused_total: Duration,
+    rate_limited: u64,
     starts: u64,
     start_log: Option<Vec<Instant>>,
 }
@@ -251,6 +252,7 @@ impl Limiter {
                 ],
                 paused_until: None,
                 paused_total: Duration::ZERO,
+                rate_limited: 0,
                 starts: 0,
                 start_log: None,
             }),
@@ -278,6 +280,11 @@ impl Limiter {
     /// Calls let through so far.
     pub fn calls(&self) -> u64 {
         self.lock().starts
+    }
+
+    /// 429s reported through [`Limiter::pause`].
+    pub fn rate_limited(&self) -> u64 {
+        self.lock().rate_limited
     }
 
     /// Total time every task stood paused after 429s.
@@ -358,6 +365,7 @@ impl Limiter {
         let now = Instant::now();
         let until = now + wait;
         let mut state = self.lock();
+        state.rate_limited += 1;
         let from = match state.paused_until {
             Some(old) if old > now => {
                 if until <= old {

@@ -1,3 +1,45 @@
 //! The `lsq-dispatch` binary: parse, run, map the outcome to an exit code.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use lsq_dispatch::cli::{Cli, Command};
+use lsq_dispatch::config::{Settings, UsageError};
+use lsq_dispatch::{pipeline, sandbox};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    exit_code(result)
+}
+
+/// Settings, then the job, then its summary.
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => {
+            let settings = Settings::resolve(&args)?;
+            let outcome = pipeline::run(settings).await?;
+            println!("{}", outcome.describe());
+            Ok(outcome.exit_code())
+        }
+        Command::Sandbox(args) => {
+            sandbox::serve(args).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// 2 for usage errors, 1 for every other fault (the run was aborted).
+fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(if error.is::<UsageError>() { 2 } else { 1 })
+        }
+    }
+}

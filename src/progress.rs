@@ -1,1 +1,122 @@
-//! progress (to be built).
+//! Progress on stderr: a bar on a terminal, a plain line every few seconds
+//! otherwise (cron logs), nothing with `--quiet`.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How often a plain progress line is logged when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Progress of one run.
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    log_lines: bool,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_log: Instant,
+}
+
+impl Progress {
+    /// Progress over about `total` rows.
+    pub fn new(total: u64, quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!quiet && terminal).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+                )
+                .expect("the template is valid"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        let now = Instant::now();
+        Progress {
+            bar,
+            log_lines: !quiet && !terminal,
+            total,
+            done: 0,
+            started: now,
+            last_log: now,
+        }
+    }
+
+    /// One more row is done.
+    pub fn inc(&mut self) {
+        self.done += 1;
+        if let Some(bar) = &self.bar {
+            if self.done > self.total {
+                self.total = self.done;
+                bar.set_length(self.total);
+            }
+            bar.set_position(self.done);
+        } else if self.log_lines && self.last_log.elapsed() >= LOG_EVERY {
+            self.last_log = Instant::now();
+            eprintln!("{}", self.line());
+        }
+    }
+
+    /// Shows a short status (e.g. "paused after 429").
+    pub fn set_message(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_owned());
+        }
+    }
+
+    /// Prints a line without breaking the bar.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn line(&self) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = self.done as f64 / elapsed.max(0.001);
+        let total = self.total.max(self.done);
+        let eta = (total - self.done) as f64 / rate.max(0.001);
+        format!(
+            "progress: {}/{} rows ({:.0}%), {:.1} rows/s, eta {:.0}s",
+            self.done,
+            total,
+            100.0 * self.done as f64 / total.max(1) as f64,
+            rate,
+            eta
+        )
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Counts the data lines of a file cheaply, for the progress total.
+pub fn estimate_rows(path: &std::path::Path) -> u64 {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 0u64;
+    let mut last = b'\n';
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[n - 1];
+    }
+    if last != b'\n' {
+        lines += 1;
+    }
+    lines.saturating_sub(1)
+}

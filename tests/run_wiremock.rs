@@ -1,0 +1,160 @@
+//! `lsq-dispatch run` against exact answer sequences from a wiremock server.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{lead_ids, leads_csv, lsq, read_report, run};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
+const LIMIT: &str = r#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 25 in 5 second(s)"}"#;
+
+fn key_for(request: &Request) -> ResponseTemplate {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "AuthKey": "k+ey/for=",
+        "LeadId": body["LeadId"],
+    }))
+}
+
+fn command(dir: &std::path::Path, server: &MockServer, ids: &[String]) -> std::process::Command {
+    let input = leads_csv(dir, ids);
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(&input)
+        .args(["--host", &server.uri(), "--portal-id", PORTAL])
+        .args(["--portal-url", "https://apply.example.com/login"])
+        .args(["--rate", "100/100ms", "--report", "report.csv", "--quiet"])
+        .env("LSQ_ACCESS_KEY", "access")
+        .env("LSQ_SECRET_KEY", "secret")
+        .env("LSQ_TENANT_AUTH_KEY", "tenant");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_429s_then_200_ends_linked_after_three_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/AutoLogin/Generate"))
+        .respond_with(ResponseTemplate::new(429).set_body_string(LIMIT))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/AutoLogin/Generate"))
+        .respond_with(key_for)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server, &lead_ids(1)));
+    assert_eq!(out.status.code(), Some(0));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "linked");
+    assert_eq!(rows[0]["attempts"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_are_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(key_for)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server, &lead_ids(1)));
+    assert_eq!(out.status.code(), Some(0));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!((rows[0]["status"].as_str(), rows[0]["attempts"].as_str()), ("linked", "3"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_honoured() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "2")
+                .set_body_string(LIMIT),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).respond_with(key_for).mount(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server, &lead_ids(1)));
+    assert_eq!(out.status.code(), Some(0));
+    // Without Retry-After the pause would be one 100 ms window plus the margin.
+    let stamps: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|_| ())
+        .collect();
+    assert_eq!(stamps.len(), 2);
+    let summary_rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(summary_rows[0]["attempts"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_aborts_after_one_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_string(
+            r#"{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"Invalid credentials"}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server, &lead_ids(40)));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("LSQ_ACCESS_KEY") && stderr.contains("--host"), "{stderr}");
+    // The report exists and holds the header at least.
+    assert!(dir.path().join("report.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_aborts_and_names_the_host() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server, &lead_ids(3)));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_body_with_200_fails_the_row_and_the_run_goes_on() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Portal is disabled"}"#,
+        ))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server, &lead_ids(3)));
+    assert_eq!(out.status.code(), Some(3));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["status"] == "failed" && r["error"] == "Portal is disabled"));
+    let _ = Duration::ZERO;
+}
