@@ -236,7 +236,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
                 }
             }
         })
-        .buffer_unordered(concurrency);
+        .buffer_unordered(concurrency)
+        .boxed();
 
     let mut summary = Summary::default();
     let mut fatal = None;

@@ -1,0 +1,129 @@
+//! Pace benchmark: `run` over N leads against the sandbox set to a strict
+//! 25-in-any-5 s window counted at arrival, with inbound jitter and service time.
+//! Prints wall time, the window's lower bound 5·⌊(N−1)/25⌋ s, their ratio and the
+//! 429s received, as medians over the runs.
+//!
+//!     cargo bench --bench window                 # 300 leads, 3 runs per scenario
+//!     BENCH_LEADS=100 BENCH_RUNS=1 cargo bench --bench window
+
+use std::time::{Duration, Instant};
+
+use lsq_dispatch::cli::RunArgs;
+use lsq_dispatch::config::Settings;
+use lsq_dispatch::limiter::Rate;
+use lsq_dispatch::pipeline;
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+
+struct Scenario {
+    name: &'static str,
+    service: (u64, u64),
+    competitor: u32,
+}
+
+struct Figures {
+    wall: f64,
+    rate_limited: u64,
+    linked: u64,
+    max_in_window: u32,
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u64) -> Figures {
+    let sandbox = Sandbox::start(SandboxConfig {
+        budget: Rate::DEFAULT,
+        jitter: (Duration::ZERO, Duration::from_millis(100)),
+        service_time: (
+            Duration::from_millis(scenario.service.0),
+            Duration::from_millis(scenario.service.1),
+        ),
+        competitor: scenario.competitor,
+        seed: Some(seed),
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("the sandbox starts");
+    let mut csv = String::from("LeadId\n");
+    for i in 0..leads {
+        csv.push_str(&format!("{:08x}-2222-4333-8444-{:012x}\n", 0xb0000000u32 + i as u32, seed));
+    }
+    let input = dir.join("bench-leads.csv");
+    std::fs::write(&input, csv).unwrap();
+    let config = sandbox.config().clone();
+    std::env::set_var("LSQ_ACCESS_KEY", &config.access_key);
+    std::env::set_var("LSQ_SECRET_KEY", &config.secret_key);
+    std::env::set_var("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    let args = RunArgs {
+        input,
+        host: Some(sandbox.base_url()),
+        portal_id: Some(config.portal_ids[0].clone()),
+        portal_url: Some(sandbox.portal_url()),
+        report: Some(dir.join("bench-report.csv")),
+        quiet: true,
+        max_attempts: Some(10),
+        ..RunArgs::default()
+    };
+    let settings = Settings::resolve(&args).expect("settings");
+    let started = Instant::now();
+    let outcome = pipeline::run(settings).await.expect("the run finishes");
+    let wall = started.elapsed().as_secs_f64();
+    let stats = sandbox.stats();
+    sandbox.shutdown().await;
+    Figures {
+        wall,
+        rate_limited: outcome.summary.rate_limited,
+        linked: outcome.summary.count(lsq_dispatch::report::Status::Linked),
+        max_in_window: stats.max_in_window,
+    }
+}
+
+fn main() {
+    let leads = env_number("BENCH_LEADS", 300);
+    let runs = env_number("BENCH_RUNS", 3).max(1);
+    let only = std::env::var("BENCH_ONLY").ok();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let scenarios = [
+        Scenario { name: "service 50-300ms", service: (50, 300), competitor: 0 },
+        Scenario { name: "service 1s", service: (1000, 1000), competitor: 0 },
+        Scenario { name: "competitor takes 10/25", service: (50, 300), competitor: 10 },
+    ];
+    println!("{leads} leads, 25 calls in any 5 s counted at arrival, 0-100 ms inbound jitter, {runs} run(s) each; medians");
+    println!("{:<24} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8}", "scenario", "wall s", "bound s", "ratio", "429s", "linked", "max/win");
+    for scenario in &scenarios {
+        if only.as_deref().is_some_and(|o| !scenario.name.contains(o)) {
+            continue;
+        }
+        let budget = 25 - scenario.competitor as usize;
+        let bound = 5.0 * ((leads - 1) / budget) as f64;
+        let mut walls = Vec::new();
+        let mut limited = Vec::new();
+        let mut linked = Vec::new();
+        let mut max_window = 0;
+        for run in 0..runs {
+            let f = runtime.block_on(once(scenario, leads, dir.path(), run as u64 + 1));
+            walls.push(f.wall);
+            limited.push(f.rate_limited as f64);
+            linked.push(f.linked as f64);
+            max_window = max_window.max(f.max_in_window);
+        }
+        let wall = median(&mut walls);
+        println!(
+            "{:<24} {:>8.2} {:>8.1} {:>7.3} {:>6} {:>8} {:>8}",
+            scenario.name,
+            wall,
+            bound,
+            bound / wall,
+            median(&mut limited),
+            median(&mut linked),
+            max_window
+        );
+    }
+}

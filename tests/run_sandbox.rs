@@ -1,0 +1,183 @@
+//! `lsq-dispatch run` end to end against the built-in sandbox on loopback.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lsq_dispatch::limiter::Rate;
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use support::{lead_ids, lsq, read_report, run, write};
+
+fn fast_config() -> SandboxConfig {
+    SandboxConfig {
+        budget: "1000/1s".parse::<Rate>().unwrap(),
+        ..SandboxConfig::default()
+    }
+}
+
+fn command_for(sandbox: &Sandbox, dir: &std::path::Path, input: &std::path::Path) -> std::process::Command {
+    let config = sandbox.config();
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(input)
+        .args(["--host", &sandbox.base_url()])
+        .args(["--portal-id", &config.portal_ids[0]])
+        .args(["--portal-url", &sandbox.portal_url()])
+        .args(["--rate", &config.budget.to_string()])
+        .args(["--report", "report.csv", "--summary-json", "summary.json"])
+        .env("LSQ_ACCESS_KEY", &config.access_key)
+        .env("LSQ_SECRET_KEY", &config.secret_key)
+        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    cmd
+}
+
+async fn login(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_line() {
+    let ids = lead_ids(12);
+    let unknown = "0badbad0-1111-4222-8333-000000000000".to_string();
+    let sandbox = Sandbox::start(SandboxConfig {
+        unknown_leads: vec![unknown.clone()],
+        ..fast_config()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("LeadId,FirstName\n");
+    for id in &ids[..10] {
+        csv.push_str(&format!("{id},Ann\n"));
+    }
+    csv.push_str(&format!("{},Upper\n", ids[10].to_uppercase())); // line 12
+    csv.push_str(&format!("{{{}}},Braced\n", ids[11])); // line 13
+    csv.push_str(&format!("{},Again\n", ids[0].to_uppercase())); // line 14: duplicate of line 2
+    csv.push_str("not-a-guid,Bad\n"); // line 15
+    csv.push_str(&format!("{unknown},Gone\n")); // line 16: the API answers 400
+    csv.push_str(",Empty\n"); // line 17
+    let input = write(dir.path(), "leads.csv", &csv);
+    let page = format!("{}?campaign=spring&lang=en#welcome", sandbox.portal_url());
+    let out = run(command_for(&sandbox, dir.path(), &input).args(["--portal-url", &page]));
+    assert_eq!(out.status.code(), Some(3), "invalid and failed rows mean exit 3");
+
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 16, "every input row is accounted for");
+    let by_row: HashMap<String, &HashMap<String, String>> =
+        rows.iter().map(|r| (r["row"].clone(), r)).collect();
+    assert_eq!(by_row["14"]["status"], "duplicate");
+    assert!(by_row["14"]["error"].contains('2'));
+    assert_eq!(by_row["15"]["status"], "invalid");
+    assert_eq!(by_row["17"]["status"], "invalid");
+    assert_eq!(by_row["16"]["status"], "failed");
+    assert!(by_row["16"]["error"].contains("Lead does not exist"), "{}", by_row["16"]["error"]);
+
+    let linked: Vec<_> = rows.iter().filter(|r| r["status"] == "linked").collect();
+    assert_eq!(linked.len(), 12);
+    for row in linked {
+        let link = url::Url::parse(&row["portal_url"]).unwrap();
+        assert_eq!(link.path(), "/portal/login");
+        assert_eq!(link.fragment(), Some("welcome"));
+        assert!(link.query().unwrap().starts_with("campaign=spring&lang=en&authKey="));
+        let key = link
+            .query_pairs()
+            .find(|(k, _)| k == "authKey")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        assert!(key.contains('+') && key.contains('/') && key.ends_with('='), "{key}");
+        assert!(!row["expires_at"].is_empty());
+        let (status, body) = login(link.as_str()).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["LeadId"].as_str().unwrap(), row["lead_id"]);
+    }
+    let stats = sandbox.stats();
+    assert!(stats.keys_issued.values().all(|n| *n == 1));
+    assert_eq!(stats.keys_issued.len(), 12);
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["counts"]["linked"], 12);
+    assert_eq!(summary["counts"]["invalid"], 2);
+    assert_eq!(summary["counts"]["duplicate"], 1);
+    assert_eq!(summary["counts"]["failed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_with_ids_put_lead_and_portal_before_the_key() {
+    let sandbox = Sandbox::start(fast_config()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::leads_csv(dir.path(), &lead_ids(2));
+    let out = run(command_for(&sandbox, dir.path(), &input).arg("--link-ids"));
+    assert_eq!(out.status.code(), Some(0));
+    for row in read_report(&dir.path().join("report.csv")) {
+        let link = url::Url::parse(&row["portal_url"]).unwrap();
+        let names: Vec<_> = link.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        assert_eq!(names, ["leadId", "portalId", "authKey"]);
+        assert_eq!(login(link.as_str()).await.0, 200);
+    }
+}
+
+/// Guards the limiter end to end: with arrivals bunched by 0-100 ms of jitter,
+/// the sandbox never sees more than the budget in any window, and never says 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn jittered_arrivals_never_exceed_the_window() {
+    let sandbox = Sandbox::start(SandboxConfig {
+        budget: "10/1s".parse().unwrap(),
+        jitter: (Duration::ZERO, Duration::from_millis(100)),
+        service_time: (Duration::from_millis(10), Duration::from_millis(60)),
+        seed: Some(7),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::leads_csv(dir.path(), &lead_ids(45));
+    let out = run(&mut command_for(&sandbox, dir.path(), &input));
+    assert_eq!(out.status.code(), Some(0));
+    let stats = sandbox.stats();
+    assert!(stats.max_in_window <= 10, "{stats:?}");
+    assert_eq!(stats.by_status.get(&429), None, "{stats:?}");
+    assert_eq!(stats.keys_issued.len(), 45);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_linked() {
+    let sandbox = Sandbox::start(SandboxConfig {
+        error_rate: 0.2,
+        drop_rate: 0.1,
+        seed: Some(11),
+        ..fast_config()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::leads_csv(dir.path(), &lead_ids(30));
+    let out = run(command_for(&sandbox, dir.path(), &input).args(["--max-attempts", "10"]));
+    assert_eq!(out.status.code(), Some(0));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert!(rows.iter().all(|r| r["status"] == "linked"));
+    let retried = rows.iter().filter(|r| r["attempts"] != "1").count();
+    assert!(retried > 0, "faults were injected, some rows needed retries");
+    let stats = sandbox.stats();
+    assert!(stats.by_status.get(&500).copied().unwrap_or(0) > 0);
+    assert!(stats.dropped > 0);
+}
+
+#[test]
+fn the_sandbox_flag_runs_the_sample_with_no_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/leads.csv");
+    let out = run(lsq(dir.path())
+        .arg("run")
+        .arg(&sample)
+        .args(["--sandbox", "--rate", "1000/1s", "--report", "report.csv"]));
+    assert_eq!(out.status.code(), Some(3), "the sample has bad rows on purpose");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SANDBOX"));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert!(rows.iter().filter(|r| r["status"] == "linked").count() >= 5);
+    assert!(rows.iter().any(|r| r["status"] == "invalid"));
+    assert!(rows.iter().any(|r| r["status"] == "duplicate"));
+}

@@ -1,0 +1,112 @@
+//! No secret ever reaches stdout, stderr, the report or the summary: planted,
+//! distinctive values are searched for raw and percent-encoded, on the success
+//! path and on every failure path that carries a request URL.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use support::{lead_ids, leads_csv, lsq, run};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const ACCESS: &str = "AKplantA$+/=&1";
+const SECRET: &str = "SKplantS&=+/$2";
+const TENANT: &str = "TKplantT+/=&3";
+
+fn forms(secret: &str) -> Vec<String> {
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let strict = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string();
+    vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
+}
+
+fn assert_no_secret(dir: &Path, output: &std::process::Output) {
+    let mut texts = vec![
+        ("stdout".to_string(), String::from_utf8_lossy(&output.stdout).into_owned()),
+        ("stderr".to_string(), String::from_utf8_lossy(&output.stderr).into_owned()),
+    ];
+    for name in ["report.csv", "summary.json"] {
+        let path = dir.join(name);
+        assert!(path.exists(), "{name} was written");
+        texts.push((name.into(), std::fs::read_to_string(path).unwrap()));
+    }
+    for secret in [ACCESS, SECRET, TENANT] {
+        for form in forms(secret) {
+            for (name, text) in &texts {
+                assert!(!text.contains(&form), "{form:?} leaked into {name}:\n{text}");
+            }
+        }
+    }
+}
+
+fn command(dir: &Path, host: &str) -> std::process::Command {
+    let input = leads_csv(dir, &lead_ids(3));
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(input)
+        .args(["--host", host])
+        .args(["--portal-id", "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37"])
+        .args(["--portal-url", "https://apply.example.com/"])
+        .args(["--rate", "1000/1s", "--max-attempts", "2", "--timeout", "500ms"])
+        .args(["--report", "report.csv", "--summary-json", "summary.json"])
+        .env("LSQ_ACCESS_KEY", ACCESS)
+        .env("LSQ_SECRET_KEY", SECRET)
+        .env("LSQ_TENANT_AUTH_KEY", TENANT);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_on_the_success_path() {
+    let sandbox = Sandbox::start(SandboxConfig {
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        tenant_auth_key: TENANT.into(),
+        portal_ids: vec!["7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37".into()],
+        budget: "1000/1s".parse().unwrap(),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &sandbox.base_url()));
+    assert_eq!(out.status.code(), Some(0));
+    assert_no_secret(dir.path(), &out);
+}
+
+#[test]
+fn no_secret_when_the_connection_is_refused() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &format!("http://127.0.0.1:{port}")));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&std::fs::read(dir.path().join("report.csv")).unwrap()).contains("connection"));
+    assert_no_secret(dir.path(), &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_when_the_call_times_out() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server.uri()));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(std::fs::read_to_string(dir.path().join("report.csv")).unwrap().contains("timed out"));
+    assert_no_secret(dir.path(), &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_when_the_server_fails() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500).set_body_string("internal error"))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut command(dir.path(), &server.uri()));
+    assert_eq!(out.status.code(), Some(3));
+    assert_no_secret(dir.path(), &out);
+}
