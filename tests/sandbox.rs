@@ -637,7 +637,8 @@ async fn competitor_takes_part_of_every_window() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let burst = join_all((0..10).map(|_| api.generate_status(LEAD))).await;
     let ok = count(&burst, StatusCode::OK);
-    assert!((3..=6).contains(&ok), "{ok} of 10 accepted");
+    // About 5 competitor calls sit in any window; slack for a busy machine.
+    assert!((3..=7).contains(&ok), "{ok} of 10 accepted");
     let stats = api.sandbox.stats();
     assert!(stats.competitor_calls >= 5, "{stats:?}");
     // Competitor calls are counted but are not ours.
@@ -723,10 +724,10 @@ async fn service_time_outlasts_an_impatient_client() {
         ..SandboxConfig::default()
     };
     let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(150))
+        .timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    for (service, want_timeouts) in [(range(0), 0), (range(800), 5)] {
+    for (service, want_timeouts) in [(range(0), 0), (range(2000), 5)] {
         let mut api = Api::start(config(service)).await;
         api.http = impatient.clone();
         let results = join_all((0..5).map(|_| api.generate(LEAD))).await;

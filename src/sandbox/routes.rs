@@ -4,7 +4,7 @@
 //! and the admin endpoints themselves.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -65,7 +65,7 @@ async fn dispatch(
         return admin(&shared, rest, &method, &query);
     }
     if path.starts_with("/portal/") {
-        return portal_page(&shared, &method, &query);
+        return portal_page(&shared, &method, &uri, &query);
     }
 
     shared.ledger().calls += 1;
@@ -74,30 +74,18 @@ async fn dispatch(
         .find(|(p, _, _)| *p == path)
         .map(|(_, m, api)| (m, *api))
     else {
-        let err = ApiError::new(
-            StatusCode::NOT_FOUND,
-            "MXResourceNotFoundException",
-            format!("No API at {}: check the path and the host", uri.path()),
-        );
+        let err = ApiError::not_found(format!(
+            "No API at {}: check the path and the host",
+            uri.path()
+        ));
         return answer(&shared, err.into_response());
     };
     if method != *allowed {
-        let mut response = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MXMethodNotAllowedException",
-            format!("{} {} is not supported: use {allowed}", method, uri.path()),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allowed.as_str()));
-        return answer(&shared, response);
+        return answer(&shared, method_not_allowed(&method, &uri, allowed));
     }
 
     let jitter = shared.faults().jitter();
-    if !jitter.is_zero() {
-        tokio::time::sleep(jitter).await;
-    }
+    pause(jitter).await;
     let admission = {
         let mut ledger = shared.ledger();
         let now = Instant::now();
@@ -117,9 +105,7 @@ async fn dispatch(
     }
 
     let service = shared.faults().service_time();
-    if !service.is_zero() {
-        tokio::time::sleep(service).await;
-    }
+    pause(service).await;
     match shared.faults().fault() {
         Fault::None => {}
         Fault::Drop => {
@@ -154,6 +140,28 @@ async fn dispatch(
         err.into_response()
     });
     answer(&shared, response)
+}
+
+/// Sleeps, but skips the timer entirely for a zero delay, which would otherwise
+/// still cost a timer tick on every call.
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn method_not_allowed(method: &Method, uri: &Uri, allowed: &Method) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MXMethodNotAllowedException",
+        format!("{method} {} is not supported: use {allowed}", uri.path()),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_str(allowed.as_str()).expect("a method name is a valid header value"),
+    );
+    response
 }
 
 /// Counts the answer by status on its way out.
@@ -306,14 +314,9 @@ fn issue_lead_key(shared: &Shared, lead_id: &str, portal_id: &str) -> String {
 
 /// What a portal would do with a link: say which lead the key logs in, or
 /// refuse it. Not an API call, so not budgeted.
-fn portal_page(shared: &Shared, method: &Method, query: &Query) -> Response {
+fn portal_page(shared: &Shared, method: &Method, uri: &Uri, query: &Query) -> Response {
     if method != Method::GET {
-        return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MXMethodNotAllowedException",
-            "The portal page only answers GET",
-        )
-        .into_response();
+        return method_not_allowed(method, uri, &Method::GET);
     }
     let refuse = |why: &str| {
         ApiError::unauthorized(format!("Portal sign-in refused: {why}")).into_response()
@@ -348,20 +351,13 @@ fn admin(shared: &Shared, rest: &str, method: &Method, query: &Query) -> Respons
         }
         ("GET", "otp") => match query.get("code").and_then(|code| shared.otps().get(&code)) {
             Some(record) => Json(record).into_response(),
-            None => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "MXResourceNotFoundException",
-                "No OTP was issued with that code",
-            )
-            .into_response(),
+            None => ApiError::not_found("No OTP was issued with that code").into_response(),
         },
         ("POST", "reset") => {
             shared.reset();
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "MXResourceNotFoundException",
+        _ => ApiError::not_found(
             "Admin endpoints: GET stats, GET arrivals, GET otp?code=, POST reset",
         )
         .into_response(),
@@ -525,6 +521,14 @@ impl ApiError {
 
     fn bad_input(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "MXInvalidInputException", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "MXResourceNotFoundException",
+            message,
+        )
     }
 
     fn unauthorized(message: impl Into<String>) -> Self {
