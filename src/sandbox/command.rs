@@ -1,0 +1,394 @@
+//! The `lsq-dispatch sandbox` subcommand: its flags, turning them into a
+//! [`SandboxConfig`], and running the sandbox in the foreground until Ctrl-C or
+//! SIGTERM, printing what a user needs to point a run at it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use super::{
+    Sandbox, SandboxConfig, SandboxLead, DEFAULT_ACCESS_KEY, DEFAULT_PUBLIC_AUTH_KEY,
+    DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_EMAIL, DEMO_LEAD_ID, DEMO_LEAD_PHONE,
+    TENANT_KEY_PATH,
+};
+use crate::limiter::{parse_duration, Rate};
+
+/// Flags of `lsq-dispatch sandbox`. Credentials are not flags: they come from
+/// `LSQ_ACCESS_KEY`, `LSQ_SECRET_KEY`, `LSQ_TENANT_AUTH_KEY` and
+/// `LSQ_PUBLIC_AUTH_KEY`, or the documented defaults.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SandboxArgs {
+    /// Loopback port to listen on (0 = any free port; the URL is printed).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// A portal GUID the sandbox knows (repeatable; default: the built-in one).
+    #[arg(long = "portal-id", value_name = "GUID")]
+    pub portal_ids: Vec<String>,
+
+    /// API budget: calls per sliding window.
+    #[arg(long, value_name = "CALLS/WINDOW", default_value = "25/5s")]
+    pub budget: Option<Rate>,
+
+    /// Lifetime of issued lead keys and minted tenant keys.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "4h")]
+    pub key_ttl: Option<Duration>,
+
+    /// Inbound network delay before a call is counted, e.g. 0-100ms.
+    #[arg(long, value_name = "RANGE", value_parser = parse_range)]
+    pub jitter: Option<(Duration, Duration)>,
+
+    /// Time to serve an accepted call, e.g. 50-300ms.
+    #[arg(long, value_name = "RANGE", value_parser = parse_range)]
+    pub service_time: Option<(Duration, Duration)>,
+
+    /// Fraction of accepted calls answered 500, e.g. 0.1.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Fraction of accepted calls whose connection is dropped, e.g. 0.05.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub drop_rate: f64,
+
+    /// A competing integration takes K of the budget's calls in every window.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub competitor: u32,
+
+    /// Count calls answered 429 toward the window, as some gateways do.
+    #[arg(long)]
+    pub count_rejected: bool,
+
+    /// Seed for the fault RNG, to replay the same faults.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// A LeadId that answers 400 "Lead does not exist" (repeatable).
+    #[arg(long = "unknown-lead", value_name = "GUID")]
+    pub unknown_leads: Vec<String>,
+
+    /// CSV of extra OTP leads with header LeadId,Phone,Email.
+    #[arg(long, value_name = "FILE")]
+    pub leads: Option<PathBuf>,
+
+    /// Send Retry-After (seconds) with every 429.
+    #[arg(long, value_name = "SECS")]
+    pub retry_after: Option<u64>,
+}
+
+impl SandboxArgs {
+    /// The configuration these flags describe, on top of
+    /// [`SandboxConfig::from_env`].
+    pub fn into_config(self) -> anyhow::Result<SandboxConfig> {
+        let mut config = SandboxConfig::from_env();
+        config.port = self.port;
+        if !self.portal_ids.is_empty() {
+            config.portal_ids = self.portal_ids;
+        }
+        if let Some(budget) = self.budget {
+            config.budget = budget;
+        }
+        if let Some(ttl) = self.key_ttl {
+            if ttl.is_zero() {
+                bail!("--key-ttl must be above zero");
+            }
+            config.key_ttl = ttl;
+        }
+        if let Some(jitter) = self.jitter {
+            config.jitter = jitter;
+        }
+        if let Some(service_time) = self.service_time {
+            config.service_time = service_time;
+        }
+        config.error_rate = self.error_rate;
+        config.drop_rate = self.drop_rate;
+        config.competitor = self.competitor;
+        config.count_rejected = self.count_rejected;
+        config.seed = self.seed;
+        config.unknown_leads = self.unknown_leads;
+        if let Some(path) = &self.leads {
+            config.leads = read_leads(path)?;
+        }
+        config.retry_after = self.retry_after.map(Duration::from_secs);
+        Ok(config)
+    }
+}
+
+/// Parses a delay range: `0-100ms`, `50ms-300ms`, `1s-2s`, or one value for a
+/// fixed delay. A bare number before the dash takes the unit after it, so
+/// `0-100ms` means 0 ms to 100 ms, not 0 s to 100 ms.
+pub fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+    let bad = || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s");
+    let text = text.trim();
+    let (lo, hi) = match text.split_once('-') {
+        None => {
+            let d = parse_duration(text).ok_or_else(bad)?;
+            return Ok((d, d));
+        }
+        Some((lo, hi)) => (lo.trim(), hi.trim()),
+    };
+    let hi_d = parse_duration(hi).ok_or_else(bad)?;
+    let lo_d = if !lo.is_empty() && lo.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        let unit = hi.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        parse_duration(&format!("{lo}{unit}"))
+    } else {
+        parse_duration(lo)
+    }
+    .ok_or_else(bad)?;
+    if lo_d > hi_d {
+        return Err(format!(
+            "invalid range {text:?}: the low end is above the high end"
+        ));
+    }
+    Ok((lo_d, hi_d))
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. 300ms, 5s, 4h"))
+}
+
+/// Reads OTP leads from a CSV with header `LeadId,Phone,Email`.
+fn read_leads(path: &Path) -> anyhow::Result<Vec<SandboxLead>> {
+    let shown = path.display();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("cannot read --leads file {shown}"))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{shown}: cannot read the header row"))?
+        .clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+            .with_context(|| {
+                format!("{shown}: header has no {name} column (want LeadId,Phone,Email)")
+            })
+    };
+    let (id_col, phone_col, email_col) = (column("LeadId")?, column("Phone")?, column("Email")?);
+
+    let mut leads = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("{shown}: malformed CSV"))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let cell = |i: usize| record.get(i).unwrap_or("").to_owned();
+        let lead = SandboxLead {
+            lead_id: cell(id_col),
+            phone: cell(phone_col),
+            email: cell(email_col),
+        };
+        if super::normalise_guid(&lead.lead_id).is_none() {
+            bail!(
+                "{shown} line {line}: LeadId {:?} is not a GUID",
+                lead.lead_id
+            );
+        }
+        if lead.phone.is_empty() && lead.email.is_empty() {
+            bail!("{shown} line {line}: a lead needs a Phone or an Email to sign in by OTP");
+        }
+        leads.push(lead);
+    }
+    Ok(leads)
+}
+
+/// Runs `lsq-dispatch sandbox`: starts the sandbox, prints where it listens and
+/// what to point a run at, and serves until Ctrl-C or SIGTERM.
+pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let sandbox = Sandbox::start_with(config, true).await?;
+    let c = sandbox.config();
+    // Only the documented defaults are printed; credentials taken from the
+    // environment are secrets and stay out of the output.
+    let shown = |value: &str, default: &str, var: &str| {
+        if value == default {
+            value.to_owned()
+        } else {
+            format!("(from {var})")
+        }
+    };
+    println!("lsq-dispatch sandbox listening on {}", sandbox.base_url());
+    println!("  LSQ_HOST={}", sandbox.base_url());
+    println!(
+        "  LSQ_ACCESS_KEY={}",
+        shown(&c.access_key, DEFAULT_ACCESS_KEY, "LSQ_ACCESS_KEY")
+    );
+    println!(
+        "  LSQ_SECRET_KEY={}",
+        shown(&c.secret_key, DEFAULT_SECRET_KEY, "LSQ_SECRET_KEY")
+    );
+    println!(
+        "  LSQ_TENANT_AUTH_KEY={}",
+        shown(
+            &c.tenant_auth_key,
+            DEFAULT_TENANT_AUTH_KEY,
+            "LSQ_TENANT_AUTH_KEY"
+        )
+    );
+    println!(
+        "  LSQ_PUBLIC_AUTH_KEY={}",
+        shown(
+            &c.public_auth_key,
+            DEFAULT_PUBLIC_AUTH_KEY,
+            "LSQ_PUBLIC_AUTH_KEY"
+        )
+    );
+    println!("  LSQ_PORTAL_ID={}", c.portal_ids[0]);
+    for other in &c.portal_ids[1..] {
+        println!("  also portal id {other}");
+    }
+    println!("  LSQ_PORTAL_URL={}", sandbox.portal_url());
+    println!(
+        "  tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
+        sandbox.base_url()
+    );
+    println!(
+        "  demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}"
+    );
+    println!(
+        "  budget {}, key ttl {:?}, admin: {}/admin/stats",
+        c.budget,
+        c.key_ttl,
+        sandbox.base_url()
+    );
+
+    wait_for_stop().await?;
+    eprintln!("sandbox: stopping");
+    let stats = sandbox.stats();
+    sandbox.shutdown().await;
+    eprintln!(
+        "sandbox: {} calls, by status {:?}, {} dropped, at most {} in one window",
+        stats.calls, stats.by_status, stats.dropped, stats.max_in_window
+    );
+    Ok(())
+}
+
+async fn wait_for_stop() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot watch for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch for Ctrl-C")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("0-100ms"), Ok((ms(0), ms(100))));
+        assert_eq!(parse_range("50ms-300ms"), Ok((ms(50), ms(300))));
+        assert_eq!(parse_range("1-2s"), Ok((ms(1000), ms(2000))));
+        assert_eq!(parse_range("1s"), Ok((ms(1000), ms(1000))));
+        assert_eq!(parse_range("250ms-1s"), Ok((ms(250), ms(1000))));
+        for bad in ["", "x", "3s-1s", "1s-", "-1s", "1y-2y"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SandboxArgs,
+    }
+
+    #[test]
+    fn flags_parse() {
+        use clap::{CommandFactory as _, Parser as _};
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "sandbox",
+            "--port",
+            "8080",
+            "--jitter",
+            "0-100ms",
+            "--portal-id",
+            "a",
+            "--portal-id",
+            "b",
+            "--unknown-lead",
+            "x",
+            "--count-rejected",
+            "--budget",
+            "10/1s",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.port, 8080);
+        assert_eq!(cli.args.jitter, Some((ms(0), ms(100))));
+        assert_eq!(cli.args.portal_ids, ["a", "b"]);
+        assert_eq!(cli.args.key_ttl, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(cli.args.budget.unwrap().calls, 10);
+        assert!(Cli::try_parse_from(["sandbox", "--jitter", "5s-1s"]).is_err());
+    }
+
+    #[test]
+    fn flags_become_config() {
+        let args = SandboxArgs {
+            port: 0,
+            portal_ids: vec![],
+            budget: Some("5/1s".parse().unwrap()),
+            key_ttl: Some(ms(300)),
+            jitter: Some((ms(0), ms(100))),
+            service_time: None,
+            error_rate: 0.1,
+            drop_rate: 0.05,
+            competitor: 2,
+            count_rejected: true,
+            seed: Some(9),
+            unknown_leads: vec![],
+            leads: None,
+            retry_after: Some(2),
+        };
+        let c = args.into_config().unwrap();
+        assert_eq!(c.budget.calls, 5);
+        assert_eq!(c.key_ttl, ms(300));
+        assert_eq!(c.jitter, (ms(0), ms(100)));
+        assert_eq!(c.service_time, (Duration::ZERO, Duration::ZERO));
+        assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
+        assert_eq!(
+            c.portal_ids,
+            vec![super::super::DEFAULT_PORTAL_ID.to_owned()]
+        );
+        assert!(c.count_rejected);
+    }
+
+    #[test]
+    fn leads_file_errors_name_the_line() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "LeadId,Phone,Email").unwrap();
+        writeln!(file, "{DEMO_LEAD_ID},+1-555,a@example.com").unwrap();
+        writeln!(file, "not-a-guid,+1-556,b@example.com").unwrap();
+        let err = read_leads(file.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("not-a-guid"),
+            "{err}"
+        );
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn leads_file_is_read() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "\u{feff}LeadId, Phone ,Email\r").unwrap();
+        writeln!(file, "{DEMO_LEAD_ID}, +1-555 ,a@example.com\r").unwrap();
+        let leads = read_leads(file.path()).unwrap();
+        assert_eq!(leads.len(), 1);
+        assert_eq!(leads[0].phone, "+1-555");
+    }
+}

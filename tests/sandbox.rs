@@ -1,0 +1,876 @@
+//! The sandbox over real HTTP: every documented answer of every call, the key
+//! alphabet, the portal page, the OTP flow, the sliding-window budget, and each
+//! fault setting, asserted by counts rather than timings.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use lsq_dispatch::limiter::Rate;
+use lsq_dispatch::sandbox::{
+    Sandbox, SandboxConfig, SandboxLead, Stats, DEFAULT_ACCESS_KEY, DEFAULT_PORTAL_ID,
+    DEFAULT_PUBLIC_AUTH_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_ID,
+    DEMO_LEAD_PHONE, TENANT_KEY_PATH,
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+const LEAD: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+const GENERATE: &str = "/api/AutoLogin/Generate";
+
+/// A running sandbox and a client for it.
+struct Api {
+    sandbox: Sandbox,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start(config: SandboxConfig) -> Api {
+        Api {
+            sandbox: Sandbox::start(config).await.expect("sandbox starts"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn default() -> Api {
+        Api::start(SandboxConfig::default()).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sandbox.base_url())
+    }
+
+    /// Generate with the default credentials, portal and tenant key.
+    async fn generate(&self, lead_id: &str) -> Result<Response, reqwest::Error> {
+        self.http
+            .post(self.url(GENERATE))
+            .query(&[
+                ("accessKey", DEFAULT_ACCESS_KEY),
+                ("secretKey", DEFAULT_SECRET_KEY),
+                ("authkey", DEFAULT_TENANT_AUTH_KEY),
+            ])
+            .json(&json!({ "LeadId": lead_id, "PortalId": DEFAULT_PORTAL_ID }))
+            .send()
+            .await
+    }
+
+    async fn generate_status(&self, lead_id: &str) -> StatusCode {
+        self.generate(lead_id).await.expect("an answer").status()
+    }
+
+    async fn generate_key(&self, lead_id: &str) -> String {
+        let response = self.generate(lead_id).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["AuthKey"].as_str().unwrap().to_owned()
+    }
+
+    /// Generate with an explicit query and body.
+    async fn generate_raw(&self, query: &[(&str, &str)], body: Value) -> Response {
+        self.http
+            .post(self.url(GENERATE))
+            .query(query)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn portal(&self, query: &[(&str, &str)]) -> Response {
+        self.http
+            .get(self.sandbox.portal_url())
+            .query(query)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn otp_get(&self, phone: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .http
+            .post(self.url("/api/Authentication/SigninOTP/Get"))
+            .header("Authorization", DEFAULT_PUBLIC_AUTH_KEY)
+            .json(&json!({ "FieldSchemaName": "Phone", "FieldContent": phone }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn signin(&self, code: &str, phone: &str, otp: &str) -> Response {
+        self.http
+            .post(self.url("/api/Authentication/Signin"))
+            .header("Authorization", DEFAULT_PUBLIC_AUTH_KEY)
+            .json(&json!({
+                "OTPSigninRequest": true,
+                "OTPSigninData": { "Otp": otp, "FieldContent": phone, "Code": code }
+            }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn admin_otp(&self, code: &str) -> String {
+        let body: Value = self
+            .http
+            .get(self.url("/admin/otp"))
+            .query(&[("code", code)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["Otp"].as_str().unwrap().to_owned()
+    }
+}
+
+fn creds() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("accessKey", DEFAULT_ACCESS_KEY),
+        ("secretKey", DEFAULT_SECRET_KEY),
+        ("authkey", DEFAULT_TENANT_AUTH_KEY),
+    ]
+}
+
+fn body(lead: &str) -> Value {
+    json!({ "LeadId": lead, "PortalId": DEFAULT_PORTAL_ID })
+}
+
+fn rate(calls: u32, ms: u64) -> Rate {
+    Rate {
+        calls,
+        window: Duration::from_millis(ms),
+    }
+}
+
+fn range(ms: u64) -> (Duration, Duration) {
+    (Duration::from_millis(ms), Duration::from_millis(ms))
+}
+
+/// Asserts LeadSquared's error shape and returns (status, type, message).
+async fn error_of(response: Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["Status"], "Error", "{body}");
+    let kind = body["ExceptionType"].as_str().expect("ExceptionType");
+    assert!(kind.starts_with("MX"), "{kind}");
+    let message = body["ExceptionMessage"].as_str().expect("ExceptionMessage");
+    assert!(!message.is_empty());
+    (status, kind.to_owned(), message.to_owned())
+}
+
+fn count(statuses: &[StatusCode], want: StatusCode) -> usize {
+    statuses.iter().filter(|&&s| s == want).count()
+}
+
+// ---- Generate -----------------------------------------------------------------
+
+#[tokio::test]
+async fn generate_issues_keys_that_need_percent_encoding() {
+    let api = Api::default().await;
+    let braced_upper = format!("{{{}}}", LEAD.to_uppercase());
+    for _ in 0..20 {
+        let response = api.generate(&braced_upper).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["LeadId"], LEAD, "LeadId comes back normalised");
+        let key = body["AuthKey"].as_str().unwrap();
+        assert!(
+            key.contains('+') && key.contains('/') && key.ends_with('='),
+            "{key}"
+        );
+    }
+    assert_eq!(api.sandbox.stats().keys_issued[LEAD], 20);
+}
+
+#[tokio::test]
+async fn generate_refuses_bad_credentials_with_401() {
+    let api = Api::default().await;
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("accessKey", "wrong"),
+            ("secretKey", DEFAULT_SECRET_KEY),
+            ("authkey", DEFAULT_TENANT_AUTH_KEY),
+        ],
+        vec![
+            ("accessKey", DEFAULT_ACCESS_KEY),
+            ("secretKey", "wrong"),
+            ("authkey", DEFAULT_TENANT_AUTH_KEY),
+        ],
+        vec![
+            ("accessKey", DEFAULT_ACCESS_KEY),
+            ("authkey", DEFAULT_TENANT_AUTH_KEY),
+        ],
+        vec![
+            ("accessKey", DEFAULT_ACCESS_KEY),
+            ("secretKey", DEFAULT_SECRET_KEY),
+            ("authkey", "wrong"),
+        ],
+        vec![
+            ("accessKey", DEFAULT_ACCESS_KEY),
+            ("secretKey", DEFAULT_SECRET_KEY),
+        ],
+    ];
+    for query in cases {
+        let response = api.generate_raw(&query, body(LEAD)).await;
+        assert_eq!(error_of(response).await.0, 401, "{query:?}");
+    }
+}
+
+#[tokio::test]
+async fn unencoded_credentials_are_refused() {
+    // `+` decodes to a space, `&` and `=` split the value: the keys no longer match.
+    let api = Api::default().await;
+    let raw = format!(
+        "{}?accessKey={DEFAULT_ACCESS_KEY}&secretKey={DEFAULT_SECRET_KEY}&authkey={DEFAULT_TENANT_AUTH_KEY}",
+        api.url(GENERATE)
+    );
+    let response = api.http.post(raw).json(&body(LEAD)).send().await.unwrap();
+    assert_eq!(error_of(response).await.0, 401);
+}
+
+#[tokio::test]
+async fn minted_tenant_keys_work_until_they_expire() {
+    let api = Api::start(SandboxConfig {
+        key_ttl: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let response = api
+        .http
+        .post(api.url(TENANT_KEY_PATH))
+        .query(&[
+            ("accessKey", DEFAULT_ACCESS_KEY),
+            ("secretKey", DEFAULT_SECRET_KEY),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let minted: String = response.json().await.expect("a bare JSON string");
+    assert!(minted.contains('+') && minted.contains('/') && minted.ends_with('='));
+
+    let with = |key: &str| {
+        vec![
+            ("accessKey", DEFAULT_ACCESS_KEY.to_owned()),
+            ("secretKey", DEFAULT_SECRET_KEY.to_owned()),
+            ("authkey", key.to_owned()),
+        ]
+    };
+    let send = |query: Vec<(&'static str, String)>| {
+        api.http
+            .post(api.url(GENERATE))
+            .query(&query)
+            .json(&body(LEAD))
+            .send()
+    };
+    assert_eq!(send(with(&minted)).await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(error_of(send(with(&minted)).await.unwrap()).await.0, 401);
+    // The configured tenant key never expires.
+    let configured = send(with(DEFAULT_TENANT_AUTH_KEY)).await.unwrap();
+    assert_eq!(configured.status(), StatusCode::OK);
+
+    let bad = api
+        .http
+        .post(api.url(TENANT_KEY_PATH))
+        .query(&[("accessKey", DEFAULT_ACCESS_KEY), ("secretKey", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(bad).await.0, 401);
+}
+
+#[tokio::test]
+async fn generate_refuses_bad_bodies_with_400() {
+    let api = Api::start(SandboxConfig {
+        unknown_leads: vec![LEAD.to_uppercase()],
+        ..SandboxConfig::default()
+    })
+    .await;
+    let other = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    let cases = [
+        json!({ "PortalId": DEFAULT_PORTAL_ID }),
+        json!({ "LeadId": "not-a-guid", "PortalId": DEFAULT_PORTAL_ID }),
+        json!({ "LeadId": 42, "PortalId": DEFAULT_PORTAL_ID }),
+        json!({ "LeadId": other }),
+        json!({ "LeadId": other, "PortalId": "portal" }),
+        json!({ "LeadId": other, "PortalId": other }),
+        json!([other, DEFAULT_PORTAL_ID]),
+    ];
+    for case in cases {
+        let response = api.generate_raw(&creds(), case.clone()).await;
+        assert_eq!(error_of(response).await.0, 400, "{case}");
+    }
+
+    let malformed = api
+        .http
+        .post(api.url(GENERATE))
+        .query(&creds())
+        .header("Content-Type", "application/json")
+        .body("{\"LeadId\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(malformed).await.0, 400);
+
+    let not_json = api
+        .http
+        .post(api.url(GENERATE))
+        .query(&creds())
+        .header("Content-Type", "text/plain")
+        .body(body(other).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(not_json).await.0, 400);
+
+    let unknown = api.generate_raw(&creds(), body(LEAD)).await;
+    assert_eq!(
+        error_of(unknown).await,
+        (
+            400,
+            "MXInvalidEntityException".into(),
+            "Lead does not exist".into()
+        )
+    );
+    // Any other GUID is a lead.
+    assert_eq!(api.generate_status(other).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn query_names_and_paths_ignore_case() {
+    let api = Api::default().await;
+    let response = api
+        .http
+        .post(api.url("/API/autologin/GENERATE"))
+        .query(&[
+            ("ACCESSKEY", DEFAULT_ACCESS_KEY),
+            ("SecretKey", DEFAULT_SECRET_KEY),
+            ("AuthKey", DEFAULT_TENANT_AUTH_KEY),
+        ])
+        .json(&body(LEAD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_wrong_methods_405() {
+    let api = Api::default().await;
+    let missing = api.http.get(api.url("/api/Nope")).send().await.unwrap();
+    assert_eq!(error_of(missing).await.0, 404);
+    let wrong = api
+        .http
+        .get(api.url(GENERATE))
+        .query(&creds())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.headers()["allow"], "POST");
+    assert_eq!(error_of(wrong).await.0, 405);
+    // Neither reaches the tenant, so neither is budgeted.
+    assert!(api.sandbox.arrivals().is_empty());
+}
+
+#[tokio::test]
+async fn public_token_returns_the_configured_key() {
+    let api = Api::default().await;
+    let good = api
+        .http
+        .get(api.url("/api/Access/PublicToken"))
+        .query(&[
+            ("accessKey", DEFAULT_ACCESS_KEY),
+            ("secretKey", DEFAULT_SECRET_KEY),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), StatusCode::OK);
+    let body: Value = good.json().await.unwrap();
+    assert_eq!(body, json!({ "PublicAuthKey": DEFAULT_PUBLIC_AUTH_KEY }));
+    let bad = api
+        .http
+        .get(api.url("/api/Access/PublicToken"))
+        .query(&[("accessKey", DEFAULT_ACCESS_KEY)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(bad).await.0, 401);
+}
+
+// ---- the portal page ---------------------------------------------------------
+
+#[tokio::test]
+async fn portal_page_tells_which_lead_a_key_logs_in() {
+    let api = Api::start(SandboxConfig {
+        budget: rate(1, 60_000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let key = api.generate_key(LEAD).await;
+
+    let page = api.portal(&[("authKey", &key)]).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let body: Value = page.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "LeadId": LEAD, "PortalId": DEFAULT_PORTAL_ID })
+    );
+
+    let upper_lead = LEAD.to_uppercase();
+    let full = [
+        ("leadId", upper_lead.as_str()),
+        ("portalId", DEFAULT_PORTAL_ID),
+        ("authkey", &key),
+    ];
+    assert_eq!(api.portal(&full).await.status(), StatusCode::OK);
+
+    let other = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    for query in [
+        vec![("leadId", other), ("authKey", key.as_str())],
+        vec![("portalId", other), ("authKey", key.as_str())],
+        vec![("authKey", "bm90LWEta2V5")],
+        vec![],
+    ] {
+        assert_eq!(error_of(api.portal(&query).await).await.0, 401, "{query:?}");
+    }
+
+    // The key pasted into a link without encoding no longer matches.
+    let raw = format!("{}?authKey={key}", api.sandbox.portal_url());
+    let response = api.http.get(raw).send().await.unwrap();
+    assert_eq!(error_of(response).await.0, 401);
+
+    // Budget 1/60s was spent by the Generate: the portal page is not budgeted.
+    let stats = api.sandbox.stats();
+    assert_eq!(stats.calls, 1);
+    assert_eq!(stats.max_in_window, 1);
+}
+
+#[tokio::test]
+async fn portal_page_refuses_expired_keys() {
+    let api = Api::start(SandboxConfig {
+        key_ttl: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let key = api.generate_key(LEAD).await;
+    assert_eq!(
+        api.portal(&[("authKey", &key)]).await.status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        error_of(api.portal(&[("authKey", &key)]).await).await.0,
+        401
+    );
+}
+
+// ---- OTP ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn otp_sign_in_works_once() {
+    let second_portal = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    let api = Api::start(SandboxConfig {
+        portal_ids: vec![DEFAULT_PORTAL_ID.into(), second_portal.to_uppercase()],
+        ..SandboxConfig::default()
+    })
+    .await;
+
+    let response = api
+        .otp_get(
+            DEMO_LEAD_PHONE,
+            &[
+                ("x-lsq-registertoken", "reg-token-1"),
+                ("x-lsq-portalid", second_portal),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["Status"], "Success");
+    assert_eq!(body["Message"], "OTP sent");
+    assert_eq!(body["FieldContent"], DEMO_LEAD_PHONE);
+    let code = body["Code"].as_str().unwrap().to_owned();
+
+    let record = api.sandbox.otp(&code).unwrap();
+    assert_eq!(record.register_token.as_deref(), Some("reg-token-1"));
+    assert_eq!(record.portal_id.as_deref(), Some(second_portal));
+    let otp = api.admin_otp(&code).await;
+    assert_eq!(otp, record.otp);
+    assert_eq!(otp.len(), 6);
+
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let (status, _, message) = error_of(api.signin(&code, DEMO_LEAD_PHONE, wrong).await).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("Invalid OTP"), "{message}");
+
+    let response = api.signin(&code, DEMO_LEAD_PHONE, &otp).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["LeadId"], DEMO_LEAD_ID);
+    let key = body["AuthKey"].as_str().unwrap();
+    let page: Value = api.portal(&[("authKey", key)]).await.json().await.unwrap();
+    assert_eq!(
+        page,
+        json!({ "LeadId": DEMO_LEAD_ID, "PortalId": second_portal })
+    );
+
+    let (status, _, message) = error_of(api.signin(&code, DEMO_LEAD_PHONE, &otp).await).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("already been used"), "{message}");
+    assert_eq!(api.sandbox.stats().keys_issued[DEMO_LEAD_ID], 1);
+}
+
+#[tokio::test]
+async fn otp_refusals() {
+    let lead = SandboxLead {
+        lead_id: LEAD.into(),
+        phone: "+91-9876543210".into(),
+        email: "lead@example.com".into(),
+    };
+    let api = Api::start(SandboxConfig {
+        leads: vec![lead],
+        ..SandboxConfig::default()
+    })
+    .await;
+    assert_eq!(
+        api.otp_get("+91-9876543210", &[]).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(error_of(api.otp_get("+1-000", &[]).await).await.0, 400);
+    let foreign_portal = [("x-lsq-portalid", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")];
+    assert_eq!(
+        error_of(api.otp_get(DEMO_LEAD_PHONE, &foreign_portal).await)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        error_of(api.signin("no-such-code", DEMO_LEAD_PHONE, "123456").await)
+            .await
+            .0,
+        400
+    );
+
+    let url = api.url("/api/Authentication/SigninOTP/Get");
+    let otp_body = json!({ "FieldSchemaName": "Phone", "FieldContent": DEMO_LEAD_PHONE });
+    let no_auth = api.http.post(&url).json(&otp_body).send().await.unwrap();
+    assert_eq!(error_of(no_auth).await.0, 401);
+    let bad_auth = api
+        .http
+        .post(&url)
+        .header("Authorization", "wrong")
+        .json(&otp_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(bad_auth).await.0, 401);
+    let signin_no_auth = api
+        .http
+        .post(api.url("/api/Authentication/Signin"))
+        .json(&json!({ "OTPSigninRequest": true, "OTPSigninData": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(signin_no_auth).await.0, 401);
+}
+
+// ---- the budget -------------------------------------------------------------------
+
+#[tokio::test]
+async fn window_admits_n_then_429_until_it_slides() {
+    let api = Api::start(SandboxConfig {
+        budget: rate(25, 1000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let burst = join_all((0..25).map(|_| api.generate_status(LEAD))).await;
+    assert_eq!(count(&burst, StatusCode::OK), 25);
+
+    let over = api.generate(LEAD).await.unwrap();
+    assert!(over.headers().get("retry-after").is_none());
+    let (status, _, message) = error_of(over).await;
+    assert_eq!(status, 429);
+    assert_eq!(message, "API calls exceeded the limit of 25 in 1 second(s)");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(api.generate_status(LEAD).await, StatusCode::OK);
+    let stats = api.sandbox.stats();
+    assert_eq!(stats.max_in_window, 25);
+    assert_eq!(stats.by_status[&429], 1);
+    // The 429 was not counted: 25 + 1 arrivals on record.
+    assert_eq!(api.sandbox.arrivals().len(), 26);
+}
+
+#[tokio::test]
+async fn default_budget_is_25_in_5_seconds() {
+    let api = Api::start(SandboxConfig {
+        retry_after: Some(Duration::from_secs(2)),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let burst = join_all((0..26).map(|_| api.generate_status(LEAD))).await;
+    assert_eq!(count(&burst, StatusCode::OK), 25);
+    assert_eq!(count(&burst, StatusCode::TOO_MANY_REQUESTS), 1);
+
+    let over = api.generate(LEAD).await.unwrap();
+    assert_eq!(over.headers()["retry-after"], "2");
+    let (status, kind, message) = error_of(over).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (429, "MXAPIRateLimitExceededException")
+    );
+    assert_eq!(message, "API calls exceeded the limit of 25 in 5 second(s)");
+}
+
+#[tokio::test]
+async fn competitor_takes_part_of_every_window() {
+    let config = SandboxConfig {
+        budget: rate(10, 1000),
+        competitor: 5,
+        ..SandboxConfig::default()
+    };
+    let api = Api::start(config).await;
+    // Let the competitor fill its share of a whole window first.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let burst = join_all((0..10).map(|_| api.generate_status(LEAD))).await;
+    let ok = count(&burst, StatusCode::OK);
+    // About 5 competitor calls sit in any window; slack for a busy machine.
+    assert!((3..=7).contains(&ok), "{ok} of 10 accepted");
+    let stats = api.sandbox.stats();
+    assert!(stats.competitor_calls >= 5, "{stats:?}");
+    // Competitor calls are counted but are not ours.
+    assert_eq!(api.sandbox.arrivals().len(), ok);
+
+    let alone = Api::start(SandboxConfig {
+        budget: rate(10, 1000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let burst = join_all((0..10).map(|_| alone.generate_status(LEAD))).await;
+    assert_eq!(count(&burst, StatusCode::OK), 10);
+}
+
+/// Fills a 5/1s window, then calls every 50 ms for 1.5 s: well past the window.
+async fn hammer(api: &Api) -> Vec<StatusCode> {
+    let burst = join_all((0..5).map(|_| api.generate_status(LEAD))).await;
+    assert_eq!(count(&burst, StatusCode::OK), 5);
+    let mut after = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after.push(api.generate_status(LEAD).await);
+    }
+    after
+}
+
+#[tokio::test]
+async fn counting_rejected_calls_keeps_a_hammering_client_out() {
+    let config = |count_rejected| SandboxConfig {
+        budget: rate(5, 1000),
+        count_rejected,
+        ..SandboxConfig::default()
+    };
+    let (lenient, strict) = tokio::join!(Api::start(config(false)), Api::start(config(true)));
+    let (lenient_after, strict_after) = tokio::join!(hammer(&lenient), hammer(&strict));
+    assert!(
+        count(&lenient_after, StatusCode::OK) >= 5,
+        "{lenient_after:?}"
+    );
+    assert_eq!(count(&strict_after, StatusCode::OK), 0, "{strict_after:?}");
+    assert_eq!(strict.sandbox.arrivals().len(), 35);
+}
+
+// ---- faults -------------------------------------------------------------------------
+
+/// Sends one Generate per LeadId, `spacing` apart, and reports which were accepted.
+async fn staggered(api: &Api, leads: &[String], spacing: Duration) -> Vec<bool> {
+    let calls = leads.iter().enumerate().map(|(i, lead)| async move {
+        tokio::time::sleep(spacing * i as u32).await;
+        api.generate_status(lead).await == StatusCode::OK
+    });
+    join_all(calls).await
+}
+
+#[tokio::test]
+async fn jitter_reorders_arrivals() {
+    // With a budget of 10 and 20 calls sent in order, exactly the first ten
+    // sent are accepted, unless jitter lets later ones overtake.
+    let leads: Vec<String> = (0..20)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let config = |jitter| SandboxConfig {
+        budget: rate(10, 60_000),
+        jitter,
+        seed: Some(3),
+        ..SandboxConfig::default()
+    };
+    let steady = Api::start(config((Duration::ZERO, Duration::ZERO))).await;
+    let accepted = staggered(&steady, &leads, Duration::from_millis(30)).await;
+    assert_eq!(accepted, [[true; 10], [false; 10]].concat());
+
+    let jittery = Api::start(config((Duration::ZERO, Duration::from_millis(600)))).await;
+    let accepted = staggered(&jittery, &leads, Duration::from_millis(30)).await;
+    assert_eq!(accepted.iter().filter(|&&a| a).count(), 10);
+    let overtakers = accepted[10..].iter().filter(|&&a| a).count();
+    assert!(overtakers > 0, "{accepted:?}");
+}
+
+#[tokio::test]
+async fn service_time_outlasts_an_impatient_client() {
+    let config = |service_time| SandboxConfig {
+        service_time,
+        ..SandboxConfig::default()
+    };
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    for (service, want_timeouts) in [(range(0), 0), (range(2000), 5)] {
+        let mut api = Api::start(config(service)).await;
+        api.http = impatient.clone();
+        let results = join_all((0..5).map(|_| api.generate(LEAD))).await;
+        let timeouts = results
+            .iter()
+            .filter(|r| r.as_ref().is_err_and(|e| e.is_timeout()))
+            .count();
+        assert_eq!(timeouts, want_timeouts, "service time {service:?}");
+        // Counted at arrival, whether or not the client waited for the answer.
+        assert_eq!(api.sandbox.arrivals().len(), 5);
+    }
+}
+
+#[tokio::test]
+async fn error_rate_answers_500() {
+    let all = Api::start(SandboxConfig {
+        error_rate: 1.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    for _ in 0..10 {
+        let (status, kind, _) = error_of(all.generate(LEAD).await.unwrap()).await;
+        assert_eq!((status, kind.as_str()), (500, "MXUnknownException"));
+    }
+    assert!(all.sandbox.stats().keys_issued.is_empty());
+
+    let half = |seed| {
+        Api::start(SandboxConfig {
+            budget: rate(1000, 1000),
+            error_rate: 0.5,
+            seed: Some(seed),
+            ..SandboxConfig::default()
+        })
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let api = half(11).await;
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            statuses.push(api.generate_status(LEAD).await);
+        }
+        runs.push(statuses);
+    }
+    let errors = count(&runs[0], StatusCode::INTERNAL_SERVER_ERROR);
+    assert!((5..=35).contains(&errors), "{errors} of 40");
+    assert_eq!(errors + count(&runs[0], StatusCode::OK), 40);
+    assert_eq!(runs[0], runs[1], "the same seed replays the same faults");
+}
+
+#[tokio::test]
+async fn drop_rate_cuts_connections_without_an_answer() {
+    let api = Api::start(SandboxConfig {
+        drop_rate: 1.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    for _ in 0..5 {
+        let err = api.generate(LEAD).await.expect_err("no answer");
+        assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+    }
+    let stats = api.sandbox.stats();
+    assert_eq!((stats.dropped, stats.calls), (5, 5));
+    assert!(stats.by_status.is_empty(), "{stats:?}");
+
+    let some = Api::start(SandboxConfig {
+        budget: rate(1000, 1000),
+        drop_rate: 0.5,
+        seed: Some(5),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut dropped = 0;
+    for _ in 0..30 {
+        match some.generate(LEAD).await {
+            Ok(r) => assert_eq!(r.status(), StatusCode::OK),
+            Err(_) => dropped += 1,
+        }
+    }
+    assert!((3..=27).contains(&dropped), "{dropped} of 30");
+    assert_eq!(some.sandbox.stats().dropped, dropped);
+}
+
+// ---- admin ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn admin_reports_and_resets_without_being_counted() {
+    let api = Api::start(SandboxConfig {
+        budget: rate(3, 60_000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    for _ in 0..4 {
+        api.generate(LEAD).await.unwrap();
+    }
+    let stats: Stats = api
+        .http
+        .get(api.url("/admin/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats, api.sandbox.stats());
+    assert_eq!(stats.calls, 4);
+    assert_eq!((stats.by_status[&200], stats.by_status[&429]), (3, 1));
+    assert_eq!(stats.max_in_window, 3);
+    let arrivals: Vec<u64> = api
+        .http
+        .get(api.url("/admin/arrivals"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(arrivals.len(), 3);
+    assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
+
+    let reset = api.http.post(api.url("/admin/reset")).send().await.unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    assert_eq!(api.sandbox.stats(), Stats::default());
+    assert!(api.sandbox.arrivals().is_empty());
+    // The spent budget is real state and survives the reset.
+    assert_eq!(
+        api.generate_status(LEAD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let missing = api
+        .http
+        .get(api.url("/admin/otp"))
+        .query(&[("code", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(missing).await.0, 404);
+}
+
+#[tokio::test]
+async fn shutdown_stops_listening() {
+    let api = Api::default().await;
+    let url = api.url("/admin/stats");
+    api.sandbox.shutdown().await;
+    assert!(reqwest::get(url).await.is_err());
+}
