@@ -28,7 +28,10 @@ struct Figures {
 }
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -52,7 +55,11 @@ async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u6
     .expect("the sandbox starts");
     let mut csv = String::from("LeadId\n");
     for i in 0..leads {
-        csv.push_str(&format!("{:08x}-2222-4333-8444-{:012x}\n", 0xb0000000u32 + i as u32, seed));
+        csv.push_str(&format!(
+            "{:08x}-2222-4333-8444-{:012x}\n",
+            0xb0000000u32 + i as u32,
+            seed
+        ));
     }
     let input = dir.join("bench-leads.csv");
     std::fs::write(&input, csv).unwrap();
@@ -89,14 +96,32 @@ fn main() {
     let runs = env_number("BENCH_RUNS", 3).max(1);
     let only = std::env::var("BENCH_ONLY").ok();
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let scenarios = [
-        Scenario { name: "service 50-300ms", service: (50, 300), competitor: 0 },
-        Scenario { name: "service 1s", service: (1000, 1000), competitor: 0 },
-        Scenario { name: "competitor takes 10/25", service: (50, 300), competitor: 10 },
+        Scenario {
+            name: "service 50-300ms",
+            service: (50, 300),
+            competitor: 0,
+        },
+        Scenario {
+            name: "service 1s",
+            service: (1000, 1000),
+            competitor: 0,
+        },
+        Scenario {
+            name: "competitor takes 10/25",
+            service: (50, 300),
+            competitor: 10,
+        },
     ];
     println!("{leads} leads, 25 calls in any 5 s counted at arrival, 0-100 ms inbound jitter, {runs} run(s) each; medians");
-    println!("{:<24} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8}", "scenario", "wall s", "bound s", "ratio", "429s", "linked", "max/win");
+    println!(
+        "{:<24} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8}",
+        "scenario", "wall s", "bound s", "ratio", "429s", "linked", "max/win"
+    );
     for scenario in &scenarios {
         if only.as_deref().is_some_and(|o| !scenario.name.contains(o)) {
             continue;

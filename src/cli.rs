@@ -25,7 +25,7 @@ pub enum Command {
     /// Generate a login link for every lead in a CSV (and optionally email it).
     Run(Box<RunArgs>),
     /// Serve the built-in LeadSquared simulator on loopback.
-    Sandbox(crate::sandbox::SandboxArgs),
+    Sandbox(Box<crate::sandbox::SandboxArgs>),
 }
 
 /// `lsq-dispatch run LEADS.csv`.
@@ -34,8 +34,10 @@ pub enum Command {
 /// LSQ_TENANT_AUTH_KEY, LSQ_SMTP_USER, LSQ_SMTP_PASSWORD) or the config file,
 /// never from a flag.
 #[derive(Debug, Clone, Default, Args)]
-#[command(after_help = "Exit codes: 0 every row succeeded; 3 finished with failed, invalid or in-doubt rows; \
-1 aborted (the report keeps what was done); 2 usage error; 130 interrupted.")]
+#[command(
+    after_help = "Exit codes: 0 every row succeeded; 3 finished with failed, invalid or in-doubt rows; \
+1 aborted (the report keeps what was done); 2 usage error; 130 interrupted."
+)]
 pub struct RunArgs {
     /// The input CSV: a header row with a LeadId column (optional PortalId, Email, FirstName, …).
     #[arg(value_name = "LEADS.csv")]

@@ -58,8 +58,7 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, UsageError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| usage(format!("config file {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| usage(format!("config file {}: {e}", path.display())))
     }
 }
 
@@ -120,12 +119,20 @@ pub fn env_secret(name: &str) -> Option<Secret> {
         .map(Secret::new)
 }
 
-fn duration_setting(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, UsageError> {
+fn duration_setting(
+    name: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, UsageError> {
     match value {
         None => Ok(default),
         Some(v) => parse_duration(v)
             .filter(|d| !d.is_zero() || name == "--arrival-margin")
-            .ok_or_else(|| usage(format!("{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m)"))),
+            .ok_or_else(|| {
+                usage(format!(
+                    "{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m)"
+                ))
+            }),
     }
 }
 
@@ -154,7 +161,9 @@ pub fn parse_host(value: &str) -> Result<Url, UsageError> {
         other => return Err(usage(format!("--host {value:?}: unsupported scheme {other:?}, use https://"))),
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(usage(format!("--host {value:?} must not carry a query or fragment")));
+        return Err(usage(format!(
+            "--host {value:?} must not carry a query or fragment"
+        )));
     }
     Ok(url)
 }
@@ -186,9 +195,13 @@ impl Settings {
             (None, None) => Rate::DEFAULT,
         };
         let pick = |flag: &Option<String>, file: &Option<String>| {
-            flag.clone().or_else(|| file.clone()).filter(|v| !v.trim().is_empty())
+            flag.clone()
+                .or_else(|| file.clone())
+                .filter(|v| !v.trim().is_empty())
         };
-        let host = pick(&args.host, &file.host).map(|h| parse_host(&h)).transpose()?;
+        let host = pick(&args.host, &file.host)
+            .map(|h| parse_host(&h))
+            .transpose()?;
         let portal_id = pick(&args.portal_id, &file.portal_id)
             .map(|p| {
                 crate::input::normalize_guid(&p)
@@ -196,7 +209,9 @@ impl Settings {
             })
             .transpose()?;
         let portal_url = pick(&args.portal_url, &file.portal_url)
-            .map(|u| crate::link::parse_portal_url(&u).map_err(|e| usage(format!("--portal-url: {e}"))))
+            .map(|u| {
+                crate::link::parse_portal_url(&u).map_err(|e| usage(format!("--portal-url: {e}")))
+            })
             .transpose()?;
         let arrival_margin = duration_setting(
             "--arrival-margin",
@@ -237,18 +252,30 @@ impl Settings {
             summary_json: args.summary_json.clone().or(file.summary_json),
             dry_run: args.dry_run,
             sandbox: args.sandbox,
-            lead_column: pick(&args.lead_column, &file.lead_column).unwrap_or_else(|| "LeadId".into()),
+            lead_column: pick(&args.lead_column, &file.lead_column)
+                .unwrap_or_else(|| "LeadId".into()),
             link_ids: args.link_ids || file.link_ids.unwrap_or(false),
             concurrency,
             retry: RetryPolicy {
                 max_attempts,
                 ..RetryPolicy::default()
             },
-            timeout: duration_setting("--timeout", pick(&args.timeout, &file.timeout).as_deref(), Duration::from_secs(30))?,
-            connect_timeout: duration_setting("connect_timeout", file.connect_timeout.as_deref(), Duration::from_secs(10))?,
+            timeout: duration_setting(
+                "--timeout",
+                pick(&args.timeout, &file.timeout).as_deref(),
+                Duration::from_secs(30),
+            )?,
+            connect_timeout: duration_setting(
+                "connect_timeout",
+                file.connect_timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
             tenant_key_path: pick(&args.tenant_key_path, &file.tenant_key_path)
                 .unwrap_or_else(|| DEFAULT_TENANT_KEY_PATH.into()),
-            tenant_key_method: file.tenant_key_method.unwrap_or_else(|| "POST".into()).to_ascii_uppercase(),
+            tenant_key_method: file
+                .tenant_key_method
+                .unwrap_or_else(|| "POST".into())
+                .to_ascii_uppercase(),
             access_key: env_secret("LSQ_ACCESS_KEY").or(file.access_key),
             secret_key: env_secret("LSQ_SECRET_KEY").or(file.secret_key),
             tenant_auth_key: env_secret("LSQ_TENANT_AUTH_KEY").or(file.tenant_auth_key),
@@ -306,7 +333,9 @@ mod tests {
     #[test]
     fn host_forms() {
         assert_eq!(
-            parse_host("portalapi-in21.leadsquared.com").unwrap().as_str(),
+            parse_host("portalapi-in21.leadsquared.com")
+                .unwrap()
+                .as_str(),
             "https://portalapi-in21.leadsquared.com/"
         );
         assert!(parse_host("http://127.0.0.1:8080").is_ok());
@@ -332,14 +361,20 @@ mod tests {
             ..RunArgs::default()
         };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.host.unwrap().host_str(), Some("portalapi-us11.leadsquared.com"));
+        assert_eq!(
+            s.host.unwrap().host_str(),
+            Some("portalapi-us11.leadsquared.com")
+        );
         assert_eq!(s.limiter.rate.calls, 10);
         assert_eq!(s.concurrency, 7);
         assert_eq!(s.report, PathBuf::from("leads-report.csv"));
         args.host = Some("portalapi-in21.leadsquared.com".into());
         args.concurrency = Some(3);
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.host.unwrap().host_str(), Some("portalapi-in21.leadsquared.com"));
+        assert_eq!(
+            s.host.unwrap().host_str(),
+            Some("portalapi-in21.leadsquared.com")
+        );
         assert_eq!(s.concurrency, 3);
     }
 

@@ -27,7 +27,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(outcome.exit_code())
         }
         Command::Sandbox(args) => {
-            sandbox::serve(args).await?;
+            sandbox::serve(*args).await?;
             Ok(0)
         }
     }

@@ -15,7 +15,9 @@ use chrono::Utc;
 use futures::{stream, StreamExt};
 use tokio::sync::{mpsc, watch, Mutex};
 
-use crate::api::{ApiClient, ApiError, ApiSettings, GeneratedKey, TenantKey, TenantKeySource, KEY_LIFETIME};
+use crate::api::{
+    ApiClient, ApiError, ApiSettings, GeneratedKey, TenantKey, TenantKeySource, KEY_LIFETIME,
+};
 use crate::config::Settings;
 use crate::input::{InputError, InputOptions, InputRow, LeadReader, RowKind};
 use crate::limiter::Limiter;
@@ -63,8 +65,16 @@ impl RunOutcome {
             .collect();
         format!(
             "{}{} in {:.1}s, {} API calls, {} rate-limited; report: {}",
-            if self.interrupted { "interrupted: " } else { "done: " },
-            if counts.is_empty() { "no rows".to_string() } else { counts.join(", ") },
+            if self.interrupted {
+                "interrupted: "
+            } else {
+                "done: "
+            },
+            if counts.is_empty() {
+                "no rows".to_string()
+            } else {
+                counts.join(", ")
+            },
             self.summary.elapsed_secs,
             self.summary.api_calls,
             self.summary.rate_limited,
@@ -118,7 +128,8 @@ impl Job {
         }
         let Some(portal_id) = row.portal_id.as_deref() else {
             record.error =
-                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column".into();
+                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column"
+                    .into();
             return Ok(record);
         };
         let Some(caller) = &self.caller else {
@@ -133,8 +144,15 @@ impl Job {
                 record.error = format!("the API answered for another lead ({})", key.lead_id);
             }
             Ok(key) => {
-                let portal_url = self.settings.portal_url.as_ref().expect("checked before the run");
-                let ids = self.settings.link_ids.then_some((row.lead_id.as_str(), portal_id));
+                let portal_url = self
+                    .settings
+                    .portal_url
+                    .as_ref()
+                    .expect("checked before the run");
+                let ids = self
+                    .settings
+                    .link_ids
+                    .then_some((row.lead_id.as_str(), portal_id));
                 record.status = Status::Linked;
                 record.portal_url = crate::link::login_link(portal_url, &key.auth_key, ids).into();
                 record.expires_at = Some(Utc::now() + KEY_LIFETIME);
@@ -149,7 +167,12 @@ impl Job {
     }
 
     /// Generates one key; the run's first call goes alone (see [`Gate`]).
-    async fn generate(&self, caller: &Caller, lead_id: &str, portal_id: &str) -> Attempted<GeneratedKey> {
+    async fn generate(
+        &self,
+        caller: &Caller,
+        lead_id: &str,
+        portal_id: &str,
+    ) -> Attempted<GeneratedKey> {
         let mut gate = self.gate.lock().await;
         match *gate {
             Gate::Proven => drop(gate),
@@ -176,8 +199,7 @@ impl Job {
 }
 
 fn same_lead(key: &GeneratedKey, lead_id: &str) -> bool {
-    key.lead_id.is_empty()
-        || crate::input::normalize_guid(&key.lead_id).as_deref() == Some(lead_id)
+    key.lead_id.is_empty() || crate::input::normalize_guid(&key.lead_id).as_deref() == Some(lead_id)
 }
 
 /// Runs the batch job with resolved settings.
@@ -205,7 +227,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
     if let Some(path) = &settings.summary_json {
         crate::report::open_check(path)?;
     }
-    let mut progress = Progress::new(crate::progress::estimate_rows(&settings.input), settings.quiet);
+    let mut progress = Progress::new(
+        crate::progress::estimate_rows(&settings.input),
+        settings.quiet,
+    );
 
     let limiter = Limiter::new(settings.limiter);
     let caller = if settings.dry_run {
@@ -245,15 +270,17 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
     while let Some(outcome) = outcomes.next().await {
         match outcome {
             Ok(record) => {
-                report
-                    .write(&record)
-                    .with_context(|| format!("cannot write the report {}", report.path().display()))?;
+                report.write(&record).with_context(|| {
+                    format!("cannot write the report {}", report.path().display())
+                })?;
                 summary.record(record.status);
                 progress.inc();
                 let paused = limiter.paused_total();
                 if !paused.is_zero() && !paused_shown {
                     paused_shown = true;
-                    progress.println("the API answered 429 (rate limited): every call paused, then resumed");
+                    progress.println(
+                        "the API answered 429 (rate limited): every call paused, then resumed",
+                    );
                 }
             }
             Err(e) => {
@@ -279,9 +306,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
             report_path.display()
         )));
     }
+    let interrupted = *stop.borrow();
     Ok(RunOutcome {
         summary,
-        interrupted: *stop.borrow(),
+        interrupted,
         report: report_path,
     })
 }

@@ -16,14 +16,27 @@ fn fast_config() -> SandboxConfig {
     }
 }
 
-fn command_for(sandbox: &Sandbox, dir: &std::path::Path, input: &std::path::Path) -> std::process::Command {
+fn command_for(
+    sandbox: &Sandbox,
+    dir: &std::path::Path,
+    input: &std::path::Path,
+) -> std::process::Command {
+    command_with_page(sandbox, dir, input, &sandbox.portal_url())
+}
+
+fn command_with_page(
+    sandbox: &Sandbox,
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    page: &str,
+) -> std::process::Command {
     let config = sandbox.config();
     let mut cmd = lsq(dir);
     cmd.arg("run")
         .arg(input)
         .args(["--host", &sandbox.base_url()])
         .args(["--portal-id", &config.portal_ids[0]])
-        .args(["--portal-url", &sandbox.portal_url()])
+        .args(["--portal-url", page])
         .args(["--rate", &config.budget.to_string()])
         .args(["--report", "report.csv", "--summary-json", "summary.json"])
         .env("LSQ_ACCESS_KEY", &config.access_key)
@@ -35,7 +48,10 @@ fn command_for(sandbox: &Sandbox, dir: &std::path::Path, input: &std::path::Path
 async fn login(url: &str) -> (u16, serde_json::Value) {
     let response = reqwest::get(url).await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,8 +77,12 @@ async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_li
     csv.push_str(",Empty\n"); // line 17
     let input = write(dir.path(), "leads.csv", &csv);
     let page = format!("{}?campaign=spring&lang=en#welcome", sandbox.portal_url());
-    let out = run(command_for(&sandbox, dir.path(), &input).args(["--portal-url", &page]));
-    assert_eq!(out.status.code(), Some(3), "invalid and failed rows mean exit 3");
+    let out = run(&mut command_with_page(&sandbox, dir.path(), &input, &page));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "invalid and failed rows mean exit 3"
+    );
 
     let rows = read_report(&dir.path().join("report.csv"));
     assert_eq!(rows.len(), 16, "every input row is accounted for");
@@ -73,7 +93,11 @@ async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_li
     assert_eq!(by_row["15"]["status"], "invalid");
     assert_eq!(by_row["17"]["status"], "invalid");
     assert_eq!(by_row["16"]["status"], "failed");
-    assert!(by_row["16"]["error"].contains("Lead does not exist"), "{}", by_row["16"]["error"]);
+    assert!(
+        by_row["16"]["error"].contains("Lead does not exist"),
+        "{}",
+        by_row["16"]["error"]
+    );
 
     let linked: Vec<_> = rows.iter().filter(|r| r["status"] == "linked").collect();
     assert_eq!(linked.len(), 12);
@@ -81,13 +105,19 @@ async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_li
         let link = url::Url::parse(&row["portal_url"]).unwrap();
         assert_eq!(link.path(), "/portal/login");
         assert_eq!(link.fragment(), Some("welcome"));
-        assert!(link.query().unwrap().starts_with("campaign=spring&lang=en&authKey="));
+        assert!(link
+            .query()
+            .unwrap()
+            .starts_with("campaign=spring&lang=en&authKey="));
         let key = link
             .query_pairs()
             .find(|(k, _)| k == "authKey")
             .map(|(_, v)| v.into_owned())
             .unwrap();
-        assert!(key.contains('+') && key.contains('/') && key.ends_with('='), "{key}");
+        assert!(
+            key.contains('+') && key.contains('/') && key.ends_with('='),
+            "{key}"
+        );
         assert!(!row["expires_at"].is_empty());
         let (status, body) = login(link.as_str()).await;
         assert_eq!(status, 200);
@@ -160,7 +190,10 @@ async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_l
     let rows = read_report(&dir.path().join("report.csv"));
     assert!(rows.iter().all(|r| r["status"] == "linked"));
     let retried = rows.iter().filter(|r| r["attempts"] != "1").count();
-    assert!(retried > 0, "faults were injected, some rows needed retries");
+    assert!(
+        retried > 0,
+        "faults were injected, some rows needed retries"
+    );
     let stats = sandbox.stats();
     assert!(stats.by_status.get(&500).copied().unwrap_or(0) > 0);
     assert!(stats.dropped > 0);
@@ -170,11 +203,18 @@ async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_l
 fn the_sandbox_flag_runs_the_sample_with_no_account() {
     let dir = tempfile::tempdir().unwrap();
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/leads.csv");
-    let out = run(lsq(dir.path())
-        .arg("run")
-        .arg(&sample)
-        .args(["--sandbox", "--rate", "1000/1s", "--report", "report.csv"]));
-    assert_eq!(out.status.code(), Some(3), "the sample has bad rows on purpose");
+    let out = run(lsq(dir.path()).arg("run").arg(&sample).args([
+        "--sandbox",
+        "--rate",
+        "1000/1s",
+        "--report",
+        "report.csv",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the sample has bad rows on purpose"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("SANDBOX"));
     let rows = read_report(&dir.path().join("report.csv"));
     assert!(rows.iter().filter(|r| r["status"] == "linked").count() >= 5);

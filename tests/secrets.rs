@@ -17,14 +17,21 @@ const TENANT: &str = "TKplantT+/=&3";
 
 fn forms(secret: &str) -> Vec<String> {
     let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    let strict = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let strict = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
     vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
 }
 
 fn assert_no_secret(dir: &Path, output: &std::process::Output) {
     let mut texts = vec![
-        ("stdout".to_string(), String::from_utf8_lossy(&output.stdout).into_owned()),
-        ("stderr".to_string(), String::from_utf8_lossy(&output.stderr).into_owned()),
+        (
+            "stdout".to_string(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        ),
+        (
+            "stderr".to_string(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ),
     ];
     for name in ["report.csv", "summary.json"] {
         let path = dir.join(name);
@@ -34,7 +41,10 @@ fn assert_no_secret(dir: &Path, output: &std::process::Output) {
     for secret in [ACCESS, SECRET, TENANT] {
         for form in forms(secret) {
             for (name, text) in &texts {
-                assert!(!text.contains(&form), "{form:?} leaked into {name}:\n{text}");
+                assert!(
+                    !text.contains(&form),
+                    "{form:?} leaked into {name}:\n{text}"
+                );
             }
         }
     }
@@ -48,7 +58,14 @@ fn command(dir: &Path, host: &str) -> std::process::Command {
         .args(["--host", host])
         .args(["--portal-id", "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37"])
         .args(["--portal-url", "https://apply.example.com/"])
-        .args(["--rate", "1000/1s", "--max-attempts", "2", "--timeout", "500ms"])
+        .args([
+            "--rate",
+            "1000/1s",
+            "--max-attempts",
+            "2",
+            "--timeout",
+            "500ms",
+        ])
         .args(["--report", "report.csv", "--summary-json", "summary.json"])
         .env("LSQ_ACCESS_KEY", ACCESS)
         .env("LSQ_SECRET_KEY", SECRET)
@@ -76,11 +93,21 @@ async fn no_secret_on_the_success_path() {
 
 #[test]
 fn no_secret_when_the_connection_is_refused() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&mut command(dir.path(), &format!("http://127.0.0.1:{port}")));
+    let out = run(&mut command(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}"),
+    ));
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&std::fs::read(dir.path().join("report.csv")).unwrap()).contains("connection"));
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(dir.path().join("report.csv")).unwrap())
+            .contains("connection")
+    );
     assert_no_secret(dir.path(), &out);
 }
 
@@ -94,7 +121,9 @@ async fn no_secret_when_the_call_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &server.uri()));
     assert_eq!(out.status.code(), Some(3));
-    assert!(std::fs::read_to_string(dir.path().join("report.csv")).unwrap().contains("timed out"));
+    assert!(std::fs::read_to_string(dir.path().join("report.csv"))
+        .unwrap()
+        .contains("timed out"));
     assert_no_secret(dir.path(), &out);
 }
 
