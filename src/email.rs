@@ -1,1 +1,0 @@
-//! email (to be built).

@@ -1,0 +1,214 @@
+//! Building one lead's message: addresses, the deterministic Message-ID, and the
+//! MIME structure.
+//!
+//! Only lettre's typed builder writes headers. Addresses are parsed into
+//! [`Address`] (which cannot hold CR or LF) and the subject is folded onto one
+//! line, so nothing taken from the CSV can add a header such as `Bcc:`.
+
+use anyhow::{bail, Context as _};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::{Address, Message};
+
+use super::template::{one_line, Rendered};
+
+/// The Message-ID for one lead in one campaign:
+/// `<lsq-dispatch.{hash of campaign}.{lead_id}@{domain}>`.
+///
+/// Deterministic, so a re-run of a campaign gives a message the same id (a
+/// receiving system can spot the duplicate, and the report can be matched with
+/// the mailbox). `domain` is the domain of the From address. Characters that a
+/// Message-ID cannot hold are replaced with `_`.
+pub fn message_id(campaign: &str, lead_id: &str, domain: &str) -> String {
+    let lead: String = lead_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let domain: String = domain
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let domain = domain.trim_matches('.');
+    let domain = if domain.is_empty() {
+        "lsq-dispatch.invalid"
+    } else {
+        domain
+    };
+    format!("<lsq-dispatch.{:016x}.{lead}@{domain}>", fnv1a(campaign))
+}
+
+/// FNV-1a, 64-bit: stable across Rust releases and platforms, unlike std's
+/// `DefaultHasher`, which a Message-ID must be to stay the same between runs.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Parses a recipient address from a CSV cell, for checking every row's Email
+/// column before the first API call. The error is ready for the report's
+/// `error` column (the cell is shown escaped, so a CR or LF stays visible).
+pub fn check_address(s: &str) -> Result<Address, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("no email address".to_owned());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "invalid email address {s:?}: contains whitespace or control characters"
+        ));
+    }
+    s.parse::<Address>()
+        .map_err(|e| format!("invalid email address {s:?}: {e}"))
+}
+
+/// Builds the message: From, To, Subject, Date and Message-ID, with a
+/// multipart/alternative body (text and HTML) or a text-only body when there is
+/// no HTML template.
+pub fn build_message(
+    from: &Mailbox,
+    to: &Address,
+    rendered: &Rendered,
+    message_id: &str,
+) -> anyhow::Result<Message> {
+    if message_id
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!("invalid Message-ID {message_id:?}");
+    }
+    let builder = Message::builder()
+        .from(from.clone())
+        .to(Mailbox::new(None, to.clone()))
+        // `Rendered::subject` is already one line; folding again keeps that
+        // true for a `Rendered` built by hand.
+        .subject(one_line(&rendered.subject))
+        .date_now()
+        .message_id(Some(message_id.to_owned()));
+    let message = match &rendered.html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+            rendered.text.clone(),
+            html.clone(),
+        )),
+        None => builder.singlepart(SinglePart::plain(rendered.text.clone())),
+    };
+    message.with_context(|| format!("cannot build the message to {to}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(subject: &str, html: Option<&str>) -> Rendered {
+        Rendered {
+            subject: subject.to_owned(),
+            text: "Hello\nhttps://p.example.com/?authKey=a%2Bb%3D\n".to_owned(),
+            html: html.map(str::to_owned),
+        }
+    }
+
+    fn headers(raw: &str) -> Vec<String> {
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        head.split("\r\n")
+            .filter(|l| !l.starts_with([' ', '\t']))
+            .map(|l| l.split(':').next().unwrap().to_ascii_lowercase())
+            .collect()
+    }
+
+    #[test]
+    fn message_id_is_deterministic_and_safe() {
+        let a = message_id("spring", "4f1c-AB", "Example.com");
+        assert_eq!(a, message_id("spring", "4f1c-AB", "Example.com"));
+        assert_ne!(a, message_id("autumn", "4f1c-AB", "Example.com"));
+        assert!(a.starts_with("<lsq-dispatch.") && a.ends_with(".4f1c-AB@example.com>"));
+        let b = message_id("c", "x>\r\ny@z", "");
+        assert_eq!(
+            b,
+            format!(
+                "<lsq-dispatch.{:016x}.x___y_z@lsq-dispatch.invalid>",
+                fnv1a("c")
+            )
+        );
+    }
+
+    #[test]
+    fn fnv1a_matches_reference_values() {
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            check_address(" ann@example.com ").unwrap().to_string(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@example.com\r\nBcc: eve@example.com",
+            "ann@example.com\nX: y",
+            "Ann <ann@example.com>",
+            "ann@@example.com",
+        ] {
+            let err = check_address(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn multipart_when_html_else_text_only() {
+        let from: Mailbox = "Acme <noreply@acme.example>".parse().unwrap();
+        let to = check_address("ann@example.com").unwrap();
+        let id = message_id("c", "l1", "acme.example");
+
+        let m = build_message(&from, &to, &rendered("Hi", Some("<p>Hi</p>")), &id).unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(
+            raw.contains("text/plain") && raw.contains("text/html"),
+            "{raw}"
+        );
+        assert!(raw.contains(&format!("Message-ID: {id}\r\n")), "{raw}");
+        for h in ["from", "to", "subject", "date", "message-id"] {
+            assert!(headers(&raw).iter().any(|x| x == h), "{h} in {raw}");
+        }
+
+        let m = build_message(&from, &to, &rendered("Hi", None), &id).unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        assert!(
+            !raw.contains("multipart") && raw.contains("text/plain"),
+            "{raw}"
+        );
+    }
+
+    #[test]
+    fn crlf_in_subject_adds_no_header() {
+        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let to = check_address("ann@example.com").unwrap();
+        let r = rendered("Hi Ann\r\nBcc: eve@example.com\nX-Evil: 1", None);
+        let m = build_message(&from, &to, &r, "<a@b>").unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        let hs = headers(&raw);
+        assert!(!hs.iter().any(|h| h == "bcc" || h == "x-evil"), "{raw}");
+        assert!(m.envelope().to().len() == 1);
+    }
+
+    #[test]
+    fn message_id_with_newline_is_refused() {
+        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let to = check_address("ann@example.com").unwrap();
+        assert!(build_message(&from, &to, &rendered("s", None), "<a@b>\r\nBcc: x").is_err());
+    }
+}

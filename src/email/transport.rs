@@ -1,0 +1,555 @@
+//! Delivering messages: over SMTP (lettre's pooled async transport on tokio) or
+//! into an outbox folder of `.eml` files, and sorting SMTP failures into the
+//! three kinds the pipeline acts on differently.
+//!
+//! The SMTP URL decides the encryption: `smtps://` is implicit TLS,
+//! `smtp://…?tls=required` is STARTTLS that must succeed, and plain `smtp://` is
+//! refused unless the server is on this machine, because the messages carry
+//! login links and the login carries the SMTP password.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use percent_encoding::percent_decode_str;
+use rand::Rng as _;
+use url::{Host, Url};
+
+use crate::secret::Secret;
+
+/// Idle connections the pool keeps for reuse. The pool opens as many
+/// connections as there are concurrent sends; this only caps how many stay open
+/// between messages.
+const POOL_IDLE_MAX: u32 = 16;
+
+/// The first retry waits up to this long; each further retry doubles it.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// No retry waits longer than this.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// How to reach the SMTP server.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// `smtps://host:465`, `smtp://host:587?tls=required`, or `smtp://host:port`
+    /// for a server on a loopback address. May hold `user:password@`.
+    pub url: String,
+    /// Login name when the URL has none (`LSQ_SMTP_USER`).
+    pub user: Option<String>,
+    /// Password when the URL has none (`LSQ_SMTP_PASSWORD`).
+    pub password: Option<Secret>,
+    /// The longest one attempt (connect, log in, send) may take.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Where messages go.
+pub enum Transport {
+    /// A real SMTP server.
+    Smtp(SmtpRelay),
+    /// A folder that receives one `.eml` file per message, for review.
+    Outbox(PathBuf),
+}
+
+/// A pooled SMTP client for one server. Build it with [`Transport::smtp`] inside
+/// a tokio runtime, and drop it there too: the pool runs a cleanup task.
+pub struct SmtpRelay {
+    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    /// `host:port`, for messages.
+    endpoint: String,
+    timeout: Duration,
+    /// Kept only to scrub it from any text a server or library hands back.
+    password: Option<Secret>,
+}
+
+/// Why a message was not delivered.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Worth another attempt: a 4xx reply, a timeout, a reset or refused
+    /// connection.
+    #[error("temporary SMTP failure: {0}")]
+    Transient(String),
+    /// The server refused this message for good (5xx); holds its reply.
+    #[error("{0}")]
+    Permanent(String),
+    /// Nothing more can be sent in this run: authentication or TLS failed.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SendError {
+    /// True for [`SendError::Fatal`]: the run must stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SendError::Fatal(_))
+    }
+}
+
+impl Transport {
+    /// Builds a pooled SMTP transport from `settings.url`. Must be called inside a
+    /// tokio runtime. Refuses plaintext to anything but a loopback address.
+    /// Credentials come from the URL's `user:password@`, else from
+    /// `settings.user` / `settings.password`.
+    pub fn smtp(settings: &SmtpSettings) -> anyhow::Result<Transport> {
+        let shown = redact_url(&settings.url);
+        let url = Url::parse(settings.url.trim())
+            .map_err(|e| anyhow!("invalid SMTP URL {shown}: {e}"))?;
+        let host = match url.host() {
+            Some(Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => ip.to_string(),
+            _ => bail!("SMTP URL {shown} has no host"),
+        };
+
+        let mut require_tls = false;
+        for (key, value) in url.query_pairs() {
+            match (&*key, &*value) {
+                ("tls", "required") => require_tls = true,
+                ("tls", other) => bail!(
+                    "SMTP URL {shown}: tls={other} is not supported; use ?tls=required \
+                     (STARTTLS that must succeed) or an smtps:// URL"
+                ),
+                (other, _) => bail!(
+                    "SMTP URL {shown}: unknown option {other:?}; the only option is tls=required"
+                ),
+            }
+        }
+
+        let (tls, default_port) = match url.scheme() {
+            "smtps" => (Tls::Wrapper(tls_parameters(&host)?), 465),
+            "smtp" if require_tls => (Tls::Required(tls_parameters(&host)?), 587),
+            "smtp" if is_loopback(url.host()) => (Tls::None, 25),
+            "smtp" => {
+                let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                bail!(
+                    "refusing to send mail in plaintext to {host}{port}: the messages carry \
+                     login links. Use smtps://{host}:465 (implicit TLS) or \
+                     smtp://{host}:587?tls=required (STARTTLS); plain smtp:// is only \
+                     allowed to a server on this machine (localhost, 127.0.0.1, ::1)"
+                )
+            }
+            other => bail!(
+                "SMTP URL {shown}: unknown scheme {other:?}; use smtps:// or smtp://…?tls=required"
+            ),
+        };
+        let port = url.port().unwrap_or(default_port);
+
+        let url_user = decode(url.username(), "user name", &shown)?;
+        let url_password = match url.password() {
+            Some(p) => Some(Secret::new(decode(p, "password", &shown)?)),
+            None => None,
+        };
+        let user = Some(url_user)
+            .filter(|u| !u.is_empty())
+            .or_else(|| settings.user.clone().filter(|u| !u.is_empty()));
+        let password = url_password
+            .or_else(|| settings.password.clone())
+            .filter(|p| !p.is_empty());
+
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+            .port(port)
+            .tls(tls)
+            .timeout(Some(settings.timeout))
+            .pool_config(PoolConfig::new().max_size(POOL_IDLE_MAX));
+        let hello = url.path().trim_matches('/');
+        if !hello.is_empty() {
+            builder = builder.hello_name(ClientId::Domain(hello.to_owned()));
+        }
+        match (user, &password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(user, password.expose().to_owned()));
+            }
+            (Some(user), None) => {
+                bail!("SMTP user {user:?} has no password: set LSQ_SMTP_PASSWORD")
+            }
+            (None, Some(_)) => bail!(
+                "an SMTP password is set but no user: set LSQ_SMTP_USER or put the user in \
+                 --smtp-url"
+            ),
+            (None, None) => {}
+        }
+
+        // The pool spawns its cleanup task when built.
+        if tokio::runtime::Handle::try_current().is_err() {
+            bail!("the SMTP transport must be built inside a tokio runtime");
+        }
+        let endpoint = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Transport::Smtp(SmtpRelay {
+            mailer: builder.build(),
+            endpoint,
+            timeout: settings.timeout,
+            password,
+        }))
+    }
+
+    /// A transport that writes each message to `dir` as `<message id>.eml`
+    /// (mode 0600 on Unix: the files hold login links). Creates the folder and
+    /// checks it is writable now, before any API call.
+    pub fn outbox(dir: &Path) -> anyhow::Result<Transport> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the outbox folder {}", dir.display()))?;
+        let probe = dir.join(".lsq-dispatch-write-check");
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .with_context(|| format!("cannot write to the outbox folder {}", dir.display()))?;
+        Ok(Transport::Outbox(dir.to_owned()))
+    }
+
+    /// Connects and logs in once, so wrong credentials, a TLS mismatch or an
+    /// unreachable server stop the run before any key is minted or message sent.
+    /// The pipeline should abort on any error here; [`SendError::Fatal`] means the
+    /// settings are wrong rather than the server briefly unavailable.
+    pub async fn check(&self) -> Result<(), SendError> {
+        match self {
+            Transport::Outbox(_) => Ok(()),
+            Transport::Smtp(relay) => {
+                let test = tokio::time::timeout(relay.timeout, relay.mailer.test_connection());
+                match test.await {
+                    Err(_) => Err(relay.timed_out()),
+                    Ok(Err(e)) => Err(relay.classify(&e)),
+                    Ok(Ok(true)) => Ok(()),
+                    Ok(Ok(false)) => Err(SendError::Transient(format!(
+                        "{}: connected, but the server did not answer NOOP",
+                        relay.endpoint
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Makes one attempt to deliver `message`.
+    pub async fn send(&self, message: &Message) -> Result<(), SendError> {
+        match self {
+            Transport::Outbox(dir) => write_eml(dir, message)
+                .map_err(|e| SendError::Fatal(format!("outbox {}: {e:#}", dir.display()))),
+            Transport::Smtp(relay) => {
+                let formatted = message.formatted();
+                let send = relay.mailer.send_raw(message.envelope(), &formatted);
+                match tokio::time::timeout(relay.timeout, send).await {
+                    Err(_) => Err(relay.timed_out()),
+                    Ok(Err(e)) => Err(relay.classify(&e)),
+                    Ok(Ok(_)) => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Smtp(relay) => f.debug_tuple("Smtp").field(relay).finish(),
+            Transport::Outbox(dir) => f.debug_tuple("Outbox").field(dir).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for SmtpRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpRelay")
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .field("password", &self.password)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpRelay {
+    fn timed_out(&self) -> SendError {
+        SendError::Transient(format!(
+            "{}: no answer within {:?}",
+            self.endpoint, self.timeout
+        ))
+    }
+
+    fn classify(&self, e: &lettre::transport::smtp::Error) -> SendError {
+        let endpoint = &self.endpoint;
+        let reply = || {
+            let text = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            match e.status() {
+                Some(code) => format!("{code} {text}").trim_end().to_owned(),
+                None => e.to_string(),
+            }
+        };
+        let error = if e.is_tls() {
+            SendError::Fatal(format!(
+                "TLS failure with the SMTP server {endpoint}: {e}. smtps:// expects implicit \
+                 TLS (usually port 465), smtp://…?tls=required expects STARTTLS (usually \
+                 port 587)"
+            ))
+        } else if let Some(code) = e.status() {
+            let code: u16 = code.to_string().parse().unwrap_or(0);
+            match code {
+                // 530 authentication required, 534 mechanism too weak, 535 bad
+                // credentials, 538 encryption required for the mechanism; 454 is
+                // a temporary authentication failure, but retrying a login per
+                // message would hammer the server, so it stops the run too.
+                530 | 534 | 535 | 538 | 454 => SendError::Fatal(format!(
+                    "SMTP authentication failed at {endpoint}: {}. Check LSQ_SMTP_USER / \
+                     LSQ_SMTP_PASSWORD (or the user:password in --smtp-url)",
+                    reply()
+                )),
+                400..=499 => SendError::Transient(reply()),
+                _ => SendError::Permanent(reply()),
+            }
+        } else if e.is_client() {
+            let text = e.to_string();
+            if text.contains("authentication mechanism") || text.contains("STARTTLS") {
+                SendError::Fatal(format!("SMTP server {endpoint}: {text}"))
+            } else {
+                SendError::Permanent(text)
+            }
+        } else if e.is_transport_shutdown() {
+            SendError::Fatal(format!("SMTP transport to {endpoint} was shut down"))
+        } else {
+            SendError::Transient(format!("{endpoint}: {e}"))
+        };
+        self.scrub(error)
+    }
+
+    /// A server may echo what it was sent; the password must not reach a report.
+    fn scrub(&self, error: SendError) -> SendError {
+        let Some(password) = self.password.as_ref().filter(|p| p.expose().len() >= 3) else {
+            return error;
+        };
+        let clean = |s: String| s.replace(password.expose(), "***");
+        match error {
+            SendError::Transient(s) => SendError::Transient(clean(s)),
+            SendError::Permanent(s) => SendError::Permanent(clean(s)),
+            SendError::Fatal(s) => SendError::Fatal(clean(s)),
+        }
+    }
+}
+
+/// Sends `message`, retrying transient failures up to `max_attempts` attempts in
+/// all, with exponential backoff and full jitter (so concurrent senders spread
+/// out instead of retrying in step). Permanent and fatal failures return at
+/// once. Returns the outcome and the number of attempts made.
+pub async fn send_with_retry(
+    transport: &Transport,
+    message: &Message,
+    max_attempts: u32,
+) -> (Result<(), SendError>, u32) {
+    let max_attempts = max_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match transport.send(message).await {
+            Err(SendError::Transient(_)) if attempt < max_attempts => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            outcome => return (outcome, attempt),
+        }
+    }
+}
+
+/// A random wait in `[0, min(cap, base × 2^(attempt-1))]`.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
+
+fn tls_parameters(host: &str) -> anyhow::Result<TlsParameters> {
+    TlsParameters::new(host.to_owned())
+        .map_err(|e| anyhow!("cannot set up TLS for the SMTP server {host}: {e}"))
+}
+
+fn is_loopback(host: Option<Host<&str>>) -> bool {
+    match host {
+        // `url` leaves an IPv4 address in a non-special scheme such as smtp://
+        // as a domain, so it is parsed here.
+        Some(Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn decode(s: &str, what: &str, shown: &str) -> anyhow::Result<String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| anyhow!("SMTP URL {shown}: the {what} is not valid percent-encoded UTF-8"))
+}
+
+/// The URL with any `user:password@` replaced, for messages. Works on the raw
+/// text, so even a URL that does not parse never shows its password.
+fn redact_url(url: &str) -> String {
+    let url = url.trim();
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+fn write_eml(dir: &Path, message: &Message) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
+    let id = message
+        .headers()
+        .get_raw("Message-ID")
+        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .filter(|id| !id.is_empty());
+    let stem: String = match id {
+        Some(id) => id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+        None => format!("message-{:016x}", rand::rng().random::<u64>()),
+    };
+    let path = dir.join(format!("{stem}.eml"));
+    // Written under a temporary name and renamed, so a crash never leaves a
+    // half-written message that looks complete.
+    let partial = dir.join(format!(".{stem}.eml.partial"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    file.write_all(&message.formatted())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> SmtpSettings {
+        SmtpSettings {
+            url: url.to_owned(),
+            user: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(
+            redact_url("smtps://me:p%40ss@mail.example.com:465"),
+            "smtps://***@mail.example.com:465"
+        );
+        assert_eq!(
+            redact_url("smtp://mail.example.com:587?tls=required"),
+            "smtp://mail.example.com:587?tls=required"
+        );
+        assert_eq!(redact_url("not a url :pw@x"), "***@x");
+    }
+
+    #[test]
+    fn plaintext_to_remote_host_is_refused() {
+        let err = Transport::smtp(&settings("smtp://u:hunter2@mail.example.com:25"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("smtps://") && err.contains("tls=required"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn bad_urls_are_explained_without_the_password() {
+        for url in [
+            "http://u:hunter2@mail.example.com",
+            "smtp://u:hunter2@mail.example.com?tls=opportunistic",
+            "smtp://u:hunter2@mail.example.com?tsl=required",
+            "smtp://u:hunter2@",
+        ] {
+            let err = Transport::smtp(&settings(url)).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_plaintext_is_allowed_and_debug_hides_the_password() {
+        for url in [
+            "smtp://localhost:2525",
+            "smtp://127.0.0.1:2525",
+            "smtp://[::1]:2525",
+        ] {
+            Transport::smtp(&settings(url)).unwrap();
+        }
+        let t = Transport::smtp(&SmtpSettings {
+            password: Some(Secret::new("hunter2")),
+            user: Some("me".into()),
+            ..settings("smtps://mail.example.com")
+        })
+        .unwrap();
+        let shown = format!("{t:?}");
+        assert!(
+            shown.contains("mail.example.com:465") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let t =
+            Transport::smtp(&settings("smtp://me:hunter2@mail.example.com?tls=required")).unwrap();
+        let shown = format!("{t:?}");
+        assert!(
+            shown.contains(":587") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn user_without_password_is_refused() {
+        let err = Transport::smtp(&SmtpSettings {
+            user: Some("me".into()),
+            ..settings("smtps://mail.example.com")
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("LSQ_SMTP_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn backoff_stays_under_its_ceiling() {
+        for attempt in 1..40 {
+            let cap = BACKOFF_BASE
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(BACKOFF_CAP);
+            assert!(backoff(attempt) <= cap);
+        }
+    }
+}

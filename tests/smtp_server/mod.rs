@@ -1,0 +1,542 @@
+//! A real SMTP server for tests, listening on 127.0.0.1 inside the test process.
+//!
+//! It speaks enough RFC 5321 for lettre (EHLO, AUTH PLAIN and LOGIN, MAIL, RCPT,
+//! DATA with dot-unstuffing, RSET, NOOP, QUIT), can be scripted to answer the
+//! end of DATA with chosen replies ("451 try later" once, "550 no such user")
+//! and to take a while per message, and records every message it accepts.
+//!
+//! It runs on its own thread with its own tokio runtime, so it serves synchronous
+//! tests that drive the binary as well as `#[tokio::test]`s. Include it with
+//! `#[path = "smtp_server/mod.rs"] mod smtp_server;`.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const HOSTNAME: &str = "smtp.test";
+
+/// How the server behaves.
+#[derive(Clone, Debug, Default)]
+pub struct SmtpBehaviour {
+    /// When set, AUTH PLAIN LOGIN is advertised, MAIL needs a login, and only
+    /// this user and password are accepted.
+    pub auth: Option<(String, String)>,
+    /// Replies to the end of DATA, used in order, one per message, across all
+    /// connections; once empty every message gets `250`.
+    pub data_replies: Vec<String>,
+    /// How long the server takes to accept each message.
+    pub delay: Duration,
+}
+
+impl SmtpBehaviour {
+    /// Accepts every message at once, no login.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires a login with this user and password.
+    pub fn auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Answers the next messages' DATA with these replies, e.g. `["451 4.3.0 try later"]`.
+    pub fn data_replies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, replies: I) -> Self {
+        self.data_replies = replies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Takes `delay` before answering each message's DATA.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// One accepted message.
+#[derive(Clone, Debug)]
+pub struct ReceivedMessage {
+    /// The envelope sender (MAIL FROM), without angle brackets.
+    pub from: String,
+    /// The envelope recipients (RCPT TO), without angle brackets.
+    pub to: Vec<String>,
+    /// The message as sent after DATA, dot-unstuffed, without the final `.` line.
+    pub data: String,
+    /// The user that logged in on this connection, if any.
+    pub user: Option<String>,
+}
+
+/// A leaf MIME part with its body decoded.
+#[derive(Clone, Debug)]
+pub struct MimePart {
+    /// The media type, lower case, without parameters (`text/plain`).
+    pub content_type: String,
+    /// The decoded body.
+    pub body: String,
+}
+
+impl ReceivedMessage {
+    /// The top-level headers, unfolded, in order.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        parse_headers(split_head(&self.data).0)
+    }
+
+    /// The first top-level header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers()
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every leaf part, decoded; a message without MIME parts is one part.
+    pub fn parts(&self) -> Vec<MimePart> {
+        let mut out = Vec::new();
+        collect_parts(&self.data, &mut out);
+        out
+    }
+
+    /// The decoded `text/plain` part.
+    pub fn text(&self) -> Option<String> {
+        self.part("text/plain")
+    }
+
+    /// The decoded `text/html` part.
+    pub fn html(&self) -> Option<String> {
+        self.part("text/html")
+    }
+
+    fn part(&self, content_type: &str) -> Option<String> {
+        self.parts()
+            .into_iter()
+            .find(|p| p.content_type == content_type)
+            .map(|p| p.body)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    replies: VecDeque<String>,
+    messages: Vec<ReceivedMessage>,
+    data_attempts: usize,
+    connections: usize,
+    auth_failures: usize,
+}
+
+/// A running server; stops when dropped.
+pub struct SmtpServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SmtpServer {
+    /// Starts a server on 127.0.0.1 with an unused port.
+    pub fn start(behaviour: SmtpBehaviour) -> SmtpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            replies: behaviour.data_replies.iter().cloned().collect(),
+            ..State::default()
+        }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let behaviour = Arc::new(behaviour);
+        let shared = Arc::clone(&state);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        shared.lock().unwrap().connections += 1;
+                        let behaviour = Arc::clone(&behaviour);
+                        let state = Arc::clone(&shared);
+                        tokio::spawn(async move {
+                            let _ = session(stream, &behaviour, &state).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = stopped => {}
+                    () = serve => {}
+                }
+            });
+        });
+        SmtpServer {
+            addr,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    /// Every accepted message so far, in order of acceptance.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        self.state.lock().unwrap().messages.clone()
+    }
+
+    /// How many messages reached the end of DATA, accepted or not.
+    pub fn data_attempts(&self) -> usize {
+        self.state.lock().unwrap().data_attempts
+    }
+
+    /// How many connections were opened.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
+    }
+
+    /// How many logins were refused.
+    pub fn auth_failures(&self) -> usize {
+        self.state.lock().unwrap().auth_failures
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Session<'a> {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    behaviour: &'a SmtpBehaviour,
+    state: &'a Mutex<State>,
+}
+
+impl Session<'_> {
+    /// One line without its line ending; `None` at end of stream.
+    async fn line(&mut self) -> std::io::Result<Option<String>> {
+        let mut buf = Vec::new();
+        if self.reader.read_until(b'\n', &mut buf).await? == 0 {
+            return Ok(None);
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+
+    async fn reply(&mut self, text: &str) -> std::io::Result<()> {
+        // One write per reply: split writes meet delayed ACKs and cost ~40 ms each.
+        self.writer
+            .write_all(format!("{text}\r\n").as_bytes())
+            .await
+    }
+
+    /// Reads the message after `354` up to the lone `.`, undoing dot-stuffing.
+    async fn data(&mut self) -> std::io::Result<Option<String>> {
+        let mut data = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if self.reader.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(None);
+            }
+            if line == b".\r\n" || line == b".\n" {
+                return Ok(Some(String::from_utf8_lossy(&data).into_owned()));
+            }
+            let start = usize::from(line.first() == Some(&b'.'));
+            data.extend_from_slice(&line[start..]);
+        }
+    }
+
+    async fn auth(&mut self, args: &str) -> std::io::Result<Option<String>> {
+        let mut words = args.split_whitespace();
+        let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+        let initial = words.next().map(str::to_owned);
+        let (user, password) = match mechanism.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => r,
+                    None => {
+                        self.reply("334 ").await?;
+                        self.line().await?.unwrap_or_default()
+                    }
+                };
+                let decoded = b64(&response);
+                let mut fields = decoded.split('\0').skip(1);
+                (
+                    fields.next().unwrap_or("").to_owned(),
+                    fields.next().unwrap_or("").to_owned(),
+                )
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(u) => b64(&u),
+                    None => {
+                        self.reply("334 VXNlcm5hbWU6").await?;
+                        b64(&self.line().await?.unwrap_or_default())
+                    }
+                };
+                self.reply("334 UGFzc3dvcmQ6").await?;
+                let password = b64(&self.line().await?.unwrap_or_default());
+                (user, password)
+            }
+            _ => {
+                self.reply("504 5.5.4 unrecognised authentication mechanism")
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let accepted = self
+            .behaviour
+            .auth
+            .as_ref()
+            .is_some_and(|(u, p)| *u == user && *p == password);
+        if accepted {
+            self.reply("235 2.7.0 Authentication successful").await?;
+            Ok(Some(user))
+        } else {
+            self.state.lock().unwrap().auth_failures += 1;
+            self.reply("535 5.7.8 Authentication credentials invalid")
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn session(
+    stream: TcpStream,
+    behaviour: &SmtpBehaviour,
+    state: &Mutex<State>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    let mut s = Session {
+        reader: BufReader::new(reader),
+        writer,
+        behaviour,
+        state,
+    };
+    s.reply(&format!("220 {HOSTNAME} ESMTP test server ready"))
+        .await?;
+    let mut user: Option<String> = None;
+    let mut from: Option<String> = None;
+    let mut to: Vec<String> = Vec::new();
+    while let Some(line) = s.line().await? {
+        let (verb, args) = line.split_once(' ').unwrap_or((&line, ""));
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" => {
+                let mut lines = vec![HOSTNAME.to_owned(), "8BITMIME".into(), "SMTPUTF8".into()];
+                if behaviour.auth.is_some() {
+                    lines.push("AUTH PLAIN LOGIN".into());
+                }
+                lines.push("ENHANCEDSTATUSCODES".into());
+                let last = lines.len() - 1;
+                let text: Vec<String> = lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
+                    .collect();
+                s.reply(&text.join("\r\n")).await?;
+            }
+            "HELO" => s.reply(&format!("250 {HOSTNAME}")).await?,
+            "AUTH" if behaviour.auth.is_none() => {
+                s.reply("503 5.5.1 authentication not enabled").await?
+            }
+            "AUTH" if user.is_some() => s.reply("503 5.5.1 already authenticated").await?,
+            "AUTH" => user = s.auth(args).await?,
+            "MAIL" if behaviour.auth.is_some() && user.is_none() => {
+                s.reply("530 5.7.0 Authentication required").await?
+            }
+            "MAIL" => {
+                from = Some(angle(args));
+                to.clear();
+                s.reply("250 2.1.0 OK").await?;
+            }
+            "RCPT" if from.is_none() => s.reply("503 5.5.1 MAIL first").await?,
+            "RCPT" => {
+                to.push(angle(args));
+                s.reply("250 2.1.5 OK").await?;
+            }
+            "DATA" if to.is_empty() => s.reply("503 5.5.1 RCPT first").await?,
+            "DATA" => {
+                s.reply("354 End data with <CR><LF>.<CR><LF>").await?;
+                let Some(data) = s.data().await? else {
+                    return Ok(());
+                };
+                tokio::time::sleep(behaviour.delay).await;
+                let reply = {
+                    let mut st = state.lock().unwrap();
+                    st.data_attempts += 1;
+                    let reply = st
+                        .replies
+                        .pop_front()
+                        .unwrap_or_else(|| "250 2.0.0 OK queued".to_owned());
+                    if reply.starts_with('2') {
+                        st.messages.push(ReceivedMessage {
+                            from: from.take().unwrap_or_default(),
+                            to: std::mem::take(&mut to),
+                            data,
+                            user: user.clone(),
+                        });
+                    }
+                    reply
+                };
+                from = None;
+                to.clear();
+                s.reply(&reply).await?;
+            }
+            "RSET" => {
+                from = None;
+                to.clear();
+                s.reply("250 2.0.0 OK").await?;
+            }
+            "NOOP" => s.reply("250 2.0.0 OK").await?,
+            "VRFY" => s.reply("252 2.0.0 cannot verify").await?,
+            "QUIT" => {
+                s.reply("221 2.0.0 Bye").await?;
+                return Ok(());
+            }
+            _ => s.reply("502 5.5.2 command not recognised").await?,
+        }
+    }
+    Ok(())
+}
+
+/// `FROM:<a@b> SIZE=1` → `a@b`.
+fn angle(args: &str) -> String {
+    match (args.find('<'), args.find('>')) {
+        (Some(a), Some(b)) if a < b => args[a + 1..b].to_owned(),
+        _ => args
+            .split_once(':')
+            .map_or(args, |(_, v)| v)
+            .trim()
+            .to_owned(),
+    }
+}
+
+fn b64(s: &str) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Splits at the first empty line into (headers, body).
+fn split_head(data: &str) -> (&str, &str) {
+    match data.find("\r\n\r\n") {
+        Some(i) => (&data[..i], &data[i + 4..]),
+        None => (data, ""),
+    }
+}
+
+fn parse_headers(head: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = out.last_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            out.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    out
+}
+
+fn param(value: &str, name: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn collect_parts(entity: &str, out: &mut Vec<MimePart>) {
+    let (head, body) = split_head(entity);
+    let headers = parse_headers(head);
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let content_type = get("Content-Type").unwrap_or_else(|| "text/plain".to_owned());
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media.starts_with("multipart/") {
+        let Some(boundary) = param(&content_type, "boundary") else {
+            return;
+        };
+        let delimiter = format!("--{boundary}");
+        for chunk in body.split(&delimiter).skip(1) {
+            if chunk.starts_with("--") {
+                break;
+            }
+            collect_parts(chunk.trim_start_matches("\r\n"), out);
+        }
+        return;
+    }
+    let encoding = get("Content-Transfer-Encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body = match encoding.as_str() {
+        "base64" => {
+            let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            b64(&compact)
+        }
+        "quoted-printable" => quoted_printable(body),
+        _ => body.to_owned(),
+    };
+    out.push(MimePart {
+        content_type: media,
+        body,
+    });
+}
+
+fn quoted_printable(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            if bytes[i + 1..].starts_with(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            if let Some(hex) = s.get(i + 1..i + 3) {
+                if let Ok(b) = u8::from_str_radix(hex, 16) {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
