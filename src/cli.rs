@@ -113,6 +113,52 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub tenant_key_path: Option<String>,
 
+    /// Send each linked lead its link by email.
+    #[arg(long)]
+    pub email: bool,
+
+    /// SMTP server: smtps://host:465, smtp://host:587?tls=required, or plain smtp:// to loopback only.
+    #[arg(long, env = "LSQ_SMTP_URL", hide_env_values = true, value_name = "URL")]
+    pub smtp_url: Option<String>,
+
+    /// Write each email as an .eml file in DIR instead of sending it.
+    #[arg(long, value_name = "DIR")]
+    pub outbox: Option<PathBuf>,
+
+    /// Email templates: a folder with subject.txt, body.txt and optional body.html.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+
+    /// Sender address, e.g. "Acme <invites@acme.example>".
+    #[arg(
+        long,
+        env = "LSQ_MAIL_FROM",
+        hide_env_values = true,
+        value_name = "ADDRESS"
+    )]
+    pub from: Option<String>,
+
+    /// Column holding each lead's email address [default: Email].
+    #[arg(long, value_name = "NAME")]
+    pub email_column: Option<String>,
+
+    /// SMTP budget, MESSAGES/WINDOW, e.g. 10/1s [default: none].
+    #[arg(long, value_name = "N/W")]
+    pub smtp_rate: Option<Rate>,
+
+    /// Messages in flight at most [default: 8].
+    #[arg(long, value_name = "N")]
+    pub email_concurrency: Option<usize>,
+
+    /// Render the first valid row's message with a real link and send it only to
+    /// ADDRESS; no other row is touched and no report is written.
+    #[arg(long, value_name = "ADDRESS")]
+    pub test_email: Option<String>,
+
+    /// Campaign name, used in Message-IDs and campaign state [default: the input's file name without extension].
+    #[arg(long, value_name = "NAME")]
+    pub campaign: Option<String>,
+
     /// No progress output, only errors and the final summary line.
     #[arg(long, short)]
     pub quiet: bool,

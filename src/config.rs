@@ -51,6 +51,18 @@ pub struct FileConfig {
     secret_key: Option<Secret>,
     tenant_auth_key: Option<Secret>,
     public_auth_key: Option<Secret>,
+    email: Option<bool>,
+    smtp_url: Option<String>,
+    smtp_user: Option<String>,
+    smtp_password: Option<Secret>,
+    smtp_timeout: Option<String>,
+    smtp_rate: Option<String>,
+    email_concurrency: Option<usize>,
+    outbox: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    from: Option<String>,
+    email_column: Option<String>,
+    campaign: Option<String>,
 }
 
 impl FileConfig {
@@ -109,6 +121,33 @@ pub struct Settings {
     pub public_auth_key: Option<Secret>,
     /// Quiet output.
     pub quiet: bool,
+    /// Campaign name.
+    pub campaign: String,
+    /// Email settings, when `--email` or `--test-email` is given.
+    pub email: Option<EmailSettings>,
+}
+
+/// How to email each lead its link.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// Folder with subject.txt, body.txt, optional body.html.
+    pub templates: PathBuf,
+    /// Sender, as given (parsed when the run starts; a sandbox run has a default).
+    pub from: Option<String>,
+    /// Recipient column.
+    pub column: String,
+    /// SMTP server, unless writing to an outbox.
+    pub smtp: Option<crate::email::SmtpSettings>,
+    /// Outbox folder.
+    pub outbox: Option<PathBuf>,
+    /// Optional SMTP budget.
+    pub smtp_rate: Option<Rate>,
+    /// Messages in flight.
+    pub concurrency: usize,
+    /// Attempts per message for transient failures.
+    pub max_attempts: u32,
+    /// `--test-email`: the one recipient.
+    pub test_address: Option<lettre::Address>,
 }
 
 /// Reads a secret from the environment, ignoring empty values.
@@ -233,6 +272,78 @@ impl Settings {
         if max_attempts == 0 {
             return Err(usage("--max-attempts must be at least 1"));
         }
+        let email = if args.email || file.email.unwrap_or(false) || args.test_email.is_some() {
+            let templates = args.templates.clone().or(file.templates.clone()).ok_or_else(|| {
+                usage("--email needs --templates DIR (a folder with subject.txt, body.txt and optional body.html; see samples/templates)")
+            })?;
+            let smtp_url = pick(&args.smtp_url, &file.smtp_url);
+            let outbox = args.outbox.clone().or(file.outbox.clone());
+            let smtp = match (&outbox, smtp_url) {
+                (None, Some(url)) => Some(crate::email::SmtpSettings {
+                    url,
+                    user: std::env::var("LSQ_SMTP_USER")
+                        .ok()
+                        .filter(|v| !v.trim().is_empty())
+                        .or(file.smtp_user.clone()),
+                    password: env_secret("LSQ_SMTP_PASSWORD").or(file.smtp_password.clone()),
+                    timeout: duration_setting(
+                        "smtp_timeout",
+                        file.smtp_timeout.as_deref(),
+                        Duration::from_secs(30),
+                    )?,
+                }),
+                (None, None) if !args.sandbox => {
+                    return Err(usage(
+                        "--email needs --smtp-url (or LSQ_SMTP_URL) to send, or --outbox DIR to write .eml files",
+                    ))
+                }
+                _ => None,
+            };
+            let smtp_rate = match (&args.smtp_rate, &file.smtp_rate) {
+                (Some(rate), _) => Some(*rate),
+                (None, Some(text)) => Some(
+                    text.parse::<Rate>()
+                        .map_err(|e| usage(format!("smtp_rate in {}: {e}", file_name(args))))?,
+                ),
+                (None, None) => None,
+            };
+            let test_address = args
+                .test_email
+                .as_deref()
+                .map(|a| {
+                    crate::email::check_address(a)
+                        .map_err(|e| usage(format!("--test-email {a:?}: {e}")))
+                })
+                .transpose()?;
+            let from = pick(&args.from, &file.from);
+            if from.is_none() && !args.sandbox {
+                return Err(usage("--email needs a sender: --from or LSQ_MAIL_FROM, e.g. \"Acme <invites@acme.example>\""));
+            }
+            Some(EmailSettings {
+                templates,
+                from,
+                column: pick(&args.email_column, &file.email_column)
+                    .unwrap_or_else(|| "Email".into()),
+                smtp,
+                outbox,
+                smtp_rate,
+                concurrency: args
+                    .email_concurrency
+                    .or(file.email_concurrency)
+                    .unwrap_or(8)
+                    .max(1),
+                max_attempts,
+                test_address,
+            })
+        } else {
+            None
+        };
+        let campaign = pick(&args.campaign, &file.campaign).unwrap_or_else(|| {
+            args.input
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "leads".into())
+        });
         let report = args
             .report
             .clone()
@@ -281,6 +392,8 @@ impl Settings {
             tenant_auth_key: env_secret("LSQ_TENANT_AUTH_KEY").or(file.tenant_auth_key),
             public_auth_key: env_secret("LSQ_PUBLIC_AUTH_KEY").or(file.public_auth_key),
             quiet: args.quiet,
+            campaign,
+            email,
         })
     }
 

@@ -22,6 +22,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => {
             let settings = Settings::resolve(&args)?;
+            if settings
+                .email
+                .as_ref()
+                .is_some_and(|e| e.test_address.is_some())
+            {
+                println!("{}", pipeline::send_test(settings).await?);
+                return Ok(0);
+            }
             let outcome = pipeline::run(settings).await?;
             println!("{}", outcome.describe());
             Ok(outcome.exit_code())

@@ -18,13 +18,16 @@ use tokio::sync::{mpsc, watch, Mutex};
 use crate::api::{
     ApiClient, ApiError, ApiSettings, GeneratedKey, TenantKey, TenantKeySource, KEY_LIFETIME,
 };
-use crate::config::Settings;
+use crate::config::{EmailSettings, Settings, UsageError};
+use crate::email::{MessageContext, Templates, Transport};
 use crate::input::{InputError, InputOptions, InputRow, LeadReader, RowKind};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
 use crate::report::{Record, ReportWriter, Status, Summary};
 use crate::retry::{Attempted, Caller};
 use crate::secret::Secret;
+use lettre::message::Mailbox;
+use lettre::Address;
 
 /// How a finished (or interrupted) run ended.
 #[derive(Debug)]
@@ -92,16 +95,42 @@ enum Gate {
     Refused,
 }
 
+/// The email side of a run.
+struct Mail {
+    templates: Templates,
+    from: Mailbox,
+    column: String,
+    transport: Transport,
+    limiter: Option<Arc<Limiter>>,
+    max_attempts: u32,
+    concurrency: usize,
+}
+
+/// A row after the link stage.
+enum Step {
+    /// Nothing more to do.
+    Done(Record),
+    /// Linked; its email is next.
+    Email {
+        record: Record,
+        row: InputRow,
+        to: Address,
+    },
+}
+
 /// What every row's task shares.
 struct Job {
     settings: Settings,
+    headers: Vec<String>,
     caller: Option<Caller>,
+    mail: Option<Mail>,
     gate: Mutex<Gate>,
 }
 
 impl Job {
-    /// One row to its report record, or `Err` for a run-level fault.
-    async fn process(&self, row: InputRow) -> Result<Record, ApiError> {
+    /// The link stage: one row to a report record (or to its email step), or
+    /// `Err` for a run-level fault.
+    async fn process(&self, row: InputRow) -> anyhow::Result<Step> {
         let mut record = Record {
             row: row.line,
             lead_id: row.lead_id.clone(),
@@ -117,26 +146,41 @@ impl Job {
         match &row.kind {
             RowKind::Invalid(reason) => {
                 record.error = reason.clone();
-                return Ok(record);
+                return Ok(Step::Done(record));
             }
             RowKind::Duplicate { first_line } => {
                 record.status = Status::Duplicate;
                 record.error = format!("duplicate of row {first_line}");
-                return Ok(record);
+                return Ok(Step::Done(record));
             }
             RowKind::Valid => {}
         }
-        let Some(portal_id) = row.portal_id.as_deref() else {
+        let Some(portal_id) = row.portal_id.clone() else {
             record.error =
                 "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column"
                     .into();
-            return Ok(record);
+            return Ok(Step::Done(record));
+        };
+        let to = match &self.mail {
+            None => None,
+            Some(mail) => {
+                let cell = row.field(&self.headers, &mail.column).unwrap_or_default();
+                record.email = cell.to_owned();
+                match crate::email::check_address(cell) {
+                    Ok(address) => Some(address),
+                    Err(reason) => {
+                        record.error =
+                            format!("{} {cell:?} is not a valid address: {reason}", mail.column);
+                        return Ok(Step::Done(record));
+                    }
+                }
+            }
         };
         let Some(caller) = &self.caller else {
             record.status = Status::Planned;
-            return Ok(record);
+            return Ok(Step::Done(record));
         };
-        let done = self.generate(caller, &row.lead_id, portal_id).await;
+        let done = self.generate(caller, &row.lead_id, &portal_id).await;
         record.attempts = done.attempts;
         match done.result {
             Ok(key) if !same_lead(&key, &row.lead_id) => {
@@ -152,18 +196,93 @@ impl Job {
                 let ids = self
                     .settings
                     .link_ids
-                    .then_some((row.lead_id.as_str(), portal_id));
+                    .then_some((row.lead_id.as_str(), portal_id.as_str()));
                 record.status = Status::Linked;
                 record.portal_url = crate::link::login_link(portal_url, &key.auth_key, ids).into();
                 record.expires_at = Some(Utc::now() + KEY_LIFETIME);
+                if let Some(to) = to {
+                    return Ok(Step::Email { record, row, to });
+                }
             }
-            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
                 record.status = Status::Failed;
                 record.error = e.to_string();
             }
         }
+        Ok(Step::Done(record))
+    }
+
+    /// The email stage: renders and sends one lead's message. Only an SMTP
+    /// fault that stops every message (authentication, TLS) is an `Err`.
+    async fn email(
+        &self,
+        mut record: Record,
+        row: InputRow,
+        to: Address,
+    ) -> anyhow::Result<Record> {
+        let mail = self
+            .mail
+            .as_ref()
+            .expect("only linked rows of an email run get here");
+        let message_id = crate::email::message_id(
+            &self.settings.campaign,
+            &record.lead_id,
+            mail.from.email.domain(),
+        );
+        let message = self.message(mail, &record, &row, &to, &message_id);
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                record.status = Status::Failed;
+                record.error = format!("email not built: {e:#}");
+                return Ok(record);
+            }
+        };
+        let permit = match &mail.limiter {
+            Some(limiter) => Some(limiter.acquire().await),
+            None => None,
+        };
+        let (result, _attempts) =
+            crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts).await;
+        if let Some(permit) = permit {
+            permit.completed();
+        }
+        match result {
+            Ok(()) => {
+                record.status = Status::Sent;
+                record.message_id = message_id;
+            }
+            Err(e) if e.is_fatal() => {
+                return Err(anyhow::anyhow!(
+                    "SMTP: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
+                ))
+            }
+            Err(e) => {
+                record.status = Status::Failed;
+                record.error = format!("email: {e}");
+            }
+        }
         Ok(record)
+    }
+
+    fn message(
+        &self,
+        mail: &Mail,
+        record: &Record,
+        row: &InputRow,
+        to: &Address,
+        message_id: &str,
+    ) -> anyhow::Result<lettre::Message> {
+        let rendered = mail.templates.render(&MessageContext {
+            columns: &self.headers,
+            fields: &row.fields,
+            link: &record.portal_url,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
+            expires_at: record.expires_at.unwrap_or_else(Utc::now),
+        })?;
+        crate::email::build_message(&mail.from, to, &rendered, message_id)
     }
 
     /// Generates one key; the run's first call goes alone (see [`Gate`]).
@@ -202,10 +321,19 @@ fn same_lead(key: &GeneratedKey, lead_id: &str) -> bool {
     key.lead_id.is_empty() || crate::input::normalize_guid(&key.lead_id).as_deref() == Some(lead_id)
 }
 
-/// Runs the batch job with resolved settings.
-pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
-    let started = Instant::now();
-    let _sandbox = if settings.sandbox && !settings.dry_run {
+/// Everything checked and opened before the first call.
+struct Prepared {
+    job: Arc<Job>,
+    reader: LeadReader,
+    limiter: Arc<Limiter>,
+    _sandbox: Option<crate::sandbox::Sandbox>,
+}
+
+/// Opens the input, loads and checks templates, builds the client and the
+/// mail transport (logging in to SMTP once): every run-level fault surfaces
+/// here, before any API call.
+async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
+    let sandbox = if settings.sandbox && !settings.dry_run {
         Some(start_sandbox(&mut settings).await?)
     } else {
         None
@@ -213,8 +341,6 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
     if !settings.dry_run {
         settings.require_for_network()?;
     }
-
-    // Every input and output is opened and checked before the first call.
     let reader = LeadReader::open(
         &settings.input,
         InputOptions {
@@ -223,60 +349,173 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
             ..InputOptions::default()
         },
     )?;
-    let mut report = ReportWriter::create(&settings.report)?;
-    if let Some(path) = &settings.summary_json {
-        crate::report::open_check(path)?;
-    }
-    let mut progress = Progress::new(
-        crate::progress::estimate_rows(&settings.input),
-        settings.quiet,
-    );
-
+    let headers = reader.headers().to_vec();
+    let mail = match &settings.email {
+        Some(email) => {
+            Some(prepare_mail(email, &headers, settings.sandbox, settings.dry_run).await?)
+        }
+        None => None,
+    };
     let limiter = Limiter::new(settings.limiter);
     let caller = if settings.dry_run {
         None
     } else {
         Some(build_caller(&settings, Arc::clone(&limiter))?)
     };
-    let concurrency = settings.concurrency;
-    let job = Arc::new(Job {
-        settings,
-        caller,
-        gate: Mutex::new(Gate::Unproven),
-    });
+    Ok(Prepared {
+        job: Arc::new(Job {
+            settings,
+            headers,
+            caller,
+            mail,
+            gate: Mutex::new(Gate::Unproven),
+        }),
+        reader,
+        limiter,
+        _sandbox: sandbox,
+    })
+}
 
-    let rows = read_in_background(reader);
+async fn prepare_mail(
+    email: &EmailSettings,
+    headers: &[String],
+    sandbox: bool,
+    dry_run: bool,
+) -> anyhow::Result<Mail> {
+    let templates = Templates::load(&email.templates)?;
+    templates.check(headers)?;
+    if !headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(&email.column))
+        && email.test_address.is_none()
+    {
+        return Err(UsageError(format!(
+            "the input has no {:?} column for email addresses (columns: {}); use --email-column",
+            email.column,
+            headers.join(", ")
+        ))
+        .into());
+    }
+    let from = email
+        .from
+        .clone()
+        .unwrap_or_else(|| SANDBOX_SENDER.to_owned());
+    let from: Mailbox = from.parse().map_err(|e| {
+        UsageError(format!(
+            "--from {from:?} is not a valid sender address: {e}"
+        ))
+    })?;
+    let transport = match (&email.smtp, &email.outbox) {
+        (Some(smtp), _) => Transport::smtp(smtp)?,
+        (None, Some(dir)) => Transport::outbox(dir)?,
+        (None, None) if sandbox => Transport::outbox(std::path::Path::new(SANDBOX_OUTBOX))?,
+        (None, None) => anyhow::bail!("no SMTP server and no outbox"),
+    };
+    if !dry_run {
+        transport.check().await.map_err(|e| {
+            anyhow::anyhow!("SMTP server not usable: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD")
+        })?;
+    }
+    let limiter = email.smtp_rate.map(|rate| {
+        Limiter::new(crate::limiter::LimiterSettings {
+            arrival_margin: std::time::Duration::ZERO,
+            ..crate::limiter::LimiterSettings::new(rate)
+        })
+    });
+    Ok(Mail {
+        templates,
+        from,
+        column: email.column.clone(),
+        transport,
+        limiter,
+        max_attempts: email.max_attempts,
+        concurrency: email.concurrency,
+    })
+}
+
+/// Sender of sandbox runs that name none.
+const SANDBOX_SENDER: &str = "lsq-dispatch sandbox <sandbox@lsq-dispatch.invalid>";
+/// Outbox of sandbox runs that name neither an SMTP server nor an outbox.
+const SANDBOX_OUTBOX: &str = "outbox";
+
+/// Runs the batch job with resolved settings.
+pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
+    let report_path = settings.report.clone();
+    let summary_path = settings.summary_json.clone();
+    let quiet = settings.quiet;
+    let rows_estimate = crate::progress::estimate_rows(&settings.input);
+    let Prepared {
+        job,
+        reader,
+        limiter,
+        _sandbox,
+    } = prepare(settings).await?;
+    let mut report = ReportWriter::create(&report_path)?;
+    if let Some(path) = &summary_path {
+        crate::report::open_check(path)?;
+    }
+    let mut progress = Progress::new(rows_estimate, quiet);
     let stop = stop_on_signal();
+
+    // Link stage → email stage → this consumer, each with its own concurrency,
+    // joined by bounded channels: a slow SMTP server does not hold back key
+    // generation beyond one small buffer, so links are minted shortly before
+    // their email goes out.
+    let buffer = job.settings.limiter.rate.calls as usize;
+    let (linked_tx, linked_rx) = mpsc::channel(buffer);
     let mut stopped = stop.clone();
-    let mut outcomes = rows
-        .take_until(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .map(|item: Result<InputRow, InputError>| {
-            let job = Arc::clone(&job);
-            async move {
-                match item {
-                    Ok(row) => job.process(row).await.map_err(anyhow::Error::from),
-                    Err(e) => Err(anyhow::Error::from(e)),
+    let link_stage = tokio::spawn({
+        let job = Arc::clone(&job);
+        let concurrency = job.settings.concurrency;
+        let steps = read_in_background(reader)
+            .take_until(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .map(move |item| {
+                let job = Arc::clone(&job);
+                async move { job.process(item?).await }
+            })
+            .buffer_unordered(concurrency);
+        forward(steps, linked_tx)
+    });
+    let (done_tx, mut done_rx) = mpsc::channel(buffer);
+    let email_stage = tokio::spawn({
+        let concurrency = job.mail.as_ref().map_or(buffer, |m| m.concurrency);
+        let job = Arc::clone(&job);
+        let records = receive(linked_rx)
+            .map(move |step: anyhow::Result<Step>| {
+                let job = Arc::clone(&job);
+                async move {
+                    match step? {
+                        Step::Done(record) => Ok(record),
+                        Step::Email { record, row, to } => job.email(record, row, to).await,
+                    }
                 }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .boxed();
+            })
+            .buffer_unordered(concurrency);
+        forward(records, done_tx)
+    });
 
     let mut summary = Summary::default();
     let mut fatal = None;
     let mut paused_shown = false;
-    while let Some(outcome) = outcomes.next().await {
+    while let Some(outcome) = done_rx.recv().await {
         match outcome {
             Ok(record) => {
                 report.write(&record).with_context(|| {
                     format!("cannot write the report {}", report.path().display())
                 })?;
                 summary.record(record.status);
+                match record.status {
+                    Status::Sent => summary.emails_sent += 1,
+                    Status::Failed if record.error.starts_with("email") => {
+                        summary.emails_failed += 1
+                    }
+                    _ => {}
+                }
                 progress.inc();
-                let paused = limiter.paused_total();
-                if !paused.is_zero() && !paused_shown {
+                if limiter.rate_limited() > 0 && !paused_shown {
                     paused_shown = true;
                     progress.println(
                         "the API answered 429 (rate limited): every call paused, then resumed",
@@ -289,17 +528,17 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
             }
         }
     }
-    drop(outcomes);
+    link_stage.abort();
+    email_stage.abort();
     progress.finish();
 
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     summary.api_calls = limiter.calls();
     summary.rate_limited = limiter.rate_limited();
     summary.paused_secs = limiter.paused_total().as_secs_f64();
-    if let Some(path) = &job.settings.summary_json {
+    if let Some(path) = &summary_path {
         summary.write_json(path)?;
     }
-    let report_path = report.path().to_path_buf();
     if let Some(e) = fatal {
         return Err(e.context(format!(
             "run aborted; the report {} holds every row done before",
@@ -312,6 +551,76 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<RunOutcome> {
         interrupted,
         report: report_path,
     })
+}
+
+/// `--test-email`: the first valid row's message, with a real link, goes to
+/// the test address only. No other row is touched and no report is written.
+pub async fn send_test(settings: Settings) -> anyhow::Result<String> {
+    let Prepared { job, reader, .. } = prepare(settings).await?;
+    let mail = job
+        .mail
+        .as_ref()
+        .context("--test-email needs the email settings")?;
+    let to = job
+        .settings
+        .email
+        .as_ref()
+        .and_then(|e| e.test_address.clone())
+        .context("--test-email needs an address")?;
+    for item in reader {
+        let row = item?;
+        if row.kind != RowKind::Valid || row.portal_id.is_none() {
+            continue;
+        }
+        let (record, row) = match job.process(row).await? {
+            Step::Email { record, row, .. } => (record, row),
+            Step::Done(record) if record.status == Status::Linked => {
+                let row = InputRow {
+                    line: record.row,
+                    lead_id: record.lead_id.clone(),
+                    portal_id: Some(record.portal_id.clone()),
+                    fields: Vec::new(),
+                    kind: RowKind::Valid,
+                };
+                (record, row)
+            }
+            // An invalid address or a failed key: try the next row.
+            Step::Done(_) => continue,
+        };
+        let message_id = crate::email::message_id(
+            &format!("{}/test", job.settings.campaign),
+            &record.lead_id,
+            mail.from.email.domain(),
+        );
+        let message = job.message(mail, &record, &row, &to, &message_id)?;
+        let (result, _) =
+            crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts).await;
+        result.map_err(|e| anyhow::anyhow!("the test message was not sent: {e}"))?;
+        return Ok(format!(
+            "test message for the lead on row {} ({}) sent to {to}, Message-ID {message_id}",
+            record.row, record.lead_id
+        ));
+    }
+    anyhow::bail!("no row could be linked for a test message")
+}
+
+/// Sends every item of a stream into a channel until either ends.
+async fn forward<T>(items: impl futures::Stream<Item = T>, tx: mpsc::Sender<T>) {
+    let mut items = std::pin::pin!(items);
+    while let Some(item) = items.next().await {
+        if tx.send(item).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A channel's receiving end as a stream.
+fn receive<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + Unpin {
+    Box::pin(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 fn build_caller(settings: &Settings, limiter: Arc<Limiter>) -> anyhow::Result<Caller> {
@@ -344,9 +653,7 @@ fn read_in_background(
             }
         }
     });
-    Box::pin(stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    receive(rx)
 }
 
 /// The first Ctrl-C or SIGTERM flips the flag: no new rows are taken, calls

@@ -363,7 +363,10 @@ mod tests {
         assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
         assert_eq!(
             c.portal_ids,
-            vec![super::super::DEFAULT_PORTAL_ID.to_owned()]
+            vec![
+                super::super::DEFAULT_PORTAL_ID.to_owned(),
+                super::super::SECOND_PORTAL_ID.to_owned()
+            ]
         );
         assert!(c.count_rejected);
     }

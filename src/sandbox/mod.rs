@@ -35,6 +35,8 @@ pub use otp::OtpRecord;
 
 /// The portal the sandbox knows when none is configured.
 pub const DEFAULT_PORTAL_ID: &str = "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5";
+/// A second default portal, so a sample CSV can show a per-row PortalId.
+pub const SECOND_PORTAL_ID: &str = "4abda5bf-44b0-4a59-bf4a-d074a73d165e";
 /// Default access key. Holds `$ + / =` so an unencoded query fails with 401.
 pub const DEFAULT_ACCESS_KEY: &str = "sandbox$access+key/1=";
 /// Default secret key. Holds `& = / +` so an unencoded query fails with 401.
@@ -103,7 +105,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             port: 0,
-            portal_ids: vec![DEFAULT_PORTAL_ID.to_owned()],
+            portal_ids: vec![DEFAULT_PORTAL_ID.to_owned(), SECOND_PORTAL_ID.to_owned()],
             access_key: DEFAULT_ACCESS_KEY.to_owned(),
             secret_key: DEFAULT_SECRET_KEY.to_owned(),
             tenant_auth_key: DEFAULT_TENANT_AUTH_KEY.to_owned(),

@@ -1,0 +1,280 @@
+//! `lsq-dispatch run --email` end to end: the real binary, the sandbox, and a
+//! real SMTP server inside the test process on loopback.
+
+#[path = "smtp_server/mod.rs"]
+mod smtp_server;
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use smtp_server::{SmtpBehaviour, SmtpServer};
+use support::{lead_ids, lsq, read_report, run, write};
+
+async fn fast_sandbox() -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        budget: "1000/1s".parse().unwrap(),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn templates() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")
+}
+
+fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
+    let mut csv = String::from("LeadId,FirstName,Email\n");
+    for (i, id) in lead_ids(n).iter().enumerate() {
+        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
+    }
+    write(dir, "leads.csv", &csv)
+}
+
+fn email_command(
+    sandbox: &Sandbox,
+    smtp: &SmtpServer,
+    dir: &Path,
+    input: &Path,
+) -> std::process::Command {
+    email_command_with(sandbox, &smtp.url(), &templates(), dir, input)
+}
+
+fn email_command_with(
+    sandbox: &Sandbox,
+    smtp_url: &str,
+    templates: &Path,
+    dir: &Path,
+    input: &Path,
+) -> std::process::Command {
+    let config = sandbox.config();
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(input)
+        .args(["--host", &sandbox.base_url()])
+        .args(["--portal-id", &config.portal_ids[0]])
+        .args(["--portal-url", &sandbox.portal_url()])
+        .args(["--rate", "1000/1s", "--report", "report.csv", "--quiet"])
+        .arg("--email")
+        .arg("--templates")
+        .arg(templates)
+        .args([
+            "--smtp-url",
+            smtp_url,
+            "--from",
+            "Acme <invites@acme.example>",
+        ])
+        .env("LSQ_ACCESS_KEY", &config.access_key)
+        .env("LSQ_SECRET_KEY", &config.secret_key)
+        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    cmd
+}
+
+fn link_in(text: &str) -> String {
+    let start = text
+        .find("http://127.0.0.1")
+        .expect("the message holds the link");
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_lead_gets_exactly_one_multipart_message_whose_link_logs_it_in() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 8);
+    let out = run(&mut email_command(&sandbox, &smtp, dir.path(), &input));
+    assert_eq!(out.status.code(), Some(0));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 8);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 8, "one message per lead");
+    for row in &rows {
+        assert_eq!(row["status"], "sent");
+        let to_lead: Vec<_> = messages
+            .iter()
+            .filter(|m| m.to == [row["email"].clone()])
+            .collect();
+        assert_eq!(to_lead.len(), 1, "exactly one message to {}", row["email"]);
+        let message = to_lead[0];
+        assert_eq!(message.header("Message-ID").unwrap(), row["message_id"]);
+        let content_type = message.header("Content-Type").unwrap();
+        assert!(
+            content_type.starts_with("multipart/alternative"),
+            "{content_type}"
+        );
+        let text = message.text().unwrap();
+        let link = link_in(&text);
+        assert_eq!(link, row["portal_url"]);
+        assert!(message.html().unwrap().contains("authKey="));
+        let page: serde_json::Value = reqwest::get(&link).await.unwrap().json().await.unwrap();
+        assert_eq!(page["LeadId"].as_str().unwrap(), row["lead_id"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_4xx_reply_is_retried_and_delivered_once() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().data_replies(["451 4.3.0 try again later"]));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 1);
+    let out = run(&mut email_command(&sandbox, &smtp, dir.path(), &input));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(smtp.data_attempts(), 2);
+    assert_eq!(
+        read_report(&dir.path().join("report.csv"))[0]["status"],
+        "sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_5xx_reply_fails_the_row_and_the_run_goes_on() {
+    let sandbox = fast_sandbox().await;
+    let smtp =
+        SmtpServer::start(SmtpBehaviour::new().data_replies(["550 5.1.1 mailbox unavailable"]));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let out =
+        run(email_command(&sandbox, &smtp, dir.path(), &input).args(["--email-concurrency", "1"]));
+    assert_eq!(out.status.code(), Some(3));
+    let rows = read_report(&dir.path().join("report.csv"));
+    let failed: Vec<_> = rows.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["error"].contains("550"), "{}", failed[0]["error"]);
+    assert_eq!(rows.iter().filter(|r| r["status"] == "sent").count(), 2);
+    assert_eq!(smtp.messages().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_authentication_failure_aborts_before_any_call() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().auth("invites", "right-password"));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input)
+        .env("LSQ_SMTP_USER", "invites")
+        .env("LSQ_SMTP_PASSWORD", "wrong-password"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("LSQ_SMTP_PASSWORD"), "{stderr}");
+    assert!(!stderr.contains("wrong-password"));
+    assert!(smtp.messages().is_empty());
+    assert_eq!(sandbox.stats().calls, 0, "no API call before SMTP works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_smtp_to_a_remote_host_is_refused() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 1);
+    let out = run(&mut email_command_with(
+        &sandbox,
+        "smtp://mail.example.com:25",
+        &templates(),
+        dir.path(),
+        &input,
+    ));
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("smtps://") || stderr.contains("tls=required"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.stats().calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cr_lf_in_first_name_and_email_create_no_header() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(2);
+    let csv = format!(
+        "LeadId,FirstName,Email\n{},\"Eve\r\nBcc: victim@example.net\",eve@example.com\n{},Mallory,\"m@example.com\r\nBcc: victim@example.net\"\n",
+        ids[0], ids[1]
+    );
+    let input = write(dir.path(), "leads.csv", &csv);
+    let out = run(&mut email_command(&sandbox, &smtp, dir.path(), &input));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the bad address makes its row invalid"
+    );
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].to, ["eve@example.com"]);
+    assert!(messages[0].header("Bcc").is_none());
+    assert!(messages
+        .iter()
+        .all(|m| !m.to.iter().any(|t| t.contains("victim"))));
+    let rows = read_report(&dir.path().join("report.csv"));
+    let invalid: Vec<_> = rows.iter().filter(|r| r["status"] == "invalid").collect();
+    assert_eq!(invalid.len(), 1);
+    assert_eq!(invalid[0]["row"], "4", "the quoted cell spans lines 3-4");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_template_variable_fails_before_any_api_call() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("templates");
+    std::fs::create_dir(&bad).unwrap();
+    write(&bad, "subject.txt", "Hello {{ Nickname }}");
+    write(&bad, "body.txt", "{{ link }}");
+    let input = leads_with_email(dir.path(), 2);
+    let out = run(&mut email_command_with(
+        &sandbox,
+        &smtp.url(),
+        &bad,
+        dir.path(),
+        &input,
+    ));
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Nickname") && stderr.contains("subject.txt"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.stats().calls, 0);
+    assert!(smtp.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_email_sends_exactly_one_message_to_the_test_address() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 5);
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input)
+        .args(["--test-email", "qa@acme.example"]));
+    assert_eq!(out.status.code(), Some(0));
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].to, ["qa@acme.example"]);
+    let link = link_in(&messages[0].text().unwrap());
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), 200);
+    assert_eq!(
+        sandbox.stats().keys_issued.len(),
+        1,
+        "only one lead was touched"
+    );
+    assert!(!dir.path().join("report.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_gets_one_eml_file_per_lead() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input).args(["--outbox", "outbox"]));
+    assert_eq!(out.status.code(), Some(0));
+    let files = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 3);
+    assert!(smtp.messages().is_empty());
+}
