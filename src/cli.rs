@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Generate a login link for every lead in a CSV (and optionally email it).
     Run(Box<RunArgs>),
+    /// Sign a lead in to the portal with a one-time password.
+    #[command(subcommand)]
+    Otp(crate::otp::OtpCommand),
     /// Serve the built-in LeadSquared simulator on loopback.
     Sandbox(Box<crate::sandbox::SandboxArgs>),
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::{Settings, UsageError};
-use lsq_dispatch::{pipeline, sandbox};
+use lsq_dispatch::{otp, pipeline, sandbox};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,6 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", outcome.describe());
             Ok(outcome.exit_code())
         }
+        Command::Otp(command) => otp::execute(command).await,
         Command::Sandbox(args) => {
             sandbox::serve(*args).await?;
             Ok(0)
