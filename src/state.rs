@@ -1,1 +1,0 @@
-//! state (to be built).

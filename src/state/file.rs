@@ -1,0 +1,242 @@
+//! The state file on disk, before SQLite sees it: where it lives by default,
+//! the exclusive lock that keeps two runs apart, its permissions, and the
+//! look at its header that tells our file from someone else's.
+//!
+//! The header is read with plain file I/O on purpose: SQLite may write to a
+//! database it opens (hot-journal rollback, WAL checkpoint on close), and a
+//! file that is not ours must come out of a failed open byte for byte the
+//! same.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::StateError;
+
+/// `PRAGMA application_id` of every lsq-dispatch state file: "LSQD" in ASCII.
+pub const APPLICATION_ID: u32 = 0x4C53_5144;
+
+/// The first 16 bytes of every SQLite 3 database.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Size of the SQLite database header; the application id sits at byte 68.
+const HEADER_LEN: usize = 100;
+
+/// What the header of an existing file says about it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Header {
+    /// Zero bytes: nothing to lose, so it is initialised.
+    Empty,
+    /// A SQLite database carrying our application id.
+    Ours,
+    /// Anything else; the text says what it looks like.
+    Foreign(String),
+}
+
+/// Reads the header of `path`, or `None` when there is no such file.
+pub(super) fn read_header(path: &Path) -> Result<Option<Header>, StateError> {
+    let io_err = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Ok(Some(Header::Foreign("it is not a regular file".into())));
+    }
+    if meta.len() == 0 {
+        return Ok(Some(Header::Empty));
+    }
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut header)
+        .map_err(io_err)?;
+    Ok(Some(classify(&header)))
+}
+
+fn classify(header: &[u8]) -> Header {
+    if header.len() < HEADER_LEN || &header[..16] != SQLITE_MAGIC {
+        return Header::Foreign("it is not a SQLite database".into());
+    }
+    let app_id = u32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    match app_id {
+        APPLICATION_ID => Header::Ours,
+        0 => Header::Foreign("it is a SQLite database that lsq-dispatch did not create".into()),
+        other => Header::Foreign(format!(
+            "it is a SQLite database of another application (application_id {other:#010x})"
+        )),
+    }
+}
+
+/// Creates `path` empty with mode 0600 unless it exists, so that SQLite (which
+/// gives its -wal and -shm files the database's mode) never makes a wider one.
+pub(super) fn create_private(path: &Path) -> Result<(), StateError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Narrows a file of ours, and the log SQLite keeps beside it, to 0600: they
+/// hold login links, and SQLite gives a new log the database's mode.
+pub(super) fn make_private(path: &Path) -> Result<(), StateError> {
+    let mut wal = OsString::from(path.as_os_str());
+    wal.push("-wal");
+    let mut shm = OsString::from(path.as_os_str());
+    shm.push("-shm");
+    for file in [path, Path::new(&wal), Path::new(&shm)] {
+        let io_err = |source| StateError::Io {
+            path: file.to_owned(),
+            source,
+        };
+        let mode = match fs::metadata(file) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && file != path => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        if mode & 0o777 != 0o600 {
+            fs::set_permissions(file, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the missing parents of `path`, readable by the owner only.
+pub(super) fn create_parent_dirs(path: &Path) -> Result<(), StateError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StateError::Io {
+                path: dir.to_owned(),
+                source,
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// `<state path>.lock`: the lock lives beside the database rather than on it
+/// because SQLite takes and drops its own POSIX locks on the database file.
+pub(super) fn lock_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock for the state file at `path`, without waiting.
+///
+/// The returned file must stay open for as long as the store is used: the
+/// lock belongs to this open file description and goes with it (or with the
+/// process, after a crash, so a stale lock never blocks the next run). The
+/// lock file itself is never deleted, since unlinking a lock file another
+/// process is about to lock lets two runs in.
+pub(super) fn lock(path: &Path) -> Result<File, StateError> {
+    let lock_path = lock_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| StateError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    loop {
+        // SAFETY: `file` owns a valid descriptor for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => {
+                return Err(StateError::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            _ => {
+                return Err(StateError::Io {
+                    path: lock_path,
+                    source: err,
+                })
+            }
+        }
+    }
+}
+
+/// The default state file, from the values of `$XDG_STATE_HOME`, the
+/// platform's state directory and the home directory, in that order of
+/// preference. Taking them as arguments keeps the choice testable without
+/// touching the process environment.
+///
+/// An empty or relative `XDG_STATE_HOME` is ignored, as the XDG base directory
+/// specification asks. With none of the three, the path is relative:
+/// `lsq-dispatch/state.sqlite` under the current directory.
+pub fn default_path_from(
+    xdg_state_home: Option<&OsStr>,
+    platform_state_dir: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> PathBuf {
+    let base = xdg_state_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or(platform_state_dir)
+        .or_else(|| home.map(|h| h.join(".local").join("state")))
+        .unwrap_or_default();
+    base.join("lsq-dispatch").join("state.sqlite")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_with_app_id(id: u32) -> Vec<u8> {
+        let mut h = vec![0u8; HEADER_LEN];
+        h[..16].copy_from_slice(SQLITE_MAGIC);
+        h[68..72].copy_from_slice(&id.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn classify_tells_ours_from_foreign() {
+        assert_eq!(classify(&header_with_app_id(APPLICATION_ID)), Header::Ours);
+        assert!(matches!(
+            classify(&header_with_app_id(0)),
+            Header::Foreign(_)
+        ));
+        assert!(matches!(
+            classify(&header_with_app_id(7)),
+            Header::Foreign(_)
+        ));
+        assert!(matches!(classify(b"LeadId\n1\n"), Header::Foreign(_)));
+        // A truncated header is not trusted even with the right magic.
+        assert!(matches!(classify(SQLITE_MAGIC), Header::Foreign(_)));
+    }
+
+    #[test]
+    fn lock_path_appends_to_the_file_name() {
+        assert_eq!(
+            lock_path(Path::new("/x/state.sqlite")),
+            PathBuf::from("/x/state.sqlite.lock")
+        );
+    }
+}
