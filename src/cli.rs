@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate a login link for every lead in a CSV (and optionally email it).
     Run(Box<RunArgs>),
+    /// Show a campaign's progress from its state file, or export it as a report.
+    Status(StatusArgs),
     /// Sign a lead in to the portal with a one-time password.
     #[command(subcommand)]
     Otp(crate::otp::OtpCommand),
@@ -162,7 +164,35 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub campaign: Option<String>,
 
+    /// Campaign state file [default: $XDG_STATE_HOME/lsq-dispatch/state.sqlite].
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Send again to leads whose email may or may not have gone out before a crash.
+    #[arg(long)]
+    pub resend_in_doubt: bool,
+
+    /// Deliberately send every lead its email again, even those already sent.
+    #[arg(long)]
+    pub resend: bool,
+
     /// No progress output, only errors and the final summary line.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `lsq-dispatch status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The campaign [default: every campaign in the state file].
+    #[arg(long, value_name = "NAME")]
+    pub campaign: Option<String>,
+
+    /// Campaign state file [default: $XDG_STATE_HOME/lsq-dispatch/state.sqlite].
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Write the campaign's leads as a report CSV (needs --campaign).
+    #[arg(long, value_name = "PATH")]
+    pub export: Option<PathBuf>,
 }

@@ -63,6 +63,7 @@ pub struct FileConfig {
     from: Option<String>,
     email_column: Option<String>,
     campaign: Option<String>,
+    state: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -123,6 +124,12 @@ pub struct Settings {
     pub quiet: bool,
     /// Campaign name.
     pub campaign: String,
+    /// Campaign state file.
+    pub state: PathBuf,
+    /// Send again to leads in doubt.
+    pub resend_in_doubt: bool,
+    /// Send every lead again.
+    pub resend: bool,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
 }
@@ -338,12 +345,8 @@ impl Settings {
         } else {
             None
         };
-        let campaign = pick(&args.campaign, &file.campaign).unwrap_or_else(|| {
-            args.input
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "leads".into())
-        });
+        let campaign = pick(&args.campaign, &file.campaign)
+            .unwrap_or_else(|| crate::state::default_campaign(&args.input));
         let report = args
             .report
             .clone()
@@ -393,6 +396,13 @@ impl Settings {
             public_auth_key: env_secret("LSQ_PUBLIC_AUTH_KEY").or(file.public_auth_key),
             quiet: args.quiet,
             campaign,
+            state: args
+                .state
+                .clone()
+                .or(file.state)
+                .unwrap_or_else(crate::state::StateStore::default_path),
+            resend_in_doubt: args.resend_in_doubt,
+            resend: args.resend,
             email,
         })
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::{Settings, UsageError};
+use lsq_dispatch::state::{self, StateError, StateStore};
 use lsq_dispatch::{otp, pipeline, sandbox};
 
 fn main() -> ExitCode {
@@ -34,6 +35,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", outcome.describe());
             Ok(outcome.exit_code())
         }
+        Command::Status(args) => {
+            let path = args.state.unwrap_or_else(StateStore::default_path);
+            let text = state::status(&path, args.campaign.as_deref(), args.export.as_deref())?;
+            println!("{text}");
+            Ok(0)
+        }
         Command::Otp(command) => otp::execute(command).await,
         Command::Sandbox(args) => {
             sandbox::serve(*args).await?;
@@ -42,13 +49,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// 2 for usage errors, 1 for every other fault (the run was aborted).
+/// 2 for usage errors, 4 when another run holds the state file, 1 for every
+/// other fault (the run was aborted).
 fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(if error.is::<UsageError>() { 2 } else { 1 })
+            let locked = error
+                .chain()
+                .any(|e| matches!(e.downcast_ref(), Some(StateError::Locked { .. })));
+            ExitCode::from(match () {
+                _ if error.is::<UsageError>() => 2,
+                _ if locked => 4,
+                _ => 1,
+            })
         }
     }
 }

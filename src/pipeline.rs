@@ -26,6 +26,8 @@ use crate::progress::Progress;
 use crate::report::{Record, ReportWriter, Status, Summary};
 use crate::retry::{Attempted, Caller};
 use crate::secret::Secret;
+use crate::state::{LeadKey, LeadState, StateError, StateStore};
+use chrono::DateTime;
 use lettre::message::Mailbox;
 use lettre::Address;
 
@@ -124,7 +126,22 @@ struct Job {
     headers: Vec<String>,
     caller: Option<Caller>,
     mail: Option<Mail>,
+    state: std::sync::Mutex<StateStore>,
     gate: Mutex<Gate>,
+}
+
+/// A stored link is used again only while it has at least this long to live,
+/// so the lead has time to open it.
+const REUSE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// What the campaign state says to do with a valid row.
+enum Resume {
+    /// Nothing stored that saves work: mint a key.
+    Mint,
+    /// Finished earlier: report it, touch nothing.
+    Report(Status, String, String),
+    /// A stored link is still good: use it instead of minting.
+    Reuse(String, DateTime<Utc>),
 }
 
 impl Job {
@@ -176,6 +193,29 @@ impl Job {
                 }
             }
         };
+        let key = LeadKey {
+            campaign: &self.settings.campaign,
+            lead_id: &row.lead_id,
+            portal_id: &portal_id,
+        };
+        match self.resume(&key)? {
+            Resume::Report(status, message_id, error) => {
+                record.status = status;
+                record.message_id = message_id;
+                record.error = error;
+                return Ok(Step::Done(record));
+            }
+            Resume::Reuse(link, expires_at) => {
+                record.status = Status::Linked;
+                record.portal_url = link;
+                record.expires_at = Some(expires_at);
+                return Ok(match to {
+                    Some(to) => Step::Email { record, row, to },
+                    None => Step::Done(record),
+                });
+            }
+            Resume::Mint => {}
+        }
         let Some(caller) = &self.caller else {
             record.status = Status::Planned;
             return Ok(Step::Done(record));
@@ -183,11 +223,13 @@ impl Job {
         let done = self.generate(caller, &row.lead_id, &portal_id).await;
         record.attempts = done.attempts;
         match done.result {
-            Ok(key) if !same_lead(&key, &row.lead_id) => {
+            Ok(generated) if !same_lead(&generated, &row.lead_id) => {
                 record.status = Status::Failed;
-                record.error = format!("the API answered for another lead ({})", key.lead_id);
+                record.error = format!("the API answered for another lead ({})", generated.lead_id);
+                self.store()
+                    .mark_failed(&key, row.line, &record.error, record.attempts)?;
             }
-            Ok(key) => {
+            Ok(generated) => {
                 let portal_url = self
                     .settings
                     .portal_url
@@ -197,9 +239,19 @@ impl Job {
                     .settings
                     .link_ids
                     .then_some((row.lead_id.as_str(), portal_id.as_str()));
+                let expires_at = Utc::now() + KEY_LIFETIME;
+                let link = crate::link::login_link(portal_url, &generated.auth_key, ids);
+                self.store().mark_linked(
+                    &key,
+                    row.line,
+                    &Secret::new(generated.auth_key),
+                    link.as_str(),
+                    expires_at,
+                    record.attempts,
+                )?;
                 record.status = Status::Linked;
-                record.portal_url = crate::link::login_link(portal_url, &key.auth_key, ids).into();
-                record.expires_at = Some(Utc::now() + KEY_LIFETIME);
+                record.portal_url = link.into();
+                record.expires_at = Some(expires_at);
                 if let Some(to) = to {
                     return Ok(Step::Email { record, row, to });
                 }
@@ -208,9 +260,49 @@ impl Job {
             Err(e) => {
                 record.status = Status::Failed;
                 record.error = e.to_string();
+                self.store()
+                    .mark_failed(&key, row.line, &record.error, record.attempts)?;
             }
         }
         Ok(Step::Done(record))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, StateStore> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The campaign's memory of this lead decides: skip it (sent, or in doubt
+    /// unless asked to resend), reuse a link that is still good, or mint.
+    fn resume(&self, key: &LeadKey) -> Result<Resume, StateError> {
+        let Some(entry) = self.store().get(key)? else {
+            return Ok(Resume::Mint);
+        };
+        let settings = &self.settings;
+        Ok(match entry.state {
+            LeadState::Sent { message_id, sent_at } if !settings.resend => Resume::Report(
+                Status::Skipped,
+                message_id,
+                format!("already sent in campaign {} at {}", settings.campaign, sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            ),
+            LeadState::InDoubt { message_id } | LeadState::Sending { message_id }
+                if !settings.resend && !settings.resend_in_doubt =>
+            {
+                Resume::Report(
+                    Status::InDoubt,
+                    message_id,
+                    "a run stopped while this email was being sent: it may or may not have been delivered; check the mailbox, then re-run with --resend-in-doubt to send it again".into(),
+                )
+            }
+            LeadState::Linked { auth_key: Some(_), expires_at }
+                if expires_at > Utc::now() + REUSE_MARGIN && !settings.dry_run =>
+            {
+                match entry.link {
+                    Some(link) => Resume::Reuse(link, expires_at),
+                    None => Resume::Mint,
+                }
+            }
+            _ => Resume::Mint,
+        })
     }
 
     /// The email stage: renders and sends one lead's message. Only an SMTP
@@ -236,9 +328,25 @@ impl Job {
             Err(e) => {
                 record.status = Status::Failed;
                 record.error = format!("email not built: {e:#}");
+                let key = LeadKey {
+                    campaign: &self.settings.campaign,
+                    lead_id: &record.lead_id,
+                    portal_id: &record.portal_id,
+                };
+                self.store()
+                    .mark_failed(&key, record.row, &record.error, record.attempts)?;
                 return Ok(record);
             }
         };
+        let key = LeadKey {
+            campaign: &self.settings.campaign,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
+        };
+        // On disk before the SMTP step: a crash from here on leaves the lead
+        // in doubt, never silently unsent or sent twice.
+        self.store()
+            .mark_sending(&key, record.row, to.as_ref(), &message_id)?;
         let permit = match &mail.limiter {
             Some(limiter) => Some(limiter.acquire().await),
             None => None,
@@ -250,6 +358,7 @@ impl Job {
         }
         match result {
             Ok(()) => {
+                self.store().mark_sent(&key, &message_id)?;
                 record.status = Status::Sent;
                 record.message_id = message_id;
             }
@@ -261,6 +370,8 @@ impl Job {
             Err(e) => {
                 record.status = Status::Failed;
                 record.error = format!("email: {e}");
+                self.store()
+                    .mark_failed(&key, record.row, &record.error, record.attempts)?;
             }
         }
         Ok(record)
@@ -356,6 +467,14 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
         }
         None => None,
     };
+    let state = StateStore::open(&settings.state)?;
+    if !settings.dry_run {
+        let in_doubt = state.recover_in_doubt(&settings.campaign)?;
+        if in_doubt > 0 {
+            eprintln!("{in_doubt} lead(s) of campaign {} were being emailed when the last run stopped: reported in_doubt, not sent again (see --resend-in-doubt)", settings.campaign);
+        }
+        state.clear_expired_keys(Utc::now())?;
+    }
     let limiter = Limiter::new(settings.limiter);
     let caller = if settings.dry_run {
         None
@@ -368,6 +487,7 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
             headers,
             caller,
             mail,
+            state: std::sync::Mutex::new(state),
             gate: Mutex::new(Gate::Unproven),
         }),
         reader,

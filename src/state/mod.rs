@@ -565,6 +565,53 @@ impl StateStore {
     }
 }
 
+/// `lsq-dispatch status`: counts by state for one campaign (or every
+/// campaign), and with `export` the campaign's leads as a report CSV.
+pub fn status(
+    path: &Path,
+    campaign: Option<&str>,
+    export: Option<&Path>,
+) -> anyhow::Result<String> {
+    if !path.exists() {
+        anyhow::bail!(
+            "no state file at {}: no campaign has run with it yet (or pass --state)",
+            path.display()
+        );
+    }
+    let store = StateStore::open(path)?;
+    let campaigns = match campaign {
+        Some(name) => vec![name.to_owned()],
+        None => store.campaigns()?,
+    };
+    let mut out = String::new();
+    if campaigns.is_empty() {
+        out.push_str(&format!("no campaign in {}\n", path.display()));
+    }
+    for name in &campaigns {
+        let counts = store.counts(name)?;
+        let total: u64 = counts.values().sum();
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(state, n)| format!("{state} {n}"))
+            .collect();
+        out.push_str(&format!("{name}: {total} leads: {}\n", parts.join(", ")));
+    }
+    if let Some(target) = export {
+        let Some(name) = campaign else {
+            anyhow::bail!("--export needs --campaign NAME");
+        };
+        let mut writer = crate::report::ReportWriter::create(target)?;
+        for entry in store.entries(name)? {
+            writer.write(&entry.to_record())?;
+        }
+        out.push_str(&format!(
+            "exported campaign {name} to {}\n",
+            target.display()
+        ));
+    }
+    Ok(out.trim_end().to_owned())
+}
+
 /// The campaign name a run gets when `--campaign` is not given: the input
 /// file's name without its extension, so `/x/leads.csv` is `leads` and
 /// re-running the same file resumes the same campaign.
