@@ -10,8 +10,8 @@
 //!   call can have reached the server: its response time, or, once a connection is
 //!   warm, its send time plus the arrival margin if that is earlier;
 //! * a slot's very first call (a new run's first burst, which also pays for new
-//!   connections) is anchored at its response, which bounds its arrival whatever
-//!   the network did.
+//!   connections and their TLS handshakes) gets a further allowance for that,
+//!   unless its response came back sooner.
 //!
 //! Hence any `W`-long window at the server holds at most `N` of our arrivals, as long
 //! as a warm call reaches the server within the margin of being sent. A 429 pauses
@@ -128,6 +128,10 @@ impl LimiterSettings {
     }
 }
 
+/// Extra time a slot's first call may take to arrive, for opening a new
+/// connection (TCP and TLS handshakes, about two round trips).
+pub const COLD_CONNECTION_ALLOWANCE: Duration = Duration::from_millis(300);
+
 /// Default arrival margin: covers ~100 ms of network jitter with room to spare.
 pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
 
@@ -211,11 +215,11 @@ impl Permit {
     /// The call got an answer (any answer, 429 included) at `now`.
     pub fn completed(mut self) {
         let now = Instant::now();
-        let anchor = if self.warm {
-            now.min(self.sent_at + self.limiter.settings.arrival_margin)
-        } else {
-            now
-        };
+        let mut margin = self.limiter.settings.arrival_margin;
+        if !self.warm {
+            margin += COLD_CONNECTION_ALLOWANCE;
+        }
+        let anchor = now.min(self.sent_at + margin);
         self.limiter.free(self.slot, anchor);
         self.done = true;
     }

@@ -23,7 +23,7 @@ use crate::email::{MessageContext, Templates, Transport};
 use crate::input::{InputError, InputOptions, InputRow, LeadReader, RowKind};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
-use crate::report::{Record, ReportWriter, Status, Summary};
+use crate::report::{FailedRows, Record, ReportWriter, Status, Summary};
 use crate::retry::{Attempted, Caller};
 use crate::secret::Secret;
 use crate::state::{LeadKey, LeadState, StateError, StateStore};
@@ -40,6 +40,8 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// Where the report is.
     pub report: PathBuf,
+    /// The failed and invalid input rows, when there were any.
+    pub failed_csv: Option<PathBuf>,
 }
 
 impl RunOutcome {
@@ -84,7 +86,10 @@ impl RunOutcome {
             self.summary.api_calls,
             self.summary.rate_limited,
             self.report.display()
-        )
+        ) + &match &self.failed_csv {
+            Some(path) => format!("; failed and invalid rows to re-run: {}", path.display()),
+            None => String::new(),
+        }
     }
 }
 
@@ -108,10 +113,16 @@ struct Mail {
     concurrency: usize,
 }
 
+/// A row's final record, with its input cells for `failed.csv`.
+struct Finished {
+    record: Record,
+    fields: Vec<String>,
+}
+
 /// A row after the link stage.
 enum Step {
     /// Nothing more to do.
-    Done(Record),
+    Done(Finished),
     /// Linked; its email is next.
     Email {
         record: Record,
@@ -148,6 +159,19 @@ impl Job {
     /// The link stage: one row to a report record (or to its email step), or
     /// `Err` for a run-level fault.
     async fn process(&self, row: InputRow) -> anyhow::Result<Step> {
+        let (record, to) = self.link(&row).await?;
+        Ok(match to {
+            Some(to) if record.status == Status::Linked => Step::Email { record, row, to },
+            _ => Step::Done(Finished {
+                record,
+                fields: row.fields,
+            }),
+        })
+    }
+
+    /// Decides and does one row's link: its record, and the address to email
+    /// next when the row is linked in an email run.
+    async fn link(&self, row: &InputRow) -> anyhow::Result<(Record, Option<Address>)> {
         let mut record = Record {
             row: row.line,
             lead_id: row.lead_id.clone(),
@@ -163,12 +187,12 @@ impl Job {
         match &row.kind {
             RowKind::Invalid(reason) => {
                 record.error = reason.clone();
-                return Ok(Step::Done(record));
+                return Ok((record, None));
             }
             RowKind::Duplicate { first_line } => {
                 record.status = Status::Duplicate;
                 record.error = format!("duplicate of row {first_line}");
-                return Ok(Step::Done(record));
+                return Ok((record, None));
             }
             RowKind::Valid => {}
         }
@@ -176,7 +200,7 @@ impl Job {
             record.error =
                 "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column"
                     .into();
-            return Ok(Step::Done(record));
+            return Ok((record, None));
         };
         let to = match &self.mail {
             None => None,
@@ -188,7 +212,7 @@ impl Job {
                     Err(reason) => {
                         record.error =
                             format!("{} {cell:?} is not a valid address: {reason}", mail.column);
-                        return Ok(Step::Done(record));
+                        return Ok((record, None));
                     }
                 }
             }
@@ -203,22 +227,19 @@ impl Job {
                 record.status = status;
                 record.message_id = message_id;
                 record.error = error;
-                return Ok(Step::Done(record));
+                return Ok((record, None));
             }
             Resume::Reuse(link, expires_at) => {
                 record.status = Status::Linked;
                 record.portal_url = link;
                 record.expires_at = Some(expires_at);
-                return Ok(match to {
-                    Some(to) => Step::Email { record, row, to },
-                    None => Step::Done(record),
-                });
+                return Ok((record, to));
             }
             Resume::Mint => {}
         }
         let Some(caller) = &self.caller else {
             record.status = Status::Planned;
-            return Ok(Step::Done(record));
+            return Ok((record, None));
         };
         let done = self.generate(caller, &row.lead_id, &portal_id).await;
         record.attempts = done.attempts;
@@ -252,9 +273,7 @@ impl Job {
                 record.status = Status::Linked;
                 record.portal_url = link.into();
                 record.expires_at = Some(expires_at);
-                if let Some(to) = to {
-                    return Ok(Step::Email { record, row, to });
-                }
+                return Ok((record, to));
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
@@ -264,7 +283,20 @@ impl Job {
                     .mark_failed(&key, row.line, &record.error, record.attempts)?;
             }
         }
-        Ok(Step::Done(record))
+        Ok((record, None))
+    }
+
+    /// Connects and logs in to the SMTP server once, so that bad credentials
+    /// stop the run before any key is minted or message sent.
+    async fn check_mail(&self) -> anyhow::Result<()> {
+        match &self.mail {
+            Some(mail) if !self.settings.dry_run => mail.transport.check().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "SMTP server not usable: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
+                )
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, StateStore> {
@@ -307,11 +339,19 @@ impl Job {
 
     /// The email stage: renders and sends one lead's message. Only an SMTP
     /// fault that stops every message (authentication, TLS) is an `Err`.
-    async fn email(
+    async fn email(&self, record: Record, row: InputRow, to: Address) -> anyhow::Result<Finished> {
+        let record = self.send_email(record, &row, &to).await?;
+        Ok(Finished {
+            record,
+            fields: row.fields,
+        })
+    }
+
+    async fn send_email(
         &self,
         mut record: Record,
-        row: InputRow,
-        to: Address,
+        row: &InputRow,
+        to: &Address,
     ) -> anyhow::Result<Record> {
         let mail = self
             .mail
@@ -462,9 +502,7 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
     )?;
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
-        Some(email) => {
-            Some(prepare_mail(email, &headers, settings.sandbox, settings.dry_run).await?)
-        }
+        Some(email) => Some(prepare_mail(email, &headers, settings.sandbox).await?),
         None => None,
     };
     let state = StateStore::open(&settings.state)?;
@@ -500,7 +538,6 @@ async fn prepare_mail(
     email: &EmailSettings,
     headers: &[String],
     sandbox: bool,
-    dry_run: bool,
 ) -> anyhow::Result<Mail> {
     let templates = Templates::load(&email.templates)?;
     templates.check(headers)?;
@@ -531,11 +568,6 @@ async fn prepare_mail(
         (None, None) if sandbox => Transport::outbox(std::path::Path::new(SANDBOX_OUTBOX))?,
         (None, None) => anyhow::bail!("no SMTP server and no outbox"),
     };
-    if !dry_run {
-        transport.check().await.map_err(|e| {
-            anyhow::anyhow!("SMTP server not usable: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD")
-        })?;
-    }
     let limiter = email.smtp_rate.map(|rate| {
         Limiter::new(crate::limiter::LimiterSettings {
             arrival_margin: std::time::Duration::ZERO,
@@ -572,6 +604,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         _sandbox,
     } = prepare(settings).await?;
     let mut report = ReportWriter::create(&report_path)?;
+    if job.settings.dry_run {
+        report = report.buffered();
+    }
+    let failed_path = report_path.with_file_name("failed.csv");
+    job.check_mail().await?;
     if let Some(path) = &summary_path {
         crate::report::open_check(path)?;
     }
@@ -608,7 +645,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
                 let job = Arc::clone(&job);
                 async move {
                     match step? {
-                        Step::Done(record) => Ok(record),
+                        Step::Done(finished) => Ok(finished),
                         Step::Email { record, row, to } => job.email(record, row, to).await,
                     }
                 }
@@ -618,36 +655,45 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     });
 
     let mut summary = Summary::default();
+    let mut failed_rows =
+        (!job.settings.dry_run).then(|| FailedRows::new(&failed_path, &job.headers));
     let mut fatal = None;
     let mut paused_shown = false;
     while let Some(outcome) = done_rx.recv().await {
-        match outcome {
-            Ok(record) => {
-                report.write(&record).with_context(|| {
-                    format!("cannot write the report {}", report.path().display())
-                })?;
-                summary.record(record.status);
-                match record.status {
-                    Status::Sent => summary.emails_sent += 1,
-                    Status::Failed if record.error.starts_with("email") => {
-                        summary.emails_failed += 1
-                    }
-                    _ => {}
-                }
-                progress.inc();
-                if limiter.rate_limited() > 0 && !paused_shown {
-                    paused_shown = true;
-                    progress.println(
-                        "the API answered 429 (rate limited): every call paused, then resumed",
-                    );
-                }
-            }
+        let Finished { record, fields } = match outcome {
+            Ok(finished) => finished,
             Err(e) => {
                 fatal = Some(e);
                 break;
             }
+        };
+        report
+            .write(&record)
+            .with_context(|| format!("cannot write the report {}", report.path().display()))?;
+        summary.record(record.status);
+        match record.status {
+            Status::Sent => summary.emails_sent += 1,
+            Status::Failed if record.error.starts_with("email") => summary.emails_failed += 1,
+            _ => {}
+        }
+        if let (Some(failed), Status::Failed | Status::Invalid) = (&mut failed_rows, record.status)
+        {
+            failed.write(&fields)?;
+        }
+        progress.inc();
+        if limiter.rate_limited() > 0 && !paused_shown {
+            paused_shown = true;
+            progress
+                .println("the API answered 429 (rate limited): every call paused, then resumed");
         }
     }
+    report
+        .flush()
+        .with_context(|| format!("cannot write the report {}", report.path().display()))?;
+    let failed_csv = match failed_rows {
+        Some(failed) => failed.finish()?,
+        None => None,
+    };
     link_stage.abort();
     email_stage.abort();
     progress.finish();
@@ -670,6 +716,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         summary,
         interrupted,
         report: report_path,
+        failed_csv,
     })
 }
 
@@ -677,6 +724,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
 /// the test address only. No other row is touched and no report is written.
 pub async fn send_test(settings: Settings) -> anyhow::Result<String> {
     let Prepared { job, reader, .. } = prepare(settings).await?;
+    job.check_mail().await?;
     let mail = job
         .mail
         .as_ref()
@@ -692,21 +740,11 @@ pub async fn send_test(settings: Settings) -> anyhow::Result<String> {
         if row.kind != RowKind::Valid || row.portal_id.is_none() {
             continue;
         }
-        let (record, row) = match job.process(row).await? {
-            Step::Email { record, row, .. } => (record, row),
-            Step::Done(record) if record.status == Status::Linked => {
-                let row = InputRow {
-                    line: record.row,
-                    lead_id: record.lead_id.clone(),
-                    portal_id: Some(record.portal_id.clone()),
-                    fields: Vec::new(),
-                    kind: RowKind::Valid,
-                };
-                (record, row)
-            }
-            // An invalid address or a failed key: try the next row.
-            Step::Done(_) => continue,
-        };
+        let (record, _) = job.link(&row).await?;
+        if record.status != Status::Linked {
+            // An invalid address, a failed key, a lead already done: try the next row.
+            continue;
+        }
         let message_id = crate::email::message_id(
             &format!("{}/test", job.settings.campaign),
             &record.lead_id,

@@ -147,11 +147,68 @@ fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// The input rows of a run that failed or were invalid, in the input's own
+/// columns, ready to be fed back into `run`. Created on the first such row.
+pub struct FailedRows {
+    path: PathBuf,
+    headers: Vec<String>,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl FailedRows {
+    /// Will write to `path` with the input's `headers`.
+    pub fn new(path: &Path, headers: &[String]) -> FailedRows {
+        FailedRows {
+            path: path.to_owned(),
+            headers: headers.to_vec(),
+            writer: None,
+        }
+    }
+
+    /// Appends one row's input cells.
+    pub fn write(&mut self, fields: &[String]) -> anyhow::Result<()> {
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let file = open_private(&self.path, true)
+                    .with_context(|| format!("cannot create {}", self.path.display()))?;
+                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
+                writer.write_record(&self.headers)?;
+                self.writer.insert(writer)
+            }
+        };
+        writer.write_record(fields)?;
+        writer.flush()?;
+        Ok(())
+    }
+
+    /// The file written, if any row failed. A file left at the path by an
+    /// earlier run is removed when this run had no failed row, so it never
+    /// feeds stale rows back in.
+    pub fn finish(self) -> anyhow::Result<Option<PathBuf>> {
+        match self.writer {
+            Some(mut writer) => {
+                writer.flush()?;
+                Ok(Some(self.path))
+            }
+            None => {
+                if self.path.is_file() {
+                    fs::remove_file(&self.path).with_context(|| {
+                        format!("cannot remove the stale {}", self.path.display())
+                    })?;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// Writes the report, one flushed row at a time, so a crash leaves a valid
 /// partial report.
 pub struct ReportWriter {
     path: PathBuf,
     writer: csv::Writer<File>,
+    flush_each: bool,
 }
 
 impl fmt::Debug for ReportWriter {
@@ -179,7 +236,20 @@ impl ReportWriter {
         Ok(ReportWriter {
             path: path.to_owned(),
             writer,
+            flush_each: true,
         })
+    }
+
+    /// Buffers rows instead of flushing each one: for dry runs, where a
+    /// crash loses nothing and a million rows must go fast.
+    pub fn buffered(mut self) -> ReportWriter {
+        self.flush_each = false;
+        self
+    }
+
+    /// Hands every buffered row to the operating system.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
     }
 
     /// Appends one row and hands it to the operating system before returning.
@@ -205,7 +275,10 @@ impl ReportWriter {
         self.writer
             .write_record(cells.iter().map(|c| escape_cell(c).into_owned()))
             .map_err(io::Error::from)?;
-        self.writer.flush()
+        if self.flush_each {
+            self.writer.flush()?;
+        }
+        Ok(())
     }
 
     /// Where the report is being written.
