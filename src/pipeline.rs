@@ -362,7 +362,7 @@ impl Job {
             &record.lead_id,
             mail.from.email.domain(),
         );
-        let message = self.message(mail, &record, &row, &to, &message_id);
+        let message = self.message(mail, &record, row, to, &message_id);
         let message = match message {
             Ok(message) => message,
             Err(e) => {
