@@ -1,13 +1,631 @@
 //! Portal sign-in with a one-time password: request an OTP for a lead's phone,
 //! then sign in with it to get the lead's auth key and login link.
+//!
+//! Support staff run the two steps by hand, so each prints what to do next and
+//! each failure says what went wrong and how to go on. Both calls (and the
+//! public-key fetch when `LSQ_PUBLIC_AUTH_KEY` is not set) take the same
+//! limiter and retry path as Generate. The OTP, the public key and the
+//! access and secret keys never reach the output.
 
-use clap::Subcommand;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// `lsq-dispatch otp …`.
+use anyhow::{anyhow, Context as _};
+use chrono::{SecondsFormat, Utc};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use url::Url;
+
+use crate::api::{ApiClient, ApiError, ApiSettings, OtpHeaders, KEY_LIFETIME};
+use crate::config::{env_secret, parse_host, UsageError};
+use crate::limiter::{Limiter, LimiterSettings, Rate};
+use crate::retry::{with_retry, RetryPolicy};
+use crate::secret::Secret;
+
+const CREDENTIALS_HELP: &str = "Credentials come from the environment: LSQ_PUBLIC_AUTH_KEY, or \
+LSQ_ACCESS_KEY and LSQ_SECRET_KEY to fetch it. Exit codes: 0 done; 1 the API refused or could \
+not be reached (the message says why and what to do); 2 usage error.";
+
+/// `lsq-dispatch otp …`. The arguments are boxed so the enum of every
+/// subcommand stays small.
 #[derive(Debug, Clone, Subcommand)]
-pub enum OtpCommand {}
+pub enum OtpCommand {
+    /// Have LeadSquared send a lead a one-time password; prints the Code that
+    /// `otp signin` needs.
+    #[command(after_help = CREDENTIALS_HELP)]
+    Request(Box<RequestArgs>),
+    /// Sign a lead in with the one-time password it received; prints its
+    /// LeadId, the key's expiry and, with --portal-url, its login link.
+    #[command(after_help = CREDENTIALS_HELP)]
+    Signin(Box<SigninArgs>),
+}
+
+/// Flags both `otp` steps share.
+#[derive(Debug, Clone, Args)]
+pub struct OtpConnection {
+    /// API host, a URL or a bare host (https assumed), e.g. portalapi-in21.leadsquared.com.
+    #[arg(long, env = "LSQ_HOST", hide_env_values = true)]
+    pub host: Option<String>,
+
+    /// Portal GUID, sent as the x-lsq-portalid header.
+    #[arg(
+        long,
+        env = "LSQ_PORTAL_ID",
+        hide_env_values = true,
+        value_name = "GUID"
+    )]
+    pub portal_id: Option<String>,
+
+    /// The portal's register token, sent as the x-lsq-registertoken header.
+    #[arg(
+        long,
+        env = "LSQ_REGISTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub register_token: Option<String>,
+
+    /// The tenant's API budget, CALLS/WINDOW.
+    #[arg(long, value_name = "N/W", default_value = "25/5s")]
+    pub rate: Rate,
+
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lsq-dispatch otp request`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// The lead's phone exactly as stored on the lead, e.g. +14-157415569
+    /// (with --field EmailAddress, its email address).
+    #[arg(long, value_name = "PHONE")]
+    pub phone: String,
+
+    /// The lead field the phone is looked up in.
+    #[arg(long, value_name = "NAME", default_value = "Phone")]
+    pub field: String,
+
+    /// Write the Code to this file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "PATH")]
+    pub code_file: Option<PathBuf>,
+
+    /// Host, headers, budget and output form.
+    #[command(flatten)]
+    pub connection: OtpConnection,
+}
+
+/// `lsq-dispatch otp signin`.
+#[derive(Debug, Clone, Args)]
+pub struct SigninArgs {
+    /// The phone the OTP was requested for, as given to `otp request`.
+    #[arg(long, value_name = "PHONE")]
+    pub phone: String,
+
+    /// The Code `otp request` printed.
+    #[arg(
+        long,
+        value_name = "CODE",
+        required_unless_present = "code_file",
+        conflicts_with = "code_file"
+    )]
+    pub code: Option<String>,
+
+    /// Read the Code from the file `otp request --code-file` wrote.
+    #[arg(long, value_name = "PATH")]
+    pub code_file: Option<PathBuf>,
+
+    /// The one-time password the lead received (LSQ_OTP keeps it out of the
+    /// shell history).
+    #[arg(long, env = "LSQ_OTP", hide_env_values = true, value_name = "OTP")]
+    pub otp: String,
+
+    /// The portal page URL, to print the lead's login link.
+    #[arg(
+        long,
+        env = "LSQ_PORTAL_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub portal_url: Option<String>,
+
+    /// Host, headers, budget and output form.
+    #[command(flatten)]
+    pub connection: OtpConnection,
+}
 
 /// Runs an `otp` subcommand and returns its exit code.
 pub async fn execute(command: OtpCommand) -> anyhow::Result<u8> {
-    match command {}
+    match command {
+        OtpCommand::Request(args) => request(*args).await,
+        OtpCommand::Signin(args) => signin(*args).await,
+    }
+}
+
+/// What `otp request --json` prints.
+#[derive(Debug, Serialize)]
+struct RequestOutput<'a> {
+    field: &'a str,
+    field_content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_file: Option<String>,
+    message: Option<&'a str>,
+    next: String,
+}
+
+/// What `otp signin --json` prints.
+#[derive(Debug, Serialize)]
+struct SigninOutput<'a> {
+    lead_id: &'a str,
+    expires_at: String,
+    login_link: Option<&'a str>,
+}
+
+async fn request(args: RequestArgs) -> anyhow::Result<u8> {
+    let phone = required("--phone", &args.phone)?;
+    let field = required("--field", &args.field)?;
+    let mut otp = Otp::connect(&args.connection)?;
+    // Opened before any call, so an unwritable path costs no SMS.
+    let code_file = args
+        .code_file
+        .as_deref()
+        .map(CodeFile::create)
+        .transpose()?;
+
+    let public_key = otp.public_key().await?;
+    let sent = with_retry(&otp.limiter, &otp.policy, || {
+        otp.client
+            .signin_otp_get(&public_key, &otp.headers, field, phone)
+    })
+    .await;
+    let sent = match sent.result {
+        Ok(sent) => sent,
+        Err(error) => {
+            if let Some(file) = code_file {
+                file.discard();
+            }
+            return Err(otp.failure(Step::Request, &error, sent.attempts, false));
+        }
+    };
+
+    let code_arg = match &code_file {
+        Some(file) => {
+            file.write(&sent.code)?;
+            format!(
+                "--code-file {}",
+                shell_quote(&file.path.display().to_string())
+            )
+        }
+        None => format!("--code {}", shell_quote(&sent.code)),
+    };
+    let next = next_command(&otp, phone, &code_arg);
+    if args.connection.json {
+        let output = RequestOutput {
+            field,
+            field_content: phone,
+            code: code_file.is_none().then_some(sent.code.as_str()),
+            code_file: code_file.as_ref().map(|f| f.path.display().to_string()),
+            message: sent.message.as_deref(),
+            next,
+        };
+        println!("{}", serde_json::to_string(&output)?);
+        return Ok(0);
+    }
+    let said = sent.message.as_deref().unwrap_or("OTP sent");
+    println!("OTP requested for {field} {phone} ({said}).");
+    match &code_file {
+        Some(file) => println!("Code written to {}.", file.path.display()),
+        None => println!("Code: {}", sent.code),
+    }
+    println!("Next, sign in with the one-time password the lead received (replace OTP):");
+    println!("  {next}");
+    if otp.headers.register_token.is_some() {
+        println!("with the same register token (--register-token or LSQ_REGISTER_TOKEN).");
+    }
+    println!("The code works once; if it has expired, run `otp request` again.");
+    Ok(0)
+}
+
+async fn signin(args: SigninArgs) -> anyhow::Result<u8> {
+    let phone = required("--phone", &args.phone)?;
+    let code = match (&args.code, &args.code_file) {
+        (_, Some(path)) => read_code(path)?,
+        (Some(code), None) => required("--code", code)?.to_owned(),
+        (None, None) => return Err(UsageError("--code or --code-file is required".into()).into()),
+    };
+    let otp_value = Secret::new(required("--otp", &args.otp)?);
+    let portal_url = args
+        .portal_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| {
+            crate::link::parse_portal_url(u).map_err(|e| UsageError(format!("--portal-url: {e}")))
+        })
+        .transpose()?;
+    let mut otp = Otp::connect(&args.connection)?;
+    otp.secrets.push(otp_value.clone());
+
+    let public_key = otp.public_key().await?;
+    // A sign-in whose answer was lost may still have spent the code, so the
+    // retry's "already used" deserves a different explanation.
+    let lost = AtomicBool::new(false);
+    let signed = with_retry(&otp.limiter, &otp.policy, || {
+        let (otp, lost, public_key, otp_value, code) =
+            (&otp, &lost, &public_key, &otp_value, &code);
+        async move {
+            let result = otp
+                .client
+                .signin(public_key, &otp.headers, phone, code, otp_value)
+                .await;
+            if matches!(result, Err(ApiError::Timeout(_) | ApiError::Transport(_))) {
+                lost.store(true, Ordering::Relaxed);
+            }
+            result
+        }
+    })
+    .await;
+    let signed = signed.result.map_err(|error| {
+        otp.failure(
+            Step::Signin,
+            &error,
+            signed.attempts,
+            lost.load(Ordering::Relaxed),
+        )
+    })?;
+
+    let expires_at = (Utc::now() + KEY_LIFETIME).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let link = portal_url
+        .as_ref()
+        .map(|url| crate::link::login_link(url, signed.auth_key.expose(), None).to_string());
+    if args.connection.json {
+        let output = SigninOutput {
+            lead_id: &signed.lead_id,
+            expires_at,
+            login_link: link.as_deref(),
+        };
+        println!("{}", serde_json::to_string(&output)?);
+        return Ok(0);
+    }
+    println!("Signed in lead {}.", signed.lead_id);
+    println!("Key expires at {expires_at} (4 h from now).");
+    match link {
+        Some(link) => println!("Login link: {link}"),
+        None => println!("No login link: pass --portal-url (or set LSQ_PORTAL_URL) to get one."),
+    }
+    Ok(0)
+}
+
+/// The pieces both steps use: client, limiter, headers, and the credentials
+/// that turn into the public key.
+struct Otp {
+    client: ApiClient,
+    limiter: Arc<Limiter>,
+    policy: RetryPolicy,
+    headers: OtpHeaders,
+    host: Url,
+    public_key: Option<Secret>,
+    /// Every secret in play, scrubbed from messages in case a server echoes one.
+    secrets: Vec<Secret>,
+}
+
+/// Which call failed, for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    PublicKey,
+    Request,
+    Signin,
+}
+
+impl Otp {
+    /// Checks the flags and credentials; no network yet.
+    fn connect(c: &OtpConnection) -> Result<Otp, UsageError> {
+        let host = c
+            .host
+            .as_deref()
+            .filter(|h| !h.trim().is_empty())
+            .ok_or_else(|| {
+                UsageError(
+                    "missing the API host: --host or LSQ_HOST, e.g. portalapi-in21.leadsquared.com"
+                        .into(),
+                )
+            })?;
+        let host = parse_host(host)?;
+        let portal_id = c
+            .portal_id
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                crate::input::normalize_guid(p)
+                    .ok_or_else(|| UsageError(format!("--portal-id {p:?} is not a GUID")))
+            })
+            .transpose()?;
+        let register_token = c
+            .register_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| {
+                reqwest::header::HeaderValue::from_str(t)
+                    .map(|_| Secret::new(t))
+                    .map_err(|_| {
+                        UsageError(
+                            "--register-token has characters an HTTP header cannot carry".into(),
+                        )
+                    })
+            })
+            .transpose()?;
+        let public_key = env_secret("LSQ_PUBLIC_AUTH_KEY");
+        let access_key = env_secret("LSQ_ACCESS_KEY");
+        let secret_key = env_secret("LSQ_SECRET_KEY");
+        if public_key.is_none() && (access_key.is_none() || secret_key.is_none()) {
+            return Err(UsageError(
+                "missing credentials: set LSQ_PUBLIC_AUTH_KEY, or LSQ_ACCESS_KEY and \
+                 LSQ_SECRET_KEY to fetch it"
+                    .into(),
+            ));
+        }
+        let secrets = [&public_key, &access_key, &secret_key, &register_token]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let client = ApiClient::new(ApiSettings {
+            host: host.clone(),
+            access_key: access_key.unwrap_or_default(),
+            secret_key: secret_key.unwrap_or_default(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        })
+        .map_err(|e| UsageError(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Otp {
+            client,
+            limiter: Limiter::new(LimiterSettings::new(c.rate)),
+            policy: RetryPolicy::default(),
+            headers: OtpHeaders {
+                portal_id,
+                register_token,
+            },
+            host,
+            public_key,
+            secrets,
+        })
+    }
+
+    /// LSQ_PUBLIC_AUTH_KEY, or one fetched with the access and secret keys.
+    async fn public_key(&mut self) -> anyhow::Result<Secret> {
+        if let Some(key) = &self.public_key {
+            return Ok(key.clone());
+        }
+        let fetched = with_retry(&self.limiter, &self.policy, || self.client.public_token()).await;
+        let key = fetched
+            .result
+            .map_err(|error| self.failure(Step::PublicKey, &error, fetched.attempts, false))?;
+        self.secrets.push(key.clone());
+        self.public_key = Some(key.clone());
+        Ok(key)
+    }
+
+    /// The message for a failed call: what the server said and what to do.
+    fn failure(&self, step: Step, error: &ApiError, attempts: u32, lost: bool) -> anyhow::Error {
+        let mut text = describe_failure(step, error, attempts, lost);
+        for secret in &self.secrets {
+            // Short values would blank out ordinary words, and are no key.
+            if secret.expose().len() >= 4 {
+                text = text.replace(secret.expose(), "***");
+            }
+        }
+        anyhow!(text)
+    }
+}
+
+/// What went wrong and what to do next, by step and kind of failure.
+fn describe_failure(step: Step, error: &ApiError, attempts: u32, lost: bool) -> String {
+    let what = match step {
+        Step::PublicKey => "fetching the public auth key",
+        Step::Request => "requesting the OTP",
+        Step::Signin => "signing in",
+    };
+    match error {
+        ApiError::Unauthorized { message } if step == Step::PublicKey => format!(
+            "{what}: 401 from the API ({message}): check LSQ_ACCESS_KEY / LSQ_SECRET_KEY and \
+             that --host is your region's portal API host, or set LSQ_PUBLIC_AUTH_KEY"
+        ),
+        ApiError::Unauthorized { message } => format!(
+            "{what}: 401 from the API ({message}): check LSQ_PUBLIC_AUTH_KEY (or LSQ_ACCESS_KEY / \
+             LSQ_SECRET_KEY, which fetch it) and that --host is your region's portal API host"
+        ),
+        ApiError::Rejected { message, .. } if step == Step::Request => format!(
+            "OTP request refused: {message}: check --phone (exactly as stored on the lead, \
+             e.g. +14-157415569), --field (Phone or EmailAddress) and --portal-id"
+        ),
+        ApiError::Rejected { message, .. } if step == Step::Signin => {
+            let hint = if needs_new_code(message) {
+                let mut hint = "run `lsq-dispatch otp request` again for a new code".to_owned();
+                if lost && message.to_ascii_lowercase().contains("used") {
+                    hint.push_str(
+                        " (an earlier attempt's answer was lost on the way back: it may have \
+                         signed in, but its key cannot be recovered)",
+                    );
+                }
+                hint
+            } else {
+                "check --otp (the digits the lead received), --code (from `otp request`) and \
+                 --phone (the one the OTP was sent to); repeated wrong OTPs may burn the code"
+                    .to_owned()
+            };
+            format!("sign-in refused: {message}: {hint}")
+        }
+        ApiError::NotFound { .. } => format!("{what}: {error}"),
+        e if e.is_retryable() => format!(
+            "{what} failed after {attempts} attempt{}: {error}: the API may be down or \
+             unreachable; try again later",
+            if attempts == 1 { "" } else { "s" }
+        ),
+        _ => format!("{what}: {error}: is --host your region's LeadSquared portal API host?"),
+    }
+}
+
+/// Whether a refused sign-in can only go on with a fresh OTP, as opposed to a
+/// mistyped one.
+fn needs_new_code(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["expired", "already", "used", "too many", "request a new"]
+        .iter()
+        .any(|word| message.contains(word))
+}
+
+/// The exact `otp signin` command to run next; only the OTP is left to fill
+/// in, and no secret is in it.
+fn next_command(otp: &Otp, phone: &str, code_arg: &str) -> String {
+    let mut line = format!(
+        "lsq-dispatch otp signin --host {} --phone {} {code_arg}",
+        shell_quote(otp.host.as_str().trim_end_matches('/')),
+        shell_quote(phone),
+    );
+    if let Some(portal_id) = &otp.headers.portal_id {
+        line.push_str(&format!(" --portal-id {portal_id}"));
+    }
+    line.push_str(" --otp OTP");
+    line
+}
+
+/// Quotes a value for a POSIX shell when it needs it, so the printed command
+/// can be pasted as is.
+fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// A flag's value, trimmed, or a usage error when it is blank.
+fn required<'a>(flag: &str, value: &'a str) -> Result<&'a str, UsageError> {
+    let value = value.trim();
+    if value.is_empty() {
+        Err(UsageError(format!("{flag} must not be empty")))
+    } else {
+        Ok(value)
+    }
+}
+
+fn read_code(path: &Path) -> anyhow::Result<String> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read --code-file {}: {e}", path.display())))?;
+    Ok(required("the --code-file", &text)?.to_owned())
+}
+
+/// The `--code-file`, opened 0600 before the request is made.
+struct CodeFile {
+    path: PathBuf,
+    file: fs::File,
+    created: bool,
+}
+
+impl CodeFile {
+    fn create(path: &Path) -> anyhow::Result<CodeFile> {
+        let created = !path.exists();
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot write --code-file {}", path.display()))?;
+        // `mode` only applies to a new file; an old one keeps its bits otherwise.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict --code-file {}", path.display()))?;
+        Ok(CodeFile {
+            path: path.to_owned(),
+            file,
+            created,
+        })
+    }
+
+    fn write(&self, code: &str) -> anyhow::Result<()> {
+        let mut file = &self.file;
+        writeln!(file, "{code}")
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write --code-file {}", self.path.display()))
+    }
+
+    /// Leaves no empty file behind when the request failed.
+    fn discard(self) {
+        if self.created {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    #[test]
+    fn shell_quote_leaves_plain_values_and_quotes_the_rest() {
+        assert_eq!(shell_quote("+14-157415569"), "+14-157415569");
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn refusals_that_need_a_new_code_are_told_apart_from_typos() {
+        assert!(needs_new_code("OTP has expired: request a new OTP"));
+        assert!(needs_new_code("OTP code has already been used"));
+        assert!(needs_new_code("Too many incorrect OTP attempts"));
+        assert!(!needs_new_code("Invalid OTP: the OTP entered is incorrect"));
+        let text = describe_failure(
+            Step::Signin,
+            &ApiError::Rejected {
+                status: 400,
+                message: "OTP code has already been used".into(),
+            },
+            2,
+            true,
+        );
+        assert!(
+            text.contains("otp request") && text.contains("lost"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_signin_needs_a_code_and_only_one_form_of_it() {
+        let base = [
+            "lsq-dispatch",
+            "otp",
+            "signin",
+            "--phone",
+            "+1",
+            "--otp",
+            "1",
+        ];
+        assert!(Cli::try_parse_from(base).is_err());
+        let both = [&base[..], &["--code", "c", "--code-file", "f"]].concat();
+        assert!(Cli::try_parse_from(both).is_err());
+        let one = [&base[..], &["--code", "c"]].concat();
+        let cli = Cli::try_parse_from(one).unwrap();
+        let Command::Otp(OtpCommand::Signin(args)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.code.as_deref(), Some("c"));
+        assert_eq!(args.connection.rate, Rate::DEFAULT);
+    }
 }

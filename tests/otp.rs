@@ -1,0 +1,454 @@
+//! `lsq-dispatch otp request` / `otp signin` end to end against the built-in
+//! sandbox on loopback: the OTP read back from the sandbox stands in for the
+//! SMS the lead would receive.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use lsq_dispatch::sandbox::{
+    Sandbox, SandboxConfig, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
+};
+use support::{lsq, run};
+
+const ACCESS: &str = "AKplantA$+/=&1";
+const SECRET: &str = "SKplantS&=+/$2";
+const PUBLIC: &str = "PKplantP+/=&3";
+const REGISTER: &str = "RTplantR-4";
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        budget: "1000/1s".parse().unwrap(),
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        public_auth_key: PUBLIC.into(),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// `otp STEP` against the sandbox with only the public key in the environment.
+fn otp(dir: &Path, sandbox: &Sandbox, step: &str) -> Command {
+    let mut cmd = otp_without_credentials(dir, sandbox, step);
+    cmd.env("LSQ_PUBLIC_AUTH_KEY", PUBLIC);
+    cmd
+}
+
+fn otp_without_credentials(dir: &Path, sandbox: &Sandbox, step: &str) -> Command {
+    let mut cmd = lsq(dir);
+    cmd.args(["otp", step])
+        .args(["--host", &sandbox.base_url()])
+        .args(["--rate", "1000/1s"]);
+    cmd
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "exit {:?}", output.status.code());
+    serde_json::from_slice(&output.stdout).expect("stdout is one JSON object")
+}
+
+/// Requests an OTP for the demo lead and returns the code.
+fn request_code(dir: &Path, sandbox: &Sandbox) -> String {
+    let out = json(&run(otp(dir, sandbox, "request")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .arg("--json")));
+    out["code"].as_str().expect("a code").to_owned()
+}
+
+/// The OTP the sandbox would have sent by SMS.
+fn sms(sandbox: &Sandbox, code: &str) -> String {
+    sandbox.otp(code).expect("the sandbox knows the code").otp
+}
+
+/// An OTP that differs from the right one in its last digit.
+fn wrong(otp: &str) -> String {
+    let last = otp.chars().last().unwrap().to_digit(10).unwrap();
+    format!("{}{}", &otp[..otp.len() - 1], (last + 1) % 10)
+}
+
+/// Value of the `Name: value` line in human output.
+fn line_value(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name:?} line in:\n{text}"))
+        .trim()
+        .to_owned()
+}
+
+async fn login(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_then_signin_prints_a_link_that_logs_in_the_demo_lead() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+
+    let requested = run(otp(dir.path(), &sandbox, "request").args(["--phone", DEMO_LEAD_PHONE]));
+    assert!(requested.status.success());
+    let text = stdout(&requested);
+    let code = line_value(&text, "Code:");
+    let next = format!(
+        "lsq-dispatch otp signin --host {} --phone {DEMO_LEAD_PHONE} --code {code} --otp OTP",
+        sandbox.base_url()
+    );
+    assert!(
+        text.contains(&next),
+        "the next command is spelled out:\n{text}"
+    );
+
+    let signed = run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", &code])
+        .args(["--otp", &sms(&sandbox, &code)])
+        .args(["--portal-url", &sandbox.portal_url()]));
+    assert!(signed.status.success());
+    let text = stdout(&signed);
+    assert!(text.contains(DEMO_LEAD_ID), "{text}");
+    let expires = line_value(&text, "Key expires at");
+    let expires = expires.split_whitespace().next().unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(expires).unwrap();
+    let minutes = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
+    assert!((235..=240).contains(&minutes), "expires in {minutes} min");
+
+    let (status, page) = login(&line_value(&text, "Login link:")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["LeadId"], DEMO_LEAD_ID);
+    assert_eq!(page["PortalId"], DEFAULT_PORTAL_ID);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_output_parses_on_both_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+
+    let out = json(&run(otp(dir.path(), &sandbox, "request")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .arg("--json")));
+    assert_eq!(out["field"], "Phone");
+    assert_eq!(out["field_content"], DEMO_LEAD_PHONE);
+    assert_eq!(out["message"], "OTP sent");
+    let code = out["code"].as_str().unwrap();
+    assert!(out["next"].as_str().unwrap().contains(code), "{out}");
+
+    let out = json(&run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", code])
+        .args(["--otp", &sms(&sandbox, code)])
+        .args(["--portal-url", &sandbox.portal_url()])
+        .arg("--json")));
+    assert_eq!(out["lead_id"], DEMO_LEAD_ID);
+    chrono::DateTime::parse_from_rfc3339(out["expires_at"].as_str().unwrap()).unwrap();
+    let (status, page) = login(out["login_link"].as_str().unwrap()).await;
+    assert_eq!((status, &page["LeadId"]), (200, &DEMO_LEAD_ID.into()));
+
+    // Without a portal page there is no link to give.
+    let code = request_code(dir.path(), &sandbox);
+    let out = json(&run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", &code])
+        .args(["--otp", &sms(&sandbox, &code)])
+        .arg("--json")));
+    assert_eq!(out["login_link"], serde_json::Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_code_file_is_private_and_feeds_the_signin() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+    let path = dir.path().join("code.txt");
+
+    let requested = run(otp(dir.path(), &sandbox, "request")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .arg("--code-file")
+        .arg(&path));
+    assert!(requested.status.success());
+    let code = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    assert!(
+        !stdout(&requested).contains(&code),
+        "the code stays in the file"
+    );
+    assert!(stdout(&requested).contains("--code-file"));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // LSQ_OTP keeps the OTP out of the command line.
+    let signed = run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .arg("--code-file")
+        .arg(&path)
+        .env("LSQ_OTP", sms(&sandbox, &code)));
+    assert!(signed.status.success());
+    assert!(stdout(&signed).contains(DEMO_LEAD_ID));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_otp_fails_clearly_and_the_right_one_still_works_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+    let code = request_code(dir.path(), &sandbox);
+    let right = sms(&sandbox, &code);
+    let signin = |otp_value: &str| {
+        run(otp(dir.path(), &sandbox, "signin")
+            .args(["--phone", DEMO_LEAD_PHONE, "--code", &code])
+            .args(["--otp", otp_value]))
+    };
+
+    let failed = signin(&wrong(&right));
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stdout(&failed).is_empty());
+    let message = stderr(&failed);
+    assert!(message.contains("Invalid OTP"), "{message}");
+    assert!(message.contains("check --otp"), "{message}");
+
+    // The sandbox lets a few wrong guesses pass before it burns the code.
+    let signed = signin(&right);
+    assert!(signed.status.success());
+    assert!(stdout(&signed).contains(DEMO_LEAD_ID));
+
+    let again = signin(&right);
+    assert_eq!(again.status.code(), Some(1));
+    let message = stderr(&again);
+    assert!(message.contains("already been used"), "{message}");
+    assert!(message.contains("otp request"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_phone_or_code_fails_with_the_servers_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+
+    let failed = run(otp(dir.path(), &sandbox, "request").args(["--phone", "+1-5550000"]));
+    assert_eq!(failed.status.code(), Some(1));
+    let message = stderr(&failed);
+    assert!(message.contains("No lead found"), "{message}");
+    assert!(message.contains("check --phone"), "{message}");
+
+    let failed = run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .args(["--code", "00000000-0000-4000-8000-000000000000"])
+        .args(["--otp", "123456"]));
+    assert_eq!(failed.status.code(), Some(1));
+    let message = stderr(&failed);
+    assert!(message.contains("Invalid OTP code"), "{message}");
+    assert!(message.contains("otp request"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_flags_and_missing_settings_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+    let cases: Vec<(Command, &str)> = vec![
+        (
+            {
+                let mut cmd = otp(dir.path(), &sandbox, "request");
+                cmd.args(["--phone", DEMO_LEAD_PHONE, "--portal-id", "nope"]);
+                cmd
+            },
+            "not a GUID",
+        ),
+        (
+            {
+                let mut cmd = otp_without_credentials(dir.path(), &sandbox, "request");
+                cmd.args(["--phone", DEMO_LEAD_PHONE]);
+                cmd
+            },
+            "LSQ_PUBLIC_AUTH_KEY",
+        ),
+        (
+            {
+                let mut cmd = lsq(dir.path());
+                cmd.args(["otp", "request", "--phone", DEMO_LEAD_PHONE])
+                    .env("LSQ_PUBLIC_AUTH_KEY", PUBLIC);
+                cmd
+            },
+            "--host",
+        ),
+        (
+            {
+                let mut cmd = lsq(dir.path());
+                cmd.args(["otp", "request", "--phone", DEMO_LEAD_PHONE])
+                    .args(["--host", "http://example.com"])
+                    .env("LSQ_PUBLIC_AUTH_KEY", PUBLIC);
+                cmd
+            },
+            "unencrypted",
+        ),
+        (
+            {
+                let mut cmd = otp(dir.path(), &sandbox, "signin");
+                cmd.args(["--phone", DEMO_LEAD_PHONE, "--otp", "123456"]);
+                cmd
+            },
+            "--code",
+        ),
+        (
+            {
+                let mut cmd = otp(dir.path(), &sandbox, "signin");
+                cmd.args(["--phone", DEMO_LEAD_PHONE, "--code", "c", "--otp", "1"])
+                    .args(["--portal-url", "portal.example.com"]);
+                cmd
+            },
+            "--portal-url",
+        ),
+    ];
+    for (mut cmd, needle) in cases {
+        let output = run(&mut cmd);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(stderr(&output).contains(needle), "wanted {needle:?}");
+    }
+    assert_eq!(
+        sandbox.stats().calls,
+        0,
+        "no call before the flags are good"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_key_is_fetched_only_when_not_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+
+    // Given: one call per step.
+    request_code(dir.path(), &sandbox);
+    assert_eq!(sandbox.stats().calls, 1);
+
+    // Not given: the access and secret keys fetch it first, on both steps.
+    let fetching = |step: &str| {
+        let mut cmd = otp_without_credentials(dir.path(), &sandbox, step);
+        cmd.env("LSQ_ACCESS_KEY", ACCESS)
+            .env("LSQ_SECRET_KEY", SECRET);
+        cmd
+    };
+    let out = json(&run(fetching("request")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .arg("--json")));
+    assert_eq!(sandbox.stats().calls, 3);
+    let code = out["code"].as_str().unwrap();
+    let out = json(&run(fetching("signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", code])
+        .args(["--otp", &sms(&sandbox, code)])
+        .arg("--json")));
+    assert_eq!(out["lead_id"], DEMO_LEAD_ID);
+    assert_eq!(sandbox.stats().calls, 5);
+    assert_eq!(sandbox.stats().by_status.get(&200), Some(&5));
+
+    // Wrong access keys: the fetch's 401 names what to check.
+    let failed = run(fetching("request")
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .env("LSQ_ACCESS_KEY", "wrong"));
+    assert_eq!(failed.status.code(), Some(1));
+    let message = stderr(&failed);
+    assert!(message.contains("public auth key"), "{message}");
+    assert!(message.contains("LSQ_ACCESS_KEY"), "{message}");
+    assert_eq!(sandbox.stats().calls, 6, "no OTP call after a failed fetch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn portal_and_register_token_headers_arrive_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+
+    let code = request_code(dir.path(), &sandbox);
+    let record = sandbox.otp(&code).unwrap();
+    assert_eq!((record.portal_id, record.register_token), (None, None));
+
+    // By flag.
+    let out = json(&run(otp(dir.path(), &sandbox, "request")
+        .args(["--phone", DEMO_LEAD_PHONE, "--json"])
+        .args(["--portal-id", &SECOND_PORTAL_ID.to_uppercase()])
+        .args(["--register-token", REGISTER])));
+    let code = out["code"].as_str().unwrap();
+    let record = sandbox.otp(code).unwrap();
+    assert_eq!(record.portal_id.as_deref(), Some(SECOND_PORTAL_ID));
+    assert_eq!(record.register_token.as_deref(), Some(REGISTER));
+    let next = out["next"].as_str().unwrap();
+    assert!(
+        next.contains(&format!("--portal-id {SECOND_PORTAL_ID}")),
+        "{next}"
+    );
+    assert!(!next.contains(REGISTER), "{next}");
+
+    // By environment; the key is issued for the portal named.
+    let signed = json(&run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", code, "--json"])
+        .args(["--otp", &sms(&sandbox, code)])
+        .args(["--portal-url", &sandbox.portal_url()])
+        .env("LSQ_PORTAL_ID", SECOND_PORTAL_ID)
+        .env("LSQ_REGISTER_TOKEN", REGISTER)));
+    let (status, page) = login(signed["login_link"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["PortalId"], SECOND_PORTAL_ID);
+
+    let out = json(&run(otp(dir.path(), &sandbox, "request")
+        .args(["--phone", DEMO_LEAD_PHONE, "--json"])
+        .env("LSQ_PORTAL_ID", SECOND_PORTAL_ID)
+        .env("LSQ_REGISTER_TOKEN", REGISTER)));
+    let record = sandbox.otp(out["code"].as_str().unwrap()).unwrap();
+    assert_eq!(record.portal_id.as_deref(), Some(SECOND_PORTAL_ID));
+    assert_eq!(record.register_token.as_deref(), Some(REGISTER));
+}
+
+fn assert_no_secret(output: &Output, otps: &[&str]) {
+    let text = format!("{}\n{}", stdout(output), stderr(output));
+    let mut planted: Vec<String> = otps.iter().map(|s| s.to_string()).collect();
+    for secret in [ACCESS, SECRET, PUBLIC, REGISTER] {
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        planted.extend([secret.to_owned(), form, secret[..7].to_owned()]);
+    }
+    for secret in planted {
+        assert!(!text.contains(&secret), "{secret:?} leaked:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox().await;
+    let code = request_code(dir.path(), &sandbox);
+    let right = sms(&sandbox, &code);
+    let guess = wrong(&right);
+
+    let failed = run(otp_without_credentials(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &guess])
+        .args(["--register-token", REGISTER])
+        .env("LSQ_ACCESS_KEY", ACCESS)
+        .env("LSQ_SECRET_KEY", SECRET));
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("Invalid OTP"));
+    assert_no_secret(&failed, &[&guess, &right]);
+
+    // A refused public key, and a host that does not answer (the fetch's URL
+    // carries the access and secret keys).
+    let failed = run(otp(dir.path(), &sandbox, "signin")
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])
+        .env("LSQ_PUBLIC_AUTH_KEY", "PKwrong+/=&9"));
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("LSQ_PUBLIC_AUTH_KEY"));
+    assert_no_secret(&failed, &[&right, "PKwrong"]);
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let failed = run(lsq(dir.path())
+        .args(["otp", "signin", "--host", &host, "--rate", "1000/1s"])
+        .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])
+        .env("LSQ_ACCESS_KEY", ACCESS)
+        .env("LSQ_SECRET_KEY", SECRET));
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("attempts"));
+    assert_no_secret(&failed, &[&right]);
+}
