@@ -164,6 +164,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub campaign: Option<String>,
 
+    /// With --dry-run --email: write the first N messages as .eml files to the
+    /// outbox (--outbox, or ./preview) for a person to read.
+    #[arg(long, value_name = "N")]
+    pub preview: Option<usize>,
+
+    /// Warn when the planned run would finish after this local time (HH:MM).
+    #[arg(long, value_name = "HH:MM")]
+    pub send_before: Option<String>,
+
     /// Campaign state file [default: $XDG_STATE_HOME/lsq-dispatch/state.sqlite].
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,

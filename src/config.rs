@@ -130,6 +130,10 @@ pub struct Settings {
     pub resend_in_doubt: bool,
     /// Send every lead again.
     pub resend: bool,
+    /// Dry run: messages to preview.
+    pub preview: usize,
+    /// Dry run: the local time the run should finish by.
+    pub send_before: Option<chrono::NaiveTime>,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
 }
@@ -403,6 +407,18 @@ impl Settings {
                 .unwrap_or_else(crate::state::StateStore::default_path),
             resend_in_doubt: args.resend_in_doubt,
             resend: args.resend,
+            preview: args.preview.unwrap_or(0),
+            send_before: args
+                .send_before
+                .as_deref()
+                .map(|t| {
+                    chrono::NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| {
+                        usage(format!(
+                            "--send-before {t:?}: use a 24-hour local time such as 06:30"
+                        ))
+                    })
+                })
+                .transpose()?,
             email,
         })
     }

@@ -111,6 +111,8 @@ struct Mail {
     limiter: Option<Arc<Limiter>>,
     max_attempts: u32,
     concurrency: usize,
+    /// Where a dry run's `--preview` messages go.
+    preview: Option<Transport>,
 }
 
 /// A row's final record, with its input cells for `failed.csv`.
@@ -137,7 +139,11 @@ struct Job {
     headers: Vec<String>,
     caller: Option<Caller>,
     mail: Option<Mail>,
-    state: std::sync::Mutex<StateStore>,
+    /// The campaign state; a dry run without a state file opens (and so
+    /// creates) none.
+    state: Option<std::sync::Mutex<StateStore>>,
+    /// Messages previewed so far in a dry run.
+    previews: std::sync::atomic::AtomicUsize,
     gate: Mutex<Gate>,
 }
 
@@ -239,6 +245,9 @@ impl Job {
         }
         let Some(caller) = &self.caller else {
             record.status = Status::Planned;
+            if let (Some(mail), Some(to)) = (&self.mail, &to) {
+                self.plan_email(mail, &mut record, row, to).await?;
+            }
             return Ok((record, None));
         };
         let done = self.generate(caller, &row.lead_id, &portal_id).await;
@@ -286,6 +295,51 @@ impl Job {
         Ok((record, None))
     }
 
+    /// Dry run: builds the row's message with a stand-in link, so a template
+    /// that cannot render for this row shows up now; the first `--preview N`
+    /// messages go to the outbox for a person to read.
+    async fn plan_email(
+        &self,
+        mail: &Mail,
+        record: &mut Record,
+        row: &InputRow,
+        to: &Address,
+    ) -> anyhow::Result<()> {
+        let page = self.settings.portal_url.clone().unwrap_or_else(|| {
+            url::Url::parse("https://portal.example.invalid/").expect("a valid URL")
+        });
+        let planned = Record {
+            portal_url: crate::link::login_link(&page, "PLANNED-KEY", None).into(),
+            expires_at: Some(Utc::now() + KEY_LIFETIME),
+            ..record.clone()
+        };
+        let message_id = crate::email::message_id(
+            &self.settings.campaign,
+            &record.lead_id,
+            mail.from.email.domain(),
+        );
+        match self.message(mail, &planned, row, to, &message_id) {
+            Ok(message) => {
+                let previewed = self
+                    .previews
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if previewed < self.settings.preview {
+                    if let Some(outbox) = &mail.preview {
+                        outbox
+                            .send(&message)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("cannot write the preview: {e}"))?;
+                    }
+                }
+            }
+            Err(e) => {
+                record.status = Status::Invalid;
+                record.error = format!("the email cannot be built for this row: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
     /// Connects and logs in to the SMTP server once, so that bad credentials
     /// stop the run before any key is minted or message sent.
     async fn check_mail(&self) -> anyhow::Result<()> {
@@ -299,13 +353,22 @@ impl Job {
         }
     }
 
+    /// The state store; only a dry run may have none, and a dry run writes
+    /// nothing to it.
     fn store(&self) -> std::sync::MutexGuard<'_, StateStore> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .as_ref()
+            .expect("every real run opens the campaign state")
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The campaign's memory of this lead decides: skip it (sent, or in doubt
     /// unless asked to resend), reuse a link that is still good, or mint.
     fn resume(&self, key: &LeadKey) -> Result<Resume, StateError> {
+        if self.state.is_none() {
+            return Ok(Resume::Mint);
+        }
         let Some(entry) = self.store().get(key)? else {
             return Ok(Resume::Mint);
         };
@@ -502,11 +565,24 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
     )?;
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
-        Some(email) => Some(prepare_mail(email, &headers, settings.sandbox).await?),
+        Some(email) => Some(
+            prepare_mail(
+                email,
+                &headers,
+                settings.sandbox,
+                settings.dry_run,
+                settings.preview,
+            )
+            .await?,
+        ),
         None => None,
     };
-    let state = StateStore::open(&settings.state)?;
-    if !settings.dry_run {
+    let state = if settings.dry_run && !settings.state.exists() {
+        None
+    } else {
+        Some(StateStore::open(&settings.state)?)
+    };
+    if let (Some(state), false) = (&state, settings.dry_run) {
         let in_doubt = state.recover_in_doubt(&settings.campaign)?;
         if in_doubt > 0 {
             eprintln!("{in_doubt} lead(s) of campaign {} were being emailed when the last run stopped: reported in_doubt, not sent again (see --resend-in-doubt)", settings.campaign);
@@ -525,7 +601,8 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
             headers,
             caller,
             mail,
-            state: std::sync::Mutex::new(state),
+            state: state.map(std::sync::Mutex::new),
+            previews: Default::default(),
             gate: Mutex::new(Gate::Unproven),
         }),
         reader,
@@ -538,6 +615,8 @@ async fn prepare_mail(
     email: &EmailSettings,
     headers: &[String],
     sandbox: bool,
+    dry_run: bool,
+    preview: usize,
 ) -> anyhow::Result<Mail> {
     let templates = Templates::load(&email.templates)?;
     templates.check(headers)?;
@@ -568,6 +647,15 @@ async fn prepare_mail(
         (None, None) if sandbox => Transport::outbox(std::path::Path::new(SANDBOX_OUTBOX))?,
         (None, None) => anyhow::bail!("no SMTP server and no outbox"),
     };
+    let preview = match (dry_run, preview) {
+        (true, n) if n > 0 => Some(Transport::outbox(
+            email
+                .outbox
+                .as_deref()
+                .unwrap_or(std::path::Path::new(PREVIEW_OUTBOX)),
+        )?),
+        _ => None,
+    };
     let limiter = email.smtp_rate.map(|rate| {
         Limiter::new(crate::limiter::LimiterSettings {
             arrival_margin: std::time::Duration::ZERO,
@@ -582,11 +670,14 @@ async fn prepare_mail(
         limiter,
         max_attempts: email.max_attempts,
         concurrency: email.concurrency,
+        preview,
     })
 }
 
 /// Sender of sandbox runs that name none.
 const SANDBOX_SENDER: &str = "lsq-dispatch sandbox <sandbox@lsq-dispatch.invalid>";
+/// Where `--preview` writes when no `--outbox` is given.
+const PREVIEW_OUTBOX: &str = "preview";
 /// Outbox of sandbox runs that name neither an SMTP server nor an outbox.
 const SANDBOX_OUTBOX: &str = "outbox";
 

@@ -1,0 +1,190 @@
+//! `run --dry-run`: no network at all, every rule checked, a plan, previews;
+//! and `failed.csv` after a real run.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::Path;
+
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use support::{lead_ids, lsq, read_report, run, write};
+
+fn templates() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")
+}
+
+/// A listener nobody should ever connect to.
+fn trap() -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+fn untouched(listener: &TcpListener) -> bool {
+    matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+fn fixture(dir: &Path) -> std::path::PathBuf {
+    let ids = lead_ids(6);
+    let csv = format!(
+        "LeadId,FirstName,Email,PortalId\n\
+         {a},Ann,ann@example.com,\n\
+         {b},Bob,bob@example.com,\n\
+         ,Empty,empty@example.com,\n\
+         LD-1,NotGuid,notguid@example.com,\n\
+         {c},BadPortal,badportal@example.com,portal-9\n\
+         {d},Ragged,ragged@example.com\n\
+         {e},NoMail,not-an-address,\n\
+         {A},Again,again@example.com,\n\
+         {f},Fay,fay@example.com,\n",
+        a = ids[0],
+        b = ids[1],
+        c = ids[2],
+        d = ids[3],
+        e = ids[4],
+        f = ids[5],
+        A = ids[0].to_uppercase(),
+    );
+    write(dir, "leads.csv", &csv)
+}
+
+#[test]
+fn a_dry_run_opens_no_connection_and_checks_every_row() {
+    let api = trap();
+    let smtp = trap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture(dir.path());
+    let out = run(lsq(dir.path())
+        .arg("run")
+        .arg(&input)
+        .arg("--dry-run")
+        .args(["--host", &format!("http://{}", api.local_addr().unwrap())])
+        .args(["--portal-id", "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5"])
+        .args(["--portal-url", "https://apply.example.com/"])
+        .args(["--report", "report.csv", "--summary-json", "summary.json"])
+        .args(["--email", "--from", "Acme <invites@acme.example>"])
+        .arg("--templates")
+        .arg(templates())
+        .args([
+            "--smtp-url",
+            &format!("smtp://{}", smtp.local_addr().unwrap()),
+        ])
+        .args(["--preview", "2", "--state", "state.sqlite"])
+        .env("LSQ_ACCESS_KEY", "a")
+        .env("LSQ_SECRET_KEY", "s"));
+    assert_eq!(out.status.code(), Some(3), "invalid rows mean exit 3");
+    assert!(untouched(&api), "no connection to the API host");
+    assert!(untouched(&smtp), "no connection to the SMTP server");
+    assert!(
+        !dir.path().join("state.sqlite").exists(),
+        "a dry run creates no state"
+    );
+
+    let rows = read_report(&dir.path().join("report.csv"));
+    let by_line: BTreeMap<u32, (String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["row"].parse().unwrap(),
+                (r["status"].clone(), r["error"].clone()),
+            )
+        })
+        .collect();
+    let status = |line: u32| by_line[&line].0.as_str();
+    let error = |line: u32| by_line[&line].1.clone();
+    assert_eq!(status(2), "planned");
+    assert_eq!(status(3), "planned");
+    assert_eq!(
+        (status(4), error(4).contains("LeadId is empty")),
+        ("invalid", true)
+    );
+    assert_eq!((status(5), error(5).contains("LD-1")), ("invalid", true));
+    assert_eq!(
+        (status(6), error(6).contains("portal-9")),
+        ("invalid", true)
+    );
+    assert_eq!((status(7), error(7).contains("cells")), ("invalid", true));
+    assert_eq!(
+        (status(8), error(8).contains("not-an-address")),
+        ("invalid", true)
+    );
+    assert_eq!((status(9), error(9).contains("row 2")), ("duplicate", true));
+    assert_eq!(status(10), "planned");
+    assert_eq!(rows.len(), 9);
+    let previews = std::fs::read_dir(dir.path().join("preview"))
+        .unwrap()
+        .count();
+    assert_eq!(previews, 2);
+    assert!(
+        !dir.path().join("failed.csv").exists(),
+        "failed.csv is for real runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
+    let unknown = "0badbad0-1111-4222-8333-000000000000";
+    let sandbox = Sandbox::start(SandboxConfig {
+        budget: "1000/1s".parse().unwrap(),
+        unknown_leads: vec![unknown.into()],
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = sandbox.config().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(3);
+    let csv = format!(
+        "LeadId,FirstName\n{},Ann\n{unknown},Gone\nnope,Bad\n{},Bob\n{{{}}},Braced\n",
+        ids[0], ids[1], ids[2]
+    );
+    let input = write(dir.path(), "leads.csv", &csv);
+    let command = |input: &Path, report: &str| {
+        let mut cmd = lsq(dir.path());
+        cmd.arg("run")
+            .arg(input)
+            .args([
+                "--host",
+                &sandbox.base_url(),
+                "--portal-id",
+                &config.portal_ids[0],
+            ])
+            .args(["--portal-url", &sandbox.portal_url(), "--rate", "1000/1s"])
+            .args(["--report", report, "--quiet"])
+            .env("LSQ_ACCESS_KEY", &config.access_key)
+            .env("LSQ_SECRET_KEY", &config.secret_key)
+            .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+        cmd
+    };
+    let out = run(&mut command(&input, "first.csv"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed.csv"));
+    let outcome = |rows: Vec<std::collections::HashMap<String, String>>| {
+        let mut v: Vec<_> = rows
+            .into_iter()
+            .filter(|r| r["status"] == "failed" || r["status"] == "invalid")
+            .map(|r| {
+                (
+                    r["lead_id"].clone(),
+                    r["status"].clone(),
+                    r["error"].clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let first = outcome(read_report(&dir.path().join("first.csv")));
+    assert_eq!(first.len(), 2);
+
+    let failed = dir.path().join("failed.csv");
+    let text = std::fs::read_to_string(&failed).unwrap();
+    assert!(text.starts_with("LeadId,FirstName\n"), "{text}");
+    let again = run(&mut command(&failed, "second.csv"));
+    assert_eq!(again.status.code(), Some(3));
+    let second_rows = read_report(&dir.path().join("second.csv"));
+    assert_eq!(second_rows.len(), 2, "only the failed rows come back");
+    assert_eq!(outcome(second_rows), first);
+}
