@@ -73,7 +73,8 @@ async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u6
         portal_id: Some(config.portal_ids[0].clone()),
         portal_url: Some(sandbox.portal_url()),
         report: Some(dir.join("bench-report.csv")),
-        state: Some(dir.join(format!("bench-state-{seed}-{}.sqlite", scenario.competitor))),
+        // A fresh campaign state each run, so nothing is reused between runs.
+        state: Some(dir.join(format!("bench-state-{}-{seed}.sqlite", scenario.name))),
         quiet: true,
         max_attempts: Some(10),
         ..RunArgs::default()
