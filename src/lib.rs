@@ -15,6 +15,7 @@ pub mod limiter;
 pub mod link;
 pub mod otp;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod retry;

@@ -1,0 +1,744 @@
+//! The dry run's plan: what a run over this CSV would do, counted from the
+//! report rows as they stream past, and what could go wrong with it.
+//!
+//! The plan answers the questions an operator asks before a campaign: how many
+//! rows are usable and why the others are not, how many API calls the run
+//! needs, how long the tenant's budget makes it take, when the links it makes
+//! would expire, and whether it would outlast the keys or a `--send-before`
+//! deadline. It holds counters only (invalid reasons are grouped into a few
+//! kinds), so planning a million rows costs no memory per row.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Local, NaiveTime, SecondsFormat, TimeDelta, TimeZone, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::api::KEY_LIFETIME;
+use crate::limiter::Rate;
+use crate::report::{Record, Status};
+
+/// What the plan needs to know besides the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanSettings {
+    /// The tenant's API budget (`--rate`).
+    pub rate: Rate,
+    /// `LSQ_TENANT_AUTH_KEY` is set; otherwise the run spends one extra call
+    /// minting it.
+    pub tenant_key_given: bool,
+    /// `--send-before HH:MM`, local time: every email should be out by then.
+    pub send_before: Option<NaiveTime>,
+    /// `--email`: each planned lead also gets an email.
+    pub emails: bool,
+}
+
+/// The plan of a run: counts from the rows, then the estimates that
+/// [`Plan::finish`] derives from them. Serialised under `"plan"` in
+/// `--summary-json`, times as RFC 3339 UTC.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Data rows read from the CSV, whatever became of them.
+    pub rows_read: u64,
+    /// Usable rows: planned + already done + in doubt.
+    pub valid: u64,
+    /// Rows that cannot be processed.
+    pub invalid: u64,
+    /// Invalid rows per kind of reason (see [`reason_kind`]).
+    pub invalid_by_reason: BTreeMap<String, u64>,
+    /// Rows repeating an earlier lead and portal.
+    pub duplicates: u64,
+    /// Leads sent in an earlier run of the campaign, which this run skips.
+    pub already_done: u64,
+    /// Leads whose email's fate is unknown after a crash; not re-sent.
+    pub in_doubt: u64,
+    /// Leads this run would mint a key for.
+    pub planned: u64,
+    /// Generate calls plus the tenant key, if it has to be minted.
+    pub api_calls_needed: u64,
+    /// Emails the run would send.
+    pub emails_needed: u64,
+    /// The shortest time the budget allows for the calls (see [`window_bound`]).
+    pub estimated_secs: f64,
+    /// The budget the estimate assumes, as written for `--rate`.
+    pub rate: String,
+    /// When the first key made would expire.
+    #[serde(serialize_with = "rfc3339")]
+    pub first_key_expires: Option<DateTime<Utc>>,
+    /// When the last key made would expire.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_key_expires: Option<DateTime<Utc>>,
+    /// When the run would make its last call.
+    #[serde(serialize_with = "rfc3339")]
+    pub finish_by: Option<DateTime<Utc>>,
+    /// Things the operator should know before running it for real.
+    pub warnings: Vec<String>,
+}
+
+/// Writes a time the way the report writes `expires_at`, so a script reads one
+/// format everywhere (chrono's own serde support is not compiled in).
+fn rfc3339<S: Serializer>(time: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Plan {
+    /// An empty plan, before any row.
+    pub fn new() -> Plan {
+        Plan::default()
+    }
+
+    /// Counts one report row, whatever its status. The outcomes of a real run
+    /// (linked, sent, failed) count as planned: they are work the run had to do.
+    pub fn record(&mut self, record: &Record) {
+        self.rows_read += 1;
+        match record.status {
+            Status::Planned | Status::Linked | Status::Sent | Status::Failed => {
+                self.valid += 1;
+                self.planned += 1;
+            }
+            Status::Skipped => {
+                self.valid += 1;
+                self.already_done += 1;
+            }
+            Status::InDoubt => {
+                self.valid += 1;
+                self.in_doubt += 1;
+            }
+            Status::Invalid => {
+                self.invalid += 1;
+                *self
+                    .invalid_by_reason
+                    .entry(reason_kind(&record.error))
+                    .or_insert(0) += 1;
+            }
+            Status::Duplicate => self.duplicates += 1,
+        }
+    }
+
+    /// Derives the calls, the duration, the key expiries and the warnings from
+    /// the counts, for a run starting at `now`.
+    pub fn finish(&mut self, settings: &PlanSettings, now: DateTime<Local>) {
+        self.finish_in(settings, now);
+    }
+
+    /// [`Plan::finish`] in any time zone, so tests can pin one and not depend
+    /// on the machine's.
+    fn finish_in<Tz: TimeZone>(&mut self, settings: &PlanSettings, now: DateTime<Tz>) {
+        let mint_tenant_key = !settings.tenant_key_given && self.planned > 0;
+        self.api_calls_needed = self.planned + u64::from(mint_tenant_key);
+        self.emails_needed = if settings.emails { self.planned } else { 0 };
+        let duration = window_bound(self.api_calls_needed, settings.rate);
+        self.estimated_secs = duration.as_secs_f64();
+        self.rate = settings.rate.to_string();
+
+        let start = now.with_timezone(&Utc);
+        let lifetime = delta(KEY_LIFETIME);
+        let finish = start.checked_add_signed(delta(duration));
+        self.warnings.clear();
+        if self.planned > 0 {
+            // The first call goes out at once; the last one when the window
+            // bound says, and each key lives KEY_LIFETIME from its call.
+            self.first_key_expires = start.checked_add_signed(lifetime);
+            self.last_key_expires = finish.and_then(|f| f.checked_add_signed(lifetime));
+            self.finish_by = finish;
+        } else {
+            self.first_key_expires = None;
+            self.last_key_expires = None;
+            self.finish_by = None;
+        }
+
+        if duration > KEY_LIFETIME {
+            self.warnings.push(format!(
+                "the run would outlast the {} h key lifetime: the first links expire before \
+                 the last are made; split the CSV or raise --rate if your plan allows",
+                KEY_LIFETIME.as_secs() / 3600
+            ));
+        }
+        if let Some(before) = settings.send_before.filter(|_| self.planned > 0) {
+            let end = now.clone().checked_add_signed(delta(duration));
+            match (end, next_occurrence(&now, before)) {
+                (Some(end), Some(deadline)) if end > deadline => {
+                    self.warnings.push(format!(
+                        "the run would finish at {}, after --send-before {}",
+                        end.naive_local().format("%H:%M"),
+                        before.format("%H:%M")
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.invalid > 0 {
+            self.warnings.push(format!(
+                "{} invalid: see the error column of the report; a run skips {} and \
+                 exits with code 3",
+                rows(self.invalid),
+                if self.invalid == 1 { "it" } else { "them" }
+            ));
+        }
+        if self.in_doubt > 0 {
+            self.warnings.push(format!(
+                "{} in doubt (a run stopped while emailing {}): {} not be re-sent \
+                 without --resend-in-doubt",
+                leads(self.in_doubt),
+                if self.in_doubt == 1 { "it" } else { "them" },
+                if self.in_doubt == 1 {
+                    "it will"
+                } else {
+                    "they will"
+                }
+            ));
+        }
+    }
+
+    /// The plan for a person: one aligned line per figure, then one line per
+    /// warning. Times are shown in local time.
+    pub fn render(&self) -> String {
+        let counts = [
+            ("rows read", self.rows_read),
+            ("valid", self.valid),
+            ("invalid", self.invalid),
+            ("duplicates", self.duplicates),
+            ("already done", self.already_done),
+            ("in doubt", self.in_doubt),
+            ("planned", self.planned),
+            ("API calls needed", self.api_calls_needed),
+            ("emails needed", self.emails_needed),
+        ];
+        let width = counts
+            .iter()
+            .map(|(_, n)| thousands(*n).len())
+            .max()
+            .unwrap_or(1);
+        let mut out = String::new();
+        for (label, n) in counts {
+            let _ = write!(out, "{label:<LABEL$}{:>width$}", thousands(n));
+            if label == "invalid" && !self.invalid_by_reason.is_empty() {
+                let _ = write!(out, " ({})", self.reasons());
+            }
+            out.push('\n');
+        }
+        let at = if self.rate.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", self.rate)
+        };
+        let _ = writeln!(
+            out,
+            "{:<LABEL$}{}{at}",
+            "estimated duration",
+            human_duration(self.estimated_secs)
+        );
+        for (label, time) in [
+            ("finish by", self.finish_by),
+            ("first key expires", self.first_key_expires),
+            ("last key expires", self.last_key_expires),
+        ] {
+            if let Some(t) = time {
+                let local = t.with_timezone(&Local);
+                let _ = writeln!(out, "{label:<LABEL$}{}", local.format("%Y-%m-%d %H:%M %:z"));
+            }
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        out
+    }
+
+    /// Invalid reasons, commonest first, as `kind: count`.
+    fn reasons(&self) -> String {
+        let mut reasons: Vec<_> = self.invalid_by_reason.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        reasons
+            .iter()
+            .map(|(kind, n)| format!("{kind}: {}", thousands(**n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Width of the label column in [`Plan::render`]: the longest label and a gap.
+const LABEL: usize = 20;
+
+/// The shortest time `calls` can take under a budget of `N` per sliding `W`:
+/// `W·⌊(calls−1)/N⌋`. The first `N` go at once, and each later group of `N`
+/// must wait a full window after the group before it. Zero for 0 or 1 call.
+pub fn window_bound(calls: u64, rate: Rate) -> Duration {
+    let groups = calls.saturating_sub(1) / u64::from(rate.calls.max(1));
+    let nanos = rate.window.as_nanos().saturating_mul(u128::from(groups));
+    let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+    // The remainder is below a second, so it fits.
+    Duration::new(secs, (nanos % 1_000_000_000) as u32)
+}
+
+/// Groups an invalid row's reason with others of its kind, so a million bad
+/// rows make a handful of counters: quoted values are dropped, digit runs
+/// become `N`, and anything after the first `:` (a parser's detail, which
+/// names the value again) is cut. `LeadId "LD-1" is not a GUID` becomes
+/// `LeadId is not a GUID`; `row has 3 cells, header has 4` becomes
+/// `row has N cells, header has N`.
+pub fn reason_kind(error: &str) -> String {
+    let mut kind = String::with_capacity(error.len());
+    let mut chars = error.chars();
+    let mut in_digits = false;
+    while let Some(c) = chars.next() {
+        let digit = c.is_ascii_digit();
+        match c {
+            // Values are quoted with Rust's `{:?}`, which escapes inner quotes.
+            '"' => {
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            ':' => break,
+            _ if digit => {
+                if !in_digits {
+                    kind.push('N');
+                }
+            }
+            c => kind.push(c),
+        }
+        in_digits = digit;
+    }
+    let kind = kind.split_whitespace().collect::<Vec<_>>().join(" ");
+    // "row has 1 cell, …" is the same kind as "row has 3 cells, …".
+    let kind = kind.replace("N cell,", "N cells,");
+    if kind.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        kind
+    }
+}
+
+/// `std::time::Duration` to chrono's, saturating for absurd lengths.
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// The first moment at or after `now` whose local time is `time`. A time that
+/// does not exist that day (a daylight-saving gap) moves to an hour later.
+fn next_occurrence<Tz: TimeZone>(now: &DateTime<Tz>, time: NaiveTime) -> Option<DateTime<Tz>> {
+    let tz = now.timezone();
+    let today = now.date_naive();
+    [today, today.succ_opt()?].into_iter().find_map(|day| {
+        let naive = day.and_time(time);
+        let at = tz.from_local_datetime(&naive).earliest().or_else(|| {
+            tz.from_local_datetime(&(naive + TimeDelta::hours(1)))
+                .earliest()
+        })?;
+        (at > *now).then_some(at)
+    })
+}
+
+/// `n` with thousands separators: 1,000,000.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// "1 row is" / "3 rows are", with separators.
+fn rows(n: u64) -> String {
+    match n {
+        1 => "1 row is".to_owned(),
+        n => format!("{} rows are", thousands(n)),
+    }
+}
+
+/// "1 lead is" / "3 leads are", with separators.
+fn leads(n: u64) -> String {
+    match n {
+        1 => "1 lead is".to_owned(),
+        n => format!("{} leads are", thousands(n)),
+    }
+}
+
+/// A duration the way a person says it: `0s`, `2.5s`, `3m 15s`, `4h 0m 5s`.
+fn human_duration(secs: f64) -> String {
+    if secs < 60.0 && secs.fract() != 0.0 {
+        return format!("{secs:.1}s");
+    }
+    // Round up: an estimate that is a lower bound should not shrink.
+    let total = secs.ceil() as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+
+    const R25: Rate = Rate::DEFAULT;
+
+    fn rate(s: &str) -> Rate {
+        s.parse().unwrap()
+    }
+
+    fn record(row: u64, status: Status, error: &str) -> Record {
+        Record {
+            row,
+            lead_id: format!("3f2b8c1e-9d4a-4e7b-a6c5-{row:012x}"),
+            portal_id: "c4e8a2f1-7b3d-4a96-8e15-2d9f0b6c7a31".into(),
+            status,
+            portal_url: String::new(),
+            expires_at: None,
+            attempts: 0,
+            email: String::new(),
+            message_id: String::new(),
+            error: error.into(),
+        }
+    }
+
+    /// Ten rows, one of each situation a dry run meets, plus a real run's
+    /// outcome to show it counts as planned work.
+    fn fixture() -> Plan {
+        let rows = [
+            record(2, Status::Planned, ""),
+            record(3, Status::Invalid, "LeadId \"LD-20931\" is not a GUID"),
+            record(4, Status::Planned, ""),
+            record(5, Status::Duplicate, "duplicate of row 2"),
+            record(6, Status::Invalid, "LeadId is empty"),
+            record(
+                7,
+                Status::Skipped,
+                "already sent in campaign c at 2026-06-01T10:00:00Z",
+            ),
+            record(
+                8,
+                Status::InDoubt,
+                "a run stopped while this email was being sent",
+            ),
+            record(9, Status::Invalid, "LeadId \"{abc}\" is not a GUID"),
+            record(10, Status::Planned, ""),
+            record(11, Status::Sent, ""),
+        ];
+        let mut plan = Plan::new();
+        for r in &rows {
+            plan.record(r);
+        }
+        plan
+    }
+
+    fn at(offset_secs: i32, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<FixedOffset> {
+        FixedOffset::east_opt(offset_secs)
+            .unwrap()
+            .with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .unwrap()
+    }
+
+    fn hm(h: u32, m: u32) -> Option<NaiveTime> {
+        NaiveTime::from_hms_opt(h, m, 0)
+    }
+
+    /// A plan of `planned` fresh leads with the tenant key given, so calls
+    /// equal leads.
+    fn planned(n: u64) -> Plan {
+        Plan {
+            rows_read: n,
+            valid: n,
+            planned: n,
+            ..Plan::new()
+        }
+    }
+
+    fn given(rate: Rate) -> PlanSettings {
+        PlanSettings {
+            rate,
+            tenant_key_given: true,
+            ..PlanSettings::default()
+        }
+    }
+
+    #[test]
+    fn window_bound_at_the_default_budget() {
+        let secs = |calls| window_bound(calls, R25).as_secs_f64();
+        assert_eq!(secs(0), 0.0);
+        assert_eq!(secs(1), 0.0);
+        assert_eq!(secs(25), 0.0);
+        assert_eq!(secs(26), 5.0);
+        assert_eq!(secs(50), 5.0);
+        assert_eq!(secs(51), 10.0);
+        assert_eq!(secs(300), 55.0);
+    }
+
+    #[test]
+    fn window_bound_at_the_smallest_plan_and_sub_second_windows() {
+        let two = rate("2/5s");
+        let secs: Vec<u64> = (0..=5).map(|c| window_bound(c, two).as_secs()).collect();
+        assert_eq!(secs, [0, 0, 0, 5, 5, 10]);
+        assert_eq!(window_bound(21, rate("10/500ms")), Duration::from_secs(1));
+        assert_eq!(
+            window_bound(11, rate("10/500ms")),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn window_bound_saturates_instead_of_overflowing() {
+        let slow = Rate {
+            calls: 1,
+            window: Duration::from_secs(u64::MAX / 2),
+        };
+        assert_eq!(window_bound(u64::MAX, slow).as_secs(), u64::MAX);
+    }
+
+    #[test]
+    fn reason_kind_drops_values_and_numbers() {
+        let cases = [
+            ("LeadId \"LD-1\" is not a GUID", "LeadId is not a GUID"),
+            ("LeadId is empty", "LeadId is empty"),
+            ("PortalId \"x\" is not a GUID", "PortalId is not a GUID"),
+            (
+                "row has 3 cells, header has 4",
+                "row has N cells, header has N",
+            ),
+            (
+                "row has 1 cell, header has 3",
+                "row has N cells, header has N",
+            ),
+            (
+                "Email \"ann@\" is not a valid address: invalid email address \"ann@\": no domain",
+                "Email is not a valid address",
+            ),
+            (
+                "Email \"a:b\\\"c\" is not a valid address: missing @",
+                "Email is not a valid address",
+            ),
+            (
+                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column",
+                "no PortalId",
+            ),
+            (
+                "cell 12 (Notes) is not valid UTF-8; save the file as UTF-8",
+                "cell N (Notes) is not valid UTF-N; save the file as UTF-N",
+            ),
+            ("", "no reason given"),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(reason_kind(error), kind, "{error}");
+        }
+    }
+
+    #[test]
+    fn fixture_counts_match_a_hand_count() {
+        let mut plan = fixture();
+        plan.finish_in(
+            &PlanSettings {
+                emails: true,
+                ..PlanSettings::default()
+            },
+            at(0, 2026, 6, 15, 12, 0),
+        );
+        assert_eq!(plan.rows_read, 10);
+        assert_eq!(plan.valid, 6);
+        assert_eq!(plan.invalid, 3);
+        assert_eq!(plan.duplicates, 1);
+        assert_eq!(plan.already_done, 1);
+        assert_eq!(plan.in_doubt, 1);
+        assert_eq!(plan.planned, 4);
+        assert_eq!(plan.valid, plan.planned + plan.already_done + plan.in_doubt);
+        assert_eq!(plan.rows_read, plan.valid + plan.invalid + plan.duplicates);
+        let reasons: Vec<_> = plan
+            .invalid_by_reason
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(
+            reasons,
+            [("LeadId is empty", 1), ("LeadId is not a GUID", 2)]
+        );
+        // Four keys and the tenant key, which is not given.
+        assert_eq!(plan.api_calls_needed, 5);
+        assert_eq!(plan.emails_needed, 4);
+        assert_eq!(plan.estimated_secs, 0.0);
+        assert_eq!(plan.rate, "25/5s");
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].starts_with("3 rows are invalid"));
+        assert!(plan.warnings[1].contains("without --resend-in-doubt"));
+    }
+
+    #[test]
+    fn a_given_tenant_key_saves_its_call_and_no_emails_means_none_needed() {
+        let mut plan = fixture();
+        plan.finish_in(&given(R25), at(0, 2026, 6, 15, 12, 0));
+        assert_eq!(plan.api_calls_needed, 4);
+        assert_eq!(plan.emails_needed, 0);
+    }
+
+    #[test]
+    fn nothing_planned_needs_no_calls_and_makes_no_keys() {
+        let mut plan = Plan::new();
+        plan.record(&record(2, Status::Skipped, "already sent"));
+        plan.finish_in(&PlanSettings::default(), at(0, 2026, 6, 15, 12, 0));
+        assert_eq!(plan.api_calls_needed, 0);
+        assert_eq!(plan.first_key_expires, None);
+        assert_eq!(plan.last_key_expires, None);
+        assert_eq!(plan.finish_by, None);
+        assert!(plan.warnings.is_empty());
+    }
+
+    #[test]
+    fn key_expiries_follow_the_first_and_last_call() {
+        let mut plan = planned(300);
+        let now = at(3600, 2026, 6, 15, 12, 0);
+        plan.finish_in(&given(R25), now);
+        let start = now.with_timezone(&Utc);
+        assert_eq!(plan.estimated_secs, 55.0);
+        assert_eq!(plan.first_key_expires, Some(start + TimeDelta::hours(4)));
+        assert_eq!(
+            plan.last_key_expires,
+            Some(start + TimeDelta::seconds(55) + TimeDelta::hours(4))
+        );
+        assert_eq!(plan.finish_by, Some(start + TimeDelta::seconds(55)));
+    }
+
+    #[test]
+    fn warns_when_the_run_outlasts_the_key_lifetime() {
+        // 72,001 calls take exactly 2,880 windows of 5 s: 4 h, not more.
+        let mut plan = planned(72_001);
+        plan.finish_in(&given(R25), at(0, 2026, 6, 15, 12, 0));
+        assert_eq!(plan.estimated_secs, 14_400.0);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+        let mut plan = planned(72_026);
+        plan.finish_in(&given(R25), at(0, 2026, 6, 15, 12, 0));
+        assert_eq!(plan.estimated_secs, 14_405.0);
+        assert_eq!(
+            plan.warnings,
+            [
+                "the run would outlast the 4 h key lifetime: the first links expire before the \
+              last are made; split the CSV or raise --rate if your plan allows"
+            ]
+        );
+    }
+
+    #[test]
+    fn warns_when_the_run_finishes_after_send_before() {
+        // 1,000 calls at 25/5s: 39 windows, 3m 15s, so 17:00 finishes at 17:03.
+        let now = at(19_800, 2026, 6, 15, 17, 0);
+        let run = |before| {
+            let mut plan = planned(1000);
+            plan.finish_in(
+                &PlanSettings {
+                    send_before: before,
+                    ..given(R25)
+                },
+                now,
+            );
+            plan.warnings
+        };
+        assert_eq!(
+            run(hm(17, 2)),
+            ["the run would finish at 17:03, after --send-before 17:02"]
+        );
+        assert!(run(hm(17, 4)).is_empty());
+        // 09:00 has passed today: tomorrow's 09:00 is the deadline.
+        assert!(run(hm(9, 0)).is_empty());
+        assert!(run(None).is_empty());
+    }
+
+    #[test]
+    fn send_before_just_after_midnight_is_tomorrows() {
+        let mut plan = planned(1000);
+        plan.finish_in(
+            &PlanSettings {
+                send_before: hm(0, 1),
+                ..given(R25)
+            },
+            at(0, 2026, 6, 15, 23, 59),
+        );
+        assert_eq!(
+            plan.warnings,
+            ["the run would finish at 00:02, after --send-before 00:01"]
+        );
+    }
+
+    #[test]
+    fn finish_in_local_time_starts_the_keys_now() {
+        let now = Local::now();
+        let mut plan = planned(1);
+        plan.finish(&given(R25), now);
+        let start = now.with_timezone(&Utc);
+        assert_eq!(plan.first_key_expires, Some(start + TimeDelta::hours(4)));
+        assert_eq!(plan.last_key_expires, plan.first_key_expires);
+    }
+
+    #[test]
+    fn serialises_times_as_rfc3339_utc() {
+        let mut plan = planned(26);
+        plan.finish_in(&given(R25), at(7200, 2026, 6, 15, 12, 0));
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["first_key_expires"], "2026-06-15T14:00:00Z");
+        assert_eq!(json["last_key_expires"], "2026-06-15T14:00:05Z");
+        assert_eq!(json["finish_by"], "2026-06-15T10:00:05Z");
+        assert_eq!(json["api_calls_needed"], 26);
+        assert_eq!(json["estimated_secs"], 5.0);
+        assert_eq!(json["rate"], "25/5s");
+        assert_eq!(json["invalid_by_reason"], serde_json::json!({}));
+        assert!(serde_json::to_value(Plan::new()).unwrap()["finish_by"].is_null());
+    }
+
+    #[test]
+    fn render_aligns_figures_and_lists_reasons_and_warnings() {
+        let mut plan = fixture();
+        plan.rows_read += 999_990;
+        plan.planned += 995;
+        plan.valid += 995;
+        plan.finish_in(&PlanSettings::default(), at(0, 2026, 6, 15, 12, 0));
+        let text = plan.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "rows read           1,000,000");
+        assert_eq!(
+            lines[2],
+            "invalid                     3 (LeadId is not a GUID: 2, LeadId is empty: 1)"
+        );
+        assert!(lines.contains(&"API calls needed        1,000"), "{text}");
+        assert!(
+            lines.contains(&"estimated duration  3m 15s at 25/5s"),
+            "{text}"
+        );
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("first key expires   2026-06-15 ")));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("last key expires    2026-06-15 ")));
+        let warnings: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with("warning: "))
+            .collect();
+        assert_eq!(warnings.len(), 2, "{text}");
+    }
+
+    #[test]
+    fn durations_and_counts_read_naturally() {
+        assert_eq!(human_duration(0.0), "0s");
+        assert_eq!(human_duration(0.5), "0.5s");
+        assert_eq!(human_duration(55.0), "55s");
+        assert_eq!(human_duration(195.0), "3m 15s");
+        assert_eq!(human_duration(14_405.0), "4h 0m 5s");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
