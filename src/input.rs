@@ -23,6 +23,9 @@ pub struct InputOptions {
     pub portal_column: String,
     /// Portal for rows whose PortalId cell is missing or empty (`--portal-id`).
     pub default_portal: Option<String>,
+    /// About how many rows to expect: the de-duplication set is sized for
+    /// them up front, so a large file never holds two copies while it grows.
+    pub expected_rows: usize,
 }
 
 impl Default for InputOptions {
@@ -31,6 +34,7 @@ impl Default for InputOptions {
             lead_column: "LeadId".to_owned(),
             portal_column: "PortalId".to_owned(),
             default_portal: None,
+            expected_rows: 0,
         }
     }
 }
@@ -184,9 +188,12 @@ pub struct LeadReader {
     lead_idx: usize,
     portal_idx: Option<usize>,
     default_portal: Option<(String, u128)>,
-    /// (lead, portal) of every valid row so far, with its line. "No portal" keys
-    /// as the nil GUID, which no real portal has.
-    seen: HashMap<(u128, u128), u64>,
+    /// (lead, portal) of every valid row so far, with its line: the lead's 16
+    /// bytes and the portal's index in `portals`, 24 bytes an entry, so a
+    /// million leads take about 50 MB.
+    seen: HashMap<([u8; 16], u32), u32>,
+    /// Every portal seen, numbered; "no portal" is the nil GUID.
+    portals: HashMap<u128, u32>,
     record: csv::ByteRecord,
     lines: Arc<Mutex<LineIndex>>,
     done: bool,
@@ -276,7 +283,8 @@ impl LeadReader {
             lead_idx,
             portal_idx,
             default_portal,
-            seen: HashMap::new(),
+            seen: HashMap::with_capacity(opts.expected_rows),
+            portals: HashMap::new(),
             record: csv::ByteRecord::new(),
             lines,
             done: false,
@@ -370,20 +378,22 @@ impl LeadReader {
             let name = self.portal_idx.map_or("PortalId", |i| &self.headers[i]);
             RowKind::Invalid(format!("{name} {portal_raw:?} is not a GUID"))
         } else {
-            let key = (
-                lead.map_or(0, |u| u.as_u128()),
-                match &portal {
-                    Ok(Some((_, u))) => *u,
-                    _ => 0,
-                },
-            );
+            let portal = match &portal {
+                Ok(Some((_, u))) => *u,
+                _ => 0,
+            };
+            let next = self.portals.len() as u32;
+            let portal = *self.portals.entry(portal).or_insert(next);
+            let key = (lead.map_or(0, |u| u.as_u128()).to_le_bytes(), portal);
             match self.seen.entry(key) {
                 Entry::Vacant(slot) => {
-                    slot.insert(line);
+                    // Past four billion lines the first line is reported as
+                    // the last one a u32 holds; the verdict stays right.
+                    slot.insert(u32::try_from(line).unwrap_or(u32::MAX));
                     RowKind::Valid
                 }
                 Entry::Occupied(first) => RowKind::Duplicate {
-                    first_line: *first.get(),
+                    first_line: u64::from(*first.get()),
                 },
             }
         };

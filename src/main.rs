@@ -10,7 +10,12 @@ use lsq_dispatch::{otp, pipeline, sandbox};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
+    // A dry run makes no call: one thread does its work fastest.
+    let mut runtime = match &cli.command {
+        Command::Run(args) if args.dry_run => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let result = runtime
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)

@@ -22,6 +22,7 @@ use crate::config::{EmailSettings, Settings, UsageError};
 use crate::email::{MessageContext, Templates, Transport};
 use crate::input::{InputError, InputOptions, InputRow, LeadReader, RowKind};
 use crate::limiter::Limiter;
+use crate::plan::{Plan, PlanSettings};
 use crate::progress::Progress;
 use crate::report::{FailedRows, Record, ReportWriter, Status, Summary};
 use crate::retry::{Attempted, Caller};
@@ -63,6 +64,14 @@ impl RunOutcome {
     /// One line for the log: counts by status, time, calls, 429s and where the
     /// report is.
     pub fn describe(&self) -> String {
+        let plan = match &self.summary.plan {
+            Some(plan) => format!("{}\n", plan.render()),
+            None => String::new(),
+        };
+        plan + &self.describe_counts()
+    }
+
+    fn describe_counts(&self) -> String {
         let counts: Vec<String> = self
             .summary
             .counts
@@ -538,6 +547,8 @@ fn same_lead(key: &GeneratedKey, lead_id: &str) -> bool {
 /// Everything checked and opened before the first call.
 struct Prepared {
     job: Arc<Job>,
+    /// About how many rows the input holds, for progress and sizing.
+    rows_estimate: u64,
     reader: LeadReader,
     limiter: Arc<Limiter>,
     _sandbox: Option<crate::sandbox::Sandbox>,
@@ -547,6 +558,7 @@ struct Prepared {
 /// mail transport (logging in to SMTP once): every run-level fault surfaces
 /// here, before any API call.
 async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
+    let rows_estimate = crate::progress::estimate_rows(&settings.input);
     let sandbox = if settings.sandbox && !settings.dry_run {
         Some(start_sandbox(&mut settings).await?)
     } else {
@@ -560,6 +572,7 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
         InputOptions {
             lead_column: settings.lead_column.clone(),
             default_portal: settings.portal_id.clone(),
+            expected_rows: usize::try_from(rows_estimate).unwrap_or(0),
             ..InputOptions::default()
         },
     )?;
@@ -606,6 +619,7 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
             gate: Mutex::new(Gate::Unproven),
         }),
         reader,
+        rows_estimate,
         limiter,
         _sandbox: sandbox,
     })
@@ -687,10 +701,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let report_path = settings.report.clone();
     let summary_path = settings.summary_json.clone();
     let quiet = settings.quiet;
-    let rows_estimate = crate::progress::estimate_rows(&settings.input);
     let Prepared {
         job,
         reader,
+        rows_estimate,
         limiter,
         _sandbox,
     } = prepare(settings).await?;
@@ -748,6 +762,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let mut summary = Summary::default();
     let mut failed_rows =
         (!job.settings.dry_run).then(|| FailedRows::new(&failed_path, &job.headers));
+    let mut plan = job.settings.dry_run.then(Plan::new);
     let mut fatal = None;
     let mut paused_shown = false;
     while let Some(outcome) = done_rx.recv().await {
@@ -762,6 +777,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
             .write(&record)
             .with_context(|| format!("cannot write the report {}", report.path().display()))?;
         summary.record(record.status);
+        if let Some(plan) = &mut plan {
+            plan.record(&record);
+        }
         match record.status {
             Status::Sent => summary.emails_sent += 1,
             Status::Failed if record.error.starts_with("email") => summary.emails_failed += 1,
@@ -789,6 +807,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     email_stage.abort();
     progress.finish();
 
+    if let Some(mut plan) = plan {
+        let settings = &job.settings;
+        plan.finish(
+            &PlanSettings {
+                rate: settings.limiter.rate,
+                tenant_key_given: settings.tenant_auth_key.is_some() || settings.sandbox,
+                send_before: settings.send_before,
+                emails: settings.email.is_some(),
+            },
+            chrono::Local::now(),
+        );
+        summary.plan = Some(plan);
+    }
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     summary.api_calls = limiter.calls();
     summary.rate_limited = limiter.rate_limited();
@@ -891,18 +922,29 @@ fn build_caller(settings: &Settings, limiter: Arc<Limiter>) -> anyhow::Result<Ca
 }
 
 /// Streams rows from a reader thread, so file reads never block the runtime.
+/// Rows travel in batches: one wake-up per batch, not per row, keeps a
+/// million-row dry run fast.
 fn read_in_background(
     reader: LeadReader,
 ) -> impl futures::Stream<Item = Result<InputRow, InputError>> + Send + Unpin {
-    let (tx, rx) = mpsc::channel(1024);
+    const BATCH: usize = 256;
+    let (tx, rx) = mpsc::channel::<Vec<Result<InputRow, InputError>>>(8);
     std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
         for item in reader {
-            if tx.blocking_send(item).is_err() {
-                break;
+            batch.push(item);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.blocking_send(full).is_err() {
+                    return;
+                }
             }
         }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
     });
-    receive(rx)
+    receive(rx).flat_map(stream::iter)
 }
 
 /// The first Ctrl-C or SIGTERM flips the flag: no new rows are taken, calls

@@ -307,6 +307,9 @@ pub struct Summary {
     pub emails_sent: u64,
     /// Emails that could not be sent.
     pub emails_failed: u64,
+    /// A dry run's plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan::Plan>,
 }
 
 impl Default for Summary {
@@ -320,6 +323,7 @@ impl Default for Summary {
             paused_secs: 0.0,
             emails_sent: 0,
             emails_failed: 0,
+            plan: None,
         }
     }
 }
