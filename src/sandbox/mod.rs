@@ -8,7 +8,7 @@
 //!
 //! Where the real service's behaviour is undocumented the sandbox is strict,
 //! so a client that passes here also works against the real service.
-//! `docs/sandbox.md` lists the routes, settings and what is not simulated.
+//! The README's sandbox section lists the routes, settings and what is not simulated.
 
 mod command;
 mod conn;
