@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::{Settings, UsageError};
-use lsq_dispatch::state::{self, StateError, StateStore};
+use lsq_dispatch::state::{self, StateError};
 use lsq_dispatch::{otp, pipeline, sandbox};
 
 fn main() -> ExitCode {
@@ -23,34 +23,13 @@ fn main() -> ExitCode {
     exit_code(result)
 }
 
-/// Settings, then the job, then its summary.
+/// One line per subcommand: settings, then the job; each returns its exit code.
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Run(args) => {
-            let settings = Settings::resolve(&args)?;
-            if settings
-                .email
-                .as_ref()
-                .is_some_and(|e| e.test_address.is_some())
-            {
-                println!("{}", pipeline::send_test(settings).await?);
-                return Ok(0);
-            }
-            let outcome = pipeline::run(settings).await?;
-            println!("{}", outcome.describe());
-            Ok(outcome.exit_code())
-        }
-        Command::Status(args) => {
-            let path = args.state.unwrap_or_else(StateStore::default_path);
-            let text = state::status(&path, args.campaign.as_deref(), args.export.as_deref())?;
-            println!("{text}");
-            Ok(0)
-        }
+        Command::Run(args) => pipeline::execute(Settings::resolve(&args)?).await,
+        Command::Status(args) => state::execute(&args),
         Command::Otp(command) => otp::execute(command).await,
-        Command::Sandbox(args) => {
-            sandbox::serve(*args).await?;
-            Ok(0)
-        }
+        Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| 0),
     }
 }
 

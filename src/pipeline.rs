@@ -695,6 +695,22 @@ const PREVIEW_OUTBOX: &str = "preview";
 /// Outbox of sandbox runs that name neither an SMTP server nor an outbox.
 const SANDBOX_OUTBOX: &str = "outbox";
 
+/// `lsq-dispatch run`: the test message when `--test-email` is given,
+/// otherwise the batch job; prints the outcome and returns the exit code.
+pub async fn execute(settings: Settings) -> anyhow::Result<u8> {
+    if settings
+        .email
+        .as_ref()
+        .is_some_and(|e| e.test_address.is_some())
+    {
+        println!("{}", send_test(settings).await?);
+        return Ok(0);
+    }
+    let outcome = run(settings).await?;
+    println!("{}", outcome.describe());
+    Ok(outcome.exit_code())
+}
+
 /// Runs the batch job with resolved settings.
 pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();

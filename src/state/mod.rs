@@ -565,6 +565,17 @@ impl StateStore {
     }
 }
 
+/// `lsq-dispatch status`: prints the campaign counts (and exports) and
+/// returns the exit code.
+pub fn execute(args: &crate::cli::StatusArgs) -> anyhow::Result<u8> {
+    let path = args.state.clone().unwrap_or_else(StateStore::default_path);
+    println!(
+        "{}",
+        status(&path, args.campaign.as_deref(), args.export.as_deref())?
+    );
+    Ok(0)
+}
+
 /// `lsq-dispatch status`: counts by state for one campaign (or every
 /// campaign), and with `export` the campaign's leads as a report CSV.
 pub fn status(
