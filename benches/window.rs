@@ -58,10 +58,10 @@ async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u6
     })
     .await
     .expect("the sandbox starts");
-    let mut csv = String::from("LeadId\n");
+    let mut csv = String::from("LeadId,FirstName,Email\n");
     for i in 0..leads {
         csv.push_str(&format!(
-            "{:08x}-2222-4333-8444-{:012x}\n",
+            "{:08x}-2222-4333-8444-{:012x},Lead{i},lead{i}@example.com\n",
             0xb0000000u32 + i as u32,
             seed
         ));
