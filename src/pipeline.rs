@@ -255,11 +255,13 @@ impl Job {
         let Some(caller) = &self.caller else {
             record.status = Status::Planned;
             if let (Some(mail), Some(to)) = (&self.mail, &to) {
-                self.plan_email(mail, &mut record, row, to).await?;
+                Box::pin(self.plan_email(mail, &mut record, row, to)).await?;
             }
             return Ok((record, None));
         };
-        let done = self.generate(caller, &row.lead_id, &portal_id).await;
+        // Boxed: the call's state is large, and unboxed it would be copied
+        // into every row's future, dry runs included.
+        let done = Box::pin(self.generate(caller, &row.lead_id, &portal_id)).await;
         record.attempts = done.attempts;
         match done.result {
             Ok(generated) if !same_lead(&generated, &row.lead_id) => {
@@ -409,10 +411,19 @@ impl Job {
         })
     }
 
+    /// Takes a row from the link stage to its final record: sends its email
+    /// when it has one to send.
+    async fn finish(&self, step: Step) -> anyhow::Result<Finished> {
+        match step {
+            Step::Done(finished) => Ok(finished),
+            Step::Email { record, row, to } => self.email(record, row, to).await,
+        }
+    }
+
     /// The email stage: renders and sends one lead's message. Only an SMTP
     /// fault that stops every message (authentication, TLS) is an `Err`.
     async fn email(&self, record: Record, row: InputRow, to: Address) -> anyhow::Result<Finished> {
-        let record = self.send_email(record, &row, &to).await?;
+        let record = Box::pin(self.send_email(record, &row, &to)).await?;
         Ok(Finished {
             record,
             fields: row.fields,
@@ -736,44 +747,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let mut progress = Progress::new(rows_estimate, quiet);
     let stop = stop_on_signal();
 
-    // Link stage → email stage → this consumer, each with its own concurrency,
-    // joined by bounded channels: a slow SMTP server does not hold back key
-    // generation beyond one small buffer, so links are minted shortly before
-    // their email goes out.
-    let buffer = job.settings.limiter.rate.calls as usize;
-    let (linked_tx, linked_rx) = mpsc::channel(buffer);
     let mut stopped = stop.clone();
-    let link_stage = tokio::spawn({
-        let job = Arc::clone(&job);
-        let concurrency = job.settings.concurrency;
-        let steps = read_in_background(reader)
-            .take_until(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .map(move |item| {
-                let job = Arc::clone(&job);
-                async move { job.process(item?).await }
-            })
-            .buffer_unordered(concurrency);
-        forward(steps, linked_tx)
-    });
-    let (done_tx, mut done_rx) = mpsc::channel(buffer);
-    let email_stage = tokio::spawn({
-        let concurrency = job.mail.as_ref().map_or(buffer, |m| m.concurrency);
-        let job = Arc::clone(&job);
-        let records = receive(linked_rx)
-            .map(move |step: anyhow::Result<Step>| {
-                let job = Arc::clone(&job);
-                async move {
-                    match step? {
-                        Step::Done(finished) => Ok(finished),
-                        Step::Email { record, row, to } => job.email(record, row, to).await,
-                    }
-                }
-            })
-            .buffer_unordered(concurrency);
-        forward(records, done_tx)
-    });
+    let stopped = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let mut outcomes = if job.settings.dry_run {
+        planned(reader, Arc::clone(&job), stopped)
+    } else {
+        staged(reader, Arc::clone(&job), stopped)
+    };
 
     let mut summary = Summary::default();
     let mut failed_rows =
@@ -781,7 +763,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let mut plan = job.settings.dry_run.then(Plan::new);
     let mut fatal = None;
     let mut paused_shown = false;
-    while let Some(outcome) = done_rx.recv().await {
+    while let Some(outcome) = outcomes.next().await {
         let Finished { record, fields } = match outcome {
             Ok(finished) => finished,
             Err(e) => {
@@ -819,8 +801,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         Some(failed) => failed.finish()?,
         None => None,
     };
-    link_stage.abort();
-    email_stage.abort();
+    drop(outcomes);
     progress.finish();
 
     if let Some(mut plan) = plan {
@@ -856,6 +837,87 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         report: report_path,
         failed_csv,
     })
+}
+
+/// The outcomes of a real run: link stage → email stage → the consumer, each
+/// with its own concurrency, joined by bounded channels: a slow SMTP server
+/// does not hold back key generation beyond one small buffer, so links are
+/// minted shortly before their email goes out. Dropping the stream stops both
+/// stages.
+fn staged(
+    reader: LeadReader,
+    job: Arc<Job>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> futures::stream::BoxStream<'static, anyhow::Result<Finished>> {
+    let buffer = job.settings.limiter.rate.calls as usize;
+    let (linked_tx, linked_rx) = mpsc::channel(buffer);
+    let link_stage = tokio::spawn({
+        let job = Arc::clone(&job);
+        let concurrency = job.settings.concurrency;
+        let steps = read_in_background(reader)
+            .take_until(stopped)
+            .map(move |item| {
+                let job = Arc::clone(&job);
+                async move { job.process(item?).await }
+            })
+            .buffer_unordered(concurrency);
+        forward(steps, linked_tx)
+    });
+    let (done_tx, done_rx) = mpsc::channel(buffer);
+    let email_stage = tokio::spawn({
+        let concurrency = job.mail.as_ref().map_or(buffer, |m| m.concurrency);
+        let records = receive(linked_rx)
+            .map(move |step: anyhow::Result<Step>| {
+                let job = Arc::clone(&job);
+                async move { job.finish(step?).await }
+            })
+            .buffer_unordered(concurrency);
+        forward(records, done_tx)
+    });
+    let stages = AbortOnDrop(vec![link_stage, email_stage]);
+    receive(done_rx)
+        .map(move |outcome| {
+            let _keep_running = &stages;
+            outcome
+        })
+        .boxed()
+}
+
+/// The outcomes of a dry run: nothing waits on the network, so rows are
+/// taken one after another on this thread, with no channel or task between
+/// them. A million rows plan in about a second.
+fn planned(
+    reader: LeadReader,
+    job: Arc<Job>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> futures::stream::BoxStream<'static, anyhow::Result<Finished>> {
+    let mut taken = 0u32;
+    stream::iter(reader)
+        .take_until(stopped)
+        .then(move |item| {
+            let job = Arc::clone(&job);
+            taken = taken.wrapping_add(1);
+            let pause = taken % 1024 == 0;
+            async move {
+                if pause {
+                    // Lets the signal handler run, so Ctrl-C still stops a long plan.
+                    tokio::task::yield_now().await;
+                }
+                job.finish(job.process(item?).await?).await
+            }
+        })
+        .boxed()
+}
+
+/// Aborts the stage tasks when the run stops consuming their outcomes.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// `--test-email`: the first valid row's message, with a real link, goes to

@@ -272,8 +272,13 @@ impl ReportWriter {
             &record.message_id,
             &record.error,
         ];
+        for cell in cells {
+            self.writer
+                .write_field(escape_cell(cell).as_bytes())
+                .map_err(io::Error::from)?;
+        }
         self.writer
-            .write_record(cells.iter().map(|c| escape_cell(c).into_owned()))
+            .write_record(None::<&[u8]>)
             .map_err(io::Error::from)?;
         if self.flush_each {
             self.writer.flush()?;
