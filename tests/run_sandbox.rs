@@ -221,3 +221,19 @@ fn the_sandbox_flag_runs_the_sample_with_no_account() {
     assert!(rows.iter().any(|r| r["status"] == "invalid"));
     assert!(rows.iter().any(|r| r["status"] == "duplicate"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_tenant_key_one_is_minted_first() {
+    let sandbox = Sandbox::start(fast_config()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::leads_csv(dir.path(), &lead_ids(3));
+    let mut cmd = command_for(&sandbox, dir.path(), &input);
+    cmd.env_remove("LSQ_TENANT_AUTH_KEY");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0));
+    let stats = sandbox.stats();
+    assert_eq!(stats.calls, 4, "one mint, then three keys: {stats:?}");
+    for row in read_report(&dir.path().join("report.csv")) {
+        assert_eq!(login(&row["portal_url"]).await.0, 200);
+    }
+}
