@@ -335,21 +335,24 @@ impl LeadReader {
             })
             .collect();
         let cell = |idx: usize| fields.get(idx).map_or("", String::as_str);
-        let lead_raw = cell(self.lead_idx).to_owned();
-        let lead = parse_guid(&lead_raw);
-        let portal_raw = self.portal_idx.map_or("", cell).to_owned();
-        let portal = if portal_raw.is_empty() {
-            Ok(self.default_portal.as_ref().map(|(s, u)| (s.clone(), *u)))
+        let lead_raw = cell(self.lead_idx);
+        let lead = parse_guid(lead_raw);
+        let portal_raw = self.portal_idx.map_or("", cell);
+        // The portal's text is built once per row, below; here only its value.
+        let portal: Result<Option<u128>, ()> = if portal_raw.is_empty() {
+            Ok(self.default_portal.as_ref().map(|(_, u)| *u))
         } else {
-            parse_guid(&portal_raw)
-                .map(|u| Some((u.hyphenated().to_string(), u.as_u128())))
-                .ok_or(())
+            parse_guid(portal_raw).map(|u| Some(u.as_u128())).ok_or(())
         };
 
-        let lead_id = lead.map_or(lead_raw.clone(), |u| u.hyphenated().to_string());
+        let lead_id = lead.map_or_else(|| lead_raw.to_owned(), |u| u.hyphenated().to_string());
         let portal_id = match &portal {
-            Ok(p) => p.as_ref().map(|(s, _)| s.clone()),
-            Err(()) => Some(portal_raw.clone()),
+            Ok(None) => None,
+            Ok(Some(_)) if portal_raw.is_empty() => {
+                self.default_portal.as_ref().map(|(s, _)| s.clone())
+            }
+            Ok(Some(u)) => Some(uuid::Uuid::from_u128(*u).hyphenated().to_string()),
+            Err(()) => Some(portal_raw.to_owned()),
         };
 
         // Ragged rows come first: once cells are shifted, any other verdict
@@ -379,7 +382,7 @@ impl LeadReader {
             RowKind::Invalid(format!("{name} {portal_raw:?} is not a GUID"))
         } else {
             let portal = match &portal {
-                Ok(Some((_, u))) => *u,
+                Ok(Some(u)) => *u,
                 _ => 0,
             };
             let next = self.portals.len() as u32;
