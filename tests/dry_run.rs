@@ -133,7 +133,6 @@ async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
     })
     .await
     .unwrap();
-    let config = sandbox.config().clone();
     let dir = tempfile::tempdir().unwrap();
     let ids = lead_ids(3);
     let csv = format!(
@@ -142,20 +141,8 @@ async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
     );
     let input = write(dir.path(), "leads.csv", &csv);
     let command = |input: &Path, report: &str| {
-        let mut cmd = lsq(dir.path());
-        cmd.arg("run")
-            .arg(input)
-            .args([
-                "--host",
-                &sandbox.base_url(),
-                "--portal-id",
-                &config.portal_ids[0],
-            ])
-            .args(["--portal-url", &sandbox.portal_url(), "--rate", "1000/1s"])
-            .args(["--report", report, "--quiet"])
-            .env("LSQ_ACCESS_KEY", &config.access_key)
-            .env("LSQ_SECRET_KEY", &config.secret_key)
-            .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+        let mut cmd = support::run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
+        cmd.args(["--report", report, "--quiet"]);
         cmd
     };
     let out = run(&mut command(&input, "first.csv"));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use smtp_server::{SmtpBehaviour, SmtpServer};
-use support::{lead_ids, lsq, read_report, run, write};
+use support::{lead_ids, read_report, run, write};
 
 async fn fast_sandbox() -> Sandbox {
     Sandbox::start(SandboxConfig {
@@ -48,14 +48,8 @@ fn email_command_with(
     dir: &Path,
     input: &Path,
 ) -> std::process::Command {
-    let config = sandbox.config();
-    let mut cmd = lsq(dir);
-    cmd.arg("run")
-        .arg(input)
-        .args(["--host", &sandbox.base_url()])
-        .args(["--portal-id", &config.portal_ids[0]])
-        .args(["--portal-url", &sandbox.portal_url()])
-        .args(["--rate", "1000/1s", "--report", "report.csv", "--quiet"])
+    let mut cmd = support::run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet"])
         .arg("--email")
         .arg("--templates")
         .arg(templates)
@@ -64,10 +58,7 @@ fn email_command_with(
             smtp_url,
             "--from",
             "Acme <invites@acme.example>",
-        ])
-        .env("LSQ_ACCESS_KEY", &config.access_key)
-        .env("LSQ_SECRET_KEY", &config.secret_key)
-        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+        ]);
     cmd
 }
 

@@ -30,18 +30,8 @@ fn command_with_page(
     input: &std::path::Path,
     page: &str,
 ) -> std::process::Command {
-    let config = sandbox.config();
-    let mut cmd = lsq(dir);
-    cmd.arg("run")
-        .arg(input)
-        .args(["--host", &sandbox.base_url()])
-        .args(["--portal-id", &config.portal_ids[0]])
-        .args(["--portal-url", page])
-        .args(["--rate", &config.budget.to_string()])
-        .args(["--report", "report.csv", "--summary-json", "summary.json"])
-        .env("LSQ_ACCESS_KEY", &config.access_key)
-        .env("LSQ_SECRET_KEY", &config.secret_key)
-        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    let mut cmd = support::run_on_sandbox(sandbox, dir, input, page);
+    cmd.args(["--report", "report.csv", "--summary-json", "summary.json"]);
     cmd
 }
 

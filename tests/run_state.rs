@@ -39,25 +39,9 @@ fn state_path(dir: &Path) -> PathBuf {
 }
 
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
-    let config = sandbox.config();
-    let mut cmd = lsq(dir);
-    cmd.arg("run")
-        .arg(input)
-        .args(["--host", &sandbox.base_url()])
-        .args(["--portal-id", &config.portal_ids[0]])
-        .args(["--portal-url", &sandbox.portal_url()])
-        .args([
-            "--rate",
-            &config.budget.to_string(),
-            "--report",
-            "report.csv",
-            "--quiet",
-        ])
-        .arg("--state")
-        .arg(state_path(dir))
-        .env("LSQ_ACCESS_KEY", &config.access_key)
-        .env("LSQ_SECRET_KEY", &config.secret_key)
-        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    let mut cmd = support::run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet", "--state"])
+        .arg(state_path(dir));
     cmd
 }
 

@@ -67,3 +67,26 @@ pub fn run(cmd: &mut Command) -> Output {
     );
     output
 }
+
+/// `lsq-dispatch run INPUT` pointed at a running sandbox: its host, first
+/// portal, the given portal page, its budget and its credentials. Callers add
+/// the report and anything else.
+pub fn run_on_sandbox(
+    sandbox: &lsq_dispatch::sandbox::Sandbox,
+    dir: &Path,
+    input: &Path,
+    page: &str,
+) -> Command {
+    let config = sandbox.config();
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(input)
+        .args(["--host", &sandbox.base_url()])
+        .args(["--portal-id", &config.portal_ids[0]])
+        .args(["--portal-url", page])
+        .args(["--rate", &config.budget.to_string()])
+        .env("LSQ_ACCESS_KEY", &config.access_key)
+        .env("LSQ_SECRET_KEY", &config.secret_key)
+        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    cmd
+}
