@@ -68,11 +68,12 @@ impl Progress {
         }
     }
 
-    /// Prints a line without breaking the bar.
+    /// Prints a line without breaking the bar; nothing with `--quiet`.
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None if self.log_lines => eprintln!("{line}"),
+            None => {}
         }
     }
 
