@@ -126,6 +126,9 @@ pub struct Settings {
     pub campaign: String,
     /// Campaign state file.
     pub state: PathBuf,
+    /// The state file is this run's alone (a sandbox run given no `--state`)
+    /// and is removed when the run ends.
+    pub scratch_state: bool,
     /// Send again to leads in doubt.
     pub resend_in_doubt: bool,
     /// Send every lead again.
@@ -400,11 +403,17 @@ impl Settings {
             public_auth_key: env_secret("LSQ_PUBLIC_AUTH_KEY").or(file.public_auth_key),
             quiet: args.quiet,
             campaign,
-            state: args
-                .state
-                .clone()
-                .or(file.state)
-                .unwrap_or_else(crate::state::StateStore::default_path),
+            scratch_state: args.sandbox && args.state.is_none() && file.state.is_none(),
+            state: match args.state.clone().or(file.state) {
+                Some(path) => path,
+                // A sandbox's keys die with it: its runs keep their state
+                // apart, for this run only, and never touch a real campaign.
+                None if args.sandbox => std::env::temp_dir().join(format!(
+                    "lsq-dispatch-sandbox-{}.sqlite",
+                    std::process::id()
+                )),
+                None => crate::state::StateStore::default_path(),
+            },
             resend_in_doubt: args.resend_in_doubt,
             resend: args.resend,
             preview: args.preview.unwrap_or(0),

@@ -156,6 +156,21 @@ struct Job {
     gate: Mutex<Gate>,
 }
 
+impl Drop for Job {
+    /// A sandbox run's own state file (see `Settings::scratch_state`) goes
+    /// with the run, however it ended.
+    fn drop(&mut self) {
+        let settings = &self.settings;
+        if settings.scratch_state {
+            for suffix in ["", "-wal", "-shm", ".lock"] {
+                let mut path = settings.state.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
 /// A stored link is used again only while it has at least this long to live,
 /// so the lead has time to open it.
 const REUSE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
