@@ -762,13 +762,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let mut progress = Progress::new(rows_estimate, quiet);
     let stop = stop_on_signal();
 
-    let mut stopped = stop.clone();
-    let stopped = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
     let mut outcomes = if job.settings.dry_run {
-        planned(reader, Arc::clone(&job), stopped)
+        planned(reader, Arc::clone(&job), stop.clone())
     } else {
+        let mut stopped = stop.clone();
+        let stopped = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
         staged(reader, Arc::clone(&job), stopped)
     };
 
@@ -904,23 +904,28 @@ fn staged(
 fn planned(
     reader: LeadReader,
     job: Arc<Job>,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: watch::Receiver<bool>,
 ) -> futures::stream::BoxStream<'static, anyhow::Result<Finished>> {
     let mut taken = 0u32;
-    stream::iter(reader)
-        .take_until(stopped)
+    read_in_background(reader)
         .then(move |item| {
             let job = Arc::clone(&job);
             taken = taken.wrapping_add(1);
-            let pause = taken % 1024 == 0;
+            // Every 1024 rows: let the signal handler run, then see whether
+            // it asked to stop (checking each row would cost more than the row).
+            let check = (taken % 1024 == 0).then(|| stop.clone());
             async move {
-                if pause {
-                    // Lets the signal handler run, so Ctrl-C still stops a long plan.
+                if let Some(stop) = check {
                     tokio::task::yield_now().await;
+                    if *stop.borrow() {
+                        return None;
+                    }
                 }
-                job.finish(job.process(item?).await?).await
+                Some(async { job.finish(job.process(item?).await?).await }.await)
             }
         })
+        .take_while(|outcome| futures::future::ready(outcome.is_some()))
+        .filter_map(futures::future::ready)
         .boxed()
 }
 

@@ -113,7 +113,7 @@ pub fn estimate_rows(path: &std::path::Path) -> u64 {
         if n == 0 {
             break;
         }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
         last = buf[n - 1];
     }
     if last != b'\n' {
