@@ -226,7 +226,7 @@ impl Job {
             }
             RowKind::Valid => {}
         }
-        let Some(portal_id) = row.portal_id.clone() else {
+        let Some(portal_id) = row.portal_id.as_deref() else {
             record.error =
                 "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column"
                     .into();
@@ -250,7 +250,7 @@ impl Job {
         let key = LeadKey {
             campaign: &self.settings.campaign,
             lead_id: &row.lead_id,
-            portal_id: &portal_id,
+            portal_id,
         };
         match self.resume(&key)? {
             Resume::Report(status, message_id, error) => {
@@ -276,7 +276,7 @@ impl Job {
         };
         // Boxed: the call's state is large, and unboxed it would be copied
         // into every row's future, dry runs included.
-        let done = Box::pin(self.generate(caller, &row.lead_id, &portal_id)).await;
+        let done = Box::pin(self.generate(caller, &row.lead_id, portal_id)).await;
         record.attempts = done.attempts;
         match done.result {
             Ok(generated) if !same_lead(&generated, &row.lead_id) => {
@@ -294,7 +294,7 @@ impl Job {
                 let ids = self
                     .settings
                     .link_ids
-                    .then_some((row.lead_id.as_str(), portal_id.as_str()));
+                    .then_some((row.lead_id.as_str(), portal_id));
                 let expires_at = Utc::now() + KEY_LIFETIME;
                 let link = crate::link::login_link(portal_url, &generated.auth_key, ids);
                 self.store().mark_linked(
@@ -777,7 +777,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         (!job.settings.dry_run).then(|| FailedRows::new(&failed_path, &job.headers));
     let mut plan = job.settings.dry_run.then(Plan::new);
     let mut fatal = None;
-    let mut paused_shown = false;
+    // A dry run makes no call, so there is no 429 to tell of.
+    let mut paused_shown = job.settings.dry_run;
     while let Some(outcome) = outcomes.next().await {
         let Finished { record, fields } = match outcome {
             Ok(finished) => finished,
@@ -803,7 +804,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
             failed.write(&fields)?;
         }
         progress.inc();
-        if limiter.rate_limited() > 0 && !paused_shown {
+        if !paused_shown && limiter.rate_limited() > 0 {
             paused_shown = true;
             progress
                 .println("the API answered 429 (rate limited): every call paused, then resumed");
