@@ -1,18 +1,25 @@
-//! The batch job: rows stream from the CSV through a bounded pool of calls to
-//! outcomes; ONE consumer owns the report, the summary and the progress.
+//! The batch job: rows stream from the CSV through a bounded pool of calls,
+//! then through the email stage, to ONE consumer that owns the report, the
+//! summary, `failed.csv`, the plan and the progress. The campaign state decides
+//! per lead what is left to do, and records each step.
 //!
 //! ```text
-//! CSV ─▶ rows ─▶ limiter ─▶ Generate (retry) ─▶ link ─▶ report
-//!         └─ invalid / duplicate ─────────────────────────▲
+//! CSV ─▶ rows ─▶ state ─▶ limiter ─▶ Generate (retry) ─▶ link ─▶ [email] ─▶ report
+//!         └─ invalid / duplicate / already done ───────────────────────────▲
 //! ```
+//!
+//! A dry run takes the same path without the network: rows go one after
+//! another, with nothing to wait for.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
+use lettre::message::Mailbox;
+use lettre::Address;
 use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::api::{
@@ -28,9 +35,6 @@ use crate::report::{FailedRows, Record, ReportWriter, Status, Summary};
 use crate::retry::{Attempted, Caller};
 use crate::secret::Secret;
 use crate::state::{LeadKey, LeadState, StateError, StateStore};
-use chrono::DateTime;
-use lettre::message::Mailbox;
-use lettre::Address;
 
 /// How a finished (or interrupted) run ended.
 #[derive(Debug)]
@@ -49,13 +53,15 @@ impl RunOutcome {
     /// The exit code DESIGN.md promises: 130 interrupted, 3 when a row failed,
     /// was invalid or is in doubt, else 0.
     pub fn exit_code(&self) -> u8 {
-        let count = |s: Status| self.summary.counts.get(&s).copied().unwrap_or(0);
-        if self.interrupted {
-            130
-        } else if count(Status::Failed) + count(Status::Invalid) + count(Status::InDoubt) > 0 {
-            3
-        } else {
-            0
+        let attention = self
+            .summary
+            .counts
+            .iter()
+            .any(|(status, n)| status.needs_attention() && *n > 0);
+        match (self.interrupted, attention) {
+            (true, _) => 130,
+            (false, true) => 3,
+            (false, false) => 0,
         }
     }
 }
