@@ -610,16 +610,13 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
     )?;
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
-        Some(email) => Some(
-            prepare_mail(
-                email,
-                &headers,
-                settings.sandbox,
-                settings.dry_run,
-                settings.preview,
-            )
-            .await?,
-        ),
+        Some(email) => Some(prepare_mail(
+            email,
+            &headers,
+            settings.sandbox,
+            settings.dry_run,
+            settings.preview,
+        )?),
         None => None,
     };
     let state = if settings.dry_run && !settings.state.exists() {
@@ -657,7 +654,7 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
     })
 }
 
-async fn prepare_mail(
+fn prepare_mail(
     email: &EmailSettings,
     headers: &[String],
     sandbox: bool,
