@@ -194,8 +194,8 @@ enum Resume {
 impl Job {
     /// The link stage: one row to a report record (or to its email step), or
     /// `Err` for a run-level fault.
-    async fn process(&self, row: InputRow) -> anyhow::Result<Step> {
-        let (record, to) = self.link(&row).await?;
+    async fn process(&self, mut row: InputRow) -> anyhow::Result<Step> {
+        let (record, to) = self.link(&mut row).await?;
         Ok(match to {
             Some(to) if record.status == Status::Linked => Step::Email { record, row, to },
             _ => Step::Done(Finished {
@@ -207,11 +207,14 @@ impl Job {
 
     /// Decides and does one row's link: its record, and the address to email
     /// next when the row is linked in an email run.
-    async fn link(&self, row: &InputRow) -> anyhow::Result<(Record, Option<Address>)> {
+    /// The row's ids move into the record (a million-row plan notices every
+    /// copy); the row keeps its cells for the email and `failed.csv`.
+    async fn link(&self, row: &mut InputRow) -> anyhow::Result<(Record, Option<Address>)> {
+        let has_portal = row.portal_id.is_some();
         let mut record = Record {
             row: row.line,
-            lead_id: row.lead_id.clone(),
-            portal_id: row.portal_id.clone().unwrap_or_default(),
+            lead_id: std::mem::take(&mut row.lead_id),
+            portal_id: row.portal_id.take().unwrap_or_default(),
             status: Status::Invalid,
             portal_url: String::new(),
             expires_at: None,
@@ -232,7 +235,7 @@ impl Job {
             }
             RowKind::Valid => {}
         }
-        let Some(portal_id) = row.portal_id.as_deref() else {
+        if !has_portal {
             record.error =
                 "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column"
                     .into();
@@ -255,8 +258,8 @@ impl Job {
         };
         let key = LeadKey {
             campaign: &self.settings.campaign,
-            lead_id: &row.lead_id,
-            portal_id,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
         };
         match self.resume(&key)? {
             Resume::Report(status, message_id, error) => {
@@ -282,10 +285,10 @@ impl Job {
         };
         // Boxed: the call's state is large, and unboxed it would be copied
         // into every row's future, dry runs included.
-        let done = Box::pin(self.generate(caller, &row.lead_id, portal_id)).await;
+        let done = Box::pin(self.generate(caller, key.lead_id, key.portal_id)).await;
         record.attempts = done.attempts;
         match done.result {
-            Ok(generated) if !same_lead(&generated, &row.lead_id) => {
+            Ok(generated) if !same_lead(&generated, key.lead_id) => {
                 record.status = Status::Failed;
                 record.error = format!("the API answered for another lead ({})", generated.lead_id);
                 self.store()
@@ -300,7 +303,7 @@ impl Job {
                 let ids = self
                     .settings
                     .link_ids
-                    .then_some((row.lead_id.as_str(), portal_id));
+                    .then_some((key.lead_id, key.portal_id));
                 let expires_at = Utc::now() + KEY_LIFETIME;
                 let link = crate::link::login_link(portal_url, &generated.auth_key, ids);
                 self.store().mark_linked(
@@ -960,11 +963,11 @@ pub async fn send_test(settings: Settings) -> anyhow::Result<String> {
         .and_then(|e| e.test_address.clone())
         .context("--test-email needs an address")?;
     for item in reader {
-        let row = item?;
+        let mut row = item?;
         if row.kind != RowKind::Valid || row.portal_id.is_none() {
             continue;
         }
-        let (record, _) = job.link(&row).await?;
+        let (record, _) = job.link(&mut row).await?;
         if record.status != Status::Linked {
             // An invalid address, a failed key, a lead already done: try the next row.
             continue;
