@@ -100,24 +100,50 @@ impl Progress {
     }
 }
 
-/// Counts the data lines of a file cheaply, for the progress total.
+/// About how many data rows a file holds, for the progress total and for
+/// sizing the de-duplication set: exact for a small file; for a large one,
+/// its size over the line length of its first 256 KiB, so that a million-row
+/// file is not read twice.
 pub fn estimate_rows(path: &std::path::Path) -> u64 {
     use std::io::Read;
-    let Ok(mut file) = std::fs::File::open(path) else {
+    const SAMPLE: usize = 256 * 1024;
+    let Ok(file) = std::fs::File::open(path) else {
         return 0;
     };
-    let mut buf = vec![0u8; 1 << 16];
-    let mut lines = 0u64;
-    let mut last = b'\n';
-    while let Ok(n) = file.read(&mut buf) {
-        if n == 0 {
-            break;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut sample = Vec::with_capacity(SAMPLE);
+    if file.take(SAMPLE as u64).read_to_end(&mut sample).is_err() || sample.is_empty() {
+        return 0;
+    }
+    let mut lines = memchr::memchr_iter(b'\n', &sample).count() as u64;
+    if size <= sample.len() as u64 {
+        if sample.last() != Some(&b'\n') {
+            lines += 1;
         }
-        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-        last = buf[n - 1];
+        return lines.saturating_sub(1);
     }
-    if last != b'\n' {
-        lines += 1;
+    let bytes_per_line = sample.len() as f64 / lines.max(1) as f64;
+    ((size as f64 / bytes_per_line) as u64).saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_are_counted_exactly_and_large_ones_estimated() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.csv");
+        std::fs::write(&small, "LeadId\na\nb\nc").unwrap();
+        assert_eq!(estimate_rows(&small), 3);
+        let large = dir.path().join("large.csv");
+        let mut text = String::from("LeadId\n");
+        for i in 0..100_000 {
+            text.push_str(&format!("{i:036}\n"));
+        }
+        std::fs::write(&large, text).unwrap();
+        let estimate = estimate_rows(&large);
+        assert!((99_000..=101_000).contains(&estimate), "{estimate}");
+        assert_eq!(estimate_rows(&dir.path().join("missing.csv")), 0);
     }
-    lines.saturating_sub(1)
 }
