@@ -27,6 +27,9 @@ pub struct InputOptions {
     /// About how many rows to expect: the de-duplication set is sized for
     /// them up front, so a large file never holds two copies while it grows.
     pub expected_rows: usize,
+    /// Keep every row's cells in [`InputRow::fields`] (for email templates and
+    /// `failed.csv`); without, `fields` is empty.
+    pub keep_cells: bool,
 }
 
 impl Default for InputOptions {
@@ -36,6 +39,7 @@ impl Default for InputOptions {
             portal_column: "PortalId".to_owned(),
             default_portal: None,
             expected_rows: 0,
+            keep_cells: true,
         }
     }
 }
@@ -255,6 +259,7 @@ pub struct LeadReader {
     seen: HashMap<([u8; 16], u32), u32, GuidHashBuilder>,
     /// Every portal seen, numbered; "no portal" is the nil GUID.
     portals: HashMap<u128, u32>,
+    keep_cells: bool,
     record: csv::ByteRecord,
     lines: Arc<Mutex<LineIndex>>,
     done: bool,
@@ -346,6 +351,7 @@ impl LeadReader {
             default_portal,
             seen: HashMap::with_capacity_and_hasher(opts.expected_rows, GuidHashBuilder::new()),
             portals: HashMap::new(),
+            keep_cells: opts.keep_cells,
             record: csv::ByteRecord::new(),
             lines,
             done: false,
@@ -382,23 +388,16 @@ impl LeadReader {
 
     fn classify(&mut self) -> InputRow {
         let line = self.record_line();
-        let mut utf8_bad = None;
-        let fields: Vec<String> = self
-            .record
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| match std::str::from_utf8(cell) {
-                Ok(s) => s.trim().to_owned(),
-                Err(_) => {
-                    utf8_bad.get_or_insert(i);
-                    String::from_utf8_lossy(cell).trim().to_owned()
-                }
-            })
-            .collect();
-        let cell = |idx: usize| fields.get(idx).map_or("", String::as_str);
-        let lead_raw = cell(self.lead_idx);
+        let record = &self.record;
+        let utf8_bad = record.iter().position(|c| std::str::from_utf8(c).is_err());
+        let text = |idx: Option<usize>| {
+            idx.and_then(|i| record.get(i))
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        };
+        let (lead_cell, portal_cell) = (text(Some(self.lead_idx)), text(self.portal_idx));
+        let (lead_raw, portal_raw) = (lead_cell.trim(), portal_cell.trim());
         let lead = parse_guid(lead_raw);
-        let portal_raw = self.portal_idx.map_or("", cell);
         // The portal's text is built once per row, below; here only its value.
         let portal: Result<Option<u128>, ()> = if portal_raw.is_empty() {
             Ok(self.default_portal.as_ref().map(|(_, u)| *u))
@@ -418,11 +417,12 @@ impl LeadReader {
 
         // Ragged rows come first: once cells are shifted, any other verdict
         // would be about the wrong column.
-        let kind = if fields.len() != self.headers.len() {
+        let cells = record.len();
+        let kind = if cells != self.headers.len() {
             RowKind::Invalid(format!(
                 "row has {} cell{}, header has {}",
-                fields.len(),
-                if fields.len() == 1 { "" } else { "s" },
+                cells,
+                if cells == 1 { "" } else { "s" },
                 self.headers.len()
             ))
         } else if let Some(i) = utf8_bad {
@@ -460,6 +460,16 @@ impl LeadReader {
                     first_line: u64::from(*first.get()),
                 },
             }
+        };
+        // A plan without email needs only the ids: skipping the cells saves a
+        // string per cell on every row.
+        let fields = if self.keep_cells {
+            record
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).trim().to_owned())
+                .collect()
+        } else {
+            Vec::new()
         };
         InputRow {
             line,

@@ -608,6 +608,7 @@ async fn prepare(mut settings: Settings) -> anyhow::Result<Prepared> {
             lead_column: settings.lead_column.clone(),
             default_portal: settings.portal_id.clone(),
             expected_rows: usize::try_from(rows_estimate).unwrap_or(0),
+            keep_cells: !settings.dry_run || settings.email.is_some(),
             ..InputOptions::default()
         },
     )?;
