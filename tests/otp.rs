@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use lsq_dispatch::sandbox::{
     Sandbox, SandboxConfig, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
 };
-use support::{lsq, run};
+use support::{login, lsq, run};
 
 const ACCESS: &str = "AKplantA$+/=&1";
 const SECRET: &str = "SKplantS&=+/$2";
@@ -84,15 +84,6 @@ fn line_value(text: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name:?} line in:\n{text}"))
         .trim()
         .to_owned()
-}
-
-async fn login(url: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::get(url).await.unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

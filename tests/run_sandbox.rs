@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lsq_dispatch::limiter::Rate;
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, lsq, read_report, run, write};
+use support::{lead_ids, login, lsq, read_report, run, write};
 
 fn fast_config() -> SandboxConfig {
     SandboxConfig {
@@ -33,15 +33,6 @@ fn command_with_page(
     let mut cmd = support::run_on_sandbox(sandbox, dir, input, page);
     cmd.args(["--report", "report.csv", "--summary-json", "summary.json"]);
     cmd
-}
-
-async fn login(url: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::get(url).await.unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

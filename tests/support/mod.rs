@@ -90,3 +90,14 @@ pub fn run_on_sandbox(
         .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
     cmd
 }
+
+/// Opens a login link at the sandbox portal page: its status and the JSON
+/// naming the lead it logs in (null when refused).
+pub async fn login(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
