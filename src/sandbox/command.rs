@@ -23,7 +23,7 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 0)]
     pub port: u16,
 
-    /// A portal GUID the sandbox knows (repeatable; default: the built-in one).
+    /// A portal GUID the sandbox knows (repeatable; default: the two built-in ones).
     #[arg(long = "portal-id", value_name = "GUID")]
     pub portal_ids: Vec<String>,
 
