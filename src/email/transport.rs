@@ -8,7 +8,6 @@
 //! login links and the login carries the SMTP password.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -133,7 +132,7 @@ impl Transport {
         let (tls, default_port) = match url.scheme() {
             "smtps" => (Tls::Wrapper(tls_parameters(&host)?), 465),
             "smtp" if require_tls => (Tls::Required(tls_parameters(&host)?), 587),
-            "smtp" if is_loopback(url.host()) => (Tls::None, 25),
+            "smtp" if url.host_str().is_some_and(crate::config::is_loopback) => (Tls::None, 25),
             "smtp" => {
                 let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
                 bail!(
@@ -376,20 +375,6 @@ fn backoff(attempt: u32) -> Duration {
 fn tls_parameters(host: &str) -> anyhow::Result<TlsParameters> {
     TlsParameters::new(host.to_owned())
         .map_err(|e| anyhow!("cannot set up TLS for the SMTP server {host}: {e}"))
-}
-
-fn is_loopback(host: Option<Host<&str>>) -> bool {
-    match host {
-        // `url` leaves an IPv4 address in a non-special scheme such as smtp://
-        // as a domain, so it is parsed here.
-        Some(Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost")
-                || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
 }
 
 fn decode(s: &str, what: &str, shown: &str) -> anyhow::Result<String> {
