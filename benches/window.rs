@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use lsq_dispatch::cli::RunArgs;
 use lsq_dispatch::config::Settings;
 use lsq_dispatch::limiter::Rate;
-use lsq_dispatch::pipeline;
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
 #[path = "../tests/smtp_server/mod.rs"]
@@ -95,9 +94,11 @@ async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u6
         max_attempts: Some(10),
         ..RunArgs::default()
     };
-    let settings = Settings::resolve(&args).expect("settings");
+    let settings = Settings::resolve(&args).await.expect("settings");
     let started = Instant::now();
-    let outcome = pipeline::run(settings).await.expect("the run finishes");
+    let outcome = lsq_dispatch::run::run(settings)
+        .await
+        .expect("the run finishes");
     let wall = started.elapsed().as_secs_f64();
     let stats = sandbox.stats();
     sandbox.shutdown().await;

@@ -39,10 +39,7 @@ pub enum Command {
 /// LSQ_TENANT_AUTH_KEY, LSQ_SMTP_USER, LSQ_SMTP_PASSWORD) or the config file,
 /// never from a flag.
 #[derive(Debug, Clone, Default, Args)]
-#[command(
-    after_help = "Exit codes: 0 every row succeeded; 3 finished with failed, invalid or in-doubt rows; \
-1 aborted (the report keeps what was done); 2 usage error; 130 interrupted."
-)]
+#[command(after_help = crate::exit::HELP)]
 pub struct RunArgs {
     /// The input CSV: a header row with a LeadId column (optional PortalId, Email, FirstName, …).
     #[arg(value_name = "LEADS.csv")]

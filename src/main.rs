@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
-use lsq_dispatch::config::{Settings, UsageError};
-use lsq_dispatch::state::{self, StateError};
-use lsq_dispatch::{otp, pipeline, sandbox};
+use lsq_dispatch::config::Settings;
+use lsq_dispatch::exit::Exit;
+use lsq_dispatch::{otp, run, sandbox, state};
 
 /// mimalloc frees memory made on another thread cheaply: rows are parsed on
 /// the reader thread and dropped on the runtime's.
@@ -24,35 +24,22 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli)));
-    exit_code(result)
-}
-
-/// One line per subcommand: settings, then the job; each returns its exit code.
-async fn run(cli: Cli) -> anyhow::Result<u8> {
-    match cli.command {
-        Command::Run(args) => pipeline::execute(Settings::resolve(&args)?).await,
-        Command::Status(args) => state::execute(&args),
-        Command::Otp(command) => otp::execute(command).await,
-        Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| 0),
+        .and_then(|runtime| runtime.block_on(execute(cli)));
+    match result {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            Exit::of_error(&error).into()
+        }
     }
 }
 
-/// 2 for usage errors, 4 when another run holds the state file, 1 for every
-/// other fault (the run was aborted).
-fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            let locked = error
-                .chain()
-                .any(|e| matches!(e.downcast_ref(), Some(StateError::Locked { .. })));
-            ExitCode::from(match () {
-                _ if error.is::<UsageError>() => 2,
-                _ if locked => 4,
-                _ => 1,
-            })
-        }
+/// One line per subcommand: settings, then the job; each says how it ended.
+async fn execute(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Run(args) => run::execute(Settings::resolve(&args).await?).await,
+        Command::Status(args) => state::execute(&args).map(|_| Exit::Success),
+        Command::Otp(command) => otp::execute(command).await,
+        Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),
     }
 }

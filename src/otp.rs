@@ -22,7 +22,8 @@ use serde::Serialize;
 use url::Url;
 
 use crate::api::{ApiClient, ApiError, ApiSettings, OtpHeaders, KEY_LIFETIME};
-use crate::config::{env_secret, parse_host, UsageError};
+use crate::config::{parse_host, portal_id_setting, Credentials, UsageError};
+use crate::exit::Exit;
 use crate::limiter::{Limiter, LimiterSettings, Rate};
 use crate::retry::{with_retry, RetryPolicy};
 use crate::secret::Secret;
@@ -140,7 +141,7 @@ pub struct SigninArgs {
 }
 
 /// Runs an `otp` subcommand and returns its exit code.
-pub async fn execute(command: OtpCommand) -> anyhow::Result<u8> {
+pub async fn execute(command: OtpCommand) -> anyhow::Result<Exit> {
     match command {
         OtpCommand::Request(args) => request(*args).await,
         OtpCommand::Signin(args) => signin(*args).await,
@@ -168,7 +169,7 @@ struct SigninOutput<'a> {
     login_link: Option<&'a str>,
 }
 
-async fn request(args: RequestArgs) -> anyhow::Result<u8> {
+async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
     let phone = required("--phone", &args.phone)?;
     let field = required("--field", &args.field)?;
     let mut otp = Otp::connect(&args.connection)?;
@@ -216,7 +217,7 @@ async fn request(args: RequestArgs) -> anyhow::Result<u8> {
             next,
         };
         println!("{}", serde_json::to_string(&output)?);
-        return Ok(0);
+        return Ok(Exit::Success);
     }
     let said = sent.message.as_deref().unwrap_or("OTP sent");
     println!("OTP requested for {field} {phone} ({said}).");
@@ -230,10 +231,10 @@ async fn request(args: RequestArgs) -> anyhow::Result<u8> {
         println!("with the same register token (--register-token or LSQ_REGISTER_TOKEN).");
     }
     println!("The code works once; if it has expired, run `otp request` again.");
-    Ok(0)
+    Ok(Exit::Success)
 }
 
-async fn signin(args: SigninArgs) -> anyhow::Result<u8> {
+async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
     let phone = required("--phone", &args.phone)?;
     let code = match (&args.code, &args.code_file) {
         (_, Some(path)) => read_code(path)?,
@@ -291,7 +292,7 @@ async fn signin(args: SigninArgs) -> anyhow::Result<u8> {
             login_link: link.as_deref(),
         };
         println!("{}", serde_json::to_string(&output)?);
-        return Ok(0);
+        return Ok(Exit::Success);
     }
     println!("Signed in lead {}.", signed.lead_id);
     println!("Key expires at {expires_at} (4 h from now).");
@@ -299,7 +300,7 @@ async fn signin(args: SigninArgs) -> anyhow::Result<u8> {
         Some(link) => println!("Login link: {link}"),
         None => println!("No login link: pass --portal-url (or set LSQ_PORTAL_URL) to get one."),
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 /// The pieces both steps use: client, limiter, headers, and the credentials
@@ -341,10 +342,7 @@ impl Otp {
             .portal_id
             .as_deref()
             .filter(|p| !p.trim().is_empty())
-            .map(|p| {
-                crate::input::normalize_guid(p)
-                    .ok_or_else(|| UsageError(format!("--portal-id {p:?} is not a GUID")))
-            })
+            .map(portal_id_setting)
             .transpose()?;
         let register_token = c
             .register_token
@@ -360,9 +358,12 @@ impl Otp {
                     })
             })
             .transpose()?;
-        let public_key = env_secret("LSQ_PUBLIC_AUTH_KEY");
-        let access_key = env_secret("LSQ_ACCESS_KEY");
-        let secret_key = env_secret("LSQ_SECRET_KEY");
+        let Credentials {
+            public_auth_key: public_key,
+            access_key,
+            secret_key,
+            ..
+        } = Credentials::load(None);
         if public_key.is_none() && (access_key.is_none() || secret_key.is_none()) {
             return Err(UsageError(
                 "missing credentials: set LSQ_PUBLIC_AUTH_KEY, or LSQ_ACCESS_KEY and \

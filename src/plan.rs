@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 
 use crate::api::KEY_LIFETIME;
 use crate::limiter::Rate;
-use crate::report::{Record, Status};
+use crate::report::{Record, RowError, Status};
 
 /// What the plan needs to know besides the rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,7 +44,7 @@ pub struct Plan {
     pub valid: u64,
     /// Rows that cannot be processed.
     pub invalid: u64,
-    /// Invalid rows per kind of reason (see [`reason_kind`]).
+    /// Invalid rows per kind of reason (see [`RowError::kind`]).
     pub invalid_by_reason: BTreeMap<String, u64>,
     /// Rows repeating an earlier lead and portal.
     pub duplicates: u64,
@@ -109,10 +109,11 @@ impl Plan {
             }
             Status::Invalid => {
                 self.invalid += 1;
-                *self
-                    .invalid_by_reason
-                    .entry(reason_kind(&record.error))
-                    .or_insert(0) += 1;
+                let kind = record
+                    .error
+                    .as_ref()
+                    .map_or_else(|| "no reason given".to_owned(), RowError::kind);
+                *self.invalid_by_reason.entry(kind).or_insert(0) += 1;
             }
             Status::Duplicate => self.duplicates += 1,
         }
@@ -273,51 +274,6 @@ pub fn window_bound(calls: u64, rate: Rate) -> Duration {
     Duration::new(secs, (nanos % 1_000_000_000) as u32)
 }
 
-/// Groups an invalid row's reason with others of its kind, so a million bad
-/// rows make a handful of counters: quoted values are dropped, digit runs
-/// become `N`, and anything after the first `:` (a parser's detail, which
-/// names the value again) is cut. `LeadId "LD-1" is not a GUID` becomes
-/// `LeadId is not a GUID`; `row has 3 cells, header has 4` becomes
-/// `row has N cells, header has N`.
-pub fn reason_kind(error: &str) -> String {
-    let mut kind = String::with_capacity(error.len());
-    let mut chars = error.chars();
-    let mut in_digits = false;
-    while let Some(c) = chars.next() {
-        let digit = c.is_ascii_digit();
-        match c {
-            // Values are quoted with Rust's `{:?}`, which escapes inner quotes.
-            '"' => {
-                while let Some(q) = chars.next() {
-                    match q {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            ':' => break,
-            _ if digit => {
-                if !in_digits {
-                    kind.push('N');
-                }
-            }
-            c => kind.push(c),
-        }
-        in_digits = digit;
-    }
-    let kind = kind.split_whitespace().collect::<Vec<_>>().join(" ");
-    // "row has 1 cell, …" is the same kind as "row has 3 cells, …".
-    let kind = kind.replace("N cell,", "N cells,");
-    if kind.is_empty() {
-        "no reason given".to_owned()
-    } else {
-        kind
-    }
-}
-
 /// `std::time::Duration` to chrono's, saturating for absurd lengths.
 fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
@@ -404,7 +360,7 @@ mod tests {
             attempts: 0,
             email: String::new(),
             message_id: String::new(),
-            error: error.into(),
+            error: (!error.is_empty()).then(|| RowError::Invalid(error.into())),
         }
     }
 
@@ -499,43 +455,6 @@ mod tests {
             window: Duration::from_secs(u64::MAX / 2),
         };
         assert_eq!(window_bound(u64::MAX, slow).as_secs(), u64::MAX);
-    }
-
-    #[test]
-    fn reason_kind_drops_values_and_numbers() {
-        let cases = [
-            ("LeadId \"LD-1\" is not a GUID", "LeadId is not a GUID"),
-            ("LeadId is empty", "LeadId is empty"),
-            ("PortalId \"x\" is not a GUID", "PortalId is not a GUID"),
-            (
-                "row has 3 cells, header has 4",
-                "row has N cells, header has N",
-            ),
-            (
-                "row has 1 cell, header has 3",
-                "row has N cells, header has N",
-            ),
-            (
-                "Email \"ann@\" is not a valid address: invalid email address \"ann@\": no domain",
-                "Email is not a valid address",
-            ),
-            (
-                "Email \"a:b\\\"c\" is not a valid address: missing @",
-                "Email is not a valid address",
-            ),
-            (
-                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column",
-                "no PortalId",
-            ),
-            (
-                "cell 12 (Notes) is not valid UTF-8; save the file as UTF-8",
-                "cell N (Notes) is not valid UTF-N; save the file as UTF-N",
-            ),
-            ("", "no reason given"),
-        ];
-        for (error, kind) in cases {
-            assert_eq!(reason_kind(error), kind, "{error}");
-        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use crate::report::{Record, Status};
+use crate::report::{Record, RowError, Status};
 use crate::secret::Secret;
 
 pub use file::{default_path_from, APPLICATION_ID};
@@ -232,14 +232,18 @@ impl LeadEntry {
     /// found outside a run is reported `in_doubt`, which is what it is.
     pub fn to_record(&self) -> Record {
         let (status, error) = match &self.state {
-            LeadState::Linked { .. } => (Status::Linked, String::new()),
-            LeadState::Sent { .. } => (Status::Sent, String::new()),
-            LeadState::Failed { reason } => (Status::Failed, reason.clone()),
+            LeadState::Linked { .. } => (Status::Linked, None),
+            LeadState::Sent { .. } => (Status::Sent, None),
+            LeadState::Failed { reason } => {
+                (Status::Failed, Some(RowError::Earlier(reason.clone())))
+            }
             LeadState::Sending { .. } | LeadState::InDoubt { .. } => (
                 Status::InDoubt,
-                "a run stopped while sending this email: it may or may not have \
-                 been delivered"
-                    .to_owned(),
+                Some(RowError::Earlier(
+                    "a run stopped while sending this email: it may or may not have \
+                     been delivered"
+                        .to_owned(),
+                )),
             ),
         };
         Record {

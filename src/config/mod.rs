@@ -1,0 +1,281 @@
+//! Settings: flags beat the environment, which beats the `--config` TOML file,
+//! which beats the defaults. Everything is resolved once, before any file is
+//! written or any call is made, into one immutable [`Settings`] whose [`Mode`]
+//! says what the run is; every complaint names the setting and is a
+//! [`UsageError`] (exit 2).
+
+mod credentials;
+mod file;
+pub(crate) mod resolve;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lettre::message::Mailbox;
+use url::Url;
+
+use crate::api::{ApiSettings, TenantKeySource};
+use crate::limiter::{LimiterSettings, Rate};
+use crate::plan::PlanSettings;
+use crate::retry::RetryPolicy;
+
+pub use credentials::{env_secret, is_loopback, parse_host, portal_id_setting, Credentials};
+pub use file::FileConfig;
+
+/// A setting is missing or malformed: a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into())
+}
+
+/// Default path of the tenant auth key endpoint (the built-in sandbox's; the
+/// public docs do not give LeadSquared's).
+pub const DEFAULT_TENANT_KEY_PATH: &str = "/api/Authentication/TenantAuthKey";
+
+/// Everything a run needs, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The input CSV.
+    pub input: PathBuf,
+    /// Default PortalId, normalised.
+    pub portal_id: Option<String>,
+    /// Budget and pacing.
+    pub limiter: LimiterSettings,
+    /// Report CSV path.
+    pub report: PathBuf,
+    /// Summary JSON path.
+    pub summary_json: Option<PathBuf>,
+    /// LeadId column name.
+    pub lead_column: String,
+    /// leadId and portalId in the link.
+    pub link_ids: bool,
+    /// Calls in flight at most.
+    pub concurrency: usize,
+    /// Retry policy of API calls.
+    pub retry: RetryPolicy,
+    /// Quiet output.
+    pub quiet: bool,
+    /// Campaign name.
+    pub campaign: String,
+    /// Campaign state file.
+    pub state: StatePath,
+    /// Send again to leads in doubt.
+    pub resend_in_doubt: bool,
+    /// Send every lead again.
+    pub resend: bool,
+    /// Email settings, when `--email` or `--test-email` is given.
+    pub email: Option<EmailSettings>,
+    /// What kind of run this is.
+    pub mode: Mode,
+}
+
+/// What kind of run: a plan with no network, or calls to an API.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `--dry-run`: no call, no state written.
+    DryRun(DryRun),
+    /// Calls LeadSquared's API, or the built-in sandbox's.
+    Live(Box<Connection>),
+}
+
+/// The settings only a dry run has.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// The portal page, when given: planned links use it.
+    pub portal_url: Option<Url>,
+    /// A tenant key is given (or the sandbox has one), so none is minted.
+    pub tenant_key_given: bool,
+    /// `--preview N`: messages to write for a person to read, and where.
+    pub preview: Option<(usize, PathBuf)>,
+    /// The local time the run should finish by.
+    pub send_before: Option<chrono::NaiveTime>,
+}
+
+/// Everything a run that calls the API needs, none of it optional.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Host, keys and timeouts.
+    pub api: ApiSettings,
+    /// Where the tenant key comes from.
+    pub tenant: TenantKeySource,
+    /// The portal page the links open.
+    pub portal_url: Url,
+    /// The in-process sandbox the run calls, kept alive as long as the settings.
+    pub sandbox: Option<SandboxHandle>,
+}
+
+/// The built-in sandbox a `--sandbox` run started; it stops when the last
+/// copy of the settings goes.
+#[derive(Clone)]
+pub struct SandboxHandle(pub Arc<crate::sandbox::Sandbox>);
+
+impl fmt::Debug for SandboxHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SandboxHandle({})", self.0.base_url())
+    }
+}
+
+/// How to email each lead its link.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// Folder with subject.txt, body.txt, optional body.html.
+    pub templates: PathBuf,
+    /// Sender.
+    pub from: Mailbox,
+    /// Recipient column.
+    pub column: String,
+    /// Where messages go.
+    pub delivery: Delivery,
+    /// Optional SMTP budget.
+    pub smtp_rate: Option<Rate>,
+    /// Messages in flight.
+    pub concurrency: usize,
+    /// Attempts per message for transient failures.
+    pub max_attempts: u32,
+    /// `--test-email`: the one recipient.
+    pub test_address: Option<lettre::Address>,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An SMTP server.
+    Smtp(crate::email::SmtpSettings),
+    /// `.eml` files in a folder.
+    Outbox(PathBuf),
+}
+
+/// The campaign state file, and whether it is this run's alone (a sandbox
+/// run given no `--state`), to be removed when the last copy of the settings
+/// goes: a sandbox's keys die with it.
+#[derive(Debug, Clone)]
+pub struct StatePath {
+    path: PathBuf,
+    _scratch: Option<Arc<ScratchFile>>,
+}
+
+impl StatePath {
+    /// A state file that outlives the run.
+    pub fn kept(path: PathBuf) -> StatePath {
+        StatePath {
+            path,
+            _scratch: None,
+        }
+    }
+
+    /// A state file removed (with its journal and lock) when the run ends.
+    fn scratch(path: PathBuf) -> StatePath {
+        StatePath {
+            _scratch: Some(Arc::new(ScratchFile(path.clone()))),
+            path,
+        }
+    }
+
+    /// Where the state file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[derive(Debug)]
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Settings {
+    /// True for `--dry-run`.
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self.mode, Mode::DryRun(_))
+    }
+
+    /// The API connection of a run that calls one.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.mode {
+            Mode::Live(connection) => Some(connection),
+            Mode::DryRun(_) => None,
+        }
+    }
+
+    /// `--test-email`'s address.
+    pub fn test_address(&self) -> Option<&lettre::Address> {
+        self.email.as_ref().and_then(|e| e.test_address.as_ref())
+    }
+
+    /// Messages a dry run previews.
+    pub fn preview(&self) -> usize {
+        match &self.mode {
+            Mode::DryRun(dry) => dry.preview.as_ref().map_or(0, |(n, _)| *n),
+            Mode::Live(_) => 0,
+        }
+    }
+
+    /// Where a dry run's previews go.
+    pub fn preview_outbox(&self) -> Option<&Path> {
+        match &self.mode {
+            Mode::DryRun(dry) => dry.preview.as_ref().map(|(_, dir)| dir.as_path()),
+            Mode::Live(_) => None,
+        }
+    }
+
+    /// What the plan needs besides the rows.
+    pub fn plan_settings(&self) -> PlanSettings {
+        let (tenant_key_given, send_before) = match &self.mode {
+            Mode::DryRun(dry) => (dry.tenant_key_given, dry.send_before),
+            Mode::Live(connection) => (connection.tenant.given.is_some(), None),
+        };
+        PlanSettings {
+            rate: self.limiter.rate,
+            tenant_key_given,
+            send_before,
+            emails: self.email.is_some(),
+        }
+    }
+
+    /// The portal page links open; a dry run given none plans with a stand-in.
+    fn page(&self) -> &Url {
+        match &self.mode {
+            Mode::Live(connection) => &connection.portal_url,
+            Mode::DryRun(dry) => dry.portal_url.as_ref().unwrap_or(&*STAND_IN_PAGE),
+        }
+    }
+
+    /// A lead's login link, built from the current portal page.
+    pub fn login_link(&self, auth_key: &str, lead_id: &str, portal_id: &str) -> String {
+        let ids = self.link_ids.then_some((lead_id, portal_id));
+        crate::link::login_link(self.page(), auth_key, ids).into()
+    }
+
+    /// The link a dry run puts in a planned message.
+    pub fn planned_link(&self) -> String {
+        crate::link::login_link(self.page(), "PLANNED-KEY", None).into()
+    }
+}
+
+/// The page a dry run's planned messages link to when no portal URL is given.
+static STAND_IN_PAGE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
+    Url::parse("https://portal.example.invalid/").expect("a valid URL")
+});
+
+/// `leads.csv` → `leads-report.csv` in the current directory.
+pub fn default_report_path(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "leads".into());
+    PathBuf::from(format!("{stem}-report.csv"))
+}
+
+#[cfg(test)]
+mod tests;

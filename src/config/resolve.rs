@@ -1,0 +1,405 @@
+//! Merging flags, environment, file and defaults into [`Settings`], once.
+//! A `--sandbox` run starts its sandbox here, so the settings it returns
+//! already point at it and nothing patches them later.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lettre::message::Mailbox;
+
+use super::{
+    portal_id_setting, usage, Connection, Credentials, Delivery, DryRun, EmailSettings, FileConfig,
+    Mode, SandboxHandle, Settings, StatePath, UsageError, DEFAULT_TENANT_KEY_PATH,
+};
+use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
+use crate::cli::RunArgs;
+use crate::limiter::{parse_duration, LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
+use crate::retry::RetryPolicy;
+use crate::secret::Secret;
+
+/// Sender of sandbox runs that name none.
+const SANDBOX_SENDER: &str = "lsq-dispatch sandbox <sandbox@lsq-dispatch.invalid>";
+/// Where `--preview` writes when no `--outbox` is given.
+const PREVIEW_OUTBOX: &str = "preview";
+/// Outbox of sandbox runs that name neither an SMTP server nor an outbox.
+const SANDBOX_OUTBOX: &str = "outbox";
+
+/// The flag's value, else the file's; blank counts as unset.
+pub(super) fn pick(flag: &Option<String>, file: &Option<String>) -> Option<String> {
+    flag.clone()
+        .or_else(|| file.clone())
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn duration_setting(
+    name: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, UsageError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v)
+            .filter(|d| !d.is_zero() || name == "--arrival-margin")
+            .ok_or_else(|| {
+                usage(format!(
+                    "{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m)"
+                ))
+            }),
+    }
+}
+
+/// A budget from its flag, else from the file (named in the message).
+fn rate_setting(
+    flag: Option<Rate>,
+    file: &Option<String>,
+    key: &str,
+    config: &Path,
+) -> Result<Option<Rate>, UsageError> {
+    match (flag, file) {
+        (Some(rate), _) => Ok(Some(rate)),
+        (None, Some(text)) => text
+            .parse::<Rate>()
+            .map(Some)
+            .map_err(|e| usage(format!("{key} in {}: {e}", config.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A count that must be at least 1.
+fn positive<T: PartialEq + From<u8>>(name: &str, value: T) -> Result<T, UsageError> {
+    if value == T::from(0) {
+        return Err(usage(format!("{name} must be at least 1")));
+    }
+    Ok(value)
+}
+
+impl Settings {
+    /// Merges flags (clap already folded in the environment for flags that
+    /// have a variable), the config file, secrets from the environment or the
+    /// file, and defaults; checks every value's form and that a live run has
+    /// everything it needs; starts the sandbox of a `--sandbox` run.
+    pub async fn resolve(args: &RunArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let config = args.config.clone().unwrap_or_default();
+        let rate = rate_setting(args.rate, &file.rate, "rate", &config)?.unwrap_or(Rate::DEFAULT);
+        let portal_id = pick(&args.portal_id, &file.portal_id)
+            .map(|p| portal_id_setting(&p))
+            .transpose()?;
+        let max_attempts = positive(
+            "--max-attempts",
+            args.max_attempts.or(file.max_attempts).unwrap_or(5),
+        )?;
+        let email = match args.email || file.email.unwrap_or(false) || args.test_email.is_some() {
+            true => Some(email_settings(args, &file, &config, max_attempts)?),
+            false => None,
+        };
+        let mode = if args.dry_run {
+            Mode::DryRun(dry_run(args, &file)?)
+        } else if args.sandbox {
+            Mode::Live(Box::new(
+                sandbox_connection(args, &file, rate, &portal_id).await?,
+            ))
+        } else {
+            Mode::Live(Box::new(live_connection(args, &file)?))
+        };
+        let portal_id = match (&portal_id, &mode) {
+            (None, Mode::Live(c)) => c
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.0.config().portal_ids.first().cloned()),
+            _ => portal_id,
+        };
+        Ok(Settings {
+            input: args.input.clone(),
+            portal_id,
+            limiter: limiter_settings(args, &file, rate)?,
+            report: args
+                .report
+                .clone()
+                .or(file.report.clone())
+                .unwrap_or_else(|| super::default_report_path(&args.input)),
+            summary_json: args.summary_json.clone().or(file.summary_json.clone()),
+            lead_column: pick(&args.lead_column, &file.lead_column)
+                .unwrap_or_else(|| "LeadId".into()),
+            link_ids: args.link_ids || file.link_ids.unwrap_or(false),
+            concurrency: positive(
+                "--concurrency",
+                args.concurrency
+                    .or(file.concurrency)
+                    .unwrap_or_else(|| (rate.calls as usize * 2).clamp(4, 256)),
+            )?,
+            retry: RetryPolicy {
+                max_attempts,
+                ..RetryPolicy::default()
+            },
+            quiet: args.quiet,
+            campaign: pick(&args.campaign, &file.campaign)
+                .unwrap_or_else(|| crate::state::default_campaign(&args.input)),
+            state: state_path(args, &file),
+            resend_in_doubt: args.resend_in_doubt,
+            resend: args.resend,
+            email,
+            mode,
+        })
+    }
+}
+
+fn limiter_settings(
+    args: &RunArgs,
+    file: &FileConfig,
+    rate: Rate,
+) -> Result<LimiterSettings, UsageError> {
+    let burst = positive("--burst", args.burst.or(file.burst).unwrap_or(rate.calls))?;
+    Ok(LimiterSettings {
+        rate,
+        arrival_margin: duration_setting(
+            "--arrival-margin",
+            pick(&args.arrival_margin, &file.arrival_margin).as_deref(),
+            DEFAULT_ARRIVAL_MARGIN,
+        )?,
+        burst: burst.min(rate.calls),
+    })
+}
+
+fn state_path(args: &RunArgs, file: &FileConfig) -> StatePath {
+    match args.state.clone().or(file.state.clone()) {
+        Some(path) => StatePath::kept(path),
+        // A sandbox's keys die with it: its runs keep their state apart, for
+        // this run only, and never touch a real campaign.
+        None if args.sandbox => StatePath::scratch(std::env::temp_dir().join(format!(
+            "lsq-dispatch-sandbox-{}.sqlite",
+            std::process::id()
+        ))),
+        None => StatePath::kept(crate::state::StateStore::default_path()),
+    }
+}
+
+fn dry_run(args: &RunArgs, file: &FileConfig) -> Result<DryRun, UsageError> {
+    let portal_url = pick(&args.portal_url, &file.portal_url)
+        .map(|u| portal_url_setting(&u))
+        .transpose()?;
+    let outbox = args.outbox.clone().or(file.outbox.clone());
+    Ok(DryRun {
+        portal_url,
+        tenant_key_given: args.sandbox || Credentials::load(Some(file)).tenant_auth_key.is_some(),
+        preview: args
+            .preview
+            .filter(|n| *n > 0)
+            .map(|n| (n, outbox.unwrap_or_else(|| PathBuf::from(PREVIEW_OUTBOX)))),
+        send_before: args
+            .send_before
+            .as_deref()
+            .map(|t| {
+                chrono::NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| {
+                    usage(format!(
+                        "--send-before {t:?}: use a 24-hour local time such as 06:30"
+                    ))
+                })
+            })
+            .transpose()?,
+    })
+}
+
+fn portal_url_setting(value: &str) -> Result<url::Url, UsageError> {
+    crate::link::parse_portal_url(value).map_err(|e| usage(format!("--portal-url: {e}")))
+}
+
+fn api_settings(
+    args: &RunArgs,
+    file: &FileConfig,
+    host: url::Url,
+    access_key: Secret,
+    secret_key: Secret,
+) -> Result<ApiSettings, UsageError> {
+    Ok(ApiSettings {
+        host,
+        access_key,
+        secret_key,
+        connect_timeout: duration_setting(
+            "connect_timeout",
+            file.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        timeout: duration_setting(
+            "--timeout",
+            pick(&args.timeout, &file.timeout).as_deref(),
+            Duration::from_secs(30),
+        )?,
+    })
+}
+
+fn tenant_source(args: &RunArgs, file: &FileConfig, given: Option<Secret>) -> TenantKeySource {
+    TenantKeySource {
+        given,
+        mint_path: pick(&args.tenant_key_path, &file.tenant_key_path)
+            .unwrap_or_else(|| DEFAULT_TENANT_KEY_PATH.into()),
+        mint_method: file
+            .tenant_key_method
+            .clone()
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase(),
+        lifetime: KEY_LIFETIME,
+    }
+}
+
+/// A run against LeadSquared: host, keys and portal page must all be given.
+fn live_connection(args: &RunArgs, file: &FileConfig) -> Result<Connection, UsageError> {
+    let host = pick(&args.host, &file.host)
+        .map(|h| super::parse_host(&h))
+        .transpose()?;
+    let portal_url = pick(&args.portal_url, &file.portal_url)
+        .map(|u| portal_url_setting(&u))
+        .transpose()?;
+    let credentials = Credentials::load(Some(file));
+    match (
+        host,
+        credentials.access_key,
+        credentials.secret_key,
+        portal_url,
+    ) {
+        (Some(host), Some(access_key), Some(secret_key), Some(portal_url)) => Ok(Connection {
+            api: api_settings(args, file, host, access_key, secret_key)?,
+            tenant: tenant_source(args, file, credentials.tenant_auth_key),
+            portal_url,
+            sandbox: None,
+        }),
+        (host, access_key, secret_key, portal_url) => {
+            let missing = [
+                (
+                    host.is_none(),
+                    "the API host (--host or LSQ_HOST, e.g. portalapi-in21.leadsquared.com)",
+                ),
+                (access_key.is_none(), "the access key (LSQ_ACCESS_KEY)"),
+                (secret_key.is_none(), "the secret key (LSQ_SECRET_KEY)"),
+                (
+                    portal_url.is_none(),
+                    "the portal page URL (--portal-url or LSQ_PORTAL_URL)",
+                ),
+            ];
+            let missing: Vec<_> = missing
+                .iter()
+                .filter(|(m, _)| *m)
+                .map(|(_, s)| *s)
+                .collect();
+            Err(usage(format!(
+                "missing settings: {}; or try --sandbox to run against the built-in simulator",
+                missing.join(", ")
+            )))
+        }
+    }
+}
+
+/// Starts the built-in sandbox in-process and points the run at it.
+async fn sandbox_connection(
+    args: &RunArgs,
+    file: &FileConfig,
+    rate: Rate,
+    portal_id: &Option<String>,
+) -> anyhow::Result<Connection> {
+    let mut config = crate::sandbox::SandboxConfig::from_env();
+    config.budget = rate;
+    if let Some(portal) = portal_id {
+        if !config.portal_ids.contains(portal) {
+            config.portal_ids.push(portal.clone());
+        }
+    }
+    let sandbox = crate::sandbox::Sandbox::start(config)
+        .await
+        .context("cannot start the built-in sandbox")?;
+    let config = sandbox.config().clone();
+    let host = super::parse_host(&sandbox.base_url())?;
+    let portal_url = url::Url::parse(&sandbox.portal_url())?;
+    eprintln!(
+        "SANDBOX RUN: no LeadSquared account is used; calls go to the built-in simulator at {} and links open its portal page",
+        sandbox.base_url()
+    );
+    Ok(Connection {
+        api: api_settings(
+            args,
+            file,
+            host,
+            Secret::new(config.access_key),
+            Secret::new(config.secret_key),
+        )?,
+        tenant: tenant_source(args, file, Some(Secret::new(config.tenant_auth_key))),
+        portal_url,
+        sandbox: Some(SandboxHandle(Arc::new(sandbox))),
+    })
+}
+
+fn email_settings(
+    args: &RunArgs,
+    file: &FileConfig,
+    config: &Path,
+    max_attempts: u32,
+) -> Result<EmailSettings, UsageError> {
+    let templates = args.templates.clone().or(file.templates.clone()).ok_or_else(|| {
+        usage("--email needs --templates DIR (a folder with subject.txt, body.txt and optional body.html; see samples/templates)")
+    })?;
+    let test_address = args
+        .test_email
+        .as_deref()
+        .map(|a| {
+            crate::email::check_address(a).map_err(|e| usage(format!("--test-email {a:?}: {e}")))
+        })
+        .transpose()?;
+    Ok(EmailSettings {
+        templates,
+        from: sender(args, file)?,
+        column: pick(&args.email_column, &file.email_column).unwrap_or_else(|| "Email".into()),
+        delivery: delivery(args, file)?,
+        smtp_rate: rate_setting(args.smtp_rate, &file.smtp_rate, "smtp_rate", config)?,
+        concurrency: args
+            .email_concurrency
+            .or(file.email_concurrency)
+            .unwrap_or(8)
+            .max(1),
+        max_attempts,
+        test_address,
+    })
+}
+
+fn sender(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError> {
+    let from = match pick(&args.from, &file.from) {
+        Some(from) => from,
+        None if args.sandbox => SANDBOX_SENDER.to_owned(),
+        None => return Err(usage(
+            "--email needs a sender: --from or LSQ_MAIL_FROM, e.g. \"Acme <invites@acme.example>\"",
+        )),
+    };
+    from.parse().map_err(|e| {
+        usage(format!(
+            "--from {from:?} is not a valid sender address: {e}"
+        ))
+    })
+}
+
+fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Delivery, UsageError> {
+    if let Some(dir) = args.outbox.clone().or(file.outbox.clone()) {
+        return Ok(Delivery::Outbox(dir));
+    }
+    match pick(&args.smtp_url, &file.smtp_url) {
+        Some(url) => Ok(Delivery::Smtp(crate::email::SmtpSettings {
+            url,
+            user: std::env::var("LSQ_SMTP_USER")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .or(file.smtp_user.clone()),
+            password: super::env_secret("LSQ_SMTP_PASSWORD").or(file.smtp_password.clone()),
+            timeout: duration_setting(
+                "smtp_timeout",
+                file.smtp_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        })),
+        None if args.sandbox => Ok(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX))),
+        None => Err(usage(
+            "--email needs --smtp-url (or LSQ_SMTP_URL) to send, or --outbox DIR to write .eml files",
+        )),
+    }
+}

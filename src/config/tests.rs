@@ -1,0 +1,99 @@
+//! Unit tests of settings resolution.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::cli::RunArgs;
+
+fn resolve(args: &RunArgs) -> Settings {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(Settings::resolve(args))
+        .unwrap()
+}
+
+#[test]
+fn host_forms() {
+    assert_eq!(
+        parse_host("portalapi-in21.leadsquared.com")
+            .unwrap()
+            .as_str(),
+        "https://portalapi-in21.leadsquared.com/"
+    );
+    assert!(parse_host("http://127.0.0.1:8080").is_ok());
+    assert!(parse_host("http://localhost:8080").is_ok());
+    let err = parse_host("http://portalapi.leadsquared.com").unwrap_err();
+    assert!(err.0.contains("unencrypted"), "{err}");
+    assert!(parse_host("ftp://x").is_err());
+    assert!(parse_host("https://").is_err());
+}
+
+#[test]
+fn flags_beat_the_file_and_the_file_beats_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "host = \"portalapi-us11.leadsquared.com\"\nrate = \"10/5s\"\nconcurrency = 7\n",
+    )
+    .unwrap();
+    let mut args = RunArgs {
+        input: "leads.csv".into(),
+        config: Some(file.clone()),
+        dry_run: true,
+        ..RunArgs::default()
+    };
+    let s = resolve(&args);
+    assert_eq!(s.limiter.rate.calls, 10);
+    assert_eq!(s.concurrency, 7);
+    assert_eq!(s.report, PathBuf::from("leads-report.csv"));
+    args.concurrency = Some(3);
+    let s = resolve(&args);
+    assert_eq!(s.concurrency, 3);
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "hots = \"x\"\n").unwrap();
+    let err = FileConfig::load(&file).unwrap_err();
+    assert!(err.0.contains("hots") && err.0.contains("c.toml"), "{err}");
+}
+
+#[test]
+fn the_sample_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/lsq-dispatch.toml");
+    FileConfig::load(&path).unwrap();
+}
+
+#[test]
+fn flag_beats_file_for_every_picked_setting() {
+    let flag = Some("flag".to_owned());
+    let file = Some("file".to_owned());
+    assert_eq!(resolve::pick(&flag, &file).as_deref(), Some("flag"));
+    assert_eq!(resolve::pick(&None, &file).as_deref(), Some("file"));
+    assert_eq!(resolve::pick(&Some("  ".into()), &None), None);
+}
+
+#[test]
+fn a_live_run_names_every_missing_setting() {
+    let args = RunArgs {
+        input: "leads.csv".into(),
+        host: Some("portalapi-in21.leadsquared.com".into()),
+        ..RunArgs::default()
+    };
+    let err = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(Settings::resolve(&args))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(err.is::<UsageError>(), "{text}");
+    assert!(
+        text.contains("--portal-url") && !text.contains("the API host"),
+        "{text}"
+    );
+}

@@ -1,0 +1,236 @@
+//! Why a row did not succeed, as a value: the report prints it, and the
+//! summary and the plan count it by kind without reading its text.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Why one row failed, was invalid or was not done in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowError {
+    /// The input row cannot be processed; the reader's reason.
+    Invalid(String),
+    /// Same lead and portal as an earlier row.
+    Duplicate {
+        /// Line of the earlier row.
+        first_line: u64,
+    },
+    /// Neither a PortalId column nor a default portal.
+    NoPortal,
+    /// The recipient cell is no email address.
+    BadAddress {
+        /// The recipient column's name.
+        column: String,
+        /// The cell as written.
+        cell: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A dry run could not build this row's message.
+    Unrenderable(String),
+    /// The API answered with a key for a different lead.
+    OtherLead {
+        /// The LeadId in the answer.
+        answered: String,
+    },
+    /// The API call failed for this row.
+    Api(String),
+    /// The row's message could not be built.
+    EmailNotBuilt(String),
+    /// The SMTP server did not take the message.
+    Email(String),
+    /// An earlier run of the campaign sent this lead its email.
+    AlreadySent {
+        /// The campaign.
+        campaign: String,
+        /// When it was accepted.
+        sent_at: DateTime<Utc>,
+    },
+    /// A run stopped while this lead's email was being sent.
+    InDoubt,
+    /// A reason recorded by an earlier run, read back from the campaign state.
+    Earlier(String),
+}
+
+impl RowError {
+    /// The kind of reason, the same for every row that fails the same way:
+    /// what the plan counts invalid rows by.
+    pub fn kind(&self) -> String {
+        match self {
+            RowError::Invalid(reason) | RowError::Earlier(reason) => reason_kind(reason),
+            RowError::Duplicate { .. } => "duplicate".into(),
+            RowError::NoPortal => "no PortalId".into(),
+            RowError::BadAddress { column, .. } => format!("{column} is not a valid address"),
+            RowError::Unrenderable(_) => "the email cannot be built for this row".into(),
+            RowError::OtherLead { .. } => "the API answered for another lead".into(),
+            RowError::Api(_) => "API call failed".into(),
+            RowError::EmailNotBuilt(_) => "email not built".into(),
+            RowError::Email(_) => "email not sent".into(),
+            RowError::AlreadySent { .. } => "already sent".into(),
+            RowError::InDoubt => "in doubt".into(),
+        }
+    }
+
+    /// True when the row's email was attempted and not taken by the server.
+    pub fn is_email_failure(&self) -> bool {
+        matches!(self, RowError::Email(_))
+    }
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowError::Invalid(reason) | RowError::Earlier(reason) => f.write_str(reason),
+            RowError::Duplicate { first_line } => write!(f, "duplicate of row {first_line}"),
+            RowError::NoPortal => f.write_str(
+                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column",
+            ),
+            RowError::BadAddress {
+                column,
+                cell,
+                reason,
+            } => write!(f, "{column} {cell:?} is not a valid address: {reason}"),
+            RowError::Unrenderable(e) => {
+                write!(f, "the email cannot be built for this row: {e}")
+            }
+            RowError::OtherLead { answered } => {
+                write!(f, "the API answered for another lead ({answered})")
+            }
+            RowError::Api(e) => f.write_str(e),
+            RowError::EmailNotBuilt(e) => write!(f, "email not built: {e}"),
+            RowError::Email(e) => write!(f, "email: {e}"),
+            RowError::AlreadySent { campaign, sent_at } => write!(
+                f,
+                "already sent in campaign {campaign} at {}",
+                sent_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            RowError::InDoubt => f.write_str(
+                "a run stopped while this email was being sent: it may or may not have been \
+                 delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
+            ),
+        }
+    }
+}
+
+/// Groups an invalid row's reason with others of its kind, so a million bad
+/// rows make a handful of counters: quoted values are dropped, digit runs
+/// become `N`, and anything after the first `:` (a parser's detail, which
+/// names the value again) is cut. `LeadId "LD-1" is not a GUID` becomes
+/// `LeadId is not a GUID`; `row has 3 cells, header has 4` becomes
+/// `row has N cells, header has N`.
+fn reason_kind(error: &str) -> String {
+    let mut kind = String::with_capacity(error.len());
+    let mut chars = error.chars();
+    let mut in_digits = false;
+    while let Some(c) = chars.next() {
+        let digit = c.is_ascii_digit();
+        match c {
+            // Values are quoted with Rust's `{:?}`, which escapes inner quotes.
+            '"' => {
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            ':' => break,
+            _ if digit => {
+                if !in_digits {
+                    kind.push('N');
+                }
+            }
+            c => kind.push(c),
+        }
+        in_digits = digit;
+    }
+    let kind = kind.split_whitespace().collect::<Vec<_>>().join(" ");
+    // "row has 1 cell, …" is the same kind as "row has 3 cells, …".
+    let kind = kind.replace("N cell,", "N cells,");
+    if kind.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        kind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_report_wording() {
+        assert_eq!(
+            RowError::Duplicate { first_line: 4 }.to_string(),
+            "duplicate of row 4"
+        );
+        assert_eq!(
+            RowError::Email("timed out".into()).to_string(),
+            "email: timed out"
+        );
+        let bad = RowError::BadAddress {
+            column: "Email".into(),
+            cell: "ann@".into(),
+            reason: "no domain".into(),
+        };
+        assert_eq!(
+            bad.to_string(),
+            "Email \"ann@\" is not a valid address: no domain"
+        );
+    }
+
+    #[test]
+    fn only_smtp_failures_count_as_failed_emails() {
+        assert!(RowError::Email("x".into()).is_email_failure());
+        assert!(!RowError::EmailNotBuilt("x".into()).is_email_failure());
+        assert!(!RowError::Api("email".into()).is_email_failure());
+    }
+
+    #[test]
+    fn invalid_rows_group_by_kind() {
+        let a = RowError::Invalid("LeadId \"x\" is not a GUID".into());
+        let b = RowError::Invalid("LeadId \"y\" is not a GUID".into());
+        assert_eq!(a.kind(), b.kind());
+        assert_eq!(a.kind(), "LeadId is not a GUID");
+    }
+
+    #[test]
+    fn reason_kind_drops_values_and_numbers() {
+        let cases = [
+            ("LeadId \"LD-1\" is not a GUID", "LeadId is not a GUID"),
+            ("LeadId is empty", "LeadId is empty"),
+            ("PortalId \"x\" is not a GUID", "PortalId is not a GUID"),
+            (
+                "row has 3 cells, header has 4",
+                "row has N cells, header has N",
+            ),
+            (
+                "row has 1 cell, header has 3",
+                "row has N cells, header has N",
+            ),
+            (
+                "Email \"ann@\" is not a valid address: invalid email address \"ann@\": no domain",
+                "Email is not a valid address",
+            ),
+            (
+                "Email \"a:b\\\"c\" is not a valid address: missing @",
+                "Email is not a valid address",
+            ),
+            (
+                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column",
+                "no PortalId",
+            ),
+            (
+                "cell 12 (Notes) is not valid UTF-8; save the file as UTF-8",
+                "cell N (Notes) is not valid UTF-N; save the file as UTF-N",
+            ),
+            ("", "no reason given"),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(reason_kind(error), kind, "{error}");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The email stage: one linked row to its message, sent (or, in a dry run,
+//! built with a stand-in link and maybe previewed). The state records
+//! `sending` before the SMTP step, so a crash never leaves a lead silently
+//! unsent or sent twice.
+
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use lettre::Address;
+
+use crate::api::KEY_LIFETIME;
+use crate::email::{MessageContext, SendError};
+use crate::input::InputRow;
+use crate::report::{Record, RowError, Status};
+use crate::state::LeadKey;
+
+use super::link::Step;
+use super::prepare::{Job, Mail};
+use super::Finished;
+
+/// What one send attempt means for the row and the run.
+#[derive(Debug, PartialEq)]
+pub(super) enum Delivered {
+    /// The server took the message.
+    Sent,
+    /// This row's message failed; the run goes on.
+    Failed(RowError),
+    /// The server refuses every message (authentication, TLS): stop the run.
+    Fatal(String),
+}
+
+/// Classifies the outcome of sending one message.
+pub(super) fn delivered(result: Result<(), SendError>) -> Delivered {
+    match result {
+        Ok(()) => Delivered::Sent,
+        Err(e) if e.is_fatal() => Delivered::Fatal(format!(
+            "SMTP: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
+        )),
+        Err(e) => Delivered::Failed(RowError::Email(e.to_string())),
+    }
+}
+
+impl Job {
+    /// Takes a row from the link stage to its final record: sends its email
+    /// when it has one to send.
+    pub(super) async fn finish(&self, step: Step) -> anyhow::Result<Finished> {
+        match step {
+            Step::Done(finished) => Ok(finished),
+            Step::Email { record, row, to } => {
+                let record = Box::pin(self.send_email(record, &row, &to)).await?;
+                Ok(Finished {
+                    record,
+                    fields: row.fields,
+                })
+            }
+        }
+    }
+
+    /// Renders and sends one lead's message. Only an SMTP fault that stops
+    /// every message (authentication, TLS) is an `Err`.
+    async fn send_email(
+        &self,
+        mut record: Record,
+        row: &InputRow,
+        to: &Address,
+    ) -> anyhow::Result<Record> {
+        let mail = self
+            .mail
+            .as_ref()
+            .expect("only linked rows of an email run get here");
+        let message_id = crate::email::message_id(
+            &self.settings.campaign,
+            &record.lead_id,
+            mail.from.email.domain(),
+        );
+        let key = LeadKey {
+            campaign: &self.settings.campaign,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
+        };
+        let outcome = match self.message(mail, &record, row, to, &message_id) {
+            Err(e) => Delivered::Failed(RowError::EmailNotBuilt(format!("{e:#}"))),
+            Ok(message) => {
+                // On disk before the SMTP step: a crash from here on leaves
+                // the lead in doubt, never silently unsent or sent twice.
+                self.store()
+                    .mark_sending(&key, record.row, to.as_ref(), &message_id)?;
+                let permit = match &mail.limiter {
+                    Some(limiter) => Some(limiter.acquire().await),
+                    None => None,
+                };
+                let (result, _attempts) =
+                    crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts)
+                        .await;
+                if let Some(permit) = permit {
+                    permit.completed();
+                }
+                delivered(result)
+            }
+        };
+        match outcome {
+            Delivered::Sent => {
+                self.store().mark_sent(&key, &message_id)?;
+                record.status = Status::Sent;
+                record.message_id = message_id;
+            }
+            Delivered::Fatal(message) => return Err(anyhow::anyhow!(message)),
+            Delivered::Failed(error) => {
+                self.store()
+                    .mark_failed(&key, record.row, &error.to_string(), record.attempts)?;
+                record.status = Status::Failed;
+                record.error = Some(error);
+            }
+        }
+        Ok(record)
+    }
+
+    /// Dry run: builds the row's message with a stand-in link, so a template
+    /// that cannot render for this row shows up now; the first `--preview N`
+    /// messages go to the outbox for a person to read.
+    pub(super) async fn plan_email(
+        &self,
+        mail: &Mail,
+        record: &mut Record,
+        row: &InputRow,
+        to: &Address,
+    ) -> anyhow::Result<()> {
+        let planned = Record {
+            portal_url: self.settings.planned_link(),
+            expires_at: Some(Utc::now() + KEY_LIFETIME),
+            ..record.clone()
+        };
+        let message_id = crate::email::message_id(
+            &self.settings.campaign,
+            &record.lead_id,
+            mail.from.email.domain(),
+        );
+        match self.message(mail, &planned, row, to, &message_id) {
+            Ok(message) => {
+                let previewed = self.previews.fetch_add(1, Ordering::Relaxed);
+                if let (Some(outbox), true) = (&mail.preview, previewed < self.settings.preview()) {
+                    outbox
+                        .send(&message)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot write the preview: {e}"))?;
+                }
+            }
+            Err(e) => {
+                record.status = Status::Invalid;
+                record.error = Some(RowError::Unrenderable(format!("{e:#}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// One row's message, rendered from its cells and its link.
+    pub(super) fn message(
+        &self,
+        mail: &Mail,
+        record: &Record,
+        row: &InputRow,
+        to: &Address,
+        message_id: &str,
+    ) -> anyhow::Result<lettre::Message> {
+        let rendered = mail.templates.render(&MessageContext {
+            columns: &self.headers,
+            fields: &row.fields,
+            link: &record.portal_url,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
+            expires_at: record.expires_at.unwrap_or_else(Utc::now),
+        })?;
+        crate::email::build_message(&mail.from, to, &rendered, message_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accepted_message_is_sent() {
+        assert_eq!(delivered(Ok(())), Delivered::Sent);
+    }
+
+    #[test]
+    fn a_refused_message_fails_its_row_only() {
+        let got = delivered(Err(SendError::Permanent("550 no such user".into())));
+        match got {
+            Delivered::Failed(error) => {
+                assert!(error.is_email_failure());
+                assert!(error.to_string().contains("550 no such user"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_login_failure_stops_the_run() {
+        let got = delivered(Err(SendError::Fatal("535 authentication failed".into())));
+        assert!(
+            matches!(&got, Delivered::Fatal(m) if m.contains("LSQ_SMTP_USER")),
+            "{got:?}"
+        );
+    }
+}

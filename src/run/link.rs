@@ -1,0 +1,433 @@
+//! The link stage: one row to its login link, or to the reason it has none.
+//! The campaign state is asked first ([`resume`]): a lead already sent is
+//! reported and left alone, a link still good is used again, anything else is
+//! minted through the one request path.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use lettre::Address;
+
+use crate::api::{ApiError, GeneratedKey, KEY_LIFETIME};
+use crate::input::{InputRow, RowKind};
+use crate::report::{Record, RowError, Status};
+use crate::retry::{Attempted, Caller};
+use crate::secret::Secret;
+use crate::state::{LeadEntry, LeadKey, LeadState};
+
+use super::prepare::{Gate, Job};
+use super::Finished;
+
+/// A stored link is used again only while it has at least this long to live,
+/// so the lead has time to open it.
+const REUSE_MARGIN: TimeDelta = TimeDelta::hours(1);
+
+/// What the campaign state says to do with a valid row.
+#[derive(Debug, PartialEq)]
+pub(super) enum Resume {
+    /// Nothing stored that saves work: mint a key.
+    Mint,
+    /// Finished earlier: report it, touch nothing.
+    Report {
+        status: Status,
+        message_id: String,
+        error: RowError,
+    },
+    /// A stored link is still good: use it instead of minting.
+    Reuse(String, DateTime<Utc>),
+}
+
+/// The flags that change what a stored lead means for this run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ResumeFlags {
+    pub(super) resend: bool,
+    pub(super) resend_in_doubt: bool,
+    pub(super) dry_run: bool,
+}
+
+/// The campaign's memory of a lead decides: skip it (sent, or in doubt unless
+/// asked to resend), reuse a link that is still good, or mint.
+pub(super) fn resume(
+    entry: Option<LeadEntry>,
+    campaign: &str,
+    flags: ResumeFlags,
+    now: DateTime<Utc>,
+) -> Resume {
+    let Some(entry) = entry else {
+        return Resume::Mint;
+    };
+    match entry.state {
+        LeadState::Sent {
+            message_id,
+            sent_at,
+        } if !flags.resend => Resume::Report {
+            status: Status::Skipped,
+            message_id,
+            error: RowError::AlreadySent {
+                campaign: campaign.to_owned(),
+                sent_at,
+            },
+        },
+        LeadState::InDoubt { message_id } | LeadState::Sending { message_id }
+            if !flags.resend && !flags.resend_in_doubt =>
+        {
+            Resume::Report {
+                status: Status::InDoubt,
+                message_id,
+                error: RowError::InDoubt,
+            }
+        }
+        LeadState::Linked {
+            auth_key: Some(_),
+            expires_at,
+        } if expires_at > now + REUSE_MARGIN && !flags.dry_run => match entry.link {
+            Some(link) => Resume::Reuse(link, expires_at),
+            None => Resume::Mint,
+        },
+        _ => Resume::Mint,
+    }
+}
+
+/// A row after the link stage.
+pub(super) enum Step {
+    /// Nothing more to do.
+    Done(Finished),
+    /// Linked; its email is next.
+    Email {
+        record: Record,
+        row: InputRow,
+        to: Address,
+    },
+}
+
+/// A report record for `row`, with its ids moved in (a million-row plan
+/// notices every copy); the row keeps its cells for the email and the rows
+/// to re-run.
+fn start_record(row: &mut InputRow) -> Record {
+    Record {
+        row: row.line,
+        lead_id: std::mem::take(&mut row.lead_id),
+        portal_id: row.portal_id.take().unwrap_or_default(),
+        status: Status::Invalid,
+        portal_url: String::new(),
+        expires_at: None,
+        attempts: 0,
+        email: String::new(),
+        message_id: String::new(),
+        error: None,
+    }
+}
+
+impl Job {
+    /// The link stage: one row to a report record (or to its email step), or
+    /// `Err` for a run-level fault.
+    pub(super) async fn process(&self, mut row: InputRow) -> anyhow::Result<Step> {
+        let (record, to) = self.link(&mut row).await?;
+        Ok(match to {
+            Some(to) if record.status == Status::Linked => Step::Email { record, row, to },
+            _ => Step::Done(Finished {
+                record,
+                fields: row.fields,
+            }),
+        })
+    }
+
+    /// Decides and does one row's link: its record, and the address to email
+    /// next when the row is linked in an email run.
+    pub(super) async fn link(
+        &self,
+        row: &mut InputRow,
+    ) -> anyhow::Result<(Record, Option<Address>)> {
+        let has_portal = row.portal_id.is_some();
+        let mut record = start_record(row);
+        let problem = match &row.kind {
+            RowKind::Invalid(reason) => Some((Status::Invalid, RowError::Invalid(reason.clone()))),
+            RowKind::Duplicate { first_line } => Some((
+                Status::Duplicate,
+                RowError::Duplicate {
+                    first_line: *first_line,
+                },
+            )),
+            RowKind::Valid if !has_portal => Some((Status::Invalid, RowError::NoPortal)),
+            RowKind::Valid => None,
+        };
+        if let Some((status, error)) = problem {
+            record.status = status;
+            record.error = Some(error);
+            return Ok((record, None));
+        }
+        let to = match self.recipient(row, &mut record) {
+            Ok(to) => to,
+            Err(error) => {
+                record.error = Some(error);
+                return Ok((record, None));
+            }
+        };
+        let key = LeadKey {
+            campaign: &self.settings.campaign,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
+        };
+        let stored = match &self.state {
+            Some(_) => self.store().get(&key)?,
+            None => None,
+        };
+        match resume(stored, &self.settings.campaign, self.flags(), Utc::now()) {
+            Resume::Report {
+                status,
+                message_id,
+                error,
+            } => {
+                record.status = status;
+                record.message_id = message_id;
+                record.error = Some(error);
+                Ok((record, None))
+            }
+            Resume::Reuse(link, expires_at) => {
+                record.status = Status::Linked;
+                record.portal_url = link;
+                record.expires_at = Some(expires_at);
+                Ok((record, to))
+            }
+            Resume::Mint => self.mint(record, row, to).await,
+        }
+    }
+
+    fn flags(&self) -> ResumeFlags {
+        ResumeFlags {
+            resend: self.settings.resend,
+            resend_in_doubt: self.settings.resend_in_doubt,
+            dry_run: self.settings.is_dry_run(),
+        }
+    }
+
+    /// The row's recipient in an email run, checked; `None` without email.
+    fn recipient(&self, row: &InputRow, record: &mut Record) -> Result<Option<Address>, RowError> {
+        let Some(mail) = &self.mail else {
+            return Ok(None);
+        };
+        let cell = row.field(&self.headers, &mail.column).unwrap_or_default();
+        record.email = cell.to_owned();
+        crate::email::check_address(cell)
+            .map(Some)
+            .map_err(|reason| RowError::BadAddress {
+                column: mail.column.clone(),
+                cell: cell.to_owned(),
+                reason: reason.to_string(),
+            })
+    }
+
+    /// Mints the row's key and builds its link; a dry run only plans it.
+    async fn mint(
+        &self,
+        mut record: Record,
+        row: &InputRow,
+        to: Option<Address>,
+    ) -> anyhow::Result<(Record, Option<Address>)> {
+        let Some(caller) = &self.caller else {
+            record.status = Status::Planned;
+            if let (Some(mail), Some(to)) = (&self.mail, &to) {
+                Box::pin(self.plan_email(mail, &mut record, row, to)).await?;
+            }
+            return Ok((record, None));
+        };
+        // Boxed: the call's state is large, and unboxed it would be copied
+        // into every row's future, dry runs included.
+        let done = Box::pin(self.generate(caller, &record.lead_id, &record.portal_id)).await;
+        record.attempts = done.attempts;
+        let key = LeadKey {
+            campaign: &self.settings.campaign,
+            lead_id: &record.lead_id,
+            portal_id: &record.portal_id,
+        };
+        let error = match done.result {
+            Ok(generated) if same_lead(&generated, key.lead_id) => {
+                let link =
+                    self.settings
+                        .login_link(&generated.auth_key, key.lead_id, key.portal_id);
+                let expires_at = Utc::now() + KEY_LIFETIME;
+                self.store().mark_linked(
+                    &key,
+                    row.line,
+                    &Secret::new(generated.auth_key),
+                    &link,
+                    expires_at,
+                    record.attempts,
+                )?;
+                record.status = Status::Linked;
+                record.portal_url = link;
+                record.expires_at = Some(expires_at);
+                return Ok((record, to));
+            }
+            Ok(generated) => RowError::OtherLead {
+                answered: generated.lead_id,
+            },
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => RowError::Api(e.to_string()),
+        };
+        self.store()
+            .mark_failed(&key, row.line, &error.to_string(), record.attempts)?;
+        record.status = Status::Failed;
+        record.error = Some(error);
+        Ok((record, None))
+    }
+
+    /// Generates one key; the run's first call goes alone (see [`Gate`]).
+    async fn generate(
+        &self,
+        caller: &Caller,
+        lead_id: &str,
+        portal_id: &str,
+    ) -> Attempted<GeneratedKey> {
+        let mut gate = self.gate.lock().await;
+        match *gate {
+            Gate::Proven => drop(gate),
+            Gate::Refused => {
+                return Attempted {
+                    result: Err(ApiError::Unauthorized {
+                        message: "an earlier call was refused".into(),
+                    }),
+                    attempts: 0,
+                    rate_limited: 0,
+                }
+            }
+            Gate::Unproven => {
+                let done = caller.generate(lead_id, portal_id).await;
+                *gate = match &done.result {
+                    Err(e) if e.is_fatal() => Gate::Refused,
+                    _ => Gate::Proven,
+                };
+                return done;
+            }
+        }
+        caller.generate(lead_id, portal_id).await
+    }
+}
+
+/// The answer is for the lead asked about (an answer naming no lead is
+/// taken at its word).
+fn same_lead(key: &GeneratedKey, lead_id: &str) -> bool {
+    key.lead_id.is_empty() || crate::input::normalize_guid(&key.lead_id).as_deref() == Some(lead_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEAD: &str = "3f2b8c1e-9d4a-4e7b-a6c5-1b0f7e2d9c84";
+
+    fn entry(state: LeadState, link: Option<&str>) -> Option<LeadEntry> {
+        Some(LeadEntry {
+            campaign: "march".into(),
+            lead_id: LEAD.into(),
+            portal_id: LEAD.into(),
+            row: 2,
+            email: String::new(),
+            attempts: 1,
+            state,
+            link: link.map(str::to_owned),
+            expires_at: None,
+            updated_at: Utc::now(),
+        })
+    }
+
+    fn linked(expires_in: TimeDelta) -> Option<LeadEntry> {
+        entry(
+            LeadState::Linked {
+                auth_key: Some(Secret::new("k")),
+                expires_at: Utc::now() + expires_in,
+            },
+            Some("https://p/?authKey=k"),
+        )
+    }
+
+    fn decide(entry: Option<LeadEntry>, flags: ResumeFlags) -> Resume {
+        resume(entry, "march", flags, Utc::now())
+    }
+
+    #[test]
+    fn a_new_lead_is_minted() {
+        assert_eq!(decide(None, ResumeFlags::default()), Resume::Mint);
+    }
+
+    #[test]
+    fn a_sent_lead_is_skipped_unless_resending() {
+        let sent = || {
+            entry(
+                LeadState::Sent {
+                    message_id: "<m@x>".into(),
+                    sent_at: Utc::now(),
+                },
+                None,
+            )
+        };
+        match decide(sent(), ResumeFlags::default()) {
+            Resume::Report {
+                status, message_id, ..
+            } => assert_eq!((status, message_id.as_str()), (Status::Skipped, "<m@x>")),
+            other => panic!("{other:?}"),
+        }
+        let resend = ResumeFlags {
+            resend: true,
+            ..ResumeFlags::default()
+        };
+        assert_eq!(decide(sent(), resend), Resume::Mint);
+    }
+
+    #[test]
+    fn a_lead_in_doubt_is_reported_unless_asked_to_resend_it() {
+        for state in [
+            LeadState::InDoubt {
+                message_id: "<m@x>".into(),
+            },
+            LeadState::Sending {
+                message_id: "<m@x>".into(),
+            },
+        ] {
+            let got = decide(entry(state.clone(), None), ResumeFlags::default());
+            assert!(
+                matches!(
+                    got,
+                    Resume::Report {
+                        status: Status::InDoubt,
+                        ..
+                    }
+                ),
+                "{got:?}"
+            );
+            let flags = ResumeFlags {
+                resend_in_doubt: true,
+                ..ResumeFlags::default()
+            };
+            assert_eq!(decide(entry(state, None), flags), Resume::Mint);
+        }
+    }
+
+    #[test]
+    fn a_link_is_reused_only_with_an_hour_to_live_and_never_in_a_dry_run() {
+        let got = decide(linked(TimeDelta::hours(3)), ResumeFlags::default());
+        assert!(matches!(got, Resume::Reuse(..)), "{got:?}");
+        let dry = ResumeFlags {
+            dry_run: true,
+            ..ResumeFlags::default()
+        };
+        assert_eq!(decide(linked(TimeDelta::hours(3)), dry), Resume::Mint);
+        assert_eq!(
+            decide(linked(TimeDelta::minutes(30)), ResumeFlags::default()),
+            Resume::Mint
+        );
+    }
+
+    #[test]
+    fn an_answer_for_another_lead_is_caught() {
+        let key = |id: &str| GeneratedKey {
+            auth_key: "k".into(),
+            lead_id: id.into(),
+        };
+        assert!(same_lead(&key(LEAD), LEAD));
+        assert!(same_lead(&key(&LEAD.to_uppercase()), LEAD));
+        assert!(same_lead(&key(""), LEAD));
+        assert!(!same_lead(
+            &key("00000000-0000-4000-8000-000000000000"),
+            LEAD
+        ));
+    }
+}

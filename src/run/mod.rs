@@ -1,0 +1,207 @@
+//! The batch job. Rows stream from the CSV through the link stage (a bounded
+//! pool of API calls) and the email stage (its own pool) to ONE sink that owns
+//! every output. The campaign state decides per lead what is left to do, and
+//! records each step.
+//!
+//! ```text
+//! CSV ─▶ rows ─▶ state ─▶ limiter ─▶ Generate (retry) ─▶ link ─▶ [email] ─▶ sink
+//!         └─ invalid / duplicate / already done ─────────────────────────▲
+//! ```
+//!
+//! - `prepare`: everything checked and opened before the first call.
+//! - `link`: one row to its link (or the reason it has none).
+//! - `email`: one linked row to its sent (or planned) message.
+//! - `stages`: how rows flow between the two, for real and dry runs.
+//! - `sink`: the report, summary, rows to re-run, plan and progress.
+//! - `test_email`: `--test-email`, one message to one address.
+
+mod email;
+mod link;
+mod prepare;
+mod sink;
+mod stages;
+mod test_email;
+
+use std::path::PathBuf;
+
+use futures::StreamExt;
+
+use crate::config::Settings;
+use crate::exit::Exit;
+use crate::report::{Record, Status};
+use crate::signal::{watch_signals, Stop};
+use crate::summary::Summary;
+
+/// How a finished (or interrupted) run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Counts and figures.
+    pub summary: Summary,
+    /// Stopped by Ctrl-C or SIGTERM before every row was done.
+    pub interrupted: bool,
+    /// Where the report is.
+    pub report: PathBuf,
+    /// The failed and invalid input rows, when there were any.
+    pub failed_csv: Option<PathBuf>,
+}
+
+/// A row's final record, with its input cells for the rows to re-run.
+pub(crate) struct Finished {
+    record: Record,
+    fields: Vec<String>,
+}
+
+/// `lsq-dispatch run`: the test message when `--test-email` is given,
+/// otherwise the batch job; prints the outcome and says how it ended.
+pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
+    if settings.test_address().is_some() {
+        println!("{}", test_email::send_test(settings).await?);
+        return Ok(Exit::Success);
+    }
+    let outcome = run(settings).await?;
+    println!("{}", outcome.describe());
+    Ok(outcome.exit())
+}
+
+/// Runs the batch job with resolved settings.
+pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
+    let prepared = prepare::prepare(settings).await?;
+    let job = prepared.job;
+    let mut sink = sink::Sink::open(
+        &job.settings,
+        &job.headers,
+        prepared.rows_estimate,
+        prepared.limiter,
+    )?;
+    job.check_mail().await?;
+    let stop = watch_signals();
+    let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
+    let quit = crate::signal::reached(stop.clone(), Stop::Quit);
+    tokio::pin!(quit);
+    let mut fatal = None;
+    loop {
+        let outcome = tokio::select! {
+            outcome = outcomes.next() => outcome,
+            () = &mut quit => None,
+        };
+        match outcome {
+            None => break,
+            Some(Ok(finished)) => sink.record(finished)?,
+            Some(Err(e)) => {
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    drop(outcomes);
+    let interrupted = *stop.borrow() != Stop::Running;
+    let outcome = sink.finish(interrupted)?;
+    match fatal {
+        Some(e) => Err(e.context(format!(
+            "run aborted; the report {} holds every row done before",
+            outcome.report.display()
+        ))),
+        None => Ok(outcome),
+    }
+}
+
+impl RunOutcome {
+    /// 130 interrupted, 3 when a row failed, was invalid or is in doubt,
+    /// else 0.
+    pub fn exit(&self) -> Exit {
+        let attention = self
+            .summary
+            .counts
+            .iter()
+            .any(|(status, n)| status.needs_attention() && *n > 0);
+        match (self.interrupted, attention) {
+            (true, _) => Exit::Interrupted,
+            (false, true) => Exit::Attention,
+            (false, false) => Exit::Success,
+        }
+    }
+
+    /// What the run prints at the end: a dry run's plan, then one line with
+    /// counts by status, time, calls, 429s and where the report is.
+    pub fn describe(&self) -> String {
+        let plan = match &self.summary.plan {
+            Some(plan) => format!("{}\n", plan.render()),
+            None => String::new(),
+        };
+        plan + &self.describe_counts()
+    }
+
+    fn describe_counts(&self) -> String {
+        let counts: Vec<String> = self
+            .summary
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
+        let counts = if counts.is_empty() {
+            "no rows".to_string()
+        } else {
+            counts.join(", ")
+        };
+        let failed = match &self.failed_csv {
+            Some(path) => format!("; failed and invalid rows to re-run: {}", path.display()),
+            None => String::new(),
+        };
+        format!(
+            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{failed}",
+            if self.interrupted {
+                "interrupted: "
+            } else {
+                "done: "
+            },
+            self.summary.elapsed_secs,
+            self.summary.api_calls,
+            self.summary.rate_limited,
+            self.report.display()
+        )
+    }
+
+    /// Rows reported with `status`.
+    pub fn count(&self, status: Status) -> u64 {
+        self.summary.count(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(interrupted: bool, statuses: &[Status]) -> RunOutcome {
+        let mut summary = Summary::default();
+        for &status in statuses {
+            *summary.counts.entry(status).or_insert(0) += 1;
+        }
+        RunOutcome {
+            summary,
+            interrupted,
+            report: "r.csv".into(),
+            failed_csv: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(outcome(false, &[Status::Linked]).exit(), Exit::Success);
+        assert_eq!(outcome(false, &[Status::Skipped]).exit(), Exit::Success);
+        for status in [Status::Failed, Status::Invalid, Status::InDoubt] {
+            assert_eq!(
+                outcome(false, &[Status::Sent, status]).exit(),
+                Exit::Attention
+            );
+        }
+        assert_eq!(outcome(true, &[Status::Failed]).exit(), Exit::Interrupted);
+    }
+
+    #[test]
+    fn the_last_line_counts_what_happened() {
+        let line = outcome(true, &[Status::Sent, Status::Sent]).describe();
+        assert!(line.starts_with("interrupted: 2 sent in "), "{line}");
+        assert!(line.ends_with("report: r.csv"), "{line}");
+    }
+}

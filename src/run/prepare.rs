@@ -1,0 +1,209 @@
+//! Everything a run checks and opens before its first call: the input, the
+//! templates, the campaign state, the API client and the mail transport. Every
+//! run-level fault that can be found early surfaces here.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use chrono::Utc;
+use lettre::message::Mailbox;
+use tokio::sync::Mutex;
+
+use crate::api::{ApiClient, TenantKey, KEY_LIFETIME};
+use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
+use crate::email::{Templates, Transport};
+use crate::input::{InputOptions, LeadReader};
+use crate::limiter::{Limiter, LimiterSettings};
+use crate::retry::Caller;
+use crate::state::StateStore;
+
+/// Whether the run's credentials and host have been proven by a first call.
+/// Until then one call goes alone, so that a bad key costs one call, not a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Gate {
+    Unproven,
+    Proven,
+    Refused,
+}
+
+/// The email side of a run.
+pub(super) struct Mail {
+    pub(super) templates: Templates,
+    pub(super) from: Mailbox,
+    pub(super) column: String,
+    pub(super) transport: Transport,
+    pub(super) limiter: Option<Arc<Limiter>>,
+    pub(super) max_attempts: u32,
+    pub(super) concurrency: usize,
+    /// Where a dry run's `--preview` messages go.
+    pub(super) preview: Option<Transport>,
+}
+
+/// What every row's task shares.
+pub(super) struct Job {
+    pub(super) settings: Settings,
+    pub(super) headers: Vec<String>,
+    /// The API path; a dry run has none.
+    pub(super) caller: Option<Caller>,
+    pub(super) mail: Option<Mail>,
+    /// The campaign state; a dry run without a state file opens (and so
+    /// creates) none.
+    pub(super) state: Option<std::sync::Mutex<StateStore>>,
+    /// Messages previewed so far in a dry run.
+    pub(super) previews: AtomicUsize,
+    pub(super) gate: Mutex<Gate>,
+}
+
+/// Everything checked and opened before the first call.
+pub(super) struct Prepared {
+    pub(super) job: Arc<Job>,
+    /// About how many rows the input holds, for progress and sizing.
+    pub(super) rows_estimate: u64,
+    pub(super) reader: LeadReader,
+    pub(super) limiter: Arc<Limiter>,
+}
+
+/// Opens the input, loads and checks templates, opens the campaign state and
+/// builds the client and the mail transport.
+pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
+    let rows_estimate = crate::progress::estimate_rows(&settings.input);
+    let reader = LeadReader::open(
+        &settings.input,
+        InputOptions {
+            lead_column: settings.lead_column.clone(),
+            default_portal: settings.portal_id.clone(),
+            expected_rows: usize::try_from(rows_estimate).unwrap_or(0),
+            keep_cells: !settings.is_dry_run() || settings.email.is_some(),
+            ..InputOptions::default()
+        },
+    )?;
+    let headers = reader.headers().to_vec();
+    let mail = match &settings.email {
+        Some(email) => Some(prepare_mail(email, &headers, settings.preview_outbox())?),
+        None => None,
+    };
+    let state = open_state(&settings)?;
+    let limiter = Limiter::new(settings.limiter);
+    let caller = match settings.connection() {
+        Some(connection) => Some(build_caller(&settings, connection, Arc::clone(&limiter))?),
+        None => None,
+    };
+    Ok(Prepared {
+        job: Arc::new(Job {
+            settings,
+            headers,
+            caller,
+            mail,
+            state: state.map(std::sync::Mutex::new),
+            previews: AtomicUsize::new(0),
+            gate: Mutex::new(Gate::Unproven),
+        }),
+        reader,
+        rows_estimate,
+        limiter,
+    })
+}
+
+/// The campaign state, with the leads a crashed run left mid-send marked in
+/// doubt. A dry run opens it only when it exists, and changes nothing.
+fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
+    let path = settings.state.path();
+    if settings.is_dry_run() && !path.exists() {
+        return Ok(None);
+    }
+    let state = StateStore::open(path)?;
+    if !settings.is_dry_run() {
+        let campaign = &settings.campaign;
+        let in_doubt = state.recover_in_doubt(campaign)?;
+        if in_doubt > 0 {
+            eprintln!("{in_doubt} lead(s) of campaign {campaign} were being emailed when the last run stopped: reported in_doubt, not sent again (see --resend-in-doubt)");
+        }
+        state.clear_expired_keys(Utc::now())?;
+    }
+    Ok(Some(state))
+}
+
+/// Loads the templates and checks them against the input's columns (a
+/// template naming a column the file lacks is a usage error), then opens the
+/// transport.
+fn prepare_mail(
+    email: &EmailSettings,
+    headers: &[String],
+    preview_outbox: Option<&std::path::Path>,
+) -> anyhow::Result<Mail> {
+    let templates = Templates::load(&email.templates)
+        .and_then(|t| t.check(headers).map(|()| t))
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    if email.test_address.is_none()
+        && !headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&email.column))
+    {
+        return Err(UsageError(format!(
+            "the input has no {:?} column for email addresses (columns: {}); use --email-column",
+            email.column,
+            headers.join(", ")
+        ))
+        .into());
+    }
+    let transport = match &email.delivery {
+        Delivery::Smtp(smtp) => Transport::smtp(smtp)?,
+        Delivery::Outbox(dir) => Transport::outbox(dir)?,
+    };
+    let limiter = email.smtp_rate.map(|rate| {
+        Limiter::new(LimiterSettings {
+            arrival_margin: std::time::Duration::ZERO,
+            ..LimiterSettings::new(rate)
+        })
+    });
+    Ok(Mail {
+        templates,
+        from: email.from.clone(),
+        column: email.column.clone(),
+        transport,
+        limiter,
+        max_attempts: email.max_attempts,
+        concurrency: email.concurrency,
+        preview: preview_outbox.map(Transport::outbox).transpose()?,
+    })
+}
+
+fn build_caller(
+    settings: &Settings,
+    connection: &Connection,
+    limiter: Arc<Limiter>,
+) -> anyhow::Result<Caller> {
+    let client = ApiClient::new(connection.api.clone())?;
+    let tenant = TenantKey::new(crate::api::TenantKeySource {
+        lifetime: KEY_LIFETIME,
+        ..connection.tenant.clone()
+    });
+    Ok(Caller::new(client, limiter, settings.retry, tenant))
+}
+
+impl Job {
+    /// Connects and logs in to the SMTP server once, so that bad credentials
+    /// stop the run before any key is minted or message sent.
+    pub(super) async fn check_mail(&self) -> anyhow::Result<()> {
+        match &self.mail {
+            Some(mail) if !self.settings.is_dry_run() => {
+                mail.transport.check().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "SMTP server not usable: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
+                    )
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The state store; only a dry run may have none, and a dry run writes
+    /// nothing to it.
+    pub(super) fn store(&self) -> std::sync::MutexGuard<'_, StateStore> {
+        self.state
+            .as_ref()
+            .expect("every real run opens the campaign state")
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}

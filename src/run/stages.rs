@@ -1,0 +1,159 @@
+//! How rows flow from the reader to the sink. A real run joins the link
+//! stage and the email stage with bounded channels, each stage with its own
+//! concurrency; a dry run, which waits on nothing, takes rows one after
+//! another with nothing between them.
+
+use std::sync::Arc;
+
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::input::{InputError, InputRow, LeadReader};
+use crate::signal::Stop;
+
+use super::link::Step;
+use super::prepare::Job;
+use super::Finished;
+
+/// The outcomes of the run, in the order they finish. Dropping the stream
+/// stops every stage.
+pub(super) fn outcomes(
+    reader: LeadReader,
+    job: Arc<Job>,
+    stop: watch::Receiver<Stop>,
+) -> BoxStream<'static, anyhow::Result<Finished>> {
+    if job.settings.is_dry_run() {
+        planned(reader, job, stop)
+    } else {
+        staged(reader, job, crate::signal::reached(stop, Stop::Finish))
+    }
+}
+
+/// Link stage → email stage → the sink, joined by bounded channels: a slow
+/// SMTP server does not hold back key generation beyond one small buffer, so
+/// links are minted shortly before their email goes out.
+fn staged(
+    reader: LeadReader,
+    job: Arc<Job>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> BoxStream<'static, anyhow::Result<Finished>> {
+    let buffer = job.settings.limiter.rate.calls as usize;
+    let (linked_tx, linked_rx) = mpsc::channel(buffer);
+    let link_stage = tokio::spawn({
+        let job = Arc::clone(&job);
+        let concurrency = job.settings.concurrency;
+        let steps = read_in_background(reader)
+            .take_until(stopped)
+            .map(move |item| {
+                let job = Arc::clone(&job);
+                async move { job.process(item?).await }
+            })
+            .buffer_unordered(concurrency);
+        forward(steps, linked_tx)
+    });
+    let (done_tx, done_rx) = mpsc::channel(buffer);
+    let email_stage = tokio::spawn({
+        let concurrency = job.mail.as_ref().map_or(buffer, |m| m.concurrency);
+        let records = receive(linked_rx)
+            .map(move |step: anyhow::Result<Step>| {
+                let job = Arc::clone(&job);
+                async move { job.finish(step?).await }
+            })
+            .buffer_unordered(concurrency);
+        forward(records, done_tx)
+    });
+    let stages = AbortOnDrop(vec![link_stage, email_stage]);
+    receive(done_rx)
+        .map(move |outcome| {
+            let _keep_running = &stages;
+            outcome
+        })
+        .boxed()
+}
+
+/// A dry run's outcomes, taken one after another on this thread. A million
+/// rows plan in about a second.
+fn planned(
+    reader: LeadReader,
+    job: Arc<Job>,
+    stop: watch::Receiver<Stop>,
+) -> BoxStream<'static, anyhow::Result<Finished>> {
+    let mut taken = 0u32;
+    read_in_background(reader)
+        .then(move |item| {
+            let job = Arc::clone(&job);
+            taken = taken.wrapping_add(1);
+            // Every 1024 rows: let the signal handler run, then see whether
+            // it asked to stop (checking each row would cost more than the row).
+            let check = (taken % 1024 == 0).then(|| stop.clone());
+            async move {
+                if let Some(stop) = check {
+                    tokio::task::yield_now().await;
+                    if *stop.borrow() != Stop::Running {
+                        return None;
+                    }
+                }
+                Some(async { job.finish(job.process(item?).await?).await }.await)
+            }
+        })
+        .take_while(|outcome| futures::future::ready(outcome.is_some()))
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+/// Aborts the stage tasks when the run stops consuming their outcomes.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Sends every item of a stream into a channel until either ends.
+async fn forward<T>(items: impl futures::Stream<Item = T>, tx: mpsc::Sender<T>) {
+    let mut items = std::pin::pin!(items);
+    while let Some(item) = items.next().await {
+        if tx.send(item).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A channel's receiving end as a stream.
+fn receive<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + Unpin {
+    Box::pin(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Streams rows from a reader thread, so file reads never block the runtime.
+/// Rows travel in batches: one wake-up per batch, not per row, keeps a
+/// million-row dry run fast.
+fn read_in_background(
+    reader: LeadReader,
+) -> impl futures::Stream<Item = Result<InputRow, InputError>> + Send + Unpin {
+    const BATCH: usize = 256;
+    let (tx, rx) = mpsc::channel::<Vec<Result<InputRow, InputError>>>(8);
+    std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        for item in reader {
+            batch.push(item);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.blocking_send(full).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+    });
+    receive(rx).flat_map(stream::iter)
+}

@@ -1,0 +1,65 @@
+//! `--test-email`: the first row that can be linked gets its message, with a
+//! real link, sent to the test address only. No other row is touched and no
+//! report is written.
+
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::input::RowKind;
+use crate::report::Status;
+
+use super::prepare::prepare;
+
+/// Sends the test message; says which lead it was made for.
+pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
+    let prepared = prepare(settings).await?;
+    let job = prepared.job;
+    job.check_mail().await?;
+    let mail = job
+        .mail
+        .as_ref()
+        .context("--test-email needs the email settings")?;
+    let to = job
+        .settings
+        .test_address()
+        .cloned()
+        .context("--test-email needs an address")?;
+    let mut skipped = Vec::new();
+    for item in prepared.reader {
+        let mut row = item?;
+        if row.kind != RowKind::Valid || row.portal_id.is_none() {
+            continue;
+        }
+        let (record, _) = job.link(&mut row).await?;
+        if record.status != Status::Linked {
+            // An invalid address, a failed key, a lead already done: try the
+            // next row, and say why if none works.
+            if let Some(error) = &record.error {
+                skipped.push(format!("row {}: {error}", record.row));
+            }
+            continue;
+        }
+        let message_id = crate::email::message_id(
+            &format!("{}/test", job.settings.campaign),
+            &record.lead_id,
+            mail.from.email.domain(),
+        );
+        let message = job.message(mail, &record, &row, &to, &message_id)?;
+        let (result, _) =
+            crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts).await;
+        result.map_err(|e| anyhow::anyhow!("the test message was not sent: {e}"))?;
+        return Ok(format!(
+            "test message for the lead on row {} ({}) sent to {to}, Message-ID {message_id}",
+            record.row, record.lead_id
+        ));
+    }
+    match skipped.first() {
+        Some(first) => anyhow::bail!(
+            "no row could be linked for a test message ({} tried; the first: {first})",
+            skipped.len()
+        ),
+        None => anyhow::bail!(
+            "no row could be linked for a test message: the input has no valid row with a PortalId"
+        ),
+    }
+}

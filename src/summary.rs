@@ -1,0 +1,174 @@
+//! The run's summary: counts per status, calls, 429s, time, emails, and a
+//! dry run's plan; printed at the end and written as `--summary-json`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::report::{open_private, Record, Status};
+
+/// Counters for the end-of-run summary (and `--summary-json`). The pipeline
+/// fills the fields it measures; [`Summary::record`] keeps `counts` and `rows`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Rows per status; every status is present, zero when unused.
+    pub counts: BTreeMap<Status, u64>,
+    /// Rows reported, whatever their status.
+    pub rows: u64,
+    /// Wall-clock duration of the run.
+    pub elapsed_secs: f64,
+    /// API requests sent, retries included.
+    pub api_calls: u64,
+    /// Answers that said the rate limit was exceeded (429, or 403 saying so).
+    pub rate_limited: u64,
+    /// Time spent paused after rate-limit answers.
+    pub paused_secs: f64,
+    /// Emails accepted by the SMTP server (or written to the outbox).
+    pub emails_sent: u64,
+    /// Emails that could not be sent.
+    pub emails_failed: u64,
+    /// A dry run's plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            counts: Status::ALL.iter().map(|&s| (s, 0)).collect(),
+            rows: 0,
+            elapsed_secs: 0.0,
+            api_calls: 0,
+            rate_limited: 0,
+            paused_secs: 0.0,
+            emails_sent: 0,
+            emails_failed: 0,
+            plan: None,
+        }
+    }
+}
+
+impl Summary {
+    /// Counts one reported row, and its email when it had one.
+    pub fn record(&mut self, record: &Record) {
+        *self.counts.entry(record.status).or_insert(0) += 1;
+        self.rows += 1;
+        if record.status == Status::Sent {
+            self.emails_sent += 1;
+        } else if record.error.as_ref().is_some_and(|e| e.is_email_failure()) {
+            self.emails_failed += 1;
+        }
+    }
+
+    /// Rows reported with `status`.
+    pub fn count(&self, status: Status) -> u64 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Writes the summary as pretty JSON, mode 0600.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).context("cannot encode the summary")?;
+        json.push(b'\n');
+        let mut file = open_private(path, true)
+            .and_then(|mut f| f.write_all(&json).map(|()| f))
+            .with_context(|| {
+                format!(
+                    "cannot write the summary {}: check that its directory exists and is \
+                     writable, or choose another --summary-json path",
+                    path.display()
+                )
+            })?;
+        file.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn row(status: Status) -> Record {
+        Record {
+            row: 2,
+            lead_id: String::new(),
+            portal_id: String::new(),
+            status,
+            portal_url: String::new(),
+            expires_at: None,
+            attempts: 0,
+            email: String::new(),
+            message_id: String::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn summary_starts_with_every_status_at_zero() {
+        let s = Summary::default();
+        assert_eq!(s.counts.len(), 8);
+        assert!(Status::ALL.iter().all(|&st| s.count(st) == 0));
+    }
+
+    #[test]
+    fn summary_record_counts_rows_and_statuses() {
+        let mut s = Summary::default();
+        s.record(&row(Status::Sent));
+        s.record(&row(Status::Sent));
+        s.record(&row(Status::Invalid));
+        assert_eq!(
+            (s.rows, s.count(Status::Sent), s.count(Status::Invalid)),
+            (3, 2, 1)
+        );
+        assert_eq!((s.emails_sent, s.emails_failed), (2, 0));
+        s.record(&Record {
+            error: Some(crate::report::RowError::Email("refused".into())),
+            ..row(Status::Failed)
+        });
+        assert_eq!(s.emails_failed, 1);
+    }
+
+    #[test]
+    fn summary_json_lists_every_status_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        fs::write(&path, "stale").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let mut s = Summary {
+            api_calls: 41,
+            rate_limited: 1,
+            elapsed_secs: 8.5,
+            ..Summary::default()
+        };
+        s.record(&row(Status::Linked));
+        s.write_json(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\n  \"counts\": {"), "pretty: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for st in Status::ALL {
+            let want = u64::from(st == Status::Linked);
+            assert_eq!(v["counts"][st.as_str()], want, "{st}");
+        }
+        assert_eq!(v["rows"], 1);
+        assert_eq!(v["api_calls"], 41);
+        assert_eq!(v["elapsed_secs"], 8.5);
+        for key in [
+            "rate_limited",
+            "paused_secs",
+            "emails_sent",
+            "emails_failed",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+    }
+}
