@@ -351,16 +351,13 @@ mod tests {
 
     fn record(row: u64, status: Status, error: &str) -> Record {
         Record {
-            row,
-            lead_id: format!("3f2b8c1e-9d4a-4e7b-a6c5-{row:012x}"),
-            portal_id: "c4e8a2f1-7b3d-4a96-8e15-2d9f0b6c7a31".into(),
-            status,
-            portal_url: String::new(),
-            expires_at: None,
-            attempts: 0,
-            email: String::new(),
-            message_id: String::new(),
             error: (!error.is_empty()).then(|| RowError::Invalid(error.into())),
+            ..Record::new(
+                row,
+                format!("3f2b8c1e-9d4a-4e7b-a6c5-{row:012x}"),
+                "c4e8a2f1-7b3d-4a96-8e15-2d9f0b6c7a31".into(),
+                status,
+            )
         }
     }
 

@@ -98,18 +98,7 @@ mod tests {
     }
 
     fn row(status: Status) -> Record {
-        Record {
-            row: 2,
-            lead_id: String::new(),
-            portal_id: String::new(),
-            status,
-            portal_url: String::new(),
-            expires_at: None,
-            attempts: 0,
-            email: String::new(),
-            message_id: String::new(),
-            error: None,
-        }
+        Record::new(2, String::new(), String::new(), status)
     }
 
     #[test]

@@ -110,6 +110,24 @@ pub struct Record {
     pub error: Option<RowError>,
 }
 
+impl Record {
+    /// A row's record with its ids and status, and nothing else yet.
+    pub fn new(row: u64, lead_id: String, portal_id: String, status: Status) -> Record {
+        Record {
+            row,
+            lead_id,
+            portal_id,
+            status,
+            portal_url: String::new(),
+            expires_at: None,
+            attempts: 0,
+            email: String::new(),
+            message_id: String::new(),
+            error: None,
+        }
+    }
+}
+
 /// The report's header, in column order.
 pub const COLUMNS: [&str; 10] = [
     "row",

@@ -102,18 +102,12 @@ pub(super) enum Step {
 /// notices every copy); the row keeps its cells for the email and the rows
 /// to re-run.
 fn start_record(row: &mut InputRow) -> Record {
-    Record {
-        row: row.line,
-        lead_id: std::mem::take(&mut row.lead_id),
-        portal_id: row.portal_id.take().unwrap_or_default(),
-        status: Status::Invalid,
-        portal_url: String::new(),
-        expires_at: None,
-        attempts: 0,
-        email: String::new(),
-        message_id: String::new(),
-        error: None,
-    }
+    Record::new(
+        row.line,
+        std::mem::take(&mut row.lead_id),
+        row.portal_id.take().unwrap_or_default(),
+        Status::Invalid,
+    )
 }
 
 impl Job {
