@@ -21,6 +21,7 @@ use percent_encoding::percent_decode_str;
 use rand::Rng as _;
 use url::{Host, Url};
 
+use crate::retry::{with_backoff, RetryPolicy};
 use crate::secret::Secret;
 
 /// Idle connections the pool keeps for reuse. The pool opens as many
@@ -342,34 +343,32 @@ impl SmtpRelay {
 }
 
 /// Sends `message`, retrying transient failures up to `max_attempts` attempts in
-/// all, with exponential backoff and full jitter (so concurrent senders spread
-/// out instead of retrying in step). Permanent and fatal failures return at
-/// once. Returns the outcome and the number of attempts made.
+/// all, with the shared [`RetryPolicy`] backoff at SMTP's own pace (see
+/// [`smtp_policy`]). Permanent and fatal failures return at once. Returns the
+/// outcome and the number of attempts made.
 pub async fn send_with_retry(
     transport: &Transport,
     message: &Message,
     max_attempts: u32,
 ) -> (Result<(), SendError>, u32) {
-    let max_attempts = max_attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        match transport.send(message).await {
-            Err(SendError::Transient(_)) if attempt < max_attempts => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            outcome => return (outcome, attempt),
-        }
-    }
+    with_backoff(
+        &smtp_policy(max_attempts),
+        |e| matches!(e, SendError::Transient(_)),
+        || transport.send(message),
+    )
+    .await
 }
 
-/// A random wait in `[0, min(cap, base × 2^(attempt-1))]`.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
+/// How SMTP sends retry: shorter waits than the API's, as a mail server's
+/// hiccup (a 4xx, a dropped connection) usually clears within seconds.
+fn smtp_policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: max_attempts.max(1),
+        // An SMTP server sets no rate budget: there are no 429s to count.
+        max_rate_limited: 0,
+        base: BACKOFF_BASE,
+        cap: BACKOFF_CAP,
+    }
 }
 
 fn tls_parameters(host: &str) -> anyhow::Result<TlsParameters> {
@@ -530,11 +529,12 @@ mod tests {
 
     #[test]
     fn backoff_stays_under_its_ceiling() {
+        let policy = smtp_policy(40);
         for attempt in 1..40 {
             let cap = BACKOFF_BASE
                 .saturating_mul(1 << (attempt - 1).min(16))
                 .min(BACKOFF_CAP);
-            assert!(backoff(attempt) <= cap);
+            assert!(policy.backoff(attempt) <= cap);
         }
     }
 }
