@@ -353,7 +353,7 @@ impl Settings {
             None
         };
         let campaign = pick(&args.campaign, &file.campaign)
-            .unwrap_or_else(|| crate::state::default_campaign(&args.input));
+            .unwrap_or_else(|| crate::campaign::default_campaign(&args.input));
         let report = args
             .report
             .clone()

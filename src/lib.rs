@@ -7,6 +7,7 @@
 //! it owns.
 
 pub mod api;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod email;
@@ -22,3 +23,4 @@ pub mod retry;
 pub mod sandbox;
 pub mod secret;
 pub mod state;
+pub mod status;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::{Settings, UsageError};
-use lsq_dispatch::state::{self, StateError};
-use lsq_dispatch::{otp, pipeline, sandbox};
+use lsq_dispatch::state::StateError;
+use lsq_dispatch::{otp, pipeline, sandbox, status};
 
 /// mimalloc frees memory made on another thread cheaply: rows are parsed on
 /// the reader thread and dropped on the runtime's.
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => pipeline::execute(Settings::resolve(&args)?).await,
-        Command::Status(args) => state::execute(&args),
+        Command::Status(args) => status::execute(&args),
         Command::Otp(command) => otp::execute(command).await,
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| 0),
     }
