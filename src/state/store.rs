@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::entry::{RawEntry, ENTRY_COLUMNS};
 use super::file::{self, default_path_from, Header};
@@ -144,28 +144,18 @@ impl StateStore {
         expires_at: DateTime<Utc>,
         attempts: u32,
     ) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT INTO leads (campaign, lead_id, portal_id, row, attempts, state, \
-                                auth_key, link, expires_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'linked', ?6, ?7, ?8, ?9) \
-             ON CONFLICT (campaign, lead_id, portal_id) DO UPDATE SET \
-                row = excluded.row, attempts = excluded.attempts, state = 'linked', \
-                auth_key = excluded.auth_key, link = excluded.link, \
-                expires_at = excluded.expires_at, message_id = NULL, sent_at = NULL, \
-                reason = NULL, updated_at = excluded.updated_at",
-            params![
-                key.campaign,
-                key.lead_id,
-                key.portal_id,
-                row,
-                attempts,
-                auth_key.expose(),
-                link,
-                timestamp(&expires_at),
-                timestamp(&Utc::now()),
+        self.upsert(
+            key,
+            row,
+            "linked",
+            &[
+                ("attempts", &attempts),
+                ("auth_key", &auth_key.expose()),
+                ("link", &link),
+                ("expires_at", &timestamp(&expires_at)),
             ],
-        )?;
-        Ok(())
+            &["message_id", "sent_at", "reason"],
+        )
     }
 
     /// Records that the lead's email, with this Message-ID, is about to be
@@ -179,25 +169,13 @@ impl StateStore {
         email: &str,
         message_id: &str,
     ) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT INTO leads (campaign, lead_id, portal_id, row, email, state, \
-                                message_id, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?7) \
-             ON CONFLICT (campaign, lead_id, portal_id) DO UPDATE SET \
-                row = excluded.row, email = excluded.email, state = 'sending', \
-                message_id = excluded.message_id, sent_at = NULL, reason = NULL, \
-                updated_at = excluded.updated_at",
-            params![
-                key.campaign,
-                key.lead_id,
-                key.portal_id,
-                row,
-                email,
-                message_id,
-                timestamp(&Utc::now()),
-            ],
-        )?;
-        Ok(())
+        self.upsert(
+            key,
+            row,
+            "sending",
+            &[("email", &email), ("message_id", &message_id)],
+            &["sent_at", "reason"],
+        )
     }
 
     /// Records that the SMTP server accepted the lead's email. Only a lead in
@@ -239,24 +217,54 @@ impl StateStore {
         reason: &str,
         attempts: u32,
     ) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT INTO leads (campaign, lead_id, portal_id, row, attempts, state, \
-                                reason, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6, ?7) \
-             ON CONFLICT (campaign, lead_id, portal_id) DO UPDATE SET \
-                row = excluded.row, attempts = excluded.attempts, state = 'failed', \
-                reason = excluded.reason, message_id = NULL, sent_at = NULL, \
-                updated_at = excluded.updated_at",
-            params![
-                key.campaign,
-                key.lead_id,
-                key.portal_id,
-                row,
-                attempts,
-                reason,
-                timestamp(&Utc::now()),
-            ],
-        )?;
+        self.upsert(
+            key,
+            row,
+            "failed",
+            &[("attempts", &attempts), ("reason", &reason)],
+            &["message_id", "sent_at"],
+        )
+    }
+
+    /// Writes the lead's new `state` in one statement: a lead the campaign
+    /// has not seen is inserted; a known one gets its row, state and the `set`
+    /// columns overwritten and the `clear` columns (left over from an earlier
+    /// state) set to NULL. Columns in neither list keep what they hold.
+    fn upsert(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        state: &str,
+        set: &[(&str, &dyn ToSql)],
+        clear: &[&str],
+    ) -> Result<(), StateError> {
+        let now = timestamp(&Utc::now());
+        let mut values: Vec<(&str, &dyn ToSql)> = vec![
+            ("campaign", &key.campaign),
+            ("lead_id", &key.lead_id),
+            ("portal_id", &key.portal_id),
+            ("row", &row),
+            ("state", &state),
+            ("updated_at", &now),
+        ];
+        values.extend_from_slice(set);
+        let columns: Vec<&str> = values.iter().map(|(name, _)| *name).collect();
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
+        // The key columns stay; every other given column takes the new value.
+        let updates: Vec<String> = columns[3..]
+            .iter()
+            .map(|name| format!("{name} = excluded.{name}"))
+            .chain(clear.iter().map(|name| format!("{name} = NULL")))
+            .collect();
+        let sql = format!(
+            "INSERT INTO leads ({}) VALUES ({}) \
+             ON CONFLICT (campaign, lead_id, portal_id) DO UPDATE SET {}",
+            columns.join(", "),
+            placeholders.join(", "),
+            updates.join(", ")
+        );
+        let params: Vec<&dyn ToSql> = values.iter().map(|(_, value)| *value).collect();
+        self.conn.execute(&sql, params.as_slice())?;
         Ok(())
     }
 
