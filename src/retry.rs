@@ -257,6 +257,23 @@ mod tests {
     use super::*;
     use crate::limiter::{LimiterSettings, Rate};
 
+    /// An attempt that fails with `error` `failures` times, then succeeds.
+    fn failing<E: Clone>(
+        mut failures: u32,
+        error: E,
+    ) -> impl FnMut() -> std::future::Ready<Result<(), E>> {
+        move || {
+            let result = match failures.checked_sub(1) {
+                Some(left) => {
+                    failures = left;
+                    Err(error.clone())
+                }
+                None => Ok(()),
+            };
+            std::future::ready(result)
+        }
+    }
+
     #[test]
     fn backoff_stays_under_its_ceiling() {
         let policy = RetryPolicy::default();
@@ -283,54 +300,24 @@ mod tests {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        let (result, attempts) = with_backoff(
-            &policy,
-            |e: &&str| *e == "again",
-            || async { Err::<(), _>("again") },
-        )
-        .await;
-        assert_eq!((result, attempts), (Err("again"), 3));
-
-        let (result, attempts) = with_backoff(
-            &policy,
-            |e: &&str| *e == "again",
-            || async { Err::<(), _>("no") },
-        )
-        .await;
-        assert_eq!((result, attempts), (Err("no"), 1));
-
-        let mut left = 1;
-        let (result, attempts) = with_backoff(
-            &policy,
-            |_: &&str| true,
-            || {
-                left -= 1;
-                let result = if left >= 0 { Err("again") } else { Ok(7) };
-                async move { result }
-            },
-        )
-        .await;
-        assert_eq!((result, attempts), (Ok(7), 2));
+        let only_again = |e: &&str| *e == "again";
+        let done = with_backoff(&policy, only_again, failing(10, "again")).await;
+        assert_eq!(done, (Err("again"), 3));
+        let done = with_backoff(&policy, only_again, failing(10, "no")).await;
+        assert_eq!(done, (Err("no"), 1));
+        let done = with_backoff(&policy, only_again, failing(1, "again")).await;
+        assert_eq!(done, (Ok(()), 2));
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_server_errors_but_not_rejections() {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         let policy = RetryPolicy::default();
-        let mut left = 2;
-        let done = with_retry(&limiter, &policy, || {
-            left -= 1;
-            let result = if left >= 0 {
-                Err(ApiError::Server {
-                    status: 500,
-                    message: "boom".into(),
-                })
-            } else {
-                Ok(())
-            };
-            async move { result }
-        })
-        .await;
+        let boom = ApiError::Server {
+            status: 500,
+            message: "boom".into(),
+        };
+        let done = with_retry(&limiter, &policy, failing(2, boom)).await;
         assert!(done.result.is_ok());
         assert_eq!(done.attempts, 3);
 
@@ -361,20 +348,11 @@ mod tests {
             max_attempts: 1,
             ..RetryPolicy::default()
         };
-        let mut left = 2;
-        let done = with_retry(&limiter, &policy, || {
-            left -= 1;
-            let result = if left >= 0 {
-                Err(ApiError::RateLimited {
-                    retry_after: Some(Duration::from_secs(1)),
-                    message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
-                })
-            } else {
-                Ok(())
-            };
-            async move { result }
-        })
-        .await;
+        let limited = ApiError::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+            message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
+        };
+        let done = with_retry(&limiter, &policy, failing(2, limited)).await;
         assert!(done.result.is_ok());
         assert_eq!((done.attempts, done.rate_limited), (3, 2));
         assert_eq!(limiter.paused_total(), Duration::from_secs(2));
