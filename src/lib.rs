@@ -7,6 +7,7 @@
 //! it owns.
 
 pub mod api;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod email;
@@ -24,4 +25,5 @@ pub mod sandbox;
 pub mod secret;
 pub mod signal;
 pub mod state;
+pub mod status;
 pub mod summary;

@@ -6,7 +6,7 @@ use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::Settings;
 use lsq_dispatch::exit::Exit;
-use lsq_dispatch::{otp, run, sandbox, state};
+use lsq_dispatch::{otp, run, sandbox, status};
 
 /// mimalloc frees memory made on another thread cheaply: rows are parsed on
 /// the reader thread and dropped on the runtime's.
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 async fn execute(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run(args) => run::execute(Settings::resolve(&args).await?).await,
-        Command::Status(args) => state::execute(&args).map(|_| Exit::Success),
+        Command::Status(args) => status::execute(&args),
         Command::Otp(command) => otp::execute(command).await,
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),
     }

@@ -1,7 +1,8 @@
-//! The one request path: every attempt, retries included, waits for the
-//! limiter; 429s pause every task; 5xx, timeouts and dropped connections are
-//! retried with exponential backoff and full jitter; the tenant key is minted
-//! or renewed here when needed.
+//! Retrying, in one place: the [`RetryPolicy`] and its backoff (exponential,
+//! full jitter) that API calls and SMTP sends share, and the one request path
+//! for the API: every attempt, retries included, waits for the limiter; 429s
+//! pause every task; 5xx, timeouts and dropped connections are retried with the
+//! policy's backoff; the tenant key is minted or renewed here when needed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,13 +39,48 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Full jitter: a random wait up to `min(cap, base * 2^(failures-1))`.
+    /// Full jitter: a random wait up to `min(cap, base * 2^(failures-1))`, so
+    /// concurrent callers spread out instead of retrying in step.
     pub fn backoff(&self, failures: u32) -> Duration {
         let ceiling = self
             .base
             .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
             .min(self.cap);
         ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+
+    /// After the `failures`-th retryable failure: how long to wait before the
+    /// next attempt, or `None` when `max_attempts` are spent.
+    pub fn wait_after(&self, failures: u32) -> Option<Duration> {
+        (failures < self.max_attempts).then(|| self.backoff(failures))
+    }
+}
+
+/// Calls `attempt` until it succeeds, fails with an error `retryable` turns
+/// down, or the policy's attempts are spent, waiting the policy's backoff
+/// between attempts. Returns the last result and the attempts made.
+///
+/// For calls that share no rate budget (SMTP); API calls go through
+/// [`with_retry`], which also waits for the limiter and handles 429s.
+pub async fn with_backoff<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    retryable: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> (Result<T, E>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Err(error) if retryable(&error) => match policy.wait_after(attempts) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return (Err(error), attempts),
+            },
+            outcome => return (outcome, attempts),
+        }
     }
 }
 
@@ -91,27 +127,29 @@ where
             }
             Err(error) => error,
         };
-        let give_up = match &error {
+        // A 429 has paused the limiter already: the next attempt waits there,
+        // not here, and does not count against `max_attempts`.
+        let wait = match &error {
             ApiError::RateLimited { retry_after, .. } => {
                 limiter.pause(*retry_after);
                 rate_limited += 1;
-                rate_limited >= policy.max_rate_limited
+                (rate_limited < policy.max_rate_limited).then_some(Duration::ZERO)
             }
             e if e.is_retryable() => {
                 failures += 1;
-                failures >= policy.max_attempts
+                policy.wait_after(failures)
             }
-            _ => true,
+            _ => None,
         };
-        if give_up {
+        let Some(wait) = wait else {
             return Attempted {
                 result: Err(error),
                 attempts,
                 rate_limited,
             };
-        }
-        if !matches!(error, ApiError::RateLimited { .. }) {
-            tokio::time::sleep(policy.backoff(failures)).await;
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -219,6 +257,23 @@ mod tests {
     use super::*;
     use crate::limiter::{LimiterSettings, Rate};
 
+    /// An attempt that fails with `error` `failures` times, then succeeds.
+    fn failing<E: Clone>(
+        mut failures: u32,
+        error: E,
+    ) -> impl FnMut() -> std::future::Ready<Result<(), E>> {
+        move || {
+            let result = match failures.checked_sub(1) {
+                Some(left) => {
+                    failures = left;
+                    Err(error.clone())
+                }
+                None => Ok(()),
+            };
+            std::future::ready(result)
+        }
+    }
+
     #[test]
     fn backoff_stays_under_its_ceiling() {
         let policy = RetryPolicy::default();
@@ -228,24 +283,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn wait_after_gives_up_when_the_attempts_are_spent() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert!(policy.wait_after(1).is_some());
+        assert!(policy.wait_after(2).is_some());
+        assert_eq!(policy.wait_after(3), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_backoff_retries_only_what_it_is_told_to() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        let only_again = |e: &&str| *e == "again";
+        let done = with_backoff(&policy, only_again, failing(10, "again")).await;
+        assert_eq!(done, (Err("again"), 3));
+        let done = with_backoff(&policy, only_again, failing(10, "no")).await;
+        assert_eq!(done, (Err("no"), 1));
+        let done = with_backoff(&policy, only_again, failing(1, "again")).await;
+        assert_eq!(done, (Ok(()), 2));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_server_errors_but_not_rejections() {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         let policy = RetryPolicy::default();
-        let mut left = 2;
-        let done = with_retry(&limiter, &policy, || {
-            left -= 1;
-            let result = if left >= 0 {
-                Err(ApiError::Server {
-                    status: 500,
-                    message: "boom".into(),
-                })
-            } else {
-                Ok(())
-            };
-            async move { result }
-        })
-        .await;
+        let boom = ApiError::Server {
+            status: 500,
+            message: "boom".into(),
+        };
+        let done = with_retry(&limiter, &policy, failing(2, boom)).await;
         assert!(done.result.is_ok());
         assert_eq!(done.attempts, 3);
 
@@ -276,20 +348,11 @@ mod tests {
             max_attempts: 1,
             ..RetryPolicy::default()
         };
-        let mut left = 2;
-        let done = with_retry(&limiter, &policy, || {
-            left -= 1;
-            let result = if left >= 0 {
-                Err(ApiError::RateLimited {
-                    retry_after: Some(Duration::from_secs(1)),
-                    message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
-                })
-            } else {
-                Ok(())
-            };
-            async move { result }
-        })
-        .await;
+        let limited = ApiError::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+            message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
+        };
+        let done = with_retry(&limiter, &policy, failing(2, limited)).await;
         assert!(done.result.is_ok());
         assert_eq!((done.attempts, done.rate_limited), (3, 2));
         assert_eq!(limiter.paused_total(), Duration::from_secs(2));

@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use chrono::{DateTime, TimeZone, Utc};
+use lsq_dispatch::campaign::default_campaign;
 use lsq_dispatch::report::Status;
 use lsq_dispatch::secret::Secret;
-use lsq_dispatch::state::{
-    default_campaign, default_path_from, LeadKey, LeadState, StateError, StateStore,
-};
+use lsq_dispatch::state::{default_path_from, LeadKey, LeadState, StateError, StateStore};
 
 const CAMPAIGN: &str = "march";
 

@@ -139,7 +139,7 @@ impl Settings {
             },
             quiet: args.quiet,
             campaign: pick(&args.campaign, &file.campaign)
-                .unwrap_or_else(|| crate::state::default_campaign(&args.input)),
+                .unwrap_or_else(|| crate::campaign::default_campaign(&args.input)),
             state: state_path(args, &file),
             resend_in_doubt: args.resend_in_doubt,
             resend: args.resend,

@@ -21,6 +21,7 @@ use percent_encoding::percent_decode_str;
 use rand::Rng as _;
 use url::{Host, Url};
 
+use crate::retry::{with_backoff, RetryPolicy};
 use crate::secret::Secret;
 
 /// Idle connections the pool keeps for reuse. The pool opens as many
@@ -108,57 +109,10 @@ impl Transport {
         let shown = redact_url(&settings.url);
         let url = Url::parse(settings.url.trim())
             .map_err(|e| anyhow!("invalid SMTP URL {shown}: {e}"))?;
-        let host = match url.host() {
-            Some(Host::Domain(d)) if !d.is_empty() => d.to_owned(),
-            Some(Host::Ipv4(ip)) => ip.to_string(),
-            Some(Host::Ipv6(ip)) => ip.to_string(),
-            _ => bail!("SMTP URL {shown} has no host"),
-        };
-
-        let mut require_tls = false;
-        for (key, value) in url.query_pairs() {
-            match (&*key, &*value) {
-                ("tls", "required") => require_tls = true,
-                ("tls", other) => bail!(
-                    "SMTP URL {shown}: tls={other} is not supported; use ?tls=required \
-                     (STARTTLS that must succeed) or an smtps:// URL"
-                ),
-                (other, _) => bail!(
-                    "SMTP URL {shown}: unknown option {other:?}; the only option is tls=required"
-                ),
-            }
-        }
-
-        let (tls, default_port) = match url.scheme() {
-            "smtps" => (Tls::Wrapper(tls_parameters(&host)?), 465),
-            "smtp" if require_tls => (Tls::Required(tls_parameters(&host)?), 587),
-            "smtp" if url.host_str().is_some_and(crate::config::is_loopback) => (Tls::None, 25),
-            "smtp" => {
-                let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-                bail!(
-                    "refusing to send mail in plaintext to {host}{port}: the messages carry \
-                     login links. Use smtps://{host}:465 (implicit TLS) or \
-                     smtp://{host}:587?tls=required (STARTTLS); plain smtp:// is only \
-                     allowed to a server on this machine (localhost, 127.0.0.1, ::1)"
-                )
-            }
-            other => bail!(
-                "SMTP URL {shown}: unknown scheme {other:?}; use smtps:// or smtp://…?tls=required"
-            ),
-        };
+        let host = url_host(&url, &shown)?;
+        let (tls, default_port) = encryption(&url, &host, &shown)?;
         let port = url.port().unwrap_or(default_port);
-
-        let url_user = decode(url.username(), "user name", &shown)?;
-        let url_password = match url.password() {
-            Some(p) => Some(Secret::new(decode(p, "password", &shown)?)),
-            None => None,
-        };
-        let user = Some(url_user)
-            .filter(|u| !u.is_empty())
-            .or_else(|| settings.user.clone().filter(|u| !u.is_empty()));
-        let password = url_password
-            .or_else(|| settings.password.clone())
-            .filter(|p| !p.is_empty());
+        let (credentials, password) = login(&url, settings, &shown)?;
 
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
             .port(port)
@@ -169,18 +123,8 @@ impl Transport {
         if !hello.is_empty() {
             builder = builder.hello_name(ClientId::Domain(hello.to_owned()));
         }
-        match (user, &password) {
-            (Some(user), Some(password)) => {
-                builder = builder.credentials(Credentials::new(user, password.expose().to_owned()));
-            }
-            (Some(user), None) => {
-                bail!("SMTP user {user:?} has no password: set LSQ_SMTP_PASSWORD")
-            }
-            (None, Some(_)) => bail!(
-                "an SMTP password is set but no user: set LSQ_SMTP_USER or put the user in \
-                 --smtp-url"
-            ),
-            (None, None) => {}
+        if let Some(credentials) = credentials {
+            builder = builder.credentials(credentials);
         }
 
         // The pool spawns its cleanup task when built.
@@ -342,34 +286,117 @@ impl SmtpRelay {
 }
 
 /// Sends `message`, retrying transient failures up to `max_attempts` attempts in
-/// all, with exponential backoff and full jitter (so concurrent senders spread
-/// out instead of retrying in step). Permanent and fatal failures return at
-/// once. Returns the outcome and the number of attempts made.
+/// all, with the shared [`RetryPolicy`] backoff at SMTP's own pace (see
+/// [`smtp_policy`]). Permanent and fatal failures return at once. Returns the
+/// outcome and the number of attempts made.
 pub async fn send_with_retry(
     transport: &Transport,
     message: &Message,
     max_attempts: u32,
 ) -> (Result<(), SendError>, u32) {
-    let max_attempts = max_attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        match transport.send(message).await {
-            Err(SendError::Transient(_)) if attempt < max_attempts => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            outcome => return (outcome, attempt),
-        }
+    with_backoff(
+        &smtp_policy(max_attempts),
+        |e| matches!(e, SendError::Transient(_)),
+        || transport.send(message),
+    )
+    .await
+}
+
+/// How SMTP sends retry: shorter waits than the API's, as a mail server's
+/// hiccup (a 4xx, a dropped connection) usually clears within seconds.
+fn smtp_policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: max_attempts.max(1),
+        // An SMTP server sets no rate budget: there are no 429s to count.
+        max_rate_limited: 0,
+        base: BACKOFF_BASE,
+        cap: BACKOFF_CAP,
     }
 }
 
-/// A random wait in `[0, min(cap, base × 2^(attempt-1))]`.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
+/// The SMTP URL's host, as lettre wants it (an IPv6 address without brackets).
+fn url_host(url: &Url, shown: &str) -> anyhow::Result<String> {
+    Ok(match url.host() {
+        Some(Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(Host::Ipv4(ip)) => ip.to_string(),
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        _ => bail!("SMTP URL {shown} has no host"),
+    })
+}
+
+/// The encryption the URL asks for, and the port that goes with it. Plain
+/// `smtp://` is refused unless the server is on this machine.
+fn encryption(url: &Url, host: &str, shown: &str) -> anyhow::Result<(Tls, u16)> {
+    let require_tls = requires_tls(url, shown)?;
+    Ok(match url.scheme() {
+        "smtps" => (Tls::Wrapper(tls_parameters(host)?), 465),
+        "smtp" if require_tls => (Tls::Required(tls_parameters(host)?), 587),
+        "smtp" if url.host_str().is_some_and(crate::config::is_loopback) => (Tls::None, 25),
+        "smtp" => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            bail!(
+                "refusing to send mail in plaintext to {host}{port}: the messages carry \
+                 login links. Use smtps://{host}:465 (implicit TLS) or \
+                 smtp://{host}:587?tls=required (STARTTLS); plain smtp:// is only \
+                 allowed to a server on this machine (localhost, 127.0.0.1, ::1)"
+            )
+        }
+        other => bail!(
+            "SMTP URL {shown}: unknown scheme {other:?}; use smtps:// or smtp://…?tls=required"
+        ),
+    })
+}
+
+/// Whether the URL's query says `tls=required`; any other option is refused,
+/// so a misspelt one does not silently fall back to no encryption.
+fn requires_tls(url: &Url, shown: &str) -> anyhow::Result<bool> {
+    let mut require_tls = false;
+    for (key, value) in url.query_pairs() {
+        match (&*key, &*value) {
+            ("tls", "required") => require_tls = true,
+            ("tls", other) => bail!(
+                "SMTP URL {shown}: tls={other} is not supported; use ?tls=required \
+                 (STARTTLS that must succeed) or an smtps:// URL"
+            ),
+            (other, _) => {
+                bail!("SMTP URL {shown}: unknown option {other:?}; the only option is tls=required")
+            }
+        }
+    }
+    Ok(require_tls)
+}
+
+/// The login, from the URL's `user:password@`, else from the settings; and
+/// the password alone, kept to scrub it from server replies. A user without a
+/// password, or the reverse, is refused rather than tried.
+fn login(
+    url: &Url,
+    settings: &SmtpSettings,
+    shown: &str,
+) -> anyhow::Result<(Option<Credentials>, Option<Secret>)> {
+    let url_user = decode(url.username(), "user name", shown)?;
+    let url_password = match url.password() {
+        Some(p) => Some(Secret::new(decode(p, "password", shown)?)),
+        None => None,
+    };
+    let user = Some(url_user)
+        .filter(|u| !u.is_empty())
+        .or_else(|| settings.user.clone().filter(|u| !u.is_empty()));
+    let password = url_password
+        .or_else(|| settings.password.clone())
+        .filter(|p| !p.is_empty());
+    let credentials = match (user, &password) {
+        (Some(user), Some(password)) => Some(Credentials::new(user, password.expose().to_owned())),
+        (Some(user), None) => {
+            bail!("SMTP user {user:?} has no password: set LSQ_SMTP_PASSWORD")
+        }
+        (None, Some(_)) => bail!(
+            "an SMTP password is set but no user: set LSQ_SMTP_USER or put the user in \
+             --smtp-url"
+        ),
+        (None, None) => None,
+    };
+    Ok((credentials, password))
 }
 
 fn tls_parameters(host: &str) -> anyhow::Result<TlsParameters> {
@@ -530,11 +557,12 @@ mod tests {
 
     #[test]
     fn backoff_stays_under_its_ceiling() {
+        let policy = smtp_policy(40);
         for attempt in 1..40 {
             let cap = BACKOFF_BASE
                 .saturating_mul(1 << (attempt - 1).min(16))
                 .min(BACKOFF_CAP);
-            assert!(backoff(attempt) <= cap);
+            assert!(policy.backoff(attempt) <= cap);
         }
     }
 }

@@ -179,7 +179,7 @@ fn read_leads(path: &Path) -> anyhow::Result<Vec<SandboxLead>> {
             phone: cell(phone_col),
             email: cell(email_col),
         };
-        if super::normalise_guid(&lead.lead_id).is_none() {
+        if crate::input::normalize_guid(&lead.lead_id).is_none() {
             bail!(
                 "{shown} line {line}: LeadId {:?} is not a GUID",
                 lead.lead_id

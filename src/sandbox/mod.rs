@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::input::normalize_guid;
 use crate::limiter::Rate;
 
 pub use command::{serve, SandboxArgs};
@@ -357,14 +358,14 @@ impl Shared {
             bail!("the sandbox needs at least one portal id");
         }
         for id in &mut config.portal_ids {
-            *id = normalise_guid(id).with_context(|| format!("portal id {id:?} is not a GUID"))?;
+            *id = normalize_guid(id).with_context(|| format!("portal id {id:?} is not a GUID"))?;
         }
         let portals = config.portal_ids.iter().cloned().collect();
         let unknown_leads = config
             .unknown_leads
             .iter()
             .map(|id| {
-                normalise_guid(id).with_context(|| format!("unknown lead {id:?} is not a GUID"))
+                normalize_guid(id).with_context(|| format!("unknown lead {id:?} is not a GUID"))
             })
             .collect::<anyhow::Result<_>>()?;
 
@@ -376,7 +377,7 @@ impl Shared {
         let mut leads_by_phone = HashMap::new();
         let mut leads_by_email = HashMap::new();
         for lead in std::iter::once(demo).chain(config.leads.iter().cloned()) {
-            let lead_id = normalise_guid(&lead.lead_id)
+            let lead_id = normalize_guid(&lead.lead_id)
                 .with_context(|| format!("lead id {:?} is not a GUID", lead.lead_id))?;
             let lead = SandboxLead { lead_id, ..lead };
             if !lead.phone.is_empty() {
@@ -478,26 +479,9 @@ fn check_fraction(name: &str, value: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lower-case hyphenated form of a GUID given in any case, with or without
-/// braces or hyphens; `None` when it is not a GUID.
-pub(crate) fn normalise_guid(text: &str) -> Option<String> {
-    uuid::Uuid::parse_str(text)
-        .ok()
-        .map(|id| id.hyphenated().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn guids_normalise() {
-        let want = Some(DEFAULT_PORTAL_ID.to_owned());
-        assert_eq!(normalise_guid(&DEFAULT_PORTAL_ID.to_uppercase()), want);
-        assert_eq!(normalise_guid(&format!("{{{DEFAULT_PORTAL_ID}}}")), want);
-        assert_eq!(normalise_guid("not-a-guid"), None);
-        assert_eq!(normalise_guid(""), None);
-    }
 
     #[test]
     fn bad_settings_are_refused() {

@@ -16,7 +16,8 @@ use serde_json::{json, Map, Value};
 use super::conn::Conn;
 use super::faults::Fault;
 use super::otp::OtpRecord;
-use super::{normalise_guid, window, SandboxLead, Shared};
+use super::{window, SandboxLead, Shared};
+use crate::input::normalize_guid;
 
 /// The whole app: one fallback handler, because routing by lower-cased path
 /// is simpler than teaching a router to ignore case.
@@ -51,6 +52,9 @@ const API_ROUTES: [(&str, Method, Api); 5] = [
     ("/api/authentication/signin", Method::POST, Api::Signin),
 ];
 
+/// Every request: admin and portal pages first, then an API call meets, in
+/// order, the route check, jitter, the budget, service time and any injected
+/// fault before it is served.
 async fn dispatch(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<Conn>,
@@ -69,34 +73,14 @@ async fn dispatch(
     }
 
     shared.ledger().calls += 1;
-    let Some((allowed, api)) = API_ROUTES
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map(|(_, m, api)| (m, *api))
-    else {
-        let err = ApiError::not_found(format!(
-            "No API at {}: check the path and the host",
-            uri.path()
-        ));
-        return answer(&shared, err.into_response());
+    let api = match find_api(&path, &method, &uri) {
+        Ok(api) => api,
+        Err(refusal) => return answer(&shared, *refusal),
     };
-    if method != *allowed {
-        return answer(&shared, method_not_allowed(&method, &uri, allowed));
-    }
 
     let jitter = shared.faults().jitter();
     pause(jitter).await;
-    let admission = {
-        let mut ledger = shared.ledger();
-        let now = Instant::now();
-        let admission = ledger.window.admit(now);
-        if admission.counted {
-            let since_start = now.saturating_duration_since(shared.started);
-            ledger.arrivals.push(since_start);
-        }
-        admission
-    };
-    if !admission.accepted {
+    if !admit(&shared) {
         shared.log(format_args!(
             "429 for {:?}: budget {} is spent",
             api, shared.config.budget
@@ -106,14 +90,55 @@ async fn dispatch(
 
     let service = shared.faults().service_time();
     pause(service).await;
+    if let Some(response) = inject_fault(&shared, api, &conn) {
+        return response;
+    }
+    answer(&shared, serve(&shared, api, &query, &headers, &body))
+}
+
+/// The API call at `path`, or the 404 or 405 that answers it instead.
+fn find_api(path: &str, method: &Method, uri: &Uri) -> Result<Api, Box<Response>> {
+    let Some((allowed, api)) = API_ROUTES
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, m, api)| (m, *api))
+    else {
+        let err = ApiError::not_found(format!(
+            "No API at {}: check the path and the host",
+            uri.path()
+        ));
+        return Err(Box::new(err.into_response()));
+    };
+    if method != allowed {
+        return Err(Box::new(method_not_allowed(method, uri, allowed)));
+    }
+    Ok(api)
+}
+
+/// Whether the budget's window takes one more call now; a counted arrival is
+/// noted in the ledger for the admin endpoints.
+fn admit(shared: &Shared) -> bool {
+    let mut ledger = shared.ledger();
+    let now = Instant::now();
+    let admission = ledger.window.admit(now);
+    if admission.counted {
+        let since_start = now.saturating_duration_since(shared.started);
+        ledger.arrivals.push(since_start);
+    }
+    admission.accepted
+}
+
+/// The fault drawn for this call, if any, as the whole answer to it: a cut
+/// connection or an injected 500.
+fn inject_fault(shared: &Shared, api: Api, conn: &Conn) -> Option<Response> {
     match shared.faults().fault() {
-        Fault::None => {}
+        Fault::None => None,
         Fault::Drop => {
             shared.log(format_args!("dropping the connection of a {api:?} call"));
             shared.ledger().dropped += 1;
             conn.cut();
             // Never reaches the client: the cut socket fails the write.
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            Some(StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         Fault::ServerError => {
             shared.log(format_args!("injected 500 for a {api:?} call"));
@@ -122,24 +147,27 @@ async fn dispatch(
                 "MXUnknownException",
                 "An unexpected error occurred while processing the request",
             );
-            return answer(&shared, err.into_response());
+            Some(answer(shared, err.into_response()))
         }
     }
+}
 
+/// The API call itself, once it got through; a 401 is logged, as the
+/// operator watching the sandbox usually wants to know why.
+fn serve(shared: &Shared, api: Api, query: &Query, headers: &HeaderMap, body: &Bytes) -> Response {
     let result = match api {
-        Api::Generate => generate(&shared, &query, &headers, &body),
-        Api::TenantKey => tenant_key(&shared, &query),
-        Api::PublicToken => public_token(&shared, &query),
-        Api::OtpGet => otp_get(&shared, &headers, &body),
-        Api::Signin => signin(&shared, &headers, &body),
+        Api::Generate => generate(shared, query, headers, body),
+        Api::TenantKey => tenant_key(shared, query),
+        Api::PublicToken => public_token(shared, query),
+        Api::OtpGet => otp_get(shared, headers, body),
+        Api::Signin => signin(shared, headers, body),
     };
-    let response = result.unwrap_or_else(|err| {
+    result.unwrap_or_else(|err| {
         if err.status == StatusCode::UNAUTHORIZED {
             shared.log(format_args!("401 for {api:?}: {}", err.message));
         }
         err.into_response()
-    });
-    answer(&shared, response)
+    })
 }
 
 /// Sleeps, but skips the timer entirely for a zero delay, which would otherwise
@@ -329,7 +357,7 @@ fn portal_page(shared: &Shared, method: &Method, uri: &Uri, query: &Query) -> Re
     };
     for (name, want) in [("leadid", &found.lead_id), ("portalid", &found.portal_id)] {
         if let Some(given) = query.get(name) {
-            if normalise_guid(&given).as_ref() != Some(want) {
+            if normalize_guid(&given).as_ref() != Some(want) {
                 return refuse(&format!("{name} in the link does not match the authKey"));
             }
         }
@@ -397,7 +425,7 @@ fn portal_header(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>,
     let Some(given) = header_text(headers, "x-lsq-portalid") else {
         return Ok(None);
     };
-    match normalise_guid(&given) {
+    match normalize_guid(&given) {
         Some(id) if shared.portals.contains(&id) => Ok(Some(id)),
         _ => Err(ApiError::bad_input(format!(
             "x-lsq-portalid {given:?} is not a portal of this account"
@@ -466,7 +494,7 @@ fn string_field(body: &Map<String, Value>, name: &str) -> Result<String, ApiErro
 
 fn guid_field(body: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
     let text = string_field(body, name)?;
-    normalise_guid(&text)
+    normalize_guid(&text)
         .ok_or_else(|| ApiError::bad_input(format!("{name} {text:?} is not a valid GUID")))
 }
 

@@ -1,0 +1,237 @@
+//! What can go wrong with one API call: the [`ApiError`] kinds the caller
+//! branches on, and the reading of a status, body and Retry-After into an
+//! answer or one of them.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why one API call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 429 (or a 403 saying the limit was exceeded): wait and try again.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// How long the server asked us to wait, when it said.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: String,
+    },
+    /// 401: the credentials or the region host are wrong; fatal for the run.
+    #[error("401 from the API ({message}): check LSQ_ACCESS_KEY / LSQ_SECRET_KEY / LSQ_TENANT_AUTH_KEY and that --host is your region's portal API host")]
+    Unauthorized {
+        /// The server's message.
+        message: String,
+    },
+    /// 404: wrong host or path; fatal for the run.
+    #[error("404 from the API ({message}): check --host (your region's portal API host, e.g. https://portalapi-in21.leadsquared.com) and the API path")]
+    NotFound {
+        /// The server's message.
+        message: String,
+    },
+    /// 400 or another refusal of this one request; the row fails.
+    #[error("{message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The server's ExceptionMessage.
+        message: String,
+    },
+    /// 5xx: try again.
+    #[error("server error {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The request timed out: try again.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Connection refused, reset or dropped: try again.
+    #[error("connection failed: {0}")]
+    Transport(String),
+    /// A 2xx answer whose body is not what the API documents.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+impl ApiError {
+    /// Worth another attempt.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited { .. }
+                | ApiError::Server { .. }
+                | ApiError::Timeout(_)
+                | ApiError::Transport(_)
+        )
+    }
+
+    /// Ends the whole run: no other row can succeed either.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Unauthorized { .. } | ApiError::NotFound { .. }
+        )
+    }
+}
+
+/// LeadSquared's error body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody {
+    status: Option<String>,
+    exception_type: Option<String>,
+    exception_message: Option<String>,
+}
+
+/// Turns a status and body into the answer or an [`ApiError`].
+pub fn classify<T: serde::de::DeserializeOwned>(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let error_body = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .filter(|e| e.status.as_deref() == Some("Error") || e.exception_message.is_some());
+    let message = match &error_body {
+        Some(e) => e
+            .exception_message
+            .clone()
+            .or_else(|| e.exception_type.clone())
+            .unwrap_or_else(|| "no message".into()),
+        None => snippet(body),
+    };
+    let limit_message = message.to_ascii_lowercase().contains("exceeded the limit");
+    match status {
+        200..=299 => {
+            if error_body.is_some() {
+                // Some endpoints answer errors with 200.
+                return Err(if limit_message {
+                    ApiError::RateLimited {
+                        retry_after,
+                        message,
+                    }
+                } else {
+                    ApiError::Rejected { status, message }
+                });
+            }
+            serde_json::from_slice(body).map_err(|e| {
+                ApiError::Protocol(format!("cannot read the answer ({e}): {}", snippet(body)))
+            })
+        }
+        429 => Err(ApiError::RateLimited {
+            retry_after,
+            message,
+        }),
+        403 if limit_message => Err(ApiError::RateLimited {
+            retry_after,
+            message,
+        }),
+        401 => Err(ApiError::Unauthorized { message }),
+        404 => Err(ApiError::NotFound { message }),
+        408 => Err(ApiError::Timeout(message)),
+        500..=599 => Err(ApiError::Server { status, message }),
+        _ => Err(ApiError::Rejected { status, message }),
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "empty body".into();
+    }
+    text.chars().take(200).collect()
+}
+
+/// Classifies a transport failure. `without_url` drops the request URL, which
+/// carries the secret key.
+pub(super) fn transport_error(error: reqwest::Error) -> ApiError {
+    let timeout = error.is_timeout();
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if timeout {
+        ApiError::Timeout(message)
+    } else {
+        ApiError::Transport(message)
+    }
+}
+
+/// Reads Retry-After: delay seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs));
+        }
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::GeneratedKey;
+
+    #[test]
+    fn classifies_statuses_and_bodies() {
+        let err = |status, body: &str| classify::<GeneratedKey>(status, None, body.as_bytes());
+        let body = r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Lead does not exist"}"#;
+        assert_eq!(
+            err(400, body).unwrap_err(),
+            ApiError::Rejected {
+                status: 400,
+                message: "Lead does not exist".into()
+            }
+        );
+        // An error body with HTTP 200 is still an error.
+        assert!(matches!(err(200, body), Err(ApiError::Rejected { .. })));
+        let limit = r#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 25 in 5 second(s)"}"#;
+        assert!(matches!(err(429, limit), Err(ApiError::RateLimited { .. })));
+        assert!(matches!(err(403, limit), Err(ApiError::RateLimited { .. })));
+        assert!(matches!(
+            err(403, body),
+            Err(ApiError::Rejected { status: 403, .. })
+        ));
+        assert!(matches!(err(401, body), Err(ApiError::Unauthorized { .. })));
+        assert!(matches!(
+            err(404, "not here"),
+            Err(ApiError::NotFound { .. })
+        ));
+        assert!(matches!(
+            err(503, ""),
+            Err(ApiError::Server { status: 503, .. })
+        ));
+        assert!(matches!(err(200, "{}"), Err(ApiError::Protocol(_))));
+        let ok = err(200, r#"{"AuthKey":"a+b/c=","LeadId":"x"}"#).unwrap();
+        assert_eq!(ok.auth_key, "a+b/c=");
+    }
+
+    #[test]
+    fn reads_retry_after_in_both_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let soon = std::time::SystemTime::now() + Duration::from_secs(30);
+        let parsed = parse_retry_after(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(parsed > Duration::from_secs(25) && parsed <= Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

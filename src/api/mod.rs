@@ -1,0 +1,20 @@
+//! The LeadSquared API client: typed requests and answers, and the
+//! classification of every failure into an [`ApiError`] the caller can branch on.
+//!
+//! One call here is one attempt. Pacing and retrying live in `limiter` and
+//! `retry`; the tenant key's lifetime lives in [`TenantKey`].
+
+mod client;
+mod error;
+mod otp;
+mod tenant;
+
+use std::time::Duration;
+
+pub use client::{ApiClient, ApiSettings, GeneratedKey};
+pub use error::{classify, parse_retry_after, ApiError};
+pub use otp::{OtpHeaders, SignedIn, SigninOtp};
+pub use tenant::{TenantKey, TenantKeyLease, TenantKeySource};
+
+/// How long LeadSquared keeps lead and tenant auth keys valid.
+pub const KEY_LIFETIME: Duration = Duration::from_secs(4 * 3600);

@@ -1,0 +1,119 @@
+//! The tenant auth key: given or minted, leased to each call, and re-minted
+//! before its four hours are up on a long run.
+
+use std::time::Duration;
+
+use tokio::sync::RwLock;
+use tokio::time::Instant;
+
+use crate::secret::Secret;
+
+/// Where the tenant auth key comes from.
+#[derive(Debug, Clone)]
+pub struct TenantKeySource {
+    /// A key given in LSQ_TENANT_AUTH_KEY (its age counts from the run's start).
+    pub given: Option<Secret>,
+    /// The mint endpoint's path and method.
+    pub mint_path: String,
+    /// HTTP method of the mint endpoint.
+    pub mint_method: String,
+    /// How long a key lives.
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct HeldKey {
+    key: Secret,
+    since: Instant,
+    generation: u64,
+}
+
+/// The tenant auth key in use, re-minted before it expires on long runs.
+#[derive(Debug)]
+pub struct TenantKey {
+    source: TenantKeySource,
+    held: RwLock<Option<HeldKey>>,
+}
+
+/// Re-mint this long before a key's end of life.
+const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
+
+/// A tenant key as handed to one call, with the generation to name it when
+/// asking for a replacement.
+#[derive(Debug, Clone)]
+pub struct TenantKeyLease {
+    /// The key.
+    pub key: Secret,
+    generation: u64,
+    age: Duration,
+}
+
+impl TenantKey {
+    /// Starts with the given key, if any; otherwise the first [`TenantKey::lease`]
+    /// needs a mint.
+    pub fn new(source: TenantKeySource) -> TenantKey {
+        let held = source.given.clone().map(|key| HeldKey {
+            key,
+            since: Instant::now(),
+            generation: 0,
+        });
+        TenantKey {
+            source,
+            held: RwLock::new(held),
+        }
+    }
+
+    /// The mint endpoint (path, method).
+    pub fn mint_endpoint(&self) -> (&str, &str) {
+        (&self.source.mint_path, &self.source.mint_method)
+    }
+
+    /// The key to use now, or `None` when one must be minted first (none yet,
+    /// or the held one is within [`RENEW_BEFORE`] of its end).
+    pub async fn lease(&self) -> Option<TenantKeyLease> {
+        let held = self.held.read().await;
+        let held = held.as_ref()?;
+        let age = held.since.elapsed();
+        if age + RENEW_BEFORE >= self.source.lifetime {
+            return None;
+        }
+        Some(TenantKeyLease {
+            key: held.key.clone(),
+            generation: held.generation,
+            age,
+        })
+    }
+
+    /// Whether a 401 seen with this lease may come from the key's expiry, and
+    /// so deserves one re-mint instead of ending the run.
+    pub fn may_have_expired(&self, lease: &TenantKeyLease) -> bool {
+        lease.age + RENEW_BEFORE * 2 >= self.source.lifetime
+    }
+
+    /// Installs a freshly minted key, unless another task already replaced the
+    /// key `stale` named.
+    pub async fn install(&self, key: Secret, stale: Option<&TenantKeyLease>) {
+        let mut held = self.held.write().await;
+        let current = held.as_ref().map(|h| h.generation);
+        if let (Some(stale), Some(current)) = (stale, current) {
+            if current != stale.generation {
+                return;
+            }
+        }
+        *held = Some(HeldKey {
+            key,
+            since: Instant::now(),
+            generation: current.map_or(1, |g| g + 1),
+        });
+    }
+
+    /// Forgets the key so the next lease mints one.
+    pub async fn expire(&self, lease: &TenantKeyLease) {
+        let mut held = self.held.write().await;
+        if held.as_ref().map(|h| h.generation) == Some(lease.generation) {
+            if let Some(h) = held.as_mut() {
+                h.since = Instant::now() - self.source.lifetime;
+            }
+        }
+    }
+}

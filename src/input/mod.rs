@@ -1,0 +1,154 @@
+//! The input CSV of leads: streams it row by row, normalises LeadId and PortalId
+//! GUIDs, and classifies every row as valid, invalid (with the reason) or a
+//! duplicate of an earlier valid row, keeping the input's line numbers.
+//!
+//! A bad row is data, never an error: only faults that make the rest of the file
+//! unreadable (cannot open, no header, no LeadId column, I/O error) are
+//! [`InputError`]s.
+
+mod guid;
+mod lines;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+pub use guid::normalize_guid;
+pub use reader::LeadReader;
+
+/// Which columns hold the lead and portal ids, and the portal to use when a row
+/// names none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputOptions {
+    /// Header of the LeadId column, matched case-insensitively.
+    pub lead_column: String,
+    /// Header of the optional PortalId column, matched case-insensitively.
+    pub portal_column: String,
+    /// Portal for rows whose PortalId cell is missing or empty (`--portal-id`).
+    pub default_portal: Option<String>,
+    /// About how many rows to expect: the de-duplication set is sized for
+    /// them up front, so a large file never holds two copies while it grows.
+    pub expected_rows: usize,
+    /// Keep every row's cells in [`InputRow::fields`] (for email templates and
+    /// `failed.csv`); without, `fields` is empty.
+    pub keep_cells: bool,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        InputOptions {
+            lead_column: "LeadId".to_owned(),
+            portal_column: "PortalId".to_owned(),
+            default_portal: None,
+            expected_rows: 0,
+            keep_cells: true,
+        }
+    }
+}
+
+/// A fault that stops reading the input altogether.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The file could not be opened.
+    #[error("cannot open the input {path}: {source}; check the path and its permissions")]
+    Open {
+        /// The input as named by the user.
+        path: String,
+        /// Why the open failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input is empty or its first line has no column names.
+    #[error("the input {path} has no header row; its first line must name the columns, e.g. LeadId,Email")]
+    NoHeader {
+        /// The input as named by the user.
+        path: String,
+    },
+    /// The header has no column with the LeadId column's name.
+    #[error(
+        "the input {path} has no {column:?} column (found: {}); name the column with --lead-column",
+        found_list(found)
+    )]
+    MissingColumn {
+        /// The input as named by the user.
+        path: String,
+        /// The column that was looked for.
+        column: String,
+        /// The header names that are there.
+        found: Vec<String>,
+    },
+    /// The default portal (`--portal-id`) is not a GUID, so every row would fail.
+    #[error("the default PortalId {value:?} is not a GUID; check --portal-id / LSQ_PORTAL_ID")]
+    DefaultPortal {
+        /// The value given.
+        value: String,
+    },
+    /// Reading failed part-way, typically an I/O error.
+    #[error("cannot read the input {path} at line {line}: {source}")]
+    Read {
+        /// The input as named by the user.
+        path: String,
+        /// The line being read when it failed.
+        line: u64,
+        /// The underlying error.
+        #[source]
+        source: csv::Error,
+    },
+}
+
+fn found_list(found: &[String]) -> String {
+    if found.is_empty() {
+        return "no named columns".to_owned();
+    }
+    found
+        .iter()
+        .map(|h| format!("{h:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What became of one input row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowKind {
+    /// The row can be processed.
+    Valid,
+    /// The row cannot be processed; the reason is meant for the report.
+    Invalid(String),
+    /// Same lead and portal as an earlier valid row, at `first_line`.
+    Duplicate {
+        /// Line number of the earlier row.
+        first_line: u64,
+    },
+}
+
+/// One row of the input with its classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRow {
+    /// Line number in the input where the row starts; the header is line 1.
+    pub line: u64,
+    /// Lower-case hyphenated GUID when valid; the trimmed cell as written otherwise.
+    pub lead_id: String,
+    /// The row's PortalId (normalised when valid), or the default portal.
+    pub portal_id: Option<String>,
+    /// Trimmed cells, aligned with [`LeadReader::headers`] as far as they go.
+    pub fields: Vec<String>,
+    /// Whether the row is valid, invalid or a duplicate.
+    pub kind: RowKind,
+}
+
+impl InputRow {
+    /// The cell under the column `name` (case-insensitive), if the row has one.
+    pub fn field(&self, headers: &[String], name: &str) -> Option<&str> {
+        let idx = column_index(headers, name)?;
+        self.fields.get(idx).map(String::as_str)
+    }
+
+    /// True when the row can be processed.
+    pub fn is_valid(&self) -> bool {
+        self.kind == RowKind::Valid
+    }
+}
+
+fn column_index(headers: &[String], name: &str) -> Option<usize> {
+    let name = name.trim();
+    headers.iter().position(|h| h.eq_ignore_ascii_case(name))
+}

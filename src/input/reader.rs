@@ -1,0 +1,338 @@
+//! [`LeadReader`]: streams the input CSV and gives each row its verdict
+//! (valid, invalid with the reason, or a duplicate of an earlier row) and its
+//! line number.
+
+use std::collections::hash_map::{Entry, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::guid::{hyphenated, parse_guid, GuidHashBuilder};
+use super::lines::{count_breaks, LineCounting, LineIndex};
+use super::{column_index, InputError, InputOptions, InputRow, RowKind};
+
+/// Streams the rows of an input CSV.
+///
+/// Memory stays constant apart from the de-duplication set, which holds two
+/// 128-bit ids and a line number per valid row rather than the strings.
+pub struct LeadReader {
+    source: String,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    headers: Vec<String>,
+    lead_idx: usize,
+    portal_idx: Option<usize>,
+    default_portal: Option<(String, u128)>,
+    sightings: Sightings,
+    keep_cells: bool,
+    record: csv::ByteRecord,
+    lines: Arc<Mutex<LineIndex>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LeadReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadReader")
+            .field("source", &self.source)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeadReader {
+    /// Opens the CSV file at `path` and reads its header.
+    pub fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| InputError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        LeadReader::from_reader(Box::new(file), name, opts)
+    }
+
+    /// Reads CSV from any reader; `source` names it in messages.
+    pub fn from_reader(
+        reader: Box<dyn Read + Send>,
+        source: String,
+        opts: InputOptions,
+    ) -> Result<LeadReader, InputError> {
+        let default_portal = match opts.default_portal.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => match parse_guid(raw) {
+                Some(u) => Some((hyphenated(u), u.as_u128())),
+                None => {
+                    return Err(InputError::DefaultPortal {
+                        value: raw.to_owned(),
+                    })
+                }
+            },
+        };
+        let lines = Arc::new(Mutex::new(LineIndex::default()));
+        let counting: Box<dyn Read + Send> = Box::new(LineCounting {
+            inner: reader,
+            index: Arc::clone(&lines),
+        });
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(counting);
+        let raw_headers = match reader.byte_headers() {
+            Ok(h) => h.clone(),
+            Err(err) => {
+                return Err(InputError::Read {
+                    line: err.position().map_or(1, |p| p.line()),
+                    path: source,
+                    source: err,
+                })
+            }
+        };
+        // csv strips a BOM it sees whole; trimming one here covers a BOM split
+        // across the first read.
+        let headers: Vec<String> = raw_headers
+            .iter()
+            .map(|cell| {
+                String::from_utf8_lossy(cell)
+                    .trim_start_matches('\u{feff}')
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        if headers.iter().all(String::is_empty) {
+            return Err(InputError::NoHeader { path: source });
+        }
+        let lead_idx =
+            column_index(&headers, &opts.lead_column).ok_or_else(|| InputError::MissingColumn {
+                path: source.clone(),
+                column: opts.lead_column.trim().to_owned(),
+                found: headers.iter().filter(|h| !h.is_empty()).cloned().collect(),
+            })?;
+        let portal_idx = column_index(&headers, &opts.portal_column);
+        Ok(LeadReader {
+            source,
+            reader,
+            headers,
+            lead_idx,
+            portal_idx,
+            default_portal,
+            sightings: Sightings::with_capacity(opts.expected_rows),
+            keep_cells: opts.keep_cells,
+            record: csv::ByteRecord::new(),
+            lines,
+            done: false,
+        })
+    }
+
+    /// Header names, trimmed, with any byte-order mark removed.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// The input's name as used in messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The line the current record starts on.
+    ///
+    /// `csv::Position::line()` of a record is taken before blank lines are
+    /// skipped and, in CRLF files, before the previous row's `\n` is consumed,
+    /// so it is one short on every row of a Windows export. Instead, count the
+    /// line breaks before the record's last byte and subtract the breaks inside
+    /// its quoted cells.
+    fn record_line(&self) -> u64 {
+        let end = self.reader.position().byte();
+        let end_line = 1 + self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .breaks_before(end.saturating_sub(1));
+        let inside: u64 = self.record.iter().map(count_breaks).sum();
+        end_line.saturating_sub(inside)
+    }
+
+    /// The current record as a row: its ids, its cells and its verdict.
+    fn classify(&mut self) -> InputRow {
+        let line = self.record_line();
+        let record = &self.record;
+        let text = |idx: Option<usize>| {
+            idx.and_then(|i| record.get(i))
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        };
+        let (lead_cell, portal_cell) = (text(Some(self.lead_idx)), text(self.portal_idx));
+        let (lead_raw, portal_raw) = (lead_cell.trim(), portal_cell.trim());
+        let lead = parse_guid(lead_raw);
+        let portal = self.portal(portal_raw);
+        let kind = match self.fault(lead_raw, lead.is_some(), portal_raw, portal.is_ok()) {
+            Some(reason) => RowKind::Invalid(reason),
+            None => self.sightings.sight(
+                lead.map_or(0, |u| u.as_u128()),
+                portal.ok().flatten().unwrap_or(0),
+                line,
+            ),
+        };
+        InputRow {
+            line,
+            lead_id: lead.map_or_else(|| lead_raw.to_owned(), hyphenated),
+            portal_id: self.portal_text(portal, portal_raw),
+            fields: self.kept_cells(),
+            kind,
+        }
+    }
+
+    /// The row's portal: its own cell when filled (`Err` when that is not a
+    /// GUID), else the default portal, if there is one. Only the value: the
+    /// text is built once per row, by [`LeadReader::portal_text`].
+    fn portal(&self, cell: &str) -> Result<Option<u128>, ()> {
+        if cell.is_empty() {
+            Ok(self.default_portal.as_ref().map(|(_, u)| *u))
+        } else {
+            parse_guid(cell).map(|u| Some(u.as_u128())).ok_or(())
+        }
+    }
+
+    /// The portal as the report shows it: normalised when it is a GUID, the
+    /// cell as written when not.
+    fn portal_text(&self, portal: Result<Option<u128>, ()>, cell: &str) -> Option<String> {
+        match portal {
+            Ok(None) => None,
+            Ok(Some(_)) if cell.is_empty() => self.default_portal.as_ref().map(|(s, _)| s.clone()),
+            Ok(Some(u)) => Some(hyphenated(uuid::Uuid::from_u128(u))),
+            Err(()) => Some(cell.to_owned()),
+        }
+    }
+
+    /// Why the current record cannot be processed, or `None` when it can.
+    fn fault(
+        &self,
+        lead_cell: &str,
+        lead_ok: bool,
+        portal_cell: &str,
+        portal_ok: bool,
+    ) -> Option<String> {
+        // Ragged rows come first: once cells are shifted, any other verdict
+        // would be about the wrong column.
+        let cells = self.record.len();
+        let utf8_bad = || {
+            self.record
+                .iter()
+                .position(|c| std::str::from_utf8(c).is_err())
+        };
+        let lead_name = &self.headers[self.lead_idx];
+        if cells != self.headers.len() {
+            Some(format!(
+                "row has {} cell{}, header has {}",
+                cells,
+                if cells == 1 { "" } else { "s" },
+                self.headers.len()
+            ))
+        } else if let Some(i) = utf8_bad() {
+            Some(format!(
+                "cell {} ({}) is not valid UTF-8; save the file as UTF-8",
+                i + 1,
+                self.headers[i]
+            ))
+        } else if lead_cell.is_empty() {
+            Some(format!("{lead_name} is empty"))
+        } else if !lead_ok {
+            Some(format!("{lead_name} {lead_cell:?} is not a GUID"))
+        } else if !portal_ok {
+            let name = self.portal_idx.map_or("PortalId", |i| &self.headers[i]);
+            Some(format!("{name} {portal_cell:?} is not a GUID"))
+        } else {
+            None
+        }
+    }
+
+    /// The record's cells, trimmed; none when the caller asked not to keep
+    /// them (a plan without email needs only the ids, and skipping the cells
+    /// saves a string per cell on every row).
+    fn kept_cells(&self) -> Vec<String> {
+        if !self.keep_cells {
+            return Vec::new();
+        }
+        self.record
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).trim().to_owned())
+            .collect()
+    }
+}
+
+/// The (lead, portal) of every valid row so far, with its line: the lead's 16
+/// bytes and the portal's number, 24 bytes an entry, so a million leads take
+/// about 50 MB.
+#[derive(Debug)]
+struct Sightings {
+    seen: HashMap<([u8; 16], u32), u32, GuidHashBuilder>,
+    /// Every portal seen, numbered; "no portal" is the nil GUID.
+    portals: HashMap<u128, u32>,
+}
+
+impl Sightings {
+    /// Room for `rows` leads up front, so a large file never holds two copies
+    /// of the set while it grows.
+    fn with_capacity(rows: usize) -> Sightings {
+        Sightings {
+            seen: HashMap::with_capacity_and_hasher(rows, GuidHashBuilder::new()),
+            portals: HashMap::new(),
+        }
+    }
+
+    /// [`RowKind::Valid`] for the first row with this lead and portal, a
+    /// duplicate of that row for every later one.
+    fn sight(&mut self, lead: u128, portal: u128, line: u64) -> RowKind {
+        let next = self.portals.len() as u32;
+        let portal = *self.portals.entry(portal).or_insert(next);
+        match self.seen.entry((lead.to_le_bytes(), portal)) {
+            Entry::Vacant(slot) => {
+                // Past four billion lines the first line is reported as the
+                // last one a u32 holds; the verdict stays right.
+                slot.insert(u32::try_from(line).unwrap_or(u32::MAX));
+                RowKind::Valid
+            }
+            Entry::Occupied(first) => RowKind::Duplicate {
+                first_line: u64::from(*first.get()),
+            },
+        }
+    }
+}
+
+impl Iterator for LeadReader {
+    type Item = Result<InputRow, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                // A line of only spaces parses as one empty-looking cell; it is
+                // as blank as an empty line, which the csv crate already skips.
+                Ok(true) if self.record.len() == 1 && self.record[0].trim_ascii().is_empty() => {
+                    continue
+                }
+                Ok(true) => return Some(Ok(self.classify())),
+                Err(err) => {
+                    // The reader cannot resume after an I/O fault, so stop here
+                    // rather than spin on the same error.
+                    self.done = true;
+                    let read_to = self.reader.position().byte();
+                    let line = 1 + self
+                        .lines
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .breaks_before(read_to);
+                    return Some(Err(InputError::Read {
+                        path: self.source.clone(),
+                        line,
+                        source: err,
+                    }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The open, locked state file and every read and write of lead entries.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
+
+use super::entry::{RawEntry, ENTRY_COLUMNS};
+use super::file::{self, default_path_from, Header};
+use super::schema::{check, initialise, timestamp};
+use super::{damaged, foreign, LeadEntry, LeadKey, LeadState, StateError};
+use crate::secret::Secret;
+
+/// How long a statement waits for a reader (say, `sqlite3` on the file)
+/// before giving up. Runs never wait for each other: the lock turns a second
+/// run away at once.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The campaign state file, open and locked for this store's life.
+///
+/// `Send`, so the pipeline can keep it behind a mutex or move it into
+/// `spawn_blocking`; not `Sync`, as one SQLite connection serves one thread at
+/// a time.
+pub struct StateStore {
+    // Declared before `_lock` so the connection closes (and checkpoints its
+    // WAL) before the lock is released: fields drop in declaration order.
+    conn: Connection,
+    _lock: File,
+    path: PathBuf,
+}
+
+impl fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    /// Opens the state file at `path`, creating it (mode 0600, parents 0700)
+    /// when it is missing or empty, and locks it for this store's life.
+    ///
+    /// A file that is not an lsq-dispatch state file is refused with
+    /// [`StateError::Foreign`] or [`StateError::Corrupt`] and left exactly as
+    /// it was; a file another store holds gives [`StateError::Locked`] at once.
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        // Look before locking, so that a foreign file does not even get a
+        // lock file put beside it.
+        match file::read_header(path)? {
+            Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
+            Some(_) => {}
+            None => file::create_parent_dirs(path)?,
+        }
+        let lock = file::lock(path)?;
+        // Look again under the lock: the file may have changed meanwhile.
+        let fresh = match file::read_header(path)? {
+            Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
+            Some(Header::Ours) => false,
+            Some(Header::Empty) => true,
+            None => {
+                file::create_private(path)?;
+                true
+            }
+        };
+        file::make_private(path)?;
+
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| damaged(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        if fresh {
+            initialise(&conn)?;
+        } else {
+            check(&conn, path)?;
+        }
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StateError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(format!(
+                    "SQLite cannot use a write-ahead log here (journal mode stays {mode}); \
+                     put the state file on a local file system"
+                )),
+            });
+        }
+        // FULL makes every commit fsync the log: `sending` must be on disk
+        // before the email goes out.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(StateStore {
+            conn,
+            _lock: lock,
+            path: path.to_owned(),
+        })
+    }
+
+    /// `$XDG_STATE_HOME/lsq-dispatch/state.sqlite`, else the platform's state
+    /// directory, else `~/.local/state/lsq-dispatch/state.sqlite`. The
+    /// directories are created by [`StateStore::open`], not here.
+    pub fn default_path() -> PathBuf {
+        default_path_from(
+            std::env::var_os("XDG_STATE_HOME").as_deref(),
+            dirs::state_dir(),
+            dirs::home_dir(),
+        )
+    }
+
+    /// The state file this store uses.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lead's entry, or `None` if the campaign never touched it.
+    pub fn get(&self, key: &LeadKey) -> Result<Option<LeadEntry>, StateError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM leads \
+             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3"
+        );
+        let raw = self
+            .conn
+            .query_row(
+                &sql,
+                params![key.campaign, key.lead_id, key.portal_id],
+                RawEntry::read,
+            )
+            .optional()?;
+        raw.map(|r| r.into_entry(&self.path)).transpose()
+    }
+
+    /// Records a fresh login link for the lead, replacing whatever was there.
+    /// `attempts` is stored as given: the API calls this link took.
+    pub fn mark_linked(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        auth_key: &Secret,
+        link: &str,
+        expires_at: DateTime<Utc>,
+        attempts: u32,
+    ) -> Result<(), StateError> {
+        self.upsert(
+            key,
+            row,
+            "linked",
+            &[
+                ("attempts", &attempts),
+                ("auth_key", &auth_key.expose()),
+                ("link", &link),
+                ("expires_at", &timestamp(&expires_at)),
+            ],
+            &["message_id", "sent_at", "reason"],
+        )
+    }
+
+    /// Records that the lead's email, with this Message-ID, is about to be
+    /// handed to the SMTP server. Call it before the DATA step: when it
+    /// returns, the record is on disk, so a crash from here on leaves the lead
+    /// in doubt rather than forgotten. The link and key stay as they were.
+    pub fn mark_sending(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        email: &str,
+        message_id: &str,
+    ) -> Result<(), StateError> {
+        self.upsert(
+            key,
+            row,
+            "sending",
+            &[("email", &email), ("message_id", &message_id)],
+            &["sent_at", "reason"],
+        )
+    }
+
+    /// Records that the SMTP server accepted the lead's email. Only a lead in
+    /// `sending` with the same Message-ID can become `sent`; anything else is
+    /// a bug in the caller and gives [`StateError::NotSending`].
+    pub fn mark_sent(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
+        let now = timestamp(&Utc::now());
+        let changed = self.conn.execute(
+            "UPDATE leads SET state = 'sent', sent_at = ?5, updated_at = ?5 \
+             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 \
+               AND state = 'sending' AND message_id = ?4",
+            params![key.campaign, key.lead_id, key.portal_id, message_id, now],
+        )?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let found = match self.get(key)? {
+            None => "not recorded in the campaign".to_owned(),
+            Some(entry) => match entry.state.message_id() {
+                Some(id) => format!("{} with Message-ID {id}", entry.state.name()),
+                None => entry.state.name().to_owned(),
+            },
+        };
+        Err(StateError::NotSending {
+            campaign: key.campaign.to_owned(),
+            lead_id: key.lead_id.to_owned(),
+            portal_id: key.portal_id.to_owned(),
+            message_id: message_id.to_owned(),
+            found,
+        })
+    }
+
+    /// Records that the lead failed, and why. Its link and key, if any, are
+    /// kept: a failed email does not spoil a link that is still valid.
+    pub fn mark_failed(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), StateError> {
+        self.upsert(
+            key,
+            row,
+            "failed",
+            &[("attempts", &attempts), ("reason", &reason)],
+            &["message_id", "sent_at"],
+        )
+    }
+
+    /// Writes the lead's new `state` in one statement: a lead the campaign
+    /// has not seen is inserted; a known one gets its row, state and the `set`
+    /// columns overwritten and the `clear` columns (left over from an earlier
+    /// state) set to NULL. Columns in neither list keep what they hold.
+    fn upsert(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        state: &str,
+        set: &[(&str, &dyn ToSql)],
+        clear: &[&str],
+    ) -> Result<(), StateError> {
+        let now = timestamp(&Utc::now());
+        let mut values: Vec<(&str, &dyn ToSql)> = vec![
+            ("campaign", &key.campaign),
+            ("lead_id", &key.lead_id),
+            ("portal_id", &key.portal_id),
+            ("row", &row),
+            ("state", &state),
+            ("updated_at", &now),
+        ];
+        values.extend_from_slice(set);
+        let columns: Vec<&str> = values.iter().map(|(name, _)| *name).collect();
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
+        // The key columns stay; every other given column takes the new value.
+        let updates: Vec<String> = columns[3..]
+            .iter()
+            .map(|name| format!("{name} = excluded.{name}"))
+            .chain(clear.iter().map(|name| format!("{name} = NULL")))
+            .collect();
+        let sql = format!(
+            "INSERT INTO leads ({}) VALUES ({}) \
+             ON CONFLICT (campaign, lead_id, portal_id) DO UPDATE SET {}",
+            columns.join(", "),
+            placeholders.join(", "),
+            updates.join(", ")
+        );
+        let params: Vec<&dyn ToSql> = values.iter().map(|(_, value)| *value).collect();
+        self.conn.execute(&sql, params.as_slice())?;
+        Ok(())
+    }
+
+    /// Turns every `sending` lead of the campaign into `in_doubt` and returns
+    /// how many there were. Call it at the start of a run, under the lock:
+    /// no email of this campaign is in flight then, so a `sending` lead is one
+    /// a crash interrupted.
+    pub fn recover_in_doubt(&self, campaign: &str) -> Result<u64, StateError> {
+        let changed = self.conn.execute(
+            "UPDATE leads SET state = 'in_doubt', updated_at = ?2 \
+             WHERE campaign = ?1 AND state = 'sending'",
+            params![campaign, timestamp(&Utc::now())],
+        )?;
+        Ok(changed as u64)
+    }
+
+    /// Forgets every key and link, in all campaigns, that expired by `now`,
+    /// and returns how many leads lost theirs. The expiry time is kept.
+    pub fn clear_expired_keys(&self, now: DateTime<Utc>) -> Result<u64, StateError> {
+        let changed = self.conn.execute(
+            "UPDATE leads SET auth_key = NULL, link = NULL, updated_at = ?2 \
+             WHERE expires_at <= ?1 AND (auth_key IS NOT NULL OR link IS NOT NULL)",
+            params![timestamp(&now), timestamp(&Utc::now())],
+        )?;
+        Ok(changed as u64)
+    }
+
+    /// The number of the campaign's leads in each state, every state name
+    /// present (zero included) so a summary always has the same lines.
+    pub fn counts(&self, campaign: &str) -> Result<BTreeMap<String, u64>, StateError> {
+        let mut counts: BTreeMap<String, u64> = LeadState::NAMES
+            .iter()
+            .map(|name| ((*name).to_owned(), 0))
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM leads WHERE campaign = ?1 GROUP BY state")?;
+        let rows = stmt.query_map([campaign], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            counts.insert(state, n);
+        }
+        Ok(counts)
+    }
+
+    /// The campaign's entries in input order.
+    pub fn entries(&self, campaign: &str) -> Result<Vec<LeadEntry>, StateError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM leads WHERE campaign = ?1 \
+             ORDER BY row, lead_id, portal_id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let raws = stmt.query_map([campaign], RawEntry::read)?;
+        raws.map(|raw| raw?.into_entry(&self.path)).collect()
+    }
+
+    /// The names of all campaigns in the file, sorted.
+    pub fn campaigns(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT campaign FROM leads ORDER BY campaign")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{APPLICATION_ID, SCHEMA_VERSION};
+
+    #[test]
+    fn the_connection_is_durable_and_marked_as_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let pragma = |name: &str| -> String {
+            store
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2", "FULL");
+        assert_eq!(pragma("busy_timeout"), "5000");
+        assert_eq!(pragma("application_id"), APPLICATION_ID.to_string());
+        assert_eq!(pragma("user_version"), SCHEMA_VERSION.to_string());
+    }
+
+    #[test]
+    fn store_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<StateStore>();
+    }
+}
