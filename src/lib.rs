@@ -6,24 +6,26 @@
 //! code; everything else lives in the modules below, each named after the concept
 //! it owns.
 
-pub mod api;
+#![warn(unreachable_pub, missing_docs)]
+
+mod api;
 pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod email;
 pub mod exit;
-pub mod input;
+mod input;
 pub mod limiter;
-pub mod link;
+mod link;
 pub mod otp;
 pub mod plan;
-pub mod progress;
+mod progress;
 pub mod report;
-pub mod retry;
+mod retry;
 pub mod run;
 pub mod sandbox;
 pub mod secret;
-pub mod signal;
+mod signal;
 pub mod state;
 pub mod status;
 pub mod summary;

@@ -22,7 +22,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 ///
 /// The page's path, its existing query (left exactly as written) and any
 /// `#fragment` are kept; the new pairs go after the existing query.
-pub fn login_link(portal_url: &Url, auth_key: &str, ids: Option<(&str, &str)>) -> Url {
+pub(crate) fn login_link(portal_url: &Url, auth_key: &str, ids: Option<(&str, &str)>) -> Url {
     let mut query = portal_url.query().unwrap_or("").to_owned();
     let mut push = |name: &str, value: &str| {
         if !query.is_empty() && !query.ends_with('&') {
@@ -45,7 +45,7 @@ pub fn login_link(portal_url: &Url, auth_key: &str, ids: Option<(&str, &str)>) -
 
 /// Parses the portal page URL (`--portal-url`), which must be `http` or `https`
 /// with a host. The error says what is wrong and how to write it.
-pub fn parse_portal_url(s: &str) -> Result<Url, String> {
+pub(crate) fn parse_portal_url(s: &str) -> Result<Url, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err(

@@ -11,7 +11,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Progress of one run.
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     log_lines: bool,
     total: u64,
@@ -22,7 +22,7 @@ pub struct Progress {
 
 impl Progress {
     /// Progress over about `total` rows.
-    pub fn new(total: u64, quiet: bool) -> Progress {
+    pub(crate) fn new(total: u64, quiet: bool) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (!quiet && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -47,7 +47,7 @@ impl Progress {
     }
 
     /// One more row is done.
-    pub fn inc(&mut self) {
+    pub(crate) fn inc(&mut self) {
         self.done += 1;
         if let Some(bar) = &self.bar {
             if self.done > self.total {
@@ -61,15 +61,8 @@ impl Progress {
         }
     }
 
-    /// Shows a short status (e.g. "paused after 429").
-    pub fn set_message(&self, message: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(message.to_owned());
-        }
-    }
-
     /// Prints a line without breaking the bar; nothing with `--quiet`.
-    pub fn println(&self, line: &str) {
+    pub(crate) fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
             None if self.log_lines => eprintln!("{line}"),
@@ -93,7 +86,7 @@ impl Progress {
     }
 
     /// Clears the bar.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -104,7 +97,7 @@ impl Progress {
 /// sizing the de-duplication set: exact for a small file; for a large one,
 /// its size over the line length of its first 256 KiB, so that a million-row
 /// file is not read twice.
-pub fn estimate_rows(path: &std::path::Path) -> u64 {
+pub(crate) fn estimate_rows(path: &std::path::Path) -> u64 {
     use std::io::Read;
     const SAMPLE: usize = 256 * 1024;
     let Ok(file) = std::fs::File::open(path) else {

@@ -62,7 +62,7 @@ impl RetryPolicy {
 ///
 /// For calls that share no rate budget (SMTP); API calls go through
 /// [`with_retry`], which also waits for the limiter and handles 429s.
-pub async fn with_backoff<T, E, F, Fut>(
+pub(crate) async fn with_backoff<T, E, F, Fut>(
     policy: &RetryPolicy,
     retryable: impl Fn(&E) -> bool,
     mut attempt: F,
@@ -86,7 +86,7 @@ where
 
 /// A call's result and how many attempts it took.
 #[derive(Debug)]
-pub struct Attempted<T> {
+pub(crate) struct Attempted<T> {
     /// The last attempt's result.
     pub result: Result<T, ApiError>,
     /// Attempts made, 429s included.
@@ -96,7 +96,7 @@ pub struct Attempted<T> {
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the policy gives up.
-pub async fn with_retry<T, F, Fut>(
+pub(crate) async fn with_retry<T, F, Fut>(
     limiter: &Arc<Limiter>,
     policy: &RetryPolicy,
     mut attempt: F,
@@ -156,7 +156,7 @@ where
 
 /// Everything one API call needs: client, limiter, policy and tenant key.
 #[derive(Debug)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The HTTP client.
     pub client: ApiClient,
     /// The shared limiter.
@@ -169,7 +169,7 @@ pub struct Caller {
 
 impl Caller {
     /// Puts the pieces together.
-    pub fn new(
+    pub(crate) fn new(
         client: ApiClient,
         limiter: Arc<Limiter>,
         policy: RetryPolicy,
@@ -186,7 +186,7 @@ impl Caller {
 
     /// The tenant key to use now, minting one (once, for all tasks) when there
     /// is none or the held one is close to its end. Returns the attempts spent.
-    pub async fn tenant_key(&self) -> (Result<TenantKeyLease, ApiError>, u32) {
+    pub(crate) async fn tenant_key(&self) -> (Result<TenantKeyLease, ApiError>, u32) {
         if let Some(lease) = self.tenant.lease().await {
             return (Ok(lease), 0);
         }
@@ -213,7 +213,7 @@ impl Caller {
 
     /// Generates one lead's auth key, with retries; a 401 that may come from
     /// the tenant key's expiry re-mints it once.
-    pub async fn generate(&self, lead_id: &str, portal_id: &str) -> Attempted<GeneratedKey> {
+    pub(crate) async fn generate(&self, lead_id: &str, portal_id: &str) -> Attempted<GeneratedKey> {
         let mut attempts = 0;
         let mut rate_limited = 0;
         let mut reminted = false;

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 /// What the signals have asked for so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// No signal yet.
     Running,
     /// One signal: take no new rows; finish and record the calls in flight.
@@ -17,7 +17,7 @@ pub enum Stop {
 }
 
 /// Watches for Ctrl-C and SIGTERM for the rest of the run.
-pub fn watch_signals() -> watch::Receiver<Stop> {
+pub(crate) fn watch_signals() -> watch::Receiver<Stop> {
     let (tx, rx) = watch::channel(Stop::Running);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -31,7 +31,7 @@ pub fn watch_signals() -> watch::Receiver<Stop> {
 }
 
 /// Resolves once `stop` has reached `at_least`.
-pub async fn reached(mut stop: watch::Receiver<Stop>, at_least: Stop) {
+pub(crate) async fn reached(mut stop: watch::Receiver<Stop>, at_least: Stop) {
     // An error means the watcher is gone, and then no signal will come.
     if stop.wait_for(|s| *s >= at_least).await.is_err() {
         std::future::pending::<()>().await;

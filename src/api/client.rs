@@ -22,7 +22,7 @@ struct GenerateRequest<'a> {
 /// Answer of Generate lead-level auth key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct GeneratedKey {
+pub(crate) struct GeneratedKey {
     /// The lead's auth key, valid 4 h.
     pub auth_key: String,
     /// The lead it logs in.
@@ -46,14 +46,14 @@ pub struct ApiSettings {
 
 /// A thin client over one connection pool.
 #[derive(Debug, Clone)]
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     pub(super) http: reqwest::Client,
     settings: ApiSettings,
 }
 
 impl ApiClient {
     /// Builds the client (no network yet).
-    pub fn new(settings: ApiSettings) -> anyhow::Result<ApiClient> {
+    pub(crate) fn new(settings: ApiSettings) -> anyhow::Result<ApiClient> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
@@ -61,11 +61,6 @@ impl ApiClient {
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(ApiClient { http, settings })
-    }
-
-    /// The API host.
-    pub fn host(&self) -> &Url {
-        &self.settings.host
     }
 
     /// A URL on the host with the given path and query pairs, each value
@@ -91,7 +86,7 @@ impl ApiClient {
     }
 
     /// Generate lead-level auth key: one attempt.
-    pub async fn generate(
+    pub(crate) async fn generate(
         &self,
         tenant_key: &Secret,
         lead_id: &str,
@@ -115,7 +110,11 @@ impl ApiClient {
 
     /// Mints a tenant auth key through the configured endpoint (the path is not
     /// in the public docs); the answer is a bare JSON string.
-    pub async fn mint_tenant_key(&self, path: &str, method: &str) -> Result<Secret, ApiError> {
+    pub(crate) async fn mint_tenant_key(
+        &self,
+        path: &str,
+        method: &str,
+    ) -> Result<Secret, ApiError> {
         let url = self.url(path, &self.credentials());
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| ApiError::Protocol(format!("invalid tenant key method {method:?}")))?;

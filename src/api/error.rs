@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// Why one API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 429 (or a 403 saying the limit was exceeded): wait and try again.
     #[error("rate limited: {message}")]
     RateLimited {
@@ -58,7 +58,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Worth another attempt.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(
             self,
             ApiError::RateLimited { .. }
@@ -69,7 +69,7 @@ impl ApiError {
     }
 
     /// Ends the whole run: no other row can succeed either.
-    pub fn is_fatal(&self) -> bool {
+    pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,
             ApiError::Unauthorized { .. } | ApiError::NotFound { .. }
@@ -87,7 +87,7 @@ struct ErrorBody {
 }
 
 /// Turns a status and body into the answer or an [`ApiError`].
-pub fn classify<T: serde::de::DeserializeOwned>(
+pub(crate) fn classify<T: serde::de::DeserializeOwned>(
     status: u16,
     retry_after: Option<Duration>,
     body: &[u8],
@@ -166,7 +166,7 @@ pub(super) fn transport_error(error: reqwest::Error) -> ApiError {
 }
 
 /// Reads Retry-After: delay seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

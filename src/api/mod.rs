@@ -11,10 +11,10 @@ mod tenant;
 
 use std::time::Duration;
 
-pub use client::{ApiClient, ApiSettings, GeneratedKey};
-pub use error::{classify, parse_retry_after, ApiError};
-pub use otp::{OtpHeaders, SignedIn, SigninOtp};
-pub use tenant::{TenantKey, TenantKeyLease, TenantKeySource};
+pub(crate) use client::{ApiClient, ApiSettings, GeneratedKey};
+pub(crate) use error::ApiError;
+pub(crate) use otp::OtpHeaders;
+pub(crate) use tenant::{TenantKey, TenantKeyLease, TenantKeySource};
 
 /// How long LeadSquared keeps lead and tenant auth keys valid.
-pub const KEY_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+pub(crate) const KEY_LIFETIME: Duration = Duration::from_secs(4 * 3600);

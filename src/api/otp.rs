@@ -9,7 +9,7 @@ use crate::secret::Secret;
 
 /// The optional headers newer LeadSquared docs send on both OTP calls.
 #[derive(Debug, Clone, Default)]
-pub struct OtpHeaders {
+pub(crate) struct OtpHeaders {
     /// `x-lsq-portalid`: the portal the lead signs in to.
     pub portal_id: Option<String>,
     /// `x-lsq-registertoken`: the portal's register token.
@@ -19,23 +19,17 @@ pub struct OtpHeaders {
 /// Answer of Get sign-in OTP.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SigninOtp {
+pub(crate) struct SigninOtp {
     /// The code that names this OTP request in the sign-in call.
     pub code: String,
-    /// The phone or email the OTP went to, as the server read it.
-    #[serde(default)]
-    pub field_content: Option<String>,
     /// The server's message, e.g. `OTP sent`.
     #[serde(default)]
     pub message: Option<String>,
-    /// The server's status, e.g. `Success`.
-    #[serde(default)]
-    pub status: Option<String>,
 }
 
 /// Answer of Sign in with OTP.
 #[derive(Debug, Clone)]
-pub struct SignedIn {
+pub(crate) struct SignedIn {
     /// The lead that signed in.
     pub lead_id: String,
     /// The lead's auth key, valid [`KEY_LIFETIME`](super::KEY_LIFETIME).
@@ -89,7 +83,7 @@ fn key_member(answer: &serde_json::Value, name: &str) -> Result<String, ApiError
 
 impl ApiClient {
     /// Get public auth key: one attempt, with the access and secret keys.
-    pub async fn public_token(&self) -> Result<Secret, ApiError> {
+    pub(crate) async fn public_token(&self) -> Result<Secret, ApiError> {
         let url = self.url("/api/Access/PublicToken", &self.credentials());
         let answer: serde_json::Value = self.send_json(self.http.get(url)).await?;
         key_member(&answer, "PublicAuthKey").map(Secret::new)
@@ -127,7 +121,7 @@ impl ApiClient {
 
     /// Get sign-in OTP: one attempt. The server sends the OTP to the lead and
     /// answers with the code that names this request.
-    pub async fn signin_otp_get(
+    pub(crate) async fn signin_otp_get(
         &self,
         public_key: &Secret,
         headers: &OtpHeaders,
@@ -153,7 +147,7 @@ impl ApiClient {
     }
 
     /// Sign in with OTP: one attempt. Answers the lead and its auth key.
-    pub async fn signin(
+    pub(crate) async fn signin(
         &self,
         public_key: &Secret,
         headers: &OtpHeaders,

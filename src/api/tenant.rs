@@ -30,7 +30,7 @@ struct HeldKey {
 
 /// The tenant auth key in use, re-minted before it expires on long runs.
 #[derive(Debug)]
-pub struct TenantKey {
+pub(crate) struct TenantKey {
     source: TenantKeySource,
     held: RwLock<Option<HeldKey>>,
 }
@@ -41,7 +41,7 @@ const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
 /// A tenant key as handed to one call, with the generation to name it when
 /// asking for a replacement.
 #[derive(Debug, Clone)]
-pub struct TenantKeyLease {
+pub(crate) struct TenantKeyLease {
     /// The key.
     pub key: Secret,
     generation: u64,
@@ -51,7 +51,7 @@ pub struct TenantKeyLease {
 impl TenantKey {
     /// Starts with the given key, if any; otherwise the first [`TenantKey::lease`]
     /// needs a mint.
-    pub fn new(source: TenantKeySource) -> TenantKey {
+    pub(crate) fn new(source: TenantKeySource) -> TenantKey {
         let held = source.given.clone().map(|key| HeldKey {
             key,
             since: Instant::now(),
@@ -64,13 +64,13 @@ impl TenantKey {
     }
 
     /// The mint endpoint (path, method).
-    pub fn mint_endpoint(&self) -> (&str, &str) {
+    pub(crate) fn mint_endpoint(&self) -> (&str, &str) {
         (&self.source.mint_path, &self.source.mint_method)
     }
 
     /// The key to use now, or `None` when one must be minted first (none yet,
     /// or the held one is within [`RENEW_BEFORE`] of its end).
-    pub async fn lease(&self) -> Option<TenantKeyLease> {
+    pub(crate) async fn lease(&self) -> Option<TenantKeyLease> {
         let held = self.held.read().await;
         let held = held.as_ref()?;
         let age = held.since.elapsed();
@@ -86,13 +86,13 @@ impl TenantKey {
 
     /// Whether a 401 seen with this lease may come from the key's expiry, and
     /// so deserves one re-mint instead of ending the run.
-    pub fn may_have_expired(&self, lease: &TenantKeyLease) -> bool {
+    pub(crate) fn may_have_expired(&self, lease: &TenantKeyLease) -> bool {
         lease.age + RENEW_BEFORE * 2 >= self.source.lifetime
     }
 
     /// Installs a freshly minted key, unless another task already replaced the
     /// key `stale` named.
-    pub async fn install(&self, key: Secret, stale: Option<&TenantKeyLease>) {
+    pub(crate) async fn install(&self, key: Secret, stale: Option<&TenantKeyLease>) {
         let mut held = self.held.write().await;
         let current = held.as_ref().map(|h| h.generation);
         if let (Some(stale), Some(current)) = (stale, current) {
@@ -108,7 +108,7 @@ impl TenantKey {
     }
 
     /// Forgets the key so the next lease mints one.
-    pub async fn expire(&self, lease: &TenantKeyLease) {
+    pub(crate) async fn expire(&self, lease: &TenantKeyLease) {
         let mut held = self.held.write().await;
         if held.as_ref().map(|h| h.generation) == Some(lease.generation) {
             if let Some(h) = held.as_mut() {

@@ -10,7 +10,7 @@ use std::hash::BuildHasher as _;
 /// form without hyphens, because spreadsheets and other CRMs export all of
 /// these. Rejects everything else, including `urn:uuid:` prefixes and
 /// misplaced hyphens, so a typo is reported rather than guessed at.
-pub fn normalize_guid(s: &str) -> Option<String> {
+pub(crate) fn normalize_guid(s: &str) -> Option<String> {
     parse_guid(s).map(hyphenated)
 }
 

@@ -12,13 +12,13 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use guid::normalize_guid;
-pub use reader::LeadReader;
+pub(crate) use guid::normalize_guid;
+pub(crate) use reader::LeadReader;
 
 /// Which columns hold the lead and portal ids, and the portal to use when a row
 /// names none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputOptions {
+pub(crate) struct InputOptions {
     /// Header of the LeadId column, matched case-insensitively.
     pub lead_column: String,
     /// Header of the optional PortalId column, matched case-insensitively.
@@ -47,7 +47,7 @@ impl Default for InputOptions {
 
 /// A fault that stops reading the input altogether.
 #[derive(Debug, thiserror::Error)]
-pub enum InputError {
+pub(crate) enum InputError {
     /// The file could not be opened.
     #[error("cannot open the input {path}: {source}; check the path and its permissions")]
     Open {
@@ -108,7 +108,7 @@ fn found_list(found: &[String]) -> String {
 
 /// What became of one input row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowKind {
+pub(crate) enum RowKind {
     /// The row can be processed.
     Valid,
     /// The row cannot be processed; the reason is meant for the report.
@@ -122,7 +122,7 @@ pub enum RowKind {
 
 /// One row of the input with its classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputRow {
+pub(crate) struct InputRow {
     /// Line number in the input where the row starts; the header is line 1.
     pub line: u64,
     /// Lower-case hyphenated GUID when valid; the trimmed cell as written otherwise.
@@ -137,14 +137,9 @@ pub struct InputRow {
 
 impl InputRow {
     /// The cell under the column `name` (case-insensitive), if the row has one.
-    pub fn field(&self, headers: &[String], name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, headers: &[String], name: &str) -> Option<&str> {
         let idx = column_index(headers, name)?;
         self.fields.get(idx).map(String::as_str)
-    }
-
-    /// True when the row can be processed.
-    pub fn is_valid(&self) -> bool {
-        self.kind == RowKind::Valid
     }
 }
 

@@ -16,7 +16,7 @@ use super::{column_index, InputError, InputOptions, InputRow, RowKind};
 ///
 /// Memory stays constant apart from the de-duplication set, which holds two
 /// 128-bit ids and a line number per valid row rather than the strings.
-pub struct LeadReader {
+pub(crate) struct LeadReader {
     source: String,
     reader: csv::Reader<Box<dyn Read + Send>>,
     headers: Vec<String>,
@@ -41,7 +41,7 @@ impl std::fmt::Debug for LeadReader {
 
 impl LeadReader {
     /// Opens the CSV file at `path` and reads its header.
-    pub fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
+    pub(crate) fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|source| InputError::Open {
             path: name.clone(),
@@ -51,7 +51,7 @@ impl LeadReader {
     }
 
     /// Reads CSV from any reader; `source` names it in messages.
-    pub fn from_reader(
+    pub(crate) fn from_reader(
         reader: Box<dyn Read + Send>,
         source: String,
         opts: InputOptions,
@@ -123,13 +123,8 @@ impl LeadReader {
     }
 
     /// Header names, trimmed, with any byte-order mark removed.
-    pub fn headers(&self) -> &[String] {
+    pub(crate) fn headers(&self) -> &[String] {
         &self.headers
-    }
-
-    /// The input's name as used in messages.
-    pub fn source(&self) -> &str {
-        &self.source
     }
 
     /// The line the current record starts on.

@@ -65,7 +65,7 @@ fn line_numbers_count_blank_lines_and_multi_line_cells() {
     assert_eq!(rows[0].fields[1], "two\nlines");
     assert_eq!(rows[1].line, 6);
     assert_eq!(rows[1].fields[1], "a, b");
-    assert!(rows.iter().all(InputRow::is_valid));
+    assert!(rows.iter().all(|r| r.kind == RowKind::Valid));
 }
 
 #[test]

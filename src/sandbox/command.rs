@@ -117,7 +117,7 @@ impl SandboxArgs {
 /// Parses a delay range: `0-100ms`, `50ms-300ms`, `1s-2s`, or one value for a
 /// fixed delay. A bare number before the dash takes the unit after it, so
 /// `0-100ms` means 0 ms to 100 ms, not 0 s to 100 ms.
-pub fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
     let bad = || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s");
     let text = text.trim();
     let (lo, hi) = match text.split_once('-') {

@@ -29,7 +29,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// Makes the connection fail instead of sending whatever the handler
     /// returns.
-    pub fn cut(&self) {
+    pub(super) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
     }
 }

@@ -30,7 +30,7 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
-    pub fn new(
+    pub(super) fn new(
         seed: Option<u64>,
         jitter: (Duration, Duration),
         service_time: (Duration, Duration),
@@ -51,20 +51,20 @@ impl Faults {
     }
 
     /// The inbound delay for one call.
-    pub fn jitter(&mut self) -> Duration {
+    pub(super) fn jitter(&mut self) -> Duration {
         let range = self.jitter;
         self.pick(range)
     }
 
     /// The time to serve one accepted call.
-    pub fn service_time(&mut self) -> Duration {
+    pub(super) fn service_time(&mut self) -> Duration {
         let range = self.service_time;
         self.pick(range)
     }
 
     /// One draw decides both faults, so the two rates are exact fractions of
     /// the same calls and never overlap.
-    pub fn fault(&mut self) -> Fault {
+    pub(super) fn fault(&mut self) -> Fault {
         if self.drop_rate <= 0.0 && self.error_rate <= 0.0 {
             return Fault::None;
         }

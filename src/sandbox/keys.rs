@@ -44,7 +44,7 @@ pub(crate) struct KeyStore {
 
 impl KeyStore {
     /// Issues a lead key valid for `ttl`.
-    pub fn issue_lead_key(
+    pub(super) fn issue_lead_key(
         &mut self,
         lead_id: &str,
         portal_id: &str,
@@ -65,7 +65,7 @@ impl KeyStore {
     }
 
     /// Issues a tenant key valid for `ttl`.
-    pub fn issue_tenant_key(&mut self, ttl: Duration, now: Instant) -> String {
+    pub(super) fn issue_tenant_key(&mut self, ttl: Duration, now: Instant) -> String {
         self.purge(now);
         let key = mint();
         self.tenant_keys.insert(key.clone(), now + ttl);
@@ -73,12 +73,12 @@ impl KeyStore {
     }
 
     /// The lead key `key`, if it was issued here and has not expired.
-    pub fn lead_key(&self, key: &str, now: Instant) -> Option<&LeadKey> {
+    pub(super) fn lead_key(&self, key: &str, now: Instant) -> Option<&LeadKey> {
         self.lead_keys.get(key).filter(|k| now < k.expires)
     }
 
     /// True when `key` is a minted tenant key that has not expired.
-    pub fn tenant_key_valid(&self, key: &str, now: Instant) -> bool {
+    pub(super) fn tenant_key_valid(&self, key: &str, now: Instant) -> bool {
         self.tenant_keys.get(key).is_some_and(|&exp| now < exp)
     }
 

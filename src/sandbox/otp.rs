@@ -51,7 +51,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub fn message(self) -> &'static str {
+    pub(super) fn message(self) -> &'static str {
         match self {
             Refusal::UnknownCode => "Invalid OTP code: request a new OTP",
             Refusal::Used => "OTP code has already been used: request a new OTP",
@@ -72,7 +72,7 @@ pub(crate) struct OtpStore {
 impl OtpStore {
     /// Records a new OTP for `record` (whose `otp` is filled in here) and
     /// returns its code.
-    pub fn issue(&mut self, mut record: OtpRecord, now: Instant) -> (String, OtpRecord) {
+    pub(super) fn issue(&mut self, mut record: OtpRecord, now: Instant) -> (String, OtpRecord) {
         self.by_code
             .retain(|_, e| now.saturating_duration_since(e.issued) < OTP_TTL * 2);
         let mut rng = rand::rng();
@@ -93,12 +93,12 @@ impl OtpStore {
     }
 
     /// The record behind `code`, spent or not.
-    pub fn get(&self, code: &str) -> Option<OtpRecord> {
+    pub(super) fn get(&self, code: &str) -> Option<OtpRecord> {
         self.by_code.get(code).map(|e| e.record.clone())
     }
 
     /// Redeems `code`; succeeds once.
-    pub fn redeem(
+    pub(super) fn redeem(
         &mut self,
         code: &str,
         field_content: &str,

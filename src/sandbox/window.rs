@@ -28,7 +28,7 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    pub fn new(rate: Rate, count_rejected: bool) -> Self {
+    pub(super) fn new(rate: Rate, count_rejected: bool) -> Self {
         Window {
             rate,
             count_rejected,
@@ -39,7 +39,7 @@ impl Window {
 
     /// Decides a client call arriving at `now`. The window is `(now - W, now]`:
     /// an arrival exactly `W` old has left it.
-    pub fn admit(&mut self, now: Instant) -> Admission {
+    pub(super) fn admit(&mut self, now: Instant) -> Admission {
         self.evict(now);
         if self.recent.len() < self.rate.calls as usize {
             self.push(now);
@@ -60,19 +60,19 @@ impl Window {
 
     /// A competitor call: it always takes a slot, even when the window is
     /// already full, because the competing integration is not ours to refuse.
-    pub fn take(&mut self, now: Instant) {
+    pub(super) fn take(&mut self, now: Instant) {
         self.evict(now);
         self.push(now);
     }
 
     /// The most counted arrivals seen together in any window since the last reset.
-    pub fn max_in_window(&self) -> u32 {
+    pub(super) fn max_in_window(&self) -> u32 {
         self.max_in_window
     }
 
     /// Forgets the high-water mark but not the arrivals themselves: the budget
     /// already spent stays spent, as it would on the real service.
-    pub fn reset_max(&mut self) {
+    pub(super) fn reset_max(&mut self) {
         self.max_in_window = 0;
     }
 
