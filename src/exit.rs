@@ -1,8 +1,13 @@
 //! The process's exit codes: one type that `main`, the run's outcome, the
 //! signal path and `--help` all read, so the codes cannot drift apart.
 
-use crate::config::UsageError;
 use crate::state::StateError;
+
+/// A flag, setting, template or column is missing or malformed: a usage
+/// error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// How a command ended, as the exit code scripts and cron read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

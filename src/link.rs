@@ -82,6 +82,16 @@ pub(crate) fn parse_portal_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// True for `localhost` and loopback addresses.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 use url::Url;
 
 use super::{usage, FileConfig, UsageError};
+use crate::link::is_loopback;
 use crate::secret::Secret;
 
 /// The tenant's secrets, each from its variable or else the config file.
@@ -80,14 +81,4 @@ pub fn parse_host(value: &str) -> Result<Url, UsageError> {
 pub fn portal_id_setting(value: &str) -> Result<String, UsageError> {
     crate::input::normalize_guid(value)
         .ok_or_else(|| usage(format!("--portal-id {value:?} is not a GUID")))
-}
-
-/// True for `localhost` and loopback addresses.
-pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
 }

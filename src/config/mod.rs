@@ -20,13 +20,10 @@ use crate::limiter::{LimiterSettings, Rate};
 use crate::plan::PlanSettings;
 use crate::retry::RetryPolicy;
 
-pub use credentials::{env_secret, is_loopback, parse_host, portal_id_setting, Credentials};
+pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
 pub use file::FileConfig;
 
-/// A setting is missing or malformed: a usage error (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::exit::UsageError;
 
 fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())

@@ -14,7 +14,7 @@ use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::{with_retry, RetryPolicy};
 use crate::secret::Secret;
 
-use super::OtpConnection;
+use crate::cli::OtpConnection;
 
 /// The pieces both steps use: client, limiter, headers, and the credentials
 /// that turn into the public key.
