@@ -14,7 +14,8 @@ use lsq_dispatch::limiter::Rate;
 use lsq_dispatch::pipeline;
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
-#[path = "../tests/smtp_server/mod.rs"]
+#[path = "../tests/it/support/smtp_server.rs"]
+#[allow(dead_code)]
 mod smtp_server;
 
 struct Scenario {

@@ -1,13 +1,11 @@
 //! `lsq-dispatch run` end to end against the built-in sandbox on loopback.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::{lead_ids, leads_csv, login, lsq, read_report, run, run_on_sandbox, write};
 use lsq_dispatch::limiter::Rate;
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, login, lsq, read_report, run, write};
 
 fn fast_config() -> SandboxConfig {
     SandboxConfig {
@@ -30,7 +28,7 @@ fn command_with_page(
     input: &std::path::Path,
     page: &str,
 ) -> std::process::Command {
-    let mut cmd = support::run_on_sandbox(sandbox, dir, input, page);
+    let mut cmd = run_on_sandbox(sandbox, dir, input, page);
     cmd.args(["--report", "report.csv", "--summary-json", "summary.json"]);
     cmd
 }
@@ -120,7 +118,7 @@ async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_li
 async fn links_with_ids_put_lead_and_portal_before_the_key() {
     let sandbox = Sandbox::start(fast_config()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(2));
+    let input = leads_csv(dir.path(), &lead_ids(2));
     let out = run(command_for(&sandbox, dir.path(), &input).arg("--link-ids"));
     assert_eq!(out.status.code(), Some(0));
     for row in read_report(&dir.path().join("report.csv")) {
@@ -145,7 +143,7 @@ async fn jittered_arrivals_never_exceed_the_window() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(45));
+    let input = leads_csv(dir.path(), &lead_ids(45));
     let out = run(&mut command_for(&sandbox, dir.path(), &input));
     assert_eq!(out.status.code(), Some(0));
     let stats = sandbox.stats();
@@ -165,7 +163,7 @@ async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_l
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(30));
+    let input = leads_csv(dir.path(), &lead_ids(30));
     let out = run(command_for(&sandbox, dir.path(), &input).args(["--max-attempts", "10"]));
     assert_eq!(out.status.code(), Some(0));
     let rows = read_report(&dir.path().join("report.csv"));
@@ -207,7 +205,7 @@ fn the_sandbox_flag_runs_the_sample_with_no_account() {
 async fn without_a_tenant_key_one_is_minted_first() {
     let sandbox = Sandbox::start(fast_config()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(3));
+    let input = leads_csv(dir.path(), &lead_ids(3));
     let mut cmd = command_for(&sandbox, dir.path(), &input);
     cmd.env_remove("LSQ_TENANT_AUTH_KEY");
     let out = run(&mut cmd);

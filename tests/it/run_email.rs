@@ -1,15 +1,11 @@
 //! `lsq-dispatch run --email` end to end: the real binary, the sandbox, and a
 //! real SMTP server inside the test process on loopback.
 
-#[path = "smtp_server/mod.rs"]
-mod smtp_server;
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{lead_ids, read_report, run, run_on_sandbox, write};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use smtp_server::{SmtpBehaviour, SmtpServer};
-use support::{lead_ids, read_report, run, write};
 
 async fn fast_sandbox() -> Sandbox {
     Sandbox::start(SandboxConfig {
@@ -48,7 +44,7 @@ fn email_command_with(
     dir: &Path,
     input: &Path,
 ) -> std::process::Command {
-    let mut cmd = support::run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
     cmd.args(["--report", "report.csv", "--quiet"])
         .arg("--email")
         .arg("--templates")

@@ -1,11 +1,9 @@
 //! `lsq-dispatch run` against exact answer sequences from a wiremock server.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{lead_ids, leads_csv, lsq, read_report, run};
+use crate::support::{lead_ids, leads_csv, lsq, read_report, run};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 

@@ -355,7 +355,7 @@ fn another_process_holding_the_store_locks_this_one_out() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "lock_holder_child",
+            "state_store::lock_holder_child",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -2,16 +2,14 @@
 //! sandbox on loopback: the OTP read back from the sandbox stands in for the
 //! SMS the lead would receive.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::support::{login, lsq, run};
 use lsq_dispatch::sandbox::{
     Sandbox, SandboxConfig, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
 };
-use support::{login, lsq, run};
 
 const ACCESS: &str = "AKplantA$+/=&1";
 const SECRET: &str = "SKplantS&=+/$2";

@@ -1,15 +1,13 @@
 //! `run --dry-run`: no network at all, every rule checked, a plan, previews;
 //! and `failed.csv` after a real run.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
 
+use crate::support::{lead_ids, lsq, read_report, run, run_on_sandbox, write};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, lsq, read_report, run, write};
 
 fn templates() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")
@@ -141,7 +139,7 @@ async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
     );
     let input = write(dir.path(), "leads.csv", &csv);
     let command = |input: &Path, report: &str| {
-        let mut cmd = support::run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
+        let mut cmd = run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
         cmd.args(["--report", report, "--quiet"]);
         cmd
     };

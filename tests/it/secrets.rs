@@ -2,13 +2,11 @@
 //! distinctive values are searched for raw and percent-encoded, on the success
 //! path and on every failure path that carries a request URL.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{lead_ids, leads_csv, lsq, run};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, leads_csv, lsq, run};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const ACCESS: &str = "AKplantA$+/=&1";

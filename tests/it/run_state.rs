@@ -1,21 +1,17 @@
 //! Campaign state across runs: resume, the lock, link reuse, re-minting, signals,
 //! and a crash test that kills the real binary mid-campaign again and again.
 
-#[path = "smtp_server/mod.rs"]
-mod smtp_server;
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{lead_ids, leads_csv, lsq, read_report, run, run_on_sandbox, write};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
 use rand::{Rng, SeedableRng};
-use smtp_server::{SmtpBehaviour, SmtpServer};
-use support::{lead_ids, lsq, read_report, run, write};
 
 async fn sandbox_with(budget: &str) -> Sandbox {
     Sandbox::start(SandboxConfig {
@@ -39,7 +35,7 @@ fn state_path(dir: &Path) -> PathBuf {
 }
 
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
-    let mut cmd = support::run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
     cmd.args(["--report", "report.csv", "--quiet", "--state"])
         .arg(state_path(dir));
     cmd
@@ -99,7 +95,7 @@ async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
 async fn the_lock_stops_a_concurrent_run() {
     let sandbox = sandbox_with("1000/1s").await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(3));
+    let input = leads_csv(dir.path(), &lead_ids(3));
     let held = StateStore::open(&state_path(dir.path())).unwrap();
     let out = run(&mut command(&sandbox, dir.path(), &input));
     assert_eq!(out.status.code(), Some(4));
@@ -118,7 +114,7 @@ async fn the_lock_stops_a_concurrent_run() {
 async fn a_link_only_rerun_reuses_valid_links() {
     let sandbox = sandbox_with("1000/1s").await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(5));
+    let input = leads_csv(dir.path(), &lead_ids(5));
     assert_eq!(
         run(&mut command(&sandbox, dir.path(), &input))
             .status
@@ -214,7 +210,7 @@ async fn an_expired_link_is_minted_again_before_its_email() {
 async fn sigterm_exits_130_and_the_next_run_resumes() {
     let sandbox = sandbox_with("5/1s").await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(30));
+    let input = leads_csv(dir.path(), &lead_ids(30));
     let child = command(&sandbox, dir.path(), &input).spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     unsafe {
@@ -238,7 +234,7 @@ async fn sigterm_exits_130_and_the_next_run_resumes() {
 async fn a_foreign_state_file_is_named_and_left_alone() {
     let sandbox = sandbox_with("1000/1s").await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(2));
+    let input = leads_csv(dir.path(), &lead_ids(2));
     let text = "these are my notes, not a database\n";
     std::fs::write(state_path(dir.path()), text).unwrap();
     let out = run(&mut command(&sandbox, dir.path(), &input));
@@ -259,7 +255,7 @@ async fn a_foreign_state_file_is_named_and_left_alone() {
 async fn status_prints_counts_and_exports_a_report() {
     let sandbox = sandbox_with("1000/1s").await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(4));
+    let input = leads_csv(dir.path(), &lead_ids(4));
     assert_eq!(
         run(&mut command(&sandbox, dir.path(), &input))
             .status

@@ -1,5 +1,6 @@
-//! Helpers for tests that drive the real `lsq-dispatch` binary.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests, each kept here once.
+
+pub mod smtp_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

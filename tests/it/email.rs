@@ -1,12 +1,10 @@
 //! The email module against a real SMTP server on loopback: delivery, retries,
 //! refusals, authentication, header injection, template checks, the outbox.
 
-#[path = "smtp_server/mod.rs"]
-mod smtp_server;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::smtp_server::{ReceivedMessage, SmtpBehaviour, SmtpServer};
 use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use lsq_dispatch::email::{
@@ -14,7 +12,6 @@ use lsq_dispatch::email::{
     SmtpSettings, Templates, Transport,
 };
 use lsq_dispatch::secret::Secret;
-use smtp_server::{SmtpBehaviour, SmtpServer};
 
 const CAMPAIGN: &str = "spring-invite";
 const LINK: &str = "https://portal.example.com/login?leadId=l-1&portalId=p1&authKey=ab%2Bc%2Fd%3D";
@@ -362,7 +359,7 @@ async fn outbox_writes_one_eml_per_message() {
 
     let first = std::fs::read_to_string(outbox.join(&expected[0])).unwrap();
     assert!(first.contains("Message-ID: <lsq-dispatch."), "{first}");
-    let parsed = smtp_server::ReceivedMessage {
+    let parsed = ReceivedMessage {
         from: String::new(),
         to: Vec::new(),
         data: first.replace("\r\n", "\n").replace('\n', "\r\n"),
