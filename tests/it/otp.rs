@@ -2,30 +2,18 @@
 //! sandbox on loopback: the OTP read back from the sandbox stands in for the
 //! SMS the lead would receive.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{login, lsq, run};
+use crate::support::planted::{self, ACCESS, PUBLIC, REGISTER, SECRET};
+use crate::support::{login, lsq, mode, run, stderr, stdout, RefusedPort};
 use lsq_dispatch::sandbox::{
-    Sandbox, SandboxConfig, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
+    Sandbox, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
 };
 
-const ACCESS: &str = "AKplantA$+/=&1";
-const SECRET: &str = "SKplantS&=+/$2";
-const PUBLIC: &str = "PKplantP+/=&3";
-const REGISTER: &str = "RTplantR-4";
-
+/// A fast sandbox that knows the planted credentials.
 async fn sandbox() -> Sandbox {
-    Sandbox::start(SandboxConfig {
-        budget: "1000/1s".parse().unwrap(),
-        access_key: ACCESS.into(),
-        secret_key: SECRET.into(),
-        public_auth_key: PUBLIC.into(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap()
+    crate::support::sandbox(planted::sandbox_config()).await
 }
 
 /// `otp STEP` against the sandbox with only the public key in the environment.
@@ -41,14 +29,6 @@ fn otp_without_credentials(dir: &Path, sandbox: &Sandbox, step: &str) -> Command
         .args(["--host", &sandbox.base_url()])
         .args(["--rate", "1000/1s"]);
     cmd
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn json(output: &Output) -> serde_json::Value {
@@ -171,8 +151,7 @@ async fn the_code_file_is_private_and_feeds_the_signin() {
         "the code stays in the file"
     );
     assert!(stdout(&requested).contains("--code-file"));
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(mode(&path), 0o600);
 
     // LSQ_OTP keeps the OTP out of the command line.
     let signed = run(otp(dir.path(), &sandbox, "signin")
@@ -391,16 +370,10 @@ async fn portal_and_register_token_headers_arrive_when_configured() {
     assert_eq!(record.register_token.as_deref(), Some(REGISTER));
 }
 
+/// Asserts that neither stdout nor stderr holds a planted credential or any
+/// of these OTPs.
 fn assert_no_secret(output: &Output, otps: &[&str]) {
-    let text = format!("{}\n{}", stdout(output), stderr(output));
-    let mut planted: Vec<String> = otps.iter().map(|s| s.to_string()).collect();
-    for secret in [ACCESS, SECRET, PUBLIC, REGISTER] {
-        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        planted.extend([secret.to_owned(), form, secret[..7].to_owned()]);
-    }
-    for secret in planted {
-        assert!(!text.contains(&secret), "{secret:?} leaked:\n{text}");
-    }
+    planted::assert_absent(&planted::outputs(output), otps);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -429,9 +402,8 @@ async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
     assert!(stderr(&failed).contains("LSQ_PUBLIC_AUTH_KEY"));
     assert_no_secret(&failed, &[&right, "PKwrong"]);
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let host = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = RefusedPort::bind();
+    let host = format!("http://{}", closed.addr);
     let failed = run(lsq(dir.path())
         .args(["otp", "signin", "--host", &host, "--rate", "1000/1s"])
         .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])

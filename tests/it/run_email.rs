@@ -1,32 +1,14 @@
 //! `lsq-dispatch run --email` end to end: the real binary, the sandbox, and a
 //! real SMTP server inside the test process on loopback.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
-use crate::support::{lead_ids, read_report, run, run_on_sandbox, write};
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-
-async fn fast_sandbox() -> Sandbox {
-    Sandbox::start(SandboxConfig {
-        budget: "1000/1s".parse().unwrap(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn templates() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")
-}
-
-fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
-    let mut csv = String::from("LeadId,FirstName,Email\n");
-    for (i, id) in lead_ids(n).iter().enumerate() {
-        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
-    }
-    write(dir, "leads.csv", &csv)
-}
+use crate::support::{
+    fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sample, with_email,
+    write, write_templates,
+};
+use lsq_dispatch::sandbox::Sandbox;
 
 fn email_command(
     sandbox: &Sandbox,
@@ -34,7 +16,7 @@ fn email_command(
     dir: &Path,
     input: &Path,
 ) -> std::process::Command {
-    email_command_with(sandbox, &smtp.url(), &templates(), dir, input)
+    email_command_with(sandbox, &smtp.url(), &sample("templates"), dir, input)
 }
 
 fn email_command_with(
@@ -45,16 +27,8 @@ fn email_command_with(
     input: &Path,
 ) -> std::process::Command {
     let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
-    cmd.args(["--report", "report.csv", "--quiet"])
-        .arg("--email")
-        .arg("--templates")
-        .arg(templates)
-        .args([
-            "--smtp-url",
-            smtp_url,
-            "--from",
-            "Acme <invites@acme.example>",
-        ]);
+    cmd.args(["--report", "report.csv", "--quiet"]);
+    with_email(&mut cmd, smtp_url, templates);
     cmd
 }
 
@@ -159,7 +133,7 @@ async fn plaintext_smtp_to_a_remote_host_is_refused() {
     let out = run(&mut email_command_with(
         &sandbox,
         "smtp://mail.example.com:25",
-        &templates(),
+        &sample("templates"),
         dir.path(),
         &input,
     ));
@@ -207,10 +181,7 @@ async fn an_unknown_template_variable_fails_before_any_api_call() {
     let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("templates");
-    std::fs::create_dir(&bad).unwrap();
-    write(&bad, "subject.txt", "Hello {{ Nickname }}");
-    write(&bad, "body.txt", "{{ link }}");
+    let bad = write_templates(dir.path(), "Hello {{ Nickname }}", "{{ link }}");
     let input = leads_with_email(dir.path(), 2);
     let out = run(&mut email_command_with(
         &sandbox,

@@ -7,28 +7,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
-use crate::support::{lead_ids, leads_csv, lsq, read_report, run, run_on_sandbox, write};
+use crate::support::{
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_on_sandbox,
+    sample, sandbox,
+};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
 use rand::{Rng, SeedableRng};
-
-async fn sandbox_with(budget: &str) -> Sandbox {
-    Sandbox::start(SandboxConfig {
-        budget: budget.parse().unwrap(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
-    let mut csv = String::from("LeadId,FirstName,Email\n");
-    for (i, id) in lead_ids(n).iter().enumerate() {
-        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
-    }
-    write(dir, "leads.csv", &csv)
-}
 
 fn state_path(dir: &Path) -> PathBuf {
     dir.join("campaign.sqlite")
@@ -41,16 +27,9 @@ fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
     cmd
 }
 
+/// Adds `--email` with the sample templates and this SMTP server.
 fn with_email<'a>(cmd: &'a mut Command, smtp: &SmtpServer) -> &'a mut Command {
-    cmd.arg("--email")
-        .arg("--templates")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates"))
-        .args([
-            "--smtp-url",
-            &smtp.url(),
-            "--from",
-            "Acme <invites@acme.example>",
-        ])
+    crate::support::with_email(cmd, &smtp.url(), &sample("templates"))
 }
 
 fn statuses(dir: &Path) -> HashMap<String, usize> {
@@ -63,7 +42,7 @@ fn statuses(dir: &Path) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), 10);
@@ -93,7 +72,7 @@ async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lock_stops_a_concurrent_run() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(3));
     let held = StateStore::open(&state_path(dir.path())).unwrap();
@@ -112,7 +91,7 @@ async fn the_lock_stops_a_concurrent_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_only_rerun_reuses_valid_links() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(5));
     assert_eq!(
@@ -149,7 +128,7 @@ async fn a_link_only_rerun_reuses_valid_links() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_link_is_minted_again_before_its_email() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), 2);
@@ -208,7 +187,11 @@ async fn an_expired_link_is_minted_again_before_its_email() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_130_and_the_next_run_resumes() {
-    let sandbox = sandbox_with("5/1s").await;
+    let sandbox = sandbox(SandboxConfig {
+        budget: "5/1s".parse().unwrap(),
+        ..SandboxConfig::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(30));
     let child = command(&sandbox, dir.path(), &input).spawn().unwrap();
@@ -232,7 +215,7 @@ async fn sigterm_exits_130_and_the_next_run_resumes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_state_file_is_named_and_left_alone() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(2));
     let text = "these are my notes, not a database\n";
@@ -253,7 +236,7 @@ async fn a_foreign_state_file_is_named_and_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_prints_counts_and_exports_a_report() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(4));
     assert_eq!(
@@ -287,7 +270,7 @@ async fn status_prints_counts_and_exports_a_report() {
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_campaign_again_and_again_never_sends_twice_nor_loses_a_lead() {
     const LEADS: usize = 200;
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new().delay(Duration::from_millis(15)));
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), LEADS);

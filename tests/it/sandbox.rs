@@ -26,7 +26,7 @@ struct Api {
 impl Api {
     async fn start(config: SandboxConfig) -> Api {
         Api {
-            sandbox: Sandbox::start(config).await.expect("sandbox starts"),
+            sandbox: crate::support::sandbox(config).await,
             http: reqwest::Client::new(),
         }
     }

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::support::mode;
 use chrono::{DateTime, TimeZone, Utc};
 use lsq_dispatch::report::Status;
 use lsq_dispatch::secret::Secret;
@@ -33,10 +34,6 @@ fn at(hour: u32) -> DateTime<Utc> {
 
 fn state_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.sqlite")
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]

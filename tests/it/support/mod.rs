@@ -2,8 +2,12 @@
 
 pub mod smtp_server;
 
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
 /// A command for the binary that ignores the machine's own environment and
 /// config: only PATH and a scratch HOME survive.
@@ -72,12 +76,7 @@ pub fn run(cmd: &mut Command) -> Output {
 /// `lsq-dispatch run INPUT` pointed at a running sandbox: its host, first
 /// portal, the given portal page, its budget and its credentials. Callers add
 /// the report and anything else.
-pub fn run_on_sandbox(
-    sandbox: &lsq_dispatch::sandbox::Sandbox,
-    dir: &Path,
-    input: &Path,
-    page: &str,
-) -> Command {
+pub fn run_on_sandbox(sandbox: &Sandbox, dir: &Path, input: &Path, page: &str) -> Command {
     let config = sandbox.config();
     let mut cmd = lsq(dir);
     cmd.arg("run")
@@ -101,4 +100,159 @@ pub async fn login(url: &str) -> (u16, serde_json::Value) {
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// The repository's `samples/NAME`: the sample leads and email templates the
+/// README starts users with, so the tests exercise what users are shown.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
+}
+
+/// A `templates` directory in `dir` holding only this subject and plain-text
+/// body, for the template checks the samples cannot exercise.
+pub fn write_templates(dir: &Path, subject: &str, body: &str) -> PathBuf {
+    let templates = dir.join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    write(&templates, "subject.txt", subject);
+    write(&templates, "body.txt", body);
+    templates
+}
+
+/// A CSV of `n` leads, each with a FirstName and an Email of its own, for runs
+/// that send mail.
+pub fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
+    let mut csv = String::from("LeadId,FirstName,Email\n");
+    for (i, id) in lead_ids(n).iter().enumerate() {
+        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
+    }
+    write(dir, "leads.csv", &csv)
+}
+
+/// The sandbox's defaults with a budget so large that pacing never slows a
+/// test down; tests about pacing set their own.
+pub fn fast_config() -> SandboxConfig {
+    SandboxConfig {
+        budget: "1000/1s".parse().unwrap(),
+        ..SandboxConfig::default()
+    }
+}
+
+/// Starts a sandbox on a loopback port the kernel picks.
+pub async fn sandbox(config: SandboxConfig) -> Sandbox {
+    Sandbox::start(config).await.expect("the sandbox starts")
+}
+
+/// A sandbox with [`fast_config`].
+pub async fn fast_sandbox() -> Sandbox {
+    sandbox(fast_config()).await
+}
+
+/// The permission bits of `path`, to check that files holding secrets are
+/// private.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A loopback address where nothing listens, so connecting there is refused.
+/// The socket is bound but never listens; while it lives it holds the port,
+/// so no other test in this process can start listening there meanwhile (a
+/// listener bound and dropped would free the port for anyone).
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The address to connect to.
+    pub addr: SocketAddr,
+}
+
+impl RefusedPort {
+    pub fn bind() -> RefusedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        RefusedPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// The process's standard output, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The process's standard error, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Distinctive credentials to plant in a run and then search every output
+/// for. Each holds `$ + / = &`, which encoding changes, after a seven-letter
+/// prefix that no other text contains.
+pub mod planted {
+    use lsq_dispatch::sandbox::SandboxConfig;
+
+    pub const ACCESS: &str = "AKplantA$+/=&1";
+    pub const SECRET: &str = "SKplantS&=+/$2";
+    pub const TENANT: &str = "TKplantT+/=&3";
+    pub const PUBLIC: &str = "PKplantP+/=&3";
+    pub const REGISTER: &str = "RTplantR-4";
+
+    /// A fast sandbox that accepts exactly the planted credentials.
+    pub fn sandbox_config() -> SandboxConfig {
+        SandboxConfig {
+            access_key: ACCESS.into(),
+            secret_key: SECRET.into(),
+            tenant_auth_key: TENANT.into(),
+            public_auth_key: PUBLIC.into(),
+            ..super::fast_config()
+        }
+    }
+
+    /// Every form in which `secret` could leak: as is, form-encoded (a query
+    /// string), strictly percent-encoded, and cut to its first seven
+    /// characters (a truncated print).
+    pub fn forms(secret: &str) -> Vec<String> {
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let strict =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
+    }
+
+    /// Asserts that no planted credential in any of its [`forms`], nor any of
+    /// `also` as given (an OTP, say), occurs in any of the named texts.
+    pub fn assert_absent(texts: &[(&str, String)], also: &[&str]) {
+        let mut needles: Vec<String> = also.iter().map(|s| s.to_string()).collect();
+        for secret in [ACCESS, SECRET, TENANT, PUBLIC, REGISTER] {
+            needles.extend(forms(secret));
+        }
+        for needle in &needles {
+            for (name, text) in texts {
+                assert!(
+                    !text.contains(needle),
+                    "{needle:?} leaked into {name}:\n{text}"
+                );
+            }
+        }
+    }
+
+    /// The process's stdout and stderr, named, for [`assert_absent`].
+    pub fn outputs(output: &std::process::Output) -> Vec<(&'static str, String)> {
+        vec![
+            ("stdout", super::stdout(output)),
+            ("stderr", super::stderr(output)),
+        ]
+    }
+}
+
+/// Adds `--email` to a run: these templates, this SMTP server, and a fixed
+/// sender, so each test names only what it is about.
+pub fn with_email<'a>(cmd: &'a mut Command, smtp_url: &str, templates: &Path) -> &'a mut Command {
+    cmd.arg("--email")
+        .arg("--templates")
+        .arg(templates)
+        .args(["--smtp-url", smtp_url])
+        .args(["--from", "Acme <invites@acme.example>"])
 }
