@@ -55,6 +55,17 @@ fn wrong(otp: &str) -> String {
     format!("{}{}", &otp[..otp.len() - 1], (last + 1) % 10)
 }
 
+/// Asserts that the step exited 1 and that its stderr names every one of
+/// `needles`: what went wrong and what to check.
+#[track_caller]
+fn assert_fails_naming(output: &Output, needles: &[&str]) {
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(output);
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in:\n{message}");
+    }
+}
+
 /// Value of the `Name: value` line in human output.
 fn line_value(text: &str, name: &str) -> String {
     text.lines()
@@ -176,11 +187,8 @@ async fn a_wrong_otp_fails_clearly_and_the_right_one_still_works_once() {
     };
 
     let failed = signin(&wrong(&right));
-    assert_eq!(failed.status.code(), Some(1));
+    assert_fails_naming(&failed, &["Invalid OTP", "check --otp"]);
     assert!(stdout(&failed).is_empty());
-    let message = stderr(&failed);
-    assert!(message.contains("Invalid OTP"), "{message}");
-    assert!(message.contains("check --otp"), "{message}");
 
     // The sandbox lets a few wrong guesses pass before it burns the code.
     let signed = signin(&right);
@@ -188,10 +196,7 @@ async fn a_wrong_otp_fails_clearly_and_the_right_one_still_works_once() {
     assert!(stdout(&signed).contains(DEMO_LEAD_ID));
 
     let again = signin(&right);
-    assert_eq!(again.status.code(), Some(1));
-    let message = stderr(&again);
-    assert!(message.contains("already been used"), "{message}");
-    assert!(message.contains("otp request"), "{message}");
+    assert_fails_naming(&again, &["already been used", "otp request"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,19 +205,13 @@ async fn an_unknown_phone_or_code_fails_with_the_servers_reason() {
     let sandbox = sandbox().await;
 
     let failed = run(otp(dir.path(), &sandbox, "request").args(["--phone", "+1-5550000"]));
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert!(message.contains("No lead found"), "{message}");
-    assert!(message.contains("check --phone"), "{message}");
+    assert_fails_naming(&failed, &["No lead found", "check --phone"]);
 
     let failed = run(otp(dir.path(), &sandbox, "signin")
         .args(["--phone", DEMO_LEAD_PHONE])
         .args(["--code", "00000000-0000-4000-8000-000000000000"])
         .args(["--otp", "123456"]));
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert!(message.contains("Invalid OTP code"), "{message}");
-    assert!(message.contains("otp request"), "{message}");
+    assert_fails_naming(&failed, &["Invalid OTP code", "otp request"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,10 +317,7 @@ async fn the_public_key_is_fetched_only_when_not_given() {
     let failed = run(fetching("request")
         .args(["--phone", DEMO_LEAD_PHONE])
         .env("LSQ_ACCESS_KEY", "wrong"));
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert!(message.contains("public auth key"), "{message}");
-    assert!(message.contains("LSQ_ACCESS_KEY"), "{message}");
+    assert_fails_naming(&failed, &["public auth key", "LSQ_ACCESS_KEY"]);
     assert_eq!(sandbox.stats().calls, 6, "no OTP call after a failed fetch");
 }
 
@@ -389,8 +385,7 @@ async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
         .args(["--register-token", REGISTER])
         .env("LSQ_ACCESS_KEY", ACCESS)
         .env("LSQ_SECRET_KEY", SECRET));
-    assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("Invalid OTP"));
+    assert_fails_naming(&failed, &["Invalid OTP"]);
     assert_no_secret(&failed, &[&guess, &right]);
 
     // A refused public key, and a host that does not answer (the fetch's URL
@@ -398,8 +393,7 @@ async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
     let failed = run(otp(dir.path(), &sandbox, "signin")
         .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])
         .env("LSQ_PUBLIC_AUTH_KEY", "PKwrong+/=&9"));
-    assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("LSQ_PUBLIC_AUTH_KEY"));
+    assert_fails_naming(&failed, &["LSQ_PUBLIC_AUTH_KEY"]);
     assert_no_secret(&failed, &[&right, "PKwrong"]);
 
     let closed = RefusedPort::bind();
@@ -409,7 +403,6 @@ async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
         .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])
         .env("LSQ_ACCESS_KEY", ACCESS)
         .env("LSQ_SECRET_KEY", SECRET));
-    assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("attempts"));
+    assert_fails_naming(&failed, &["attempts"]);
     assert_no_secret(&failed, &[&right]);
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
-    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_on_sandbox,
-    sample, sandbox,
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
+    run_on_sandbox, sample, sandbox,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
@@ -46,15 +46,10 @@ async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), 10);
-    assert_eq!(
-        run(with_email(
-            &mut command(&sandbox, dir.path(), &input),
-            &smtp
-        ))
-        .status
-        .code(),
-        Some(0)
-    );
+    run_ok(with_email(
+        &mut command(&sandbox, dir.path(), &input),
+        &smtp,
+    ));
     let calls = sandbox.stats().calls;
     assert_eq!(smtp.messages().len(), 10);
 
@@ -81,12 +76,7 @@ async fn the_lock_stops_a_concurrent_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another lsq-dispatch run"));
     assert_eq!(sandbox.stats().calls, 0);
     drop(held);
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,23 +84,13 @@ async fn a_link_only_rerun_reuses_valid_links() {
     let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(5));
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     let first: HashMap<_, _> = read_report(&dir.path().join("report.csv"))
         .into_iter()
         .map(|r| (r["lead_id"].clone(), r["portal_url"].clone()))
         .collect();
     let calls = sandbox.stats().calls;
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     assert_eq!(
         sandbox.stats().calls,
         calls,
@@ -132,12 +112,7 @@ async fn an_expired_link_is_minted_again_before_its_email() {
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), 2);
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     let old = read_report(&dir.path().join("report.csv"));
     // Age the first lead's stored link past its lifetime.
     {
@@ -239,12 +214,7 @@ async fn status_prints_counts_and_exports_a_report() {
     let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(4));
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     let out = run(lsq(dir.path())
         .args([
             "status",

@@ -256,3 +256,12 @@ pub fn with_email<'a>(cmd: &'a mut Command, smtp_url: &str, templates: &Path) ->
         .args(["--smtp-url", smtp_url])
         .args(["--from", "Acme <invites@acme.example>"])
 }
+
+/// Runs and asserts a zero exit, for the runs that set the stage for what a
+/// test is about.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let output = run(cmd);
+    assert_eq!(output.status.code(), Some(0));
+    output
+}
