@@ -166,6 +166,7 @@ pub struct RefusedPort {
 }
 
 impl RefusedPort {
+    /// Binds a port the kernel picks on 127.0.0.1, without listening.
     pub fn bind() -> RefusedPort {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
