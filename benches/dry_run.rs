@@ -18,6 +18,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod common;
+
+use common::{env_number, median};
+
 const TARGET_ROWS_PER_SEC: f64 = 1_000_000.0;
 const TARGET_RSS_MB: f64 = 100.0;
 
@@ -29,13 +33,6 @@ struct Figures {
     secs: f64,
     peak_rss_mb: f64,
     exit_code: i32,
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
 }
 
 /// A well-mixed 64-bit value from a counter, so the LeadIds look like real
@@ -160,19 +157,14 @@ fn report_counts(path: &Path) -> (u64, u64, u64) {
     (planned, invalid, duplicate)
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
     // should not spend a minute generating a million rows.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let rows = env_number("BENCH_ROWS", 1_000_000);
-    let runs = env_number("BENCH_RUNS", 3).max(1);
+    let rows: u64 = env_number("BENCH_ROWS", 1_000_000);
+    let runs: u64 = env_number("BENCH_RUNS", 3).max(1);
     let bin = env!("CARGO_BIN_EXE_lsq-dispatch");
 
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -13,8 +13,12 @@ use lsq_dispatch::config::Settings;
 use lsq_dispatch::limiter::Rate;
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
-#[path = "../tests/smtp_server/mod.rs"]
+mod common;
+#[path = "../tests/it/support/smtp_server.rs"]
+#[allow(dead_code)]
 mod smtp_server;
+
+use common::{env_number, median};
 
 struct Scenario {
     name: &'static str,
@@ -24,23 +28,19 @@ struct Scenario {
     smtp_delay_ms: Option<u64>,
 }
 
+/// The first scenario; the others say how they differ from it.
+const BASE: Scenario = Scenario {
+    name: "service 50-300ms",
+    service: (50, 300),
+    competitor: 0,
+    smtp_delay_ms: None,
+};
+
 struct Figures {
     wall: f64,
     rate_limited: u64,
     done: u64,
     max_in_window: u32,
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
 }
 
 async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u64) -> Figures {
@@ -112,8 +112,8 @@ async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u6
 }
 
 fn main() {
-    let leads = env_number("BENCH_LEADS", 300);
-    let runs = env_number("BENCH_RUNS", 3).max(1);
+    let leads: usize = env_number("BENCH_LEADS", 300);
+    let runs: usize = env_number("BENCH_RUNS", 3).max(1);
     let only = std::env::var("BENCH_ONLY").ok();
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -121,29 +121,21 @@ fn main() {
         .build()
         .unwrap();
     let scenarios = [
-        Scenario {
-            name: "service 50-300ms",
-            service: (50, 300),
-            competitor: 0,
-            smtp_delay_ms: None,
-        },
+        BASE,
         Scenario {
             name: "+ email, SMTP 200ms/msg",
-            service: (50, 300),
-            competitor: 0,
             smtp_delay_ms: Some(200),
+            ..BASE
         },
         Scenario {
             name: "service 1s",
             service: (1000, 1000),
-            competitor: 0,
-            smtp_delay_ms: None,
+            ..BASE
         },
         Scenario {
             name: "competitor takes 10/25",
-            service: (50, 300),
             competitor: 10,
-            smtp_delay_ms: None,
+            ..BASE
         },
     ];
     println!("{leads} leads, 25 calls in any 5 s counted at arrival, 0-100 ms inbound jitter, {runs} run(s) each; medians");

@@ -1,36 +1,14 @@
 //! `lsq-dispatch run --email` end to end: the real binary, the sandbox, and a
 //! real SMTP server inside the test process on loopback.
 
-#[path = "smtp_server/mod.rs"]
-mod smtp_server;
-mod support;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use smtp_server::{SmtpBehaviour, SmtpServer};
-use support::{lead_ids, read_report, run, write};
-
-async fn fast_sandbox() -> Sandbox {
-    Sandbox::start(SandboxConfig {
-        budget: "1000/1s".parse().unwrap(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn templates() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")
-}
-
-fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
-    let mut csv = String::from("LeadId,FirstName,Email\n");
-    for (i, id) in lead_ids(n).iter().enumerate() {
-        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
-    }
-    write(dir, "leads.csv", &csv)
-}
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sample, with_email,
+    write, write_templates,
+};
+use lsq_dispatch::sandbox::Sandbox;
 
 fn email_command(
     sandbox: &Sandbox,
@@ -38,7 +16,7 @@ fn email_command(
     dir: &Path,
     input: &Path,
 ) -> std::process::Command {
-    email_command_with(sandbox, &smtp.url(), &templates(), dir, input)
+    email_command_with(sandbox, &smtp.url(), &sample("templates"), dir, input)
 }
 
 fn email_command_with(
@@ -48,17 +26,9 @@ fn email_command_with(
     dir: &Path,
     input: &Path,
 ) -> std::process::Command {
-    let mut cmd = support::run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
-    cmd.args(["--report", "report.csv", "--quiet"])
-        .arg("--email")
-        .arg("--templates")
-        .arg(templates)
-        .args([
-            "--smtp-url",
-            smtp_url,
-            "--from",
-            "Acme <invites@acme.example>",
-        ]);
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet"]);
+    with_email(&mut cmd, smtp_url, templates);
     cmd
 }
 
@@ -163,7 +133,7 @@ async fn plaintext_smtp_to_a_remote_host_is_refused() {
     let out = run(&mut email_command_with(
         &sandbox,
         "smtp://mail.example.com:25",
-        &templates(),
+        &sample("templates"),
         dir.path(),
         &input,
     ));
@@ -211,10 +181,7 @@ async fn an_unknown_template_variable_fails_before_any_api_call() {
     let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("templates");
-    std::fs::create_dir(&bad).unwrap();
-    write(&bad, "subject.txt", "Hello {{ Nickname }}");
-    write(&bad, "body.txt", "{{ link }}");
+    let bad = write_templates(dir.path(), "Hello {{ Nickname }}", "{{ link }}");
     let input = leads_with_email(dir.path(), 2);
     let out = run(&mut email_command_with(
         &sandbox,

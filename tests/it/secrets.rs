@@ -2,52 +2,27 @@
 //! distinctive values are searched for raw and percent-encoded, on the success
 //! path and on every failure path that carries a request URL.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, leads_csv, lsq, run};
+use crate::support::planted::{self, ACCESS, SECRET, TENANT};
+use crate::support::{lead_ids, leads_csv, lsq, run};
+use crate::support::{sandbox, RefusedPort};
+use lsq_dispatch::sandbox::SandboxConfig;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const ACCESS: &str = "AKplantA$+/=&1";
-const SECRET: &str = "SKplantS&=+/$2";
-const TENANT: &str = "TKplantT+/=&3";
+const PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
 
-fn forms(secret: &str) -> Vec<String> {
-    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    let strict = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
-    vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
-}
-
+/// Asserts that the report and the summary were written, and that neither
+/// they nor stdout and stderr hold a planted credential.
 fn assert_no_secret(dir: &Path, output: &std::process::Output) {
-    let mut texts = vec![
-        (
-            "stdout".to_string(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        ),
-        (
-            "stderr".to_string(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ),
-    ];
+    let mut texts = planted::outputs(output);
     for name in ["report.csv", "summary.json"] {
         let path = dir.join(name);
         assert!(path.exists(), "{name} was written");
-        texts.push((name.into(), std::fs::read_to_string(path).unwrap()));
+        texts.push((name, std::fs::read_to_string(path).unwrap()));
     }
-    for secret in [ACCESS, SECRET, TENANT] {
-        for form in forms(secret) {
-            for (name, text) in &texts {
-                assert!(
-                    !text.contains(&form),
-                    "{form:?} leaked into {name}:\n{text}"
-                );
-            }
-        }
-    }
+    planted::assert_absent(&texts, &[]);
 }
 
 fn command(dir: &Path, host: &str) -> std::process::Command {
@@ -56,7 +31,7 @@ fn command(dir: &Path, host: &str) -> std::process::Command {
     cmd.arg("run")
         .arg(input)
         .args(["--host", host])
-        .args(["--portal-id", "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37"])
+        .args(["--portal-id", PORTAL])
         .args(["--portal-url", "https://apply.example.com/"])
         .args([
             "--rate",
@@ -75,16 +50,11 @@ fn command(dir: &Path, host: &str) -> std::process::Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_on_the_success_path() {
-    let sandbox = Sandbox::start(SandboxConfig {
-        access_key: ACCESS.into(),
-        secret_key: SECRET.into(),
-        tenant_auth_key: TENANT.into(),
-        portal_ids: vec!["7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37".into()],
-        budget: "1000/1s".parse().unwrap(),
-        ..SandboxConfig::default()
+    let sandbox = sandbox(SandboxConfig {
+        portal_ids: vec![PORTAL.into()],
+        ..planted::sandbox_config()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &sandbox.base_url()));
     assert_eq!(out.status.code(), Some(0));
@@ -93,15 +63,11 @@ async fn no_secret_on_the_success_path() {
 
 #[test]
 fn no_secret_when_the_connection_is_refused() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = RefusedPort::bind();
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(
         dir.path(),
-        &format!("http://127.0.0.1:{port}"),
+        &format!("http://{}", refused.addr),
     ));
     assert_eq!(out.status.code(), Some(3));
     assert!(

@@ -11,7 +11,7 @@ use lsq_dispatch::sandbox::{
     DEFAULT_PUBLIC_AUTH_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_ID,
     DEMO_LEAD_PHONE, TENANT_KEY_PATH,
 };
-use reqwest::{Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
 const LEAD: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
@@ -26,7 +26,7 @@ struct Api {
 impl Api {
     async fn start(config: SandboxConfig) -> Api {
         Api {
-            sandbox: Sandbox::start(config).await.expect("sandbox starts"),
+            sandbox: crate::support::sandbox(config).await,
             http: reqwest::Client::new(),
         }
     }
@@ -35,20 +35,32 @@ impl Api {
         Api::start(SandboxConfig::default()).await
     }
 
+    /// A sandbox with the defaults but for what `change` sets.
+    async fn with(change: impl FnOnce(&mut SandboxConfig)) -> Api {
+        let mut config = SandboxConfig::default();
+        change(&mut config);
+        Api::start(config).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.sandbox.base_url())
     }
 
+    /// A GET of `path` on the sandbox, for the caller to fill in and [`send`].
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    /// A POST to `path` on the sandbox, for the caller to fill in and [`send`].
+    fn post(&self, path: &str) -> RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
     /// Generate with the default credentials, portal and tenant key.
     async fn generate(&self, lead_id: &str) -> Result<Response, reqwest::Error> {
-        self.http
-            .post(self.url(GENERATE))
-            .query(&[
-                ("accessKey", DEFAULT_ACCESS_KEY),
-                ("secretKey", DEFAULT_SECRET_KEY),
-                ("authkey", DEFAULT_TENANT_AUTH_KEY),
-            ])
-            .json(&json!({ "LeadId": lead_id, "PortalId": DEFAULT_PORTAL_ID }))
+        self.post(GENERATE)
+            .query(&creds())
+            .json(&body(lead_id))
             .send()
             .await
     }
@@ -66,62 +78,50 @@ impl Api {
 
     /// Generate with an explicit query and body.
     async fn generate_raw(&self, query: &[(&str, &str)], body: Value) -> Response {
-        self.http
-            .post(self.url(GENERATE))
-            .query(query)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        send(self.post(GENERATE).query(query).json(&body)).await
     }
 
     async fn portal(&self, query: &[(&str, &str)]) -> Response {
-        self.http
-            .get(self.sandbox.portal_url())
-            .query(query)
-            .send()
-            .await
-            .unwrap()
+        send(self.http.get(self.sandbox.portal_url()).query(query)).await
     }
 
     async fn otp_get(&self, phone: &str, headers: &[(&str, &str)]) -> Response {
         let mut request = self
-            .http
-            .post(self.url("/api/Authentication/SigninOTP/Get"))
+            .post("/api/Authentication/SigninOTP/Get")
             .header("Authorization", DEFAULT_PUBLIC_AUTH_KEY)
             .json(&json!({ "FieldSchemaName": "Phone", "FieldContent": phone }));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        request.send().await.unwrap()
+        send(request).await
     }
 
     async fn signin(&self, code: &str, phone: &str, otp: &str) -> Response {
-        self.http
-            .post(self.url("/api/Authentication/Signin"))
-            .header("Authorization", DEFAULT_PUBLIC_AUTH_KEY)
-            .json(&json!({
-                "OTPSigninRequest": true,
-                "OTPSigninData": { "Otp": otp, "FieldContent": phone, "Code": code }
-            }))
-            .send()
-            .await
-            .unwrap()
+        send(
+            self.post("/api/Authentication/Signin")
+                .header("Authorization", DEFAULT_PUBLIC_AUTH_KEY)
+                .json(&json!({
+                    "OTPSigninRequest": true,
+                    "OTPSigninData": { "Otp": otp, "FieldContent": phone, "Code": code }
+                })),
+        )
+        .await
     }
 
     async fn admin_otp(&self, code: &str) -> String {
-        let body: Value = self
-            .http
-            .get(self.url("/admin/otp"))
-            .query(&[("code", code)])
-            .send()
+        let body: Value = send(self.get("/admin/otp").query(&[("code", code)]))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
         body["Otp"].as_str().unwrap().to_owned()
     }
+}
+
+/// Sends the request and returns the answer; these tests are about the
+/// answer, so a transport error just fails the test.
+async fn send(request: RequestBuilder) -> Response {
+    request.send().await.unwrap()
 }
 
 fn creds() -> Vec<(&'static str, &'static str)> {
@@ -225,27 +225,18 @@ async fn unencoded_credentials_are_refused() {
         "{}?accessKey={DEFAULT_ACCESS_KEY}&secretKey={DEFAULT_SECRET_KEY}&authkey={DEFAULT_TENANT_AUTH_KEY}",
         api.url(GENERATE)
     );
-    let response = api.http.post(raw).json(&body(LEAD)).send().await.unwrap();
+    let response = send(api.http.post(raw).json(&body(LEAD))).await;
     assert_eq!(error_of(response).await.0, 401);
 }
 
 #[tokio::test]
 async fn minted_tenant_keys_work_until_they_expire() {
-    let api = Api::start(SandboxConfig {
-        key_ttl: Duration::from_millis(300),
-        ..SandboxConfig::default()
-    })
+    let api = Api::with(|c| c.key_ttl = Duration::from_millis(300)).await;
+    let response = send(api.post(TENANT_KEY_PATH).query(&[
+        ("accessKey", DEFAULT_ACCESS_KEY),
+        ("secretKey", DEFAULT_SECRET_KEY),
+    ]))
     .await;
-    let response = api
-        .http
-        .post(api.url(TENANT_KEY_PATH))
-        .query(&[
-            ("accessKey", DEFAULT_ACCESS_KEY),
-            ("secretKey", DEFAULT_SECRET_KEY),
-        ])
-        .send()
-        .await
-        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let minted: String = response.json().await.expect("a bare JSON string");
     assert!(minted.contains('+') && minted.contains('/') && minted.ends_with('='));
@@ -257,37 +248,27 @@ async fn minted_tenant_keys_work_until_they_expire() {
             ("authkey", key.to_owned()),
         ]
     };
-    let send = |query: Vec<(&'static str, String)>| {
-        api.http
-            .post(api.url(GENERATE))
-            .query(&query)
-            .json(&body(LEAD))
-            .send()
+    let generate_with = |query: Vec<(&'static str, String)>| {
+        send(api.post(GENERATE).query(&query).json(&body(LEAD)))
     };
-    assert_eq!(send(with(&minted)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(generate_with(with(&minted)).await.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(error_of(send(with(&minted)).await.unwrap()).await.0, 401);
+    assert_eq!(error_of(generate_with(with(&minted)).await).await.0, 401);
     // The configured tenant key never expires.
-    let configured = send(with(DEFAULT_TENANT_AUTH_KEY)).await.unwrap();
+    let configured = generate_with(with(DEFAULT_TENANT_AUTH_KEY)).await;
     assert_eq!(configured.status(), StatusCode::OK);
 
-    let bad = api
-        .http
-        .post(api.url(TENANT_KEY_PATH))
-        .query(&[("accessKey", DEFAULT_ACCESS_KEY), ("secretKey", "nope")])
-        .send()
-        .await
-        .unwrap();
+    let bad = send(
+        api.post(TENANT_KEY_PATH)
+            .query(&[("accessKey", DEFAULT_ACCESS_KEY), ("secretKey", "nope")]),
+    )
+    .await;
     assert_eq!(error_of(bad).await.0, 401);
 }
 
 #[tokio::test]
 async fn generate_refuses_bad_bodies_with_400() {
-    let api = Api::start(SandboxConfig {
-        unknown_leads: vec![LEAD.to_uppercase()],
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.unknown_leads = vec![LEAD.to_uppercase()]).await;
     let other = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
     let cases = [
         json!({ "PortalId": DEFAULT_PORTAL_ID }),
@@ -303,26 +284,22 @@ async fn generate_refuses_bad_bodies_with_400() {
         assert_eq!(error_of(response).await.0, 400, "{case}");
     }
 
-    let malformed = api
-        .http
-        .post(api.url(GENERATE))
-        .query(&creds())
-        .header("Content-Type", "application/json")
-        .body("{\"LeadId\": ")
-        .send()
-        .await
-        .unwrap();
+    let malformed = send(
+        api.post(GENERATE)
+            .query(&creds())
+            .header("Content-Type", "application/json")
+            .body("{\"LeadId\": "),
+    )
+    .await;
     assert_eq!(error_of(malformed).await.0, 400);
 
-    let not_json = api
-        .http
-        .post(api.url(GENERATE))
-        .query(&creds())
-        .header("Content-Type", "text/plain")
-        .body(body(other).to_string())
-        .send()
-        .await
-        .unwrap();
+    let not_json = send(
+        api.post(GENERATE)
+            .query(&creds())
+            .header("Content-Type", "text/plain")
+            .body(body(other).to_string()),
+    )
+    .await;
     assert_eq!(error_of(not_json).await.0, 400);
 
     let unknown = api.generate_raw(&creds(), body(LEAD)).await;
@@ -341,33 +318,25 @@ async fn generate_refuses_bad_bodies_with_400() {
 #[tokio::test]
 async fn query_names_and_paths_ignore_case() {
     let api = Api::default().await;
-    let response = api
-        .http
-        .post(api.url("/API/autologin/GENERATE"))
-        .query(&[
-            ("ACCESSKEY", DEFAULT_ACCESS_KEY),
-            ("SecretKey", DEFAULT_SECRET_KEY),
-            ("AuthKey", DEFAULT_TENANT_AUTH_KEY),
-        ])
-        .json(&body(LEAD))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        api.post("/API/autologin/GENERATE")
+            .query(&[
+                ("ACCESSKEY", DEFAULT_ACCESS_KEY),
+                ("SecretKey", DEFAULT_SECRET_KEY),
+                ("AuthKey", DEFAULT_TENANT_AUTH_KEY),
+            ])
+            .json(&body(LEAD)),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405() {
     let api = Api::default().await;
-    let missing = api.http.get(api.url("/api/Nope")).send().await.unwrap();
+    let missing = send(api.get("/api/Nope")).await;
     assert_eq!(error_of(missing).await.0, 404);
-    let wrong = api
-        .http
-        .get(api.url(GENERATE))
-        .query(&creds())
-        .send()
-        .await
-        .unwrap();
+    let wrong = send(api.get(GENERATE).query(&creds())).await;
     assert_eq!(wrong.headers()["allow"], "POST");
     assert_eq!(error_of(wrong).await.0, 405);
     // Neither reaches the tenant, so neither is budgeted.
@@ -377,26 +346,19 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
 #[tokio::test]
 async fn public_token_returns_the_configured_key() {
     let api = Api::default().await;
-    let good = api
-        .http
-        .get(api.url("/api/Access/PublicToken"))
-        .query(&[
-            ("accessKey", DEFAULT_ACCESS_KEY),
-            ("secretKey", DEFAULT_SECRET_KEY),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let good = send(api.get("/api/Access/PublicToken").query(&[
+        ("accessKey", DEFAULT_ACCESS_KEY),
+        ("secretKey", DEFAULT_SECRET_KEY),
+    ]))
+    .await;
     assert_eq!(good.status(), StatusCode::OK);
     let body: Value = good.json().await.unwrap();
     assert_eq!(body, json!({ "PublicAuthKey": DEFAULT_PUBLIC_AUTH_KEY }));
-    let bad = api
-        .http
-        .get(api.url("/api/Access/PublicToken"))
-        .query(&[("accessKey", DEFAULT_ACCESS_KEY)])
-        .send()
-        .await
-        .unwrap();
+    let bad = send(
+        api.get("/api/Access/PublicToken")
+            .query(&[("accessKey", DEFAULT_ACCESS_KEY)]),
+    )
+    .await;
     assert_eq!(error_of(bad).await.0, 401);
 }
 
@@ -404,11 +366,7 @@ async fn public_token_returns_the_configured_key() {
 
 #[tokio::test]
 async fn portal_page_tells_which_lead_a_key_logs_in() {
-    let api = Api::start(SandboxConfig {
-        budget: rate(1, 60_000),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.budget = rate(1, 60_000)).await;
     let key = api.generate_key(LEAD).await;
 
     let page = api.portal(&[("authKey", &key)]).await;
@@ -439,7 +397,7 @@ async fn portal_page_tells_which_lead_a_key_logs_in() {
 
     // The key pasted into a link without encoding no longer matches.
     let raw = format!("{}?authKey={key}", api.sandbox.portal_url());
-    let response = api.http.get(raw).send().await.unwrap();
+    let response = send(api.http.get(raw)).await;
     assert_eq!(error_of(response).await.0, 401);
 
     // Budget 1/60s was spent by the Generate: the portal page is not budgeted.
@@ -450,11 +408,7 @@ async fn portal_page_tells_which_lead_a_key_logs_in() {
 
 #[tokio::test]
 async fn portal_page_refuses_expired_keys() {
-    let api = Api::start(SandboxConfig {
-        key_ttl: Duration::from_millis(300),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.key_ttl = Duration::from_millis(300)).await;
     let key = api.generate_key(LEAD).await;
     assert_eq!(
         api.portal(&[("authKey", &key)]).await.status(),
@@ -472,11 +426,9 @@ async fn portal_page_refuses_expired_keys() {
 #[tokio::test]
 async fn otp_sign_in_works_once() {
     let second_portal = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
-    let api = Api::start(SandboxConfig {
-        portal_ids: vec![DEFAULT_PORTAL_ID.into(), second_portal.to_uppercase()],
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api =
+        Api::with(|c| c.portal_ids = vec![DEFAULT_PORTAL_ID.into(), second_portal.to_uppercase()])
+            .await;
 
     let response = api
         .otp_get(
@@ -530,11 +482,7 @@ async fn otp_refusals() {
         phone: "+91-9876543210".into(),
         email: "lead@example.com".into(),
     };
-    let api = Api::start(SandboxConfig {
-        leads: vec![lead],
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.leads = vec![lead]).await;
     assert_eq!(
         api.otp_get("+91-9876543210", &[]).await.status(),
         StatusCode::OK
@@ -556,24 +504,21 @@ async fn otp_refusals() {
 
     let url = api.url("/api/Authentication/SigninOTP/Get");
     let otp_body = json!({ "FieldSchemaName": "Phone", "FieldContent": DEMO_LEAD_PHONE });
-    let no_auth = api.http.post(&url).json(&otp_body).send().await.unwrap();
+    let no_auth = send(api.http.post(&url).json(&otp_body)).await;
     assert_eq!(error_of(no_auth).await.0, 401);
-    let bad_auth = api
-        .http
-        .post(&url)
-        .header("Authorization", "wrong")
-        .json(&otp_body)
-        .send()
-        .await
-        .unwrap();
+    let bad_auth = send(
+        api.http
+            .post(&url)
+            .header("Authorization", "wrong")
+            .json(&otp_body),
+    )
+    .await;
     assert_eq!(error_of(bad_auth).await.0, 401);
-    let signin_no_auth = api
-        .http
-        .post(api.url("/api/Authentication/Signin"))
-        .json(&json!({ "OTPSigninRequest": true, "OTPSigninData": {} }))
-        .send()
-        .await
-        .unwrap();
+    let signin_no_auth = send(
+        api.post("/api/Authentication/Signin")
+            .json(&json!({ "OTPSigninRequest": true, "OTPSigninData": {} })),
+    )
+    .await;
     assert_eq!(error_of(signin_no_auth).await.0, 401);
 }
 
@@ -581,11 +526,7 @@ async fn otp_refusals() {
 
 #[tokio::test]
 async fn window_admits_n_then_429_until_it_slides() {
-    let api = Api::start(SandboxConfig {
-        budget: rate(25, 1000),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.budget = rate(25, 1000)).await;
     let burst = join_all((0..25).map(|_| api.generate_status(LEAD))).await;
     assert_eq!(count(&burst, StatusCode::OK), 25);
 
@@ -606,11 +547,7 @@ async fn window_admits_n_then_429_until_it_slides() {
 
 #[tokio::test]
 async fn default_budget_is_25_in_5_seconds() {
-    let api = Api::start(SandboxConfig {
-        retry_after: Some(Duration::from_secs(2)),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.retry_after = Some(Duration::from_secs(2))).await;
     let burst = join_all((0..26).map(|_| api.generate_status(LEAD))).await;
     assert_eq!(count(&burst, StatusCode::OK), 25);
     assert_eq!(count(&burst, StatusCode::TOO_MANY_REQUESTS), 1);
@@ -644,11 +581,7 @@ async fn competitor_takes_part_of_every_window() {
     // Competitor calls are counted but are not ours.
     assert_eq!(api.sandbox.arrivals().len(), ok);
 
-    let alone = Api::start(SandboxConfig {
-        budget: rate(10, 1000),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let alone = Api::with(|c| c.budget = rate(10, 1000)).await;
     let burst = join_all((0..10).map(|_| alone.generate_status(LEAD))).await;
     assert_eq!(count(&burst, StatusCode::OK), 10);
 }
@@ -743,11 +676,7 @@ async fn service_time_outlasts_an_impatient_client() {
 
 #[tokio::test]
 async fn error_rate_answers_500() {
-    let all = Api::start(SandboxConfig {
-        error_rate: 1.0,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let all = Api::with(|c| c.error_rate = 1.0).await;
     for _ in 0..10 {
         let (status, kind, _) = error_of(all.generate(LEAD).await.unwrap()).await;
         assert_eq!((status, kind.as_str()), (500, "MXUnknownException"));
@@ -779,11 +708,7 @@ async fn error_rate_answers_500() {
 
 #[tokio::test]
 async fn drop_rate_cuts_connections_without_an_answer() {
-    let api = Api::start(SandboxConfig {
-        drop_rate: 1.0,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.drop_rate = 1.0).await;
     for _ in 0..5 {
         let err = api.generate(LEAD).await.expect_err("no answer");
         assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
@@ -814,40 +739,20 @@ async fn drop_rate_cuts_connections_without_an_answer() {
 
 #[tokio::test]
 async fn admin_reports_and_resets_without_being_counted() {
-    let api = Api::start(SandboxConfig {
-        budget: rate(3, 60_000),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let api = Api::with(|c| c.budget = rate(3, 60_000)).await;
     for _ in 0..4 {
         api.generate(LEAD).await.unwrap();
     }
-    let stats: Stats = api
-        .http
-        .get(api.url("/admin/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Stats = send(api.get("/admin/stats")).await.json().await.unwrap();
     assert_eq!(stats, api.sandbox.stats());
     assert_eq!(stats.calls, 4);
     assert_eq!((stats.by_status[&200], stats.by_status[&429]), (3, 1));
     assert_eq!(stats.max_in_window, 3);
-    let arrivals: Vec<u64> = api
-        .http
-        .get(api.url("/admin/arrivals"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let arrivals: Vec<u64> = send(api.get("/admin/arrivals")).await.json().await.unwrap();
     assert_eq!(arrivals.len(), 3);
     assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
 
-    let reset = api.http.post(api.url("/admin/reset")).send().await.unwrap();
+    let reset = send(api.post("/admin/reset")).await;
     assert_eq!(reset.status(), StatusCode::NO_CONTENT);
     assert_eq!(api.sandbox.stats(), Stats::default());
     assert!(api.sandbox.arrivals().is_empty());
@@ -857,13 +762,7 @@ async fn admin_reports_and_resets_without_being_counted() {
         StatusCode::TOO_MANY_REQUESTS
     );
 
-    let missing = api
-        .http
-        .get(api.url("/admin/otp"))
-        .query(&[("code", "nope")])
-        .send()
-        .await
-        .unwrap();
+    let missing = send(api.get("/admin/otp").query(&[("code", "nope")])).await;
     assert_eq!(error_of(missing).await.0, 404);
 }
 

@@ -1,20 +1,13 @@
 //! `lsq-dispatch run` end to end against the built-in sandbox on loopback.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lsq_dispatch::limiter::Rate;
+use crate::support::{
+    fast_config, fast_sandbox, lead_ids, leads_csv, login, lsq, read_report, run, run_on_sandbox,
+    sample, sandbox, write,
+};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, login, lsq, read_report, run, write};
-
-fn fast_config() -> SandboxConfig {
-    SandboxConfig {
-        budget: "1000/1s".parse::<Rate>().unwrap(),
-        ..SandboxConfig::default()
-    }
-}
 
 fn command_for(
     sandbox: &Sandbox,
@@ -30,7 +23,7 @@ fn command_with_page(
     input: &std::path::Path,
     page: &str,
 ) -> std::process::Command {
-    let mut cmd = support::run_on_sandbox(sandbox, dir, input, page);
+    let mut cmd = run_on_sandbox(sandbox, dir, input, page);
     cmd.args(["--report", "report.csv", "--summary-json", "summary.json"]);
     cmd
 }
@@ -39,12 +32,11 @@ fn command_with_page(
 async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_line() {
     let ids = lead_ids(12);
     let unknown = "0badbad0-1111-4222-8333-000000000000".to_string();
-    let sandbox = Sandbox::start(SandboxConfig {
+    let sandbox = sandbox(SandboxConfig {
         unknown_leads: vec![unknown.clone()],
         ..fast_config()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("LeadId,FirstName\n");
     for id in &ids[..10] {
@@ -118,9 +110,9 @@ async fn every_valid_lead_gets_a_link_that_logs_it_in_and_bad_rows_keep_their_li
 
 #[tokio::test(flavor = "multi_thread")]
 async fn links_with_ids_put_lead_and_portal_before_the_key() {
-    let sandbox = Sandbox::start(fast_config()).await.unwrap();
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(2));
+    let input = leads_csv(dir.path(), &lead_ids(2));
     let out = run(command_for(&sandbox, dir.path(), &input).arg("--link-ids"));
     assert_eq!(out.status.code(), Some(0));
     for row in read_report(&dir.path().join("report.csv")) {
@@ -135,17 +127,16 @@ async fn links_with_ids_put_lead_and_portal_before_the_key() {
 /// the sandbox never sees more than the budget in any window, and never says 429.
 #[tokio::test(flavor = "multi_thread")]
 async fn jittered_arrivals_never_exceed_the_window() {
-    let sandbox = Sandbox::start(SandboxConfig {
+    let sandbox = sandbox(SandboxConfig {
         budget: "10/1s".parse().unwrap(),
         jitter: (Duration::ZERO, Duration::from_millis(100)),
         service_time: (Duration::from_millis(10), Duration::from_millis(60)),
         seed: Some(7),
         ..SandboxConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(45));
+    let input = leads_csv(dir.path(), &lead_ids(45));
     let out = run(&mut command_for(&sandbox, dir.path(), &input));
     assert_eq!(out.status.code(), Some(0));
     let stats = sandbox.stats();
@@ -156,16 +147,15 @@ async fn jittered_arrivals_never_exceed_the_window() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_linked() {
-    let sandbox = Sandbox::start(SandboxConfig {
+    let sandbox = sandbox(SandboxConfig {
         error_rate: 0.2,
         drop_rate: 0.1,
         seed: Some(11),
         ..fast_config()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(30));
+    let input = leads_csv(dir.path(), &lead_ids(30));
     let out = run(command_for(&sandbox, dir.path(), &input).args(["--max-attempts", "10"]));
     assert_eq!(out.status.code(), Some(0));
     let rows = read_report(&dir.path().join("report.csv"));
@@ -183,8 +173,7 @@ async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_l
 #[test]
 fn the_sandbox_flag_runs_the_sample_with_no_account() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/leads.csv");
-    let out = run(lsq(dir.path()).arg("run").arg(&sample).args([
+    let out = run(lsq(dir.path()).arg("run").arg(sample("leads.csv")).args([
         "--sandbox",
         "--rate",
         "1000/1s",
@@ -205,9 +194,9 @@ fn the_sandbox_flag_runs_the_sample_with_no_account() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_tenant_key_one_is_minted_first() {
-    let sandbox = Sandbox::start(fast_config()).await.unwrap();
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(3));
+    let input = leads_csv(dir.path(), &lead_ids(3));
     let mut cmd = command_for(&sandbox, dir.path(), &input);
     cmd.env_remove("LSQ_TENANT_AUTH_KEY");
     let out = run(&mut cmd);

@@ -1,11 +1,9 @@
 //! `lsq-dispatch run` against exact answer sequences from a wiremock server.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{lead_ids, leads_csv, lsq, read_report, run};
+use crate::support::{lead_ids, leads_csv, lsq, read_report, run};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -18,6 +16,39 @@ fn key_for(request: &Request) -> ResponseTemplate {
         "AuthKey": "k+ey/for=",
         "LeadId": body["LeadId"],
     }))
+}
+
+/// A server whose Generate answers the first two calls with `failure` and
+/// then issues keys, and expects each exactly as often as a one-lead run
+/// that retries should make them.
+async fn two_failures_then_a_key(failure: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/AutoLogin/Generate"))
+        .respond_with(failure)
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/AutoLogin/Generate"))
+        .respond_with(key_for)
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A server that gives every POST this answer and expects `calls` of them.
+async fn answering(answer: ResponseTemplate, calls: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(answer)
+        .expect(calls)
+        .mount(&server)
+        .await;
+    server
 }
 
 fn command(dir: &std::path::Path, server: &MockServer, ids: &[String]) -> std::process::Command {
@@ -36,21 +67,7 @@ fn command(dir: &std::path::Path, server: &MockServer, ids: &[String]) -> std::p
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_429s_then_200_ends_linked_after_three_attempts() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/AutoLogin/Generate"))
-        .respond_with(ResponseTemplate::new(429).set_body_string(LIMIT))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/AutoLogin/Generate"))
-        .respond_with(key_for)
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = two_failures_then_a_key(ResponseTemplate::new(429).set_body_string(LIMIT)).await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &server, &lead_ids(1)));
     assert_eq!(out.status.code(), Some(0));
@@ -62,19 +79,7 @@ async fn two_429s_then_200_ends_linked_after_three_attempts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_errors_are_retried() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(key_for)
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = two_failures_then_a_key(ResponseTemplate::new(500).set_body_string("oops")).await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &server, &lead_ids(1)));
     assert_eq!(out.status.code(), Some(0));
@@ -126,14 +131,13 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_401_aborts_after_one_call() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401).set_body_string(
+    let server = answering(
+        ResponseTemplate::new(401).set_body_string(
             r#"{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"Invalid credentials"}"#,
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+        1,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &server, &lead_ids(40)));
     assert_eq!(out.status.code(), Some(1));
@@ -158,14 +162,13 @@ async fn a_404_aborts_and_names_the_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_error_body_with_200_fails_the_row_and_the_run_goes_on() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(
+    let server = answering(
+        ResponseTemplate::new(200).set_body_string(
             r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Portal is disabled"}"#,
-        ))
-        .expect(3)
-        .mount(&server)
-        .await;
+        ),
+        3,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &server, &lead_ids(3)));
     assert_eq!(out.status.code(), Some(3));

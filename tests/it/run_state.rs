@@ -1,60 +1,35 @@
 //! Campaign state across runs: resume, the lock, link reuse, re-minting, signals,
 //! and a crash test that kills the real binary mid-campaign again and again.
 
-#[path = "smtp_server/mod.rs"]
-mod smtp_server;
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
+    run_on_sandbox, sample, sandbox,
+};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
 use rand::{Rng, SeedableRng};
-use smtp_server::{SmtpBehaviour, SmtpServer};
-use support::{lead_ids, lsq, read_report, run, write};
-
-async fn sandbox_with(budget: &str) -> Sandbox {
-    Sandbox::start(SandboxConfig {
-        budget: budget.parse().unwrap(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
-    let mut csv = String::from("LeadId,FirstName,Email\n");
-    for (i, id) in lead_ids(n).iter().enumerate() {
-        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
-    }
-    write(dir, "leads.csv", &csv)
-}
 
 fn state_path(dir: &Path) -> PathBuf {
     dir.join("campaign.sqlite")
 }
 
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
-    let mut cmd = support::run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
     cmd.args(["--report", "report.csv", "--quiet", "--state"])
         .arg(state_path(dir));
     cmd
 }
 
+/// Adds `--email` with the sample templates and this SMTP server.
 fn with_email<'a>(cmd: &'a mut Command, smtp: &SmtpServer) -> &'a mut Command {
-    cmd.arg("--email")
-        .arg("--templates")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates"))
-        .args([
-            "--smtp-url",
-            &smtp.url(),
-            "--from",
-            "Acme <invites@acme.example>",
-        ])
+    crate::support::with_email(cmd, &smtp.url(), &sample("templates"))
 }
 
 fn statuses(dir: &Path) -> HashMap<String, usize> {
@@ -67,19 +42,14 @@ fn statuses(dir: &Path) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), 10);
-    assert_eq!(
-        run(with_email(
-            &mut command(&sandbox, dir.path(), &input),
-            &smtp
-        ))
-        .status
-        .code(),
-        Some(0)
-    );
+    run_ok(with_email(
+        &mut command(&sandbox, dir.path(), &input),
+        &smtp,
+    ));
     let calls = sandbox.stats().calls;
     assert_eq!(smtp.messages().len(), 10);
 
@@ -97,45 +67,30 @@ async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lock_stops_a_concurrent_run() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(3));
+    let input = leads_csv(dir.path(), &lead_ids(3));
     let held = StateStore::open(&state_path(dir.path())).unwrap();
     let out = run(&mut command(&sandbox, dir.path(), &input));
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another lsq-dispatch run"));
     assert_eq!(sandbox.stats().calls, 0);
     drop(held);
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_only_rerun_reuses_valid_links() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(5));
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    let input = leads_csv(dir.path(), &lead_ids(5));
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     let first: HashMap<_, _> = read_report(&dir.path().join("report.csv"))
         .into_iter()
         .map(|r| (r["lead_id"].clone(), r["portal_url"].clone()))
         .collect();
     let calls = sandbox.stats().calls;
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     assert_eq!(
         sandbox.stats().calls,
         calls,
@@ -153,16 +108,11 @@ async fn a_link_only_rerun_reuses_valid_links() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_link_is_minted_again_before_its_email() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new());
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), 2);
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     let old = read_report(&dir.path().join("report.csv"));
     // Age the first lead's stored link past its lifetime.
     {
@@ -212,9 +162,13 @@ async fn an_expired_link_is_minted_again_before_its_email() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_130_and_the_next_run_resumes() {
-    let sandbox = sandbox_with("5/1s").await;
+    let sandbox = sandbox(SandboxConfig {
+        budget: "5/1s".parse().unwrap(),
+        ..SandboxConfig::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(30));
+    let input = leads_csv(dir.path(), &lead_ids(30));
     let child = command(&sandbox, dir.path(), &input).spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     unsafe {
@@ -236,9 +190,9 @@ async fn sigterm_exits_130_and_the_next_run_resumes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_state_file_is_named_and_left_alone() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(2));
+    let input = leads_csv(dir.path(), &lead_ids(2));
     let text = "these are my notes, not a database\n";
     std::fs::write(state_path(dir.path()), text).unwrap();
     let out = run(&mut command(&sandbox, dir.path(), &input));
@@ -257,15 +211,10 @@ async fn a_foreign_state_file_is_named_and_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_prints_counts_and_exports_a_report() {
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = support::leads_csv(dir.path(), &lead_ids(4));
-    assert_eq!(
-        run(&mut command(&sandbox, dir.path(), &input))
-            .status
-            .code(),
-        Some(0)
-    );
+    let input = leads_csv(dir.path(), &lead_ids(4));
+    run_ok(&mut command(&sandbox, dir.path(), &input));
     let out = run(lsq(dir.path())
         .args([
             "status",
@@ -291,7 +240,7 @@ async fn status_prints_counts_and_exports_a_report() {
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_campaign_again_and_again_never_sends_twice_nor_loses_a_lead() {
     const LEADS: usize = 200;
-    let sandbox = sandbox_with("1000/1s").await;
+    let sandbox = fast_sandbox().await;
     let smtp = SmtpServer::start(SmtpBehaviour::new().delay(Duration::from_millis(15)));
     let dir = tempfile::tempdir().unwrap();
     let input = leads_with_email(dir.path(), LEADS);

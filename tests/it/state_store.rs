@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::support::mode;
 use chrono::{DateTime, TimeZone, Utc};
 use lsq_dispatch::campaign::default_campaign;
 use lsq_dispatch::report::Status;
@@ -34,14 +35,44 @@ fn state_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.sqlite")
 }
 
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
+/// A store in a state file of its own; keep the directory as long as the
+/// store.
+fn new_store() -> (tempfile::TempDir, StateStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&state_path(&dir)).unwrap();
+    (dir, store)
+}
+
+/// The auth key that `link` stores.
+const KEY: &str = "key";
+
+/// Marks `lead` linked from input row `row` after one attempt, with the link
+/// `https://p/LEAD` and a key expiring at `at(hour)`.
+fn link(store: &StateStore, lead: &str, row: u64, hour: u32) {
+    let url = format!("https://p/{lead}");
+    store
+        .mark_linked(&key(lead), row, &Secret::new(KEY), &url, at(hour), 1)
+        .unwrap();
+}
+
+/// Marks `lead` sending from input row `row`, to `LEAD@x` with the
+/// Message-ID `<LEAD@x>`.
+fn sending(store: &StateStore, lead: &str, row: u64) {
+    let address = format!("{lead}@x");
+    store
+        .mark_sending(&key(lead), row, &address, &format!("<{address}>"))
+        .unwrap();
+}
+
+/// Marks `lead` sending, then sent.
+fn sent(store: &StateStore, lead: &str, row: u64) {
+    sending(store, lead, row);
+    store.mark_sent(&key(lead), &format!("<{lead}@x>")).unwrap();
 }
 
 #[test]
 fn every_state_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&state_path(&dir)).unwrap();
+    let (_dir, store) = new_store();
     let secret = Secret::new("k+y/with=base64$&");
 
     store
@@ -124,8 +155,7 @@ fn every_state_round_trips() {
 
 #[test]
 fn leads_are_kept_apart_by_campaign_and_portal() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&state_path(&dir)).unwrap();
+    let (_dir, store) = new_store();
     let other_portal = LeadKey {
         portal_id: "portal-2",
         ..key("a")
@@ -150,15 +180,12 @@ fn leads_are_kept_apart_by_campaign_and_portal() {
 
 #[test]
 fn mark_sent_requires_sending_with_the_same_message_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&state_path(&dir)).unwrap();
+    let (_dir, store) = new_store();
 
     let err = store.mark_sent(&key("a"), "<m@x>").unwrap_err();
     assert!(matches!(err, StateError::NotSending { .. }), "{err}");
 
-    store
-        .mark_linked(&key("a"), 2, &Secret::new("k"), "https://p/", at(4), 1)
-        .unwrap();
+    link(&store, "a", 2, 4);
     let err = store.mark_sent(&key("a"), "<m@x>").unwrap_err();
     assert!(err.to_string().contains("it is linked"), "{err}");
 
@@ -176,11 +203,9 @@ fn mark_sent_requires_sending_with_the_same_message_id() {
 
 #[test]
 fn recover_in_doubt_touches_only_sending_leads_of_the_campaign() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&state_path(&dir)).unwrap();
-    store.mark_sending(&key("a"), 2, "a@x", "<a@x>").unwrap();
-    store.mark_sending(&key("b"), 3, "b@x", "<b@x>").unwrap();
-    store.mark_sent(&key("b"), "<b@x>").unwrap();
+    let (_dir, store) = new_store();
+    sending(&store, "a", 2);
+    sent(&store, "b", 3);
     let elsewhere = LeadKey {
         campaign: "april",
         ..key("c")
@@ -199,21 +224,12 @@ fn recover_in_doubt_touches_only_sending_leads_of_the_campaign() {
 
 #[test]
 fn expired_keys_are_cleared_and_valid_ones_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&state_path(&dir)).unwrap();
-    let k = Secret::new("key");
-    store
-        .mark_linked(&key("old"), 2, &k, "https://p/old", at(4), 1)
-        .unwrap();
-    store
-        .mark_linked(&key("new"), 3, &k, "https://p/new", at(8), 1)
-        .unwrap();
+    let (_dir, store) = new_store();
+    link(&store, "old", 2, 4);
+    link(&store, "new", 3, 8);
     // A sent lead's key goes too: it is as useless and as sensitive.
-    store
-        .mark_linked(&key("sent"), 4, &k, "https://p/sent", at(4), 1)
-        .unwrap();
-    store.mark_sending(&key("sent"), 4, "s@x", "<s@x>").unwrap();
-    store.mark_sent(&key("sent"), "<s@x>").unwrap();
+    link(&store, "sent", 4, 4);
+    sent(&store, "sent", 4);
 
     assert_eq!(store.clear_expired_keys(at(6)).unwrap(), 2);
     assert_eq!(store.clear_expired_keys(at(6)).unwrap(), 0, "idempotent");
@@ -233,7 +249,7 @@ fn expired_keys_are_cleared_and_valid_ones_kept() {
     assert_eq!(
         new.state,
         LeadState::Linked {
-            auth_key: Some(k.clone()),
+            auth_key: Some(Secret::new(KEY)),
             expires_at: at(8)
         }
     );
@@ -248,16 +264,11 @@ fn expired_keys_are_cleared_and_valid_ones_kept() {
 
 #[test]
 fn counts_cover_every_state_and_entries_follow_the_input_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&state_path(&dir)).unwrap();
-    let k = Secret::new("key");
-    store
-        .mark_linked(&key("z"), 9, &k, "https://p/z", at(4), 1)
-        .unwrap();
+    let (_dir, store) = new_store();
+    link(&store, "z", 9, 4);
     store.mark_failed(&key("y"), 2, "bad", 1).unwrap();
-    store.mark_sending(&key("x"), 5, "x@x", "<x@x>").unwrap();
-    store.mark_sending(&key("w"), 12, "w@x", "<w@x>").unwrap();
-    store.mark_sent(&key("w"), "<w@x>").unwrap();
+    sending(&store, "x", 5);
+    sent(&store, "w", 12);
 
     let counts = store.counts(CAMPAIGN).unwrap();
     let expect = [
@@ -303,9 +314,8 @@ fn a_reopened_store_sees_earlier_writes() {
     let path = state_path(&dir);
     {
         let store = StateStore::open(&path).unwrap();
-        store.mark_sending(&key("a"), 2, "a@x", "<a@x>").unwrap();
-        store.mark_sent(&key("a"), "<a@x>").unwrap();
-        store.mark_sending(&key("b"), 3, "b@x", "<b@x>").unwrap();
+        sent(&store, "a", 2);
+        sending(&store, "b", 3);
     }
     let store = StateStore::open(&path).unwrap();
     assert_eq!(store.get(&key("a")).unwrap().unwrap().state.name(), "sent");
@@ -354,7 +364,7 @@ fn another_process_holding_the_store_locks_this_one_out() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "lock_holder_child",
+            "state_store::lock_holder_child",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -385,9 +395,7 @@ fn the_state_file_and_its_log_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new").join("deeper").join("state.sqlite");
     let store = StateStore::open(&path).unwrap();
-    store
-        .mark_linked(&key("a"), 2, &Secret::new("k"), "https://p/", at(4), 1)
-        .unwrap();
+    link(&store, "a", 2, 4);
     assert_eq!(mode(&path), 0o600);
     let wal = path.with_extension("sqlite-wal");
     assert!(wal.exists(), "the store runs in WAL mode");

@@ -1,19 +1,16 @@
 //! `run --dry-run`: no network at all, every rule checked, a plan, previews;
 //! and `failed.csv` after a real run.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
 
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
-use support::{lead_ids, lsq, read_report, run, write};
-
-fn templates() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")
-}
+use crate::support::{
+    fast_config, lead_ids, lsq, read_report, run, run_on_sandbox, sample, sandbox, with_email,
+    write,
+};
+use lsq_dispatch::sandbox::SandboxConfig;
 
 /// A listener nobody should ever connect to.
 fn trap() -> TcpListener {
@@ -56,24 +53,19 @@ fn a_dry_run_opens_no_connection_and_checks_every_row() {
     let smtp = trap();
     let dir = tempfile::tempdir().unwrap();
     let input = fixture(dir.path());
-    let out = run(lsq(dir.path())
-        .arg("run")
+    let mut cmd = lsq(dir.path());
+    cmd.arg("run")
         .arg(&input)
         .arg("--dry-run")
         .args(["--host", &format!("http://{}", api.local_addr().unwrap())])
         .args(["--portal-id", "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5"])
         .args(["--portal-url", "https://apply.example.com/"])
         .args(["--report", "report.csv", "--summary-json", "summary.json"])
-        .args(["--email", "--from", "Acme <invites@acme.example>"])
-        .arg("--templates")
-        .arg(templates())
-        .args([
-            "--smtp-url",
-            &format!("smtp://{}", smtp.local_addr().unwrap()),
-        ])
         .args(["--preview", "2", "--state", "state.sqlite"])
         .env("LSQ_ACCESS_KEY", "a")
-        .env("LSQ_SECRET_KEY", "s"));
+        .env("LSQ_SECRET_KEY", "s");
+    let smtp_url = format!("smtp://{}", smtp.local_addr().unwrap());
+    let out = run(with_email(&mut cmd, &smtp_url, &sample("templates")));
     assert_eq!(out.status.code(), Some(3), "invalid rows mean exit 3");
     assert!(untouched(&api), "no connection to the API host");
     assert!(untouched(&smtp), "no connection to the SMTP server");
@@ -126,13 +118,11 @@ fn a_dry_run_opens_no_connection_and_checks_every_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
     let unknown = "0badbad0-1111-4222-8333-000000000000";
-    let sandbox = Sandbox::start(SandboxConfig {
-        budget: "1000/1s".parse().unwrap(),
+    let sandbox = sandbox(SandboxConfig {
         unknown_leads: vec![unknown.into()],
-        ..SandboxConfig::default()
+        ..fast_config()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let ids = lead_ids(3);
     let csv = format!(
@@ -141,7 +131,7 @@ async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
     );
     let input = write(dir.path(), "leads.csv", &csv);
     let command = |input: &Path, report: &str| {
-        let mut cmd = support::run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
+        let mut cmd = run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
         cmd.args(["--report", report, "--quiet"]);
         cmd
     };

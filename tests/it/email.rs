@@ -1,12 +1,10 @@
 //! The email module against a real SMTP server on loopback: delivery, retries,
 //! refusals, authentication, header injection, template checks, the outbox.
 
-#[path = "smtp_server/mod.rs"]
-mod smtp_server;
-
-use std::path::Path;
 use std::time::Duration;
 
+use crate::support::smtp_server::{ReceivedMessage, SmtpBehaviour, SmtpServer};
+use crate::support::{mode, sample, write_templates, RefusedPort};
 use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use lsq_dispatch::email::{
@@ -14,7 +12,6 @@ use lsq_dispatch::email::{
     SmtpSettings, Templates, Transport,
 };
 use lsq_dispatch::secret::Secret;
-use smtp_server::{SmtpBehaviour, SmtpServer};
 
 const CAMPAIGN: &str = "spring-invite";
 const LINK: &str = "https://portal.example.com/login?leadId=l-1&portalId=p1&authKey=ab%2Bc%2Fd%3D";
@@ -32,8 +29,7 @@ fn row(lead_id: &str, first: &str, email: &str) -> Vec<String> {
 }
 
 fn sample_templates() -> Templates {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates");
-    let t = Templates::load(&dir).unwrap();
+    let t = Templates::load(&sample("templates")).unwrap();
     t.check(&columns()).unwrap();
     t
 }
@@ -122,9 +118,8 @@ async fn one_multipart_message_with_the_link_and_message_id() {
 #[tokio::test]
 async fn text_only_without_an_html_template() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("subject.txt"), "Hi {{ FirstName }}").unwrap();
-    std::fs::write(dir.path().join("body.txt"), "{{ link }}\n").unwrap();
-    let templates = Templates::load(dir.path()).unwrap();
+    let path = write_templates(dir.path(), "Hi {{ FirstName }}", "{{ link }}\n");
+    let templates = Templates::load(&path).unwrap();
     templates.check(&columns()).unwrap();
 
     let server = SmtpServer::start(SmtpBehaviour::new());
@@ -246,12 +241,9 @@ async fn right_password_from_settings_or_url_logs_in() {
 
 #[tokio::test]
 async fn no_server_is_transient() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let refused = RefusedPort::bind();
     let transport = Transport::smtp(&SmtpSettings {
-        url: format!("smtp://127.0.0.1:{port}"),
+        url: format!("smtp://{}", refused.addr),
         user: None,
         password: None,
         timeout: Duration::from_secs(5),
@@ -316,13 +308,12 @@ async fn crlf_in_first_name_and_email_adds_no_header() {
 #[test]
 fn an_unknown_template_variable_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("subject.txt"), "Hi {{ FirstName }}").unwrap();
-    std::fs::write(
-        dir.path().join("body.txt"),
+    let path = write_templates(
+        dir.path(),
+        "Hi {{ FirstName }}",
         "Dear {{ Title }} {{ LastName }}: {{ link }}",
-    )
-    .unwrap();
-    let templates = Templates::load(dir.path()).unwrap();
+    );
+    let templates = Templates::load(&path).unwrap();
     let err = templates.check(&columns()).unwrap_err().to_string();
     assert!(err.contains("body.txt") && err.contains("Title"), "{err}");
 }
@@ -362,22 +353,15 @@ async fn outbox_writes_one_eml_per_message() {
 
     let first = std::fs::read_to_string(outbox.join(&expected[0])).unwrap();
     assert!(first.contains("Message-ID: <lsq-dispatch."), "{first}");
-    let parsed = smtp_server::ReceivedMessage {
+    let parsed = ReceivedMessage {
         from: String::new(),
         to: Vec::new(),
         data: first.replace("\r\n", "\n").replace('\n', "\r\n"),
         user: None,
     };
     assert!(parsed.text().unwrap().contains(LINK), "{first}");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(outbox.join(&expected[0]))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "{mode:o}");
-    }
+    let mode = mode(&outbox.join(&expected[0]));
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
 
 #[tokio::test]

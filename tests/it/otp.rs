@@ -2,32 +2,18 @@
 //! sandbox on loopback: the OTP read back from the sandbox stands in for the
 //! SMS the lead would receive.
 
-mod support;
-
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::support::planted::{self, ACCESS, PUBLIC, REGISTER, SECRET};
+use crate::support::{login, lsq, mode, run, stderr, stdout, RefusedPort};
 use lsq_dispatch::sandbox::{
-    Sandbox, SandboxConfig, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
+    Sandbox, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
 };
-use support::{login, lsq, run};
 
-const ACCESS: &str = "AKplantA$+/=&1";
-const SECRET: &str = "SKplantS&=+/$2";
-const PUBLIC: &str = "PKplantP+/=&3";
-const REGISTER: &str = "RTplantR-4";
-
+/// A fast sandbox that knows the planted credentials.
 async fn sandbox() -> Sandbox {
-    Sandbox::start(SandboxConfig {
-        budget: "1000/1s".parse().unwrap(),
-        access_key: ACCESS.into(),
-        secret_key: SECRET.into(),
-        public_auth_key: PUBLIC.into(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap()
+    crate::support::sandbox(planted::sandbox_config()).await
 }
 
 /// `otp STEP` against the sandbox with only the public key in the environment.
@@ -43,14 +29,6 @@ fn otp_without_credentials(dir: &Path, sandbox: &Sandbox, step: &str) -> Command
         .args(["--host", &sandbox.base_url()])
         .args(["--rate", "1000/1s"]);
     cmd
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn json(output: &Output) -> serde_json::Value {
@@ -75,6 +53,17 @@ fn sms(sandbox: &Sandbox, code: &str) -> String {
 fn wrong(otp: &str) -> String {
     let last = otp.chars().last().unwrap().to_digit(10).unwrap();
     format!("{}{}", &otp[..otp.len() - 1], (last + 1) % 10)
+}
+
+/// Asserts that the step exited 1 and that its stderr names every one of
+/// `needles`: what went wrong and what to check.
+#[track_caller]
+fn assert_fails_naming(output: &Output, needles: &[&str]) {
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(output);
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in:\n{message}");
+    }
 }
 
 /// Value of the `Name: value` line in human output.
@@ -173,8 +162,7 @@ async fn the_code_file_is_private_and_feeds_the_signin() {
         "the code stays in the file"
     );
     assert!(stdout(&requested).contains("--code-file"));
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(mode(&path), 0o600);
 
     // LSQ_OTP keeps the OTP out of the command line.
     let signed = run(otp(dir.path(), &sandbox, "signin")
@@ -199,11 +187,8 @@ async fn a_wrong_otp_fails_clearly_and_the_right_one_still_works_once() {
     };
 
     let failed = signin(&wrong(&right));
-    assert_eq!(failed.status.code(), Some(1));
+    assert_fails_naming(&failed, &["Invalid OTP", "check --otp"]);
     assert!(stdout(&failed).is_empty());
-    let message = stderr(&failed);
-    assert!(message.contains("Invalid OTP"), "{message}");
-    assert!(message.contains("check --otp"), "{message}");
 
     // The sandbox lets a few wrong guesses pass before it burns the code.
     let signed = signin(&right);
@@ -211,10 +196,7 @@ async fn a_wrong_otp_fails_clearly_and_the_right_one_still_works_once() {
     assert!(stdout(&signed).contains(DEMO_LEAD_ID));
 
     let again = signin(&right);
-    assert_eq!(again.status.code(), Some(1));
-    let message = stderr(&again);
-    assert!(message.contains("already been used"), "{message}");
-    assert!(message.contains("otp request"), "{message}");
+    assert_fails_naming(&again, &["already been used", "otp request"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -223,19 +205,13 @@ async fn an_unknown_phone_or_code_fails_with_the_servers_reason() {
     let sandbox = sandbox().await;
 
     let failed = run(otp(dir.path(), &sandbox, "request").args(["--phone", "+1-5550000"]));
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert!(message.contains("No lead found"), "{message}");
-    assert!(message.contains("check --phone"), "{message}");
+    assert_fails_naming(&failed, &["No lead found", "check --phone"]);
 
     let failed = run(otp(dir.path(), &sandbox, "signin")
         .args(["--phone", DEMO_LEAD_PHONE])
         .args(["--code", "00000000-0000-4000-8000-000000000000"])
         .args(["--otp", "123456"]));
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert!(message.contains("Invalid OTP code"), "{message}");
-    assert!(message.contains("otp request"), "{message}");
+    assert_fails_naming(&failed, &["Invalid OTP code", "otp request"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,10 +317,7 @@ async fn the_public_key_is_fetched_only_when_not_given() {
     let failed = run(fetching("request")
         .args(["--phone", DEMO_LEAD_PHONE])
         .env("LSQ_ACCESS_KEY", "wrong"));
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert!(message.contains("public auth key"), "{message}");
-    assert!(message.contains("LSQ_ACCESS_KEY"), "{message}");
+    assert_fails_naming(&failed, &["public auth key", "LSQ_ACCESS_KEY"]);
     assert_eq!(sandbox.stats().calls, 6, "no OTP call after a failed fetch");
 }
 
@@ -393,16 +366,10 @@ async fn portal_and_register_token_headers_arrive_when_configured() {
     assert_eq!(record.register_token.as_deref(), Some(REGISTER));
 }
 
+/// Asserts that neither stdout nor stderr holds a planted credential or any
+/// of these OTPs.
 fn assert_no_secret(output: &Output, otps: &[&str]) {
-    let text = format!("{}\n{}", stdout(output), stderr(output));
-    let mut planted: Vec<String> = otps.iter().map(|s| s.to_string()).collect();
-    for secret in [ACCESS, SECRET, PUBLIC, REGISTER] {
-        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        planted.extend([secret.to_owned(), form, secret[..7].to_owned()]);
-    }
-    for secret in planted {
-        assert!(!text.contains(&secret), "{secret:?} leaked:\n{text}");
-    }
+    planted::assert_absent(&planted::outputs(output), otps);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -418,8 +385,7 @@ async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
         .args(["--register-token", REGISTER])
         .env("LSQ_ACCESS_KEY", ACCESS)
         .env("LSQ_SECRET_KEY", SECRET));
-    assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("Invalid OTP"));
+    assert_fails_naming(&failed, &["Invalid OTP"]);
     assert_no_secret(&failed, &[&guess, &right]);
 
     // A refused public key, and a host that does not answer (the fetch's URL
@@ -427,19 +393,16 @@ async fn no_secret_or_otp_in_the_output_of_a_failing_signin() {
     let failed = run(otp(dir.path(), &sandbox, "signin")
         .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])
         .env("LSQ_PUBLIC_AUTH_KEY", "PKwrong+/=&9"));
-    assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("LSQ_PUBLIC_AUTH_KEY"));
+    assert_fails_naming(&failed, &["LSQ_PUBLIC_AUTH_KEY"]);
     assert_no_secret(&failed, &[&right, "PKwrong"]);
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let host = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = RefusedPort::bind();
+    let host = format!("http://{}", closed.addr);
     let failed = run(lsq(dir.path())
         .args(["otp", "signin", "--host", &host, "--rate", "1000/1s"])
         .args(["--phone", DEMO_LEAD_PHONE, "--code", &code, "--otp", &right])
         .env("LSQ_ACCESS_KEY", ACCESS)
         .env("LSQ_SECRET_KEY", SECRET));
-    assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("attempts"));
+    assert_fails_naming(&failed, &["attempts"]);
     assert_no_secret(&failed, &[&right]);
 }

@@ -1,0 +1,24 @@
+//! The integration tests, in one binary so they build and link once.
+//!
+//! They cover the real `lsq-dispatch` binary end to end against the built-in
+//! sandbox, a wiremock server and an in-process SMTP server (`run`, `run
+//! --dry-run`, `run --email`, campaign state across runs and kills, `otp`,
+//! secrets kept out of every output), and the library's sandbox, email module
+//! and state store directly. Shared helpers live once, in `support`.
+//!
+//! Every test works in its own temporary directory and on ports the kernel
+//! picks, and a spawned binary gets its environment per `Command`, so the
+//! tests can run on parallel threads of this one process.
+
+mod support;
+
+mod dry_run;
+mod email;
+mod otp;
+mod run_email;
+mod run_sandbox;
+mod run_state;
+mod run_wiremock;
+mod sandbox;
+mod secrets;
+mod state_store;

@@ -1,0 +1,268 @@
+//! Helpers shared by the integration tests, each kept here once.
+
+pub mod smtp_server;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+
+/// A command for the binary that ignores the machine's own environment and
+/// config: only PATH and a scratch HOME survive.
+pub fn lsq(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lsq-dispatch"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .current_dir(dir);
+    cmd
+}
+
+/// Writes `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A CSV with a LeadId header and these ids, one a line.
+pub fn leads_csv(dir: &Path, ids: &[String]) -> PathBuf {
+    let mut text = String::from("LeadId\n");
+    for id in ids {
+        text.push_str(id);
+        text.push('\n');
+    }
+    write(dir, "leads.csv", &text)
+}
+
+/// `n` distinct lead GUIDs.
+pub fn lead_ids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{:08x}-1111-4222-8333-{:012x}", 0xa0000000u32 + i as u32, i))
+        .collect()
+}
+
+/// The report's rows as maps from column name to cell.
+pub fn read_report(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs and returns the output, printing it when the test fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let output = cmd.output().expect("the binary runs");
+    eprintln!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `lsq-dispatch run INPUT` pointed at a running sandbox: its host, first
+/// portal, the given portal page, its budget and its credentials. Callers add
+/// the report and anything else.
+pub fn run_on_sandbox(sandbox: &Sandbox, dir: &Path, input: &Path, page: &str) -> Command {
+    let config = sandbox.config();
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(input)
+        .args(["--host", &sandbox.base_url()])
+        .args(["--portal-id", &config.portal_ids[0]])
+        .args(["--portal-url", page])
+        .args(["--rate", &config.budget.to_string()])
+        .env("LSQ_ACCESS_KEY", &config.access_key)
+        .env("LSQ_SECRET_KEY", &config.secret_key)
+        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key);
+    cmd
+}
+
+/// Opens a login link at the sandbox portal page: its status and the JSON
+/// naming the lead it logs in (null when refused).
+pub async fn login(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The repository's `samples/NAME`: the sample leads and email templates the
+/// README starts users with, so the tests exercise what users are shown.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
+}
+
+/// A `templates` directory in `dir` holding only this subject and plain-text
+/// body, for the template checks the samples cannot exercise.
+pub fn write_templates(dir: &Path, subject: &str, body: &str) -> PathBuf {
+    let templates = dir.join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    write(&templates, "subject.txt", subject);
+    write(&templates, "body.txt", body);
+    templates
+}
+
+/// A CSV of `n` leads, each with a FirstName and an Email of its own, for runs
+/// that send mail.
+pub fn leads_with_email(dir: &Path, n: usize) -> PathBuf {
+    let mut csv = String::from("LeadId,FirstName,Email\n");
+    for (i, id) in lead_ids(n).iter().enumerate() {
+        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
+    }
+    write(dir, "leads.csv", &csv)
+}
+
+/// The sandbox's defaults with a budget so large that pacing never slows a
+/// test down; tests about pacing set their own.
+pub fn fast_config() -> SandboxConfig {
+    SandboxConfig {
+        budget: "1000/1s".parse().unwrap(),
+        ..SandboxConfig::default()
+    }
+}
+
+/// Starts a sandbox on a loopback port the kernel picks.
+pub async fn sandbox(config: SandboxConfig) -> Sandbox {
+    Sandbox::start(config).await.expect("the sandbox starts")
+}
+
+/// A sandbox with [`fast_config`].
+pub async fn fast_sandbox() -> Sandbox {
+    sandbox(fast_config()).await
+}
+
+/// The permission bits of `path`, to check that files holding secrets are
+/// private.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A loopback address where nothing listens, so connecting there is refused.
+/// The socket is bound but never listens; while it lives it holds the port,
+/// so no other test in this process can start listening there meanwhile (a
+/// listener bound and dropped would free the port for anyone).
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The address to connect to.
+    pub addr: SocketAddr,
+}
+
+impl RefusedPort {
+    /// Binds a port the kernel picks on 127.0.0.1, without listening.
+    pub fn bind() -> RefusedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        RefusedPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// The process's standard output, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The process's standard error, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Distinctive credentials to plant in a run and then search every output
+/// for. Each holds `$ + / = &`, which encoding changes, after a seven-letter
+/// prefix that no other text contains.
+pub mod planted {
+    use lsq_dispatch::sandbox::SandboxConfig;
+
+    pub const ACCESS: &str = "AKplantA$+/=&1";
+    pub const SECRET: &str = "SKplantS&=+/$2";
+    pub const TENANT: &str = "TKplantT+/=&3";
+    pub const PUBLIC: &str = "PKplantP+/=&3";
+    pub const REGISTER: &str = "RTplantR-4";
+
+    /// A fast sandbox that accepts exactly the planted credentials.
+    pub fn sandbox_config() -> SandboxConfig {
+        SandboxConfig {
+            access_key: ACCESS.into(),
+            secret_key: SECRET.into(),
+            tenant_auth_key: TENANT.into(),
+            public_auth_key: PUBLIC.into(),
+            ..super::fast_config()
+        }
+    }
+
+    /// Every form in which `secret` could leak: as is, form-encoded (a query
+    /// string), strictly percent-encoded, and cut to its first seven
+    /// characters (a truncated print).
+    pub fn forms(secret: &str) -> Vec<String> {
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let strict =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
+    }
+
+    /// Asserts that no planted credential in any of its [`forms`], nor any of
+    /// `also` as given (an OTP, say), occurs in any of the named texts.
+    pub fn assert_absent(texts: &[(&str, String)], also: &[&str]) {
+        let mut needles: Vec<String> = also.iter().map(|s| s.to_string()).collect();
+        for secret in [ACCESS, SECRET, TENANT, PUBLIC, REGISTER] {
+            needles.extend(forms(secret));
+        }
+        for needle in &needles {
+            for (name, text) in texts {
+                assert!(
+                    !text.contains(needle),
+                    "{needle:?} leaked into {name}:\n{text}"
+                );
+            }
+        }
+    }
+
+    /// The process's stdout and stderr, named, for [`assert_absent`].
+    pub fn outputs(output: &std::process::Output) -> Vec<(&'static str, String)> {
+        vec![
+            ("stdout", super::stdout(output)),
+            ("stderr", super::stderr(output)),
+        ]
+    }
+}
+
+/// Adds `--email` to a run: these templates, this SMTP server, and a fixed
+/// sender, so each test names only what it is about.
+pub fn with_email<'a>(cmd: &'a mut Command, smtp_url: &str, templates: &Path) -> &'a mut Command {
+    cmd.arg("--email")
+        .arg("--templates")
+        .arg(templates)
+        .args(["--smtp-url", smtp_url])
+        .args(["--from", "Acme <invites@acme.example>"])
+}
+
+/// Runs and asserts a zero exit, for the runs that set the stage for what a
+/// test is about.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let output = run(cmd);
+    assert_eq!(output.status.code(), Some(0));
+    output
+}
