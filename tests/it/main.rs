@@ -14,6 +14,7 @@ mod support;
 
 mod dry_run;
 mod email;
+mod exit_codes;
 mod otp;
 mod run_email;
 mod run_sandbox;
