@@ -313,6 +313,9 @@ impl Session<'_> {
     }
 }
 
+/// One SMTP conversation, command by command. Kept as one function on
+/// purpose: it reads like the protocol's own sequence (greeting, EHLO, AUTH,
+/// MAIL, RCPT, DATA), which pieces would scatter.
 async fn session(
     stream: TcpStream,
     behaviour: &SmtpBehaviour,
