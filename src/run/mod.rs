@@ -23,12 +23,13 @@ mod stages;
 mod test_email;
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use futures::StreamExt;
 
 use crate::config::Settings;
 use crate::exit::Exit;
-use crate::report::{Record, Status};
+use crate::report::Record;
 use crate::signal::{watch_signals, Stop};
 use crate::summary::Summary;
 
@@ -65,6 +66,7 @@ pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
 
 /// Runs the batch job with resolved settings.
 pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
     let prepared = prepare::prepare(settings).await?;
     let job = prepared.job;
     let mut sink = sink::Sink::open(
@@ -72,6 +74,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         &job.headers,
         prepared.rows_estimate,
         prepared.limiter,
+        started,
     )?;
     job.check_mail().await?;
     let stop = watch_signals();
@@ -161,16 +164,12 @@ impl RunOutcome {
             self.report.display()
         )
     }
-
-    /// Rows reported with `status`.
-    pub fn count(&self, status: Status) -> u64 {
-        self.summary.count(status)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Status;
 
     fn outcome(interrupted: bool, statuses: &[Status]) -> RunOutcome {
         let mut summary = Summary::default();

@@ -9,7 +9,7 @@ use chrono::Utc;
 use lettre::message::Mailbox;
 use tokio::sync::Mutex;
 
-use crate::api::{ApiClient, TenantKey, KEY_LIFETIME};
+use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
 use crate::email::{Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
@@ -174,10 +174,7 @@ fn build_caller(
     limiter: Arc<Limiter>,
 ) -> anyhow::Result<Caller> {
     let client = ApiClient::new(connection.api.clone())?;
-    let tenant = TenantKey::new(crate::api::TenantKeySource {
-        lifetime: KEY_LIFETIME,
-        ..connection.tenant.clone()
-    });
+    let tenant = TenantKey::new(connection.tenant.clone());
     Ok(Caller::new(client, limiter, settings.retry, tenant))
 }
 

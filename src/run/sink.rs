@@ -34,12 +34,14 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    /// Creates the report and checks the summary's path, before any call.
+    /// Creates the report and checks the summary's path, before any call;
+    /// the run's time counts from `started`.
     pub(super) fn open(
         settings: &Settings,
         headers: &[String],
         rows_estimate: u64,
         limiter: Arc<Limiter>,
+        started: Instant,
     ) -> anyhow::Result<Sink> {
         let dry_run = settings.is_dry_run();
         let mut report = ReportWriter::create(&settings.report)?;
@@ -60,7 +62,7 @@ impl Sink {
             limiter,
             // A dry run makes no call, so there is no 429 to tell of.
             paused_shown: dry_run,
-            started: Instant::now(),
+            started,
         })
     }
 
