@@ -111,13 +111,77 @@ fn found_list(found: &[String]) -> String {
 pub(crate) enum RowKind {
     /// The row can be processed.
     Valid,
-    /// The row cannot be processed; the reason is meant for the report.
-    Invalid(String),
+    /// The row cannot be processed.
+    Invalid(Invalid),
     /// Same lead and portal as an earlier valid row, at `first_line`.
     Duplicate {
         /// Line number of the earlier row.
         first_line: u64,
     },
+}
+
+/// Why an input row cannot be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// Not as many cells as the header has columns.
+    Ragged {
+        /// Cells in the row.
+        cells: usize,
+        /// Columns in the header.
+        columns: usize,
+    },
+    /// A cell that is not UTF-8.
+    NotUtf8 {
+        /// The cell's position, from 1.
+        cell: usize,
+        /// Its column.
+        column: String,
+    },
+    /// The LeadId cell is empty.
+    Empty {
+        /// The LeadId column's name.
+        column: String,
+    },
+    /// A LeadId or PortalId that is not a GUID.
+    NotGuid {
+        /// The column.
+        column: String,
+        /// The cell as written.
+        value: String,
+    },
+}
+
+impl Invalid {
+    /// The reason without the row's own values, the same for every row that
+    /// is invalid the same way: what a plan counts invalid rows by.
+    pub(crate) fn kind(&self) -> String {
+        match self {
+            Invalid::Ragged { .. } => "row has N cells, header has N".to_owned(),
+            Invalid::NotUtf8 { column, .. } => {
+                format!("a {column} cell is not valid UTF-8; save the file as UTF-8")
+            }
+            Invalid::Empty { column } => format!("{column} is empty"),
+            Invalid::NotGuid { column, .. } => format!("{column} is not a GUID"),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::Ragged { cells, columns } => write!(
+                f,
+                "row has {cells} cell{}, header has {columns}",
+                if *cells == 1 { "" } else { "s" }
+            ),
+            Invalid::NotUtf8 { cell, column } => write!(
+                f,
+                "cell {cell} ({column}) is not valid UTF-8; save the file as UTF-8"
+            ),
+            Invalid::Empty { column } => write!(f, "{column} is empty"),
+            Invalid::NotGuid { column, value } => write!(f, "{column} {value:?} is not a GUID"),
+        }
+    }
 }
 
 /// One row of the input with its classification.

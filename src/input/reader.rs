@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::guid::{hyphenated, parse_guid, GuidHashBuilder};
 use super::lines::{count_breaks, LineCounting, LineIndex};
-use super::{column_index, InputError, InputOptions, InputRow, RowKind};
+use super::{column_index, InputError, InputOptions, InputRow, Invalid, RowKind};
 
 /// Streams the rows of an input CSV.
 ///
@@ -204,7 +204,7 @@ impl LeadReader {
         lead_ok: bool,
         portal_cell: &str,
         portal_ok: bool,
-    ) -> Option<String> {
+    ) -> Option<Invalid> {
         // Ragged rows come first: once cells are shifted, any other verdict
         // would be about the wrong column.
         let cells = self.record.len();
@@ -213,27 +213,32 @@ impl LeadReader {
                 .iter()
                 .position(|c| std::str::from_utf8(c).is_err())
         };
-        let lead_name = &self.headers[self.lead_idx];
+        let lead_name = || self.headers[self.lead_idx].clone();
         if cells != self.headers.len() {
-            Some(format!(
-                "row has {} cell{}, header has {}",
+            Some(Invalid::Ragged {
                 cells,
-                if cells == 1 { "" } else { "s" },
-                self.headers.len()
-            ))
+                columns: self.headers.len(),
+            })
         } else if let Some(i) = utf8_bad() {
-            Some(format!(
-                "cell {} ({}) is not valid UTF-8; save the file as UTF-8",
-                i + 1,
-                self.headers[i]
-            ))
+            Some(Invalid::NotUtf8 {
+                cell: i + 1,
+                column: self.headers[i].clone(),
+            })
         } else if lead_cell.is_empty() {
-            Some(format!("{lead_name} is empty"))
+            Some(Invalid::Empty {
+                column: lead_name(),
+            })
         } else if !lead_ok {
-            Some(format!("{lead_name} {lead_cell:?} is not a GUID"))
+            Some(Invalid::NotGuid {
+                column: lead_name(),
+                value: lead_cell.to_owned(),
+            })
         } else if !portal_ok {
             let name = self.portal_idx.map_or("PortalId", |i| &self.headers[i]);
-            Some(format!("{name} {portal_cell:?} is not a GUID"))
+            Some(Invalid::NotGuid {
+                column: name.to_owned(),
+                value: portal_cell.to_owned(),
+            })
         } else {
             None
         }

@@ -29,9 +29,9 @@ fn rows_with(csv: &str, opts: InputOptions) -> Vec<InputRow> {
         .unwrap()
 }
 
-fn invalid_reason(row: &InputRow) -> &str {
+fn invalid_reason(row: &InputRow) -> String {
     match &row.kind {
-        RowKind::Invalid(reason) => reason,
+        RowKind::Invalid(reason) => reason.to_string(),
         other => panic!("expected invalid, got {other:?}"),
     }
 }

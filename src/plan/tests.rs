@@ -1,7 +1,8 @@
 //! Unit tests of the plan: counts, estimates, warnings and rendering.
 
 use super::*;
-use chrono::FixedOffset;
+use crate::input::Invalid;
+use chrono::{FixedOffset, TimeZone};
 
 const R25: Rate = Rate::DEFAULT;
 
@@ -9,9 +10,9 @@ fn rate(s: &str) -> Rate {
     s.parse().unwrap()
 }
 
-fn record(row: u64, status: Status, error: &str) -> Record {
+fn record(row: u64, status: Status, error: Option<RowError>) -> Record {
     Record {
-        error: (!error.is_empty()).then(|| RowError::Invalid(error.into())),
+        error,
         ..Record::new(
             row,
             format!("3f2b8c1e-9d4a-4e7b-a6c5-{row:012x}"),
@@ -21,28 +22,44 @@ fn record(row: u64, status: Status, error: &str) -> Record {
     }
 }
 
+fn not_a_guid(value: &str) -> Option<RowError> {
+    Some(RowError::Invalid(Invalid::NotGuid {
+        column: "LeadId".into(),
+        value: value.into(),
+    }))
+}
+
 /// Ten rows, one of each situation a dry run meets, plus a real run's
 /// outcome to show it counts as planned work.
 fn fixture() -> Plan {
     let rows = [
-        record(2, Status::Planned, ""),
-        record(3, Status::Invalid, "LeadId \"LD-20931\" is not a GUID"),
-        record(4, Status::Planned, ""),
-        record(5, Status::Duplicate, "duplicate of row 2"),
-        record(6, Status::Invalid, "LeadId is empty"),
+        record(2, Status::Planned, None),
+        record(3, Status::Invalid, not_a_guid("LD-20931")),
+        record(4, Status::Planned, None),
+        record(
+            5,
+            Status::Duplicate,
+            Some(RowError::Duplicate { first_line: 2 }),
+        ),
+        record(
+            6,
+            Status::Invalid,
+            Some(RowError::Invalid(Invalid::Empty {
+                column: "LeadId".into(),
+            })),
+        ),
         record(
             7,
             Status::Skipped,
-            "already sent in campaign c at 2026-06-01T10:00:00Z",
+            Some(RowError::AlreadySent {
+                campaign: "c".into(),
+                sent_at: Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap(),
+            }),
         ),
-        record(
-            8,
-            Status::InDoubt,
-            "a run stopped while this email was being sent",
-        ),
-        record(9, Status::Invalid, "LeadId \"{abc}\" is not a GUID"),
-        record(10, Status::Planned, ""),
-        record(11, Status::Sent, ""),
+        record(8, Status::InDoubt, Some(RowError::InDoubt)),
+        record(9, Status::Invalid, not_a_guid("{abc}")),
+        record(10, Status::Planned, None),
+        record(11, Status::Sent, None),
     ];
     let mut plan = Plan::new();
     for r in &rows {
@@ -163,7 +180,7 @@ fn a_given_tenant_key_saves_its_call_and_no_emails_means_none_needed() {
 #[test]
 fn nothing_planned_needs_no_calls_and_makes_no_keys() {
     let mut plan = Plan::new();
-    plan.record(&record(2, Status::Skipped, "already sent"));
+    plan.record(&record(2, Status::Skipped, None));
     plan.finish_in(&PlanSettings::default(), at(0, 2026, 6, 15, 12, 0));
     assert_eq!(plan.api_calls_needed, 0);
     assert_eq!(plan.first_key_expires, None);

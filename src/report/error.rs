@@ -5,11 +5,13 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::input::Invalid;
+
 /// Why one row failed, was invalid or was not done in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowError {
     /// The input row cannot be processed; the reader's reason.
-    Invalid(String),
+    Invalid(Invalid),
     /// Same lead and portal as an earlier row.
     Duplicate {
         /// Line of the earlier row.
@@ -57,7 +59,8 @@ impl RowError {
     /// what the plan counts invalid rows by.
     pub fn kind(&self) -> String {
         match self {
-            RowError::Invalid(reason) | RowError::Earlier(reason) => reason_kind(reason),
+            RowError::Invalid(reason) => reason.kind(),
+            RowError::Earlier(_) => "recorded by an earlier run".into(),
             RowError::Duplicate { .. } => "duplicate".into(),
             RowError::NoPortal => "no PortalId".into(),
             RowError::BadAddress { column, .. } => format!("{column} is not a valid address"),
@@ -80,7 +83,8 @@ impl RowError {
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RowError::Invalid(reason) | RowError::Earlier(reason) => f.write_str(reason),
+            RowError::Invalid(reason) => reason.fmt(f),
+            RowError::Earlier(reason) => f.write_str(reason),
             RowError::Duplicate { first_line } => write!(f, "duplicate of row {first_line}"),
             RowError::NoPortal => f.write_str(
                 "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column",
@@ -109,51 +113,6 @@ impl fmt::Display for RowError {
                  delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
             ),
         }
-    }
-}
-
-/// Groups an invalid row's reason with others of its kind, so a million bad
-/// rows make a handful of counters: quoted values are dropped, digit runs
-/// become `N`, and anything after the first `:` (a parser's detail, which
-/// names the value again) is cut. `LeadId "LD-1" is not a GUID` becomes
-/// `LeadId is not a GUID`; `row has 3 cells, header has 4` becomes
-/// `row has N cells, header has N`.
-fn reason_kind(error: &str) -> String {
-    let mut kind = String::with_capacity(error.len());
-    let mut chars = error.chars();
-    let mut in_digits = false;
-    while let Some(c) = chars.next() {
-        let digit = c.is_ascii_digit();
-        match c {
-            // Values are quoted with Rust's `{:?}`, which escapes inner quotes.
-            '"' => {
-                while let Some(q) = chars.next() {
-                    match q {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            ':' => break,
-            _ if digit => {
-                if !in_digits {
-                    kind.push('N');
-                }
-            }
-            c => kind.push(c),
-        }
-        in_digits = digit;
-    }
-    let kind = kind.split_whitespace().collect::<Vec<_>>().join(" ");
-    // "row has 1 cell, …" is the same kind as "row has 3 cells, …".
-    let kind = kind.replace("N cell,", "N cells,");
-    if kind.is_empty() {
-        "no reason given".to_owned()
-    } else {
-        kind
     }
 }
 
@@ -189,48 +148,57 @@ mod tests {
         assert!(!RowError::Api("email".into()).is_email_failure());
     }
 
-    #[test]
-    fn invalid_rows_group_by_kind() {
-        let a = RowError::Invalid("LeadId \"x\" is not a GUID".into());
-        let b = RowError::Invalid("LeadId \"y\" is not a GUID".into());
-        assert_eq!(a.kind(), b.kind());
-        assert_eq!(a.kind(), "LeadId is not a GUID");
+    fn not_a_guid(column: &str, value: &str) -> RowError {
+        RowError::Invalid(Invalid::NotGuid {
+            column: column.into(),
+            value: value.into(),
+        })
     }
 
     #[test]
-    fn reason_kind_drops_values_and_numbers() {
+    fn invalid_rows_group_by_kind_without_their_values() {
+        let ragged = |cells| RowError::Invalid(Invalid::Ragged { cells, columns: 3 });
+        let address = |cell: &str| RowError::BadAddress {
+            column: "Email".into(),
+            cell: cell.into(),
+            reason: format!("invalid email address {cell:?}"),
+        };
         let cases = [
-            ("LeadId \"LD-1\" is not a GUID", "LeadId is not a GUID"),
-            ("LeadId is empty", "LeadId is empty"),
-            ("PortalId \"x\" is not a GUID", "PortalId is not a GUID"),
+            (not_a_guid("LeadId", "LD-1"), "LeadId is not a GUID"),
+            (not_a_guid("LeadId", "{abc}"), "LeadId is not a GUID"),
+            (not_a_guid("PortalId", "x"), "PortalId is not a GUID"),
             (
-                "row has 3 cells, header has 4",
-                "row has N cells, header has N",
+                RowError::Invalid(Invalid::Empty {
+                    column: "LeadId".into(),
+                }),
+                "LeadId is empty",
             ),
+            (ragged(1), "row has N cells, header has N"),
+            (ragged(4), "row has N cells, header has N"),
+            (address("ann@"), "Email is not a valid address"),
+            (address("a:b\"c"), "Email is not a valid address"),
+            (RowError::NoPortal, "no PortalId"),
             (
-                "row has 1 cell, header has 3",
-                "row has N cells, header has N",
+                RowError::Invalid(Invalid::NotUtf8 {
+                    cell: 12,
+                    column: "Notes".into(),
+                }),
+                "a Notes cell is not valid UTF-8; save the file as UTF-8",
             ),
-            (
-                "Email \"ann@\" is not a valid address: invalid email address \"ann@\": no domain",
-                "Email is not a valid address",
-            ),
-            (
-                "Email \"a:b\\\"c\" is not a valid address: missing @",
-                "Email is not a valid address",
-            ),
-            (
-                "no PortalId: set --portal-id (or LSQ_PORTAL_ID) or fill the PortalId column",
-                "no PortalId",
-            ),
-            (
-                "cell 12 (Notes) is not valid UTF-8; save the file as UTF-8",
-                "cell N (Notes) is not valid UTF-N; save the file as UTF-N",
-            ),
-            ("", "no reason given"),
         ];
         for (error, kind) in cases {
-            assert_eq!(reason_kind(error), kind, "{error}");
+            assert_eq!(error.kind(), kind, "{error}");
         }
+    }
+
+    #[test]
+    fn invalid_rows_keep_their_values_in_the_report() {
+        assert_eq!(
+            not_a_guid("LeadId", "LD-1").to_string(),
+            "LeadId \"LD-1\" is not a GUID"
+        );
+        let ragged = |cells| RowError::Invalid(Invalid::Ragged { cells, columns: 3 }).to_string();
+        assert_eq!(ragged(1), "row has 1 cell, header has 3");
+        assert_eq!(ragged(4), "row has 4 cells, header has 3");
     }
 }

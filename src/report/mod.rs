@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 mod error;
 mod writer;
 
+pub use crate::input::Invalid;
 pub use error::RowError;
 pub use writer::{FailedRows, ReportWriter};
 

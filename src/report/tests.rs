@@ -160,7 +160,7 @@ fn a_record_round_trips_through_a_csv_reader() {
         attempts: 0,
         email: String::new(),
         message_id: String::new(),
-        error: Some(RowError::Invalid("two\nlines, with \"quotes\"".into())),
+        error: Some(RowError::Earlier("two\nlines, with \"quotes\"".into())),
     };
     w.write(&full).unwrap();
     w.write(&awkward).unwrap();
@@ -221,7 +221,7 @@ fn dangerous_cells_are_escaped_in_the_file() {
     w.write(&Record {
         lead_id: "=cmd|' /C calc'!A0".into(),
         email: "@SUM(1+1)".into(),
-        error: Some(RowError::Invalid("-2+3".into())),
+        error: Some(RowError::Earlier("-2+3".into())),
         ..record()
     })
     .unwrap();
