@@ -98,6 +98,14 @@ impl Settings {
             true => Some(email_settings(args, &file, &config, max_attempts)?),
             false => None,
         };
+        // Every check that needs no network comes before the sandbox starts.
+        let limiter = limiter_settings(args, &file, rate)?;
+        let concurrency = positive(
+            "--concurrency",
+            args.concurrency
+                .or(file.concurrency)
+                .unwrap_or_else(|| (rate.calls as usize * 2).clamp(4, 256)),
+        )?;
         let mode = if args.dry_run {
             Mode::DryRun(dry_run(args, &file)?)
         } else if args.sandbox {
@@ -117,7 +125,7 @@ impl Settings {
         Ok(Settings {
             input: args.input.clone(),
             portal_id,
-            limiter: limiter_settings(args, &file, rate)?,
+            limiter,
             report: args
                 .report
                 .clone()
@@ -127,12 +135,7 @@ impl Settings {
             lead_column: pick(&args.lead_column, &file.lead_column)
                 .unwrap_or_else(|| "LeadId".into()),
             link_ids: args.link_ids || file.link_ids.unwrap_or(false),
-            concurrency: positive(
-                "--concurrency",
-                args.concurrency
-                    .or(file.concurrency)
-                    .unwrap_or_else(|| (rate.calls as usize * 2).clamp(4, 256)),
-            )?,
+            concurrency,
             retry: RetryPolicy {
                 max_attempts,
                 ..RetryPolicy::default()

@@ -24,7 +24,9 @@ pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
         .test_address()
         .cloned()
         .context("--test-email needs an address")?;
-    let mut skipped = Vec::new();
+    // Why the rows tried so far could not be linked: how many, and the first.
+    let mut tried = 0usize;
+    let mut first_reason = None;
     for item in prepared.reader {
         let mut row = item?;
         if row.kind != RowKind::Valid || row.portal_id.is_none() {
@@ -34,8 +36,9 @@ pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
         if record.status != Status::Linked {
             // An invalid address, a failed key, a lead already done: try the
             // next row, and say why if none works.
-            if let Some(error) = &record.error {
-                skipped.push(format!("row {}: {error}", record.row));
+            tried += 1;
+            if let (None, Some(error)) = (&first_reason, &record.error) {
+                first_reason = Some(format!("row {}: {error}", record.row));
             }
             continue;
         }
@@ -53,10 +56,9 @@ pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
             record.row, record.lead_id
         ));
     }
-    match skipped.first() {
+    match first_reason {
         Some(first) => anyhow::bail!(
-            "no row could be linked for a test message ({} tried; the first: {first})",
-            skipped.len()
+            "no row could be linked for a test message ({tried} tried; the first: {first})"
         ),
         None => anyhow::bail!(
             "no row could be linked for a test message: the input has no valid row with a PortalId"
