@@ -3,14 +3,25 @@
 
 use std::path::Path;
 
-/// The campaign name a run gets when `--campaign` is not given: the input
-/// file's name without its extension, so `/x/leads.csv` is `leads` and
-/// re-running the same file resumes the same campaign.
-pub fn default_campaign(input: &Path) -> String {
-    match input.file_stem() {
+/// The campaign a run gets when `--campaign` is not given.
+///
+/// - A retry file a run wrote resumes the campaign it was written for, as
+///   the state file at `state` records it.
+/// - Any other input gets its file name without extension and a short
+///   fingerprint of its full real path: `/x/march/leads.csv` and
+///   `/x/april/leads.csv` are two campaigns, and re-running the same file
+///   resumes the same one.
+pub fn default_campaign(input: &Path, state: &Path) -> String {
+    if let Some(campaign) = crate::state::retry_file_campaign(state, input) {
+        return campaign;
+    }
+    let stem = match input.file_stem() {
         Some(stem) if !stem.is_empty() => stem.to_string_lossy().into_owned(),
         _ => "default".to_owned(),
-    }
+    };
+    let real = std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned());
+    let digest = ring::digest::digest(&ring::digest::SHA256, real.as_os_str().as_encoded_bytes());
+    format!("{stem}-{}", crate::tenant::hex(&digest.as_ref()[..4]))
 }
 
 #[cfg(test)]
@@ -18,12 +29,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_campaign_is_the_file_stem() {
-        assert_eq!(default_campaign(Path::new("/x/leads.csv")), "leads");
+    fn the_default_is_the_file_stem_and_a_fingerprint_of_the_full_path() {
+        let none = Path::new("/nonexistent/state.sqlite");
+        let march = default_campaign(Path::new("/x/march/leads.csv"), none);
+        let april = default_campaign(Path::new("/x/april/leads.csv"), none);
+        assert!(march.starts_with("leads-"), "{march}");
+        assert_eq!(march.len(), "leads-".len() + 8);
+        assert_ne!(march, april);
         assert_eq!(
-            default_campaign(Path::new("march.invites.csv")),
-            "march.invites"
+            march,
+            default_campaign(Path::new("/x/march/leads.csv"), none)
         );
-        assert_eq!(default_campaign(Path::new("/")), "default");
+        assert!(
+            default_campaign(Path::new("march.invites.csv"), none).starts_with("march.invites-")
+        );
+        assert!(default_campaign(Path::new("/"), none).starts_with("default-"));
     }
 }

@@ -157,7 +157,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDRESS")]
     pub test_email: Option<String>,
 
-    /// Campaign name, used in Message-IDs and campaign state [default: the input's file name without extension].
+    /// Campaign name, used in Message-IDs and campaign state [default: the input's file name without extension and a fingerprint of its full path; for a retry file, its campaign].
     #[arg(long, value_name = "NAME")]
     pub campaign: Option<String>,
 

@@ -48,9 +48,12 @@ impl Exit {
     /// a state file held by another run is 4, every other fault aborted the
     /// run (1).
     pub fn of_error(error: &anyhow::Error) -> Exit {
-        let locked = error
-            .chain()
-            .any(|e| matches!(e.downcast_ref(), Some(StateError::Locked { .. })));
+        let locked = error.chain().any(|e| {
+            matches!(
+                e.downcast_ref(),
+                Some(StateError::Locked { .. } | StateError::Busy { .. })
+            )
+        });
         if error.chain().any(|e| e.is::<UsageError>()) {
             Exit::Usage
         } else if locked {

@@ -29,3 +29,4 @@ mod signal;
 pub mod state;
 pub mod status;
 pub mod summary;
+pub mod tenant;

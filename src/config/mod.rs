@@ -60,6 +60,9 @@ pub struct Settings {
     pub campaign: String,
     /// Campaign state file.
     pub state: StatePath,
+    /// The tenant the run works for: always known to a live run; a dry run
+    /// knows it when the host and access key are given, and plans for it.
+    pub tenant: Option<crate::tenant::Tenant>,
     /// Send again to leads in doubt.
     pub resend_in_doubt: bool,
     /// Send every lead again.

@@ -18,6 +18,7 @@ use crate::cli::RunArgs;
 use crate::limiter::{parse_duration, LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
+use crate::tenant::Tenant;
 
 /// Sender of sandbox runs that name none.
 const SANDBOX_SENDER: &str = "lsq-dispatch sandbox <sandbox@lsq-dispatch.invalid>";
@@ -122,6 +123,11 @@ impl Settings {
                 .and_then(|s| s.0.config().portal_ids.first().cloned()),
             _ => portal_id,
         };
+        let tenant = match &mode {
+            Mode::Live(c) => Some(Tenant::new(&c.api.host, &c.api.access_key)),
+            Mode::DryRun(_) => planned_tenant(args, &file)?,
+        };
+        let state = state_path(args, &file);
         Ok(Settings {
             input: args.input.clone(),
             portal_id,
@@ -142,8 +148,9 @@ impl Settings {
             },
             quiet: args.quiet,
             campaign: pick(&args.campaign, &file.campaign)
-                .unwrap_or_else(|| crate::campaign::default_campaign(&args.input)),
-            state: state_path(args, &file),
+                .unwrap_or_else(|| crate::campaign::default_campaign(&args.input, state.path())),
+            state,
+            tenant,
             resend_in_doubt: args.resend_in_doubt,
             resend: args.resend,
             email,
@@ -206,6 +213,18 @@ fn dry_run(args: &RunArgs, file: &FileConfig) -> Result<DryRun, UsageError> {
             })
             .transpose()?,
     })
+}
+
+/// The tenant a dry run plans for: the host and access key a real run with
+/// the same settings would use, when both are given.
+fn planned_tenant(args: &RunArgs, file: &FileConfig) -> Result<Option<Tenant>, UsageError> {
+    let Some(host) = pick(&args.host, &file.host) else {
+        return Ok(None);
+    };
+    let host = super::parse_host(&host)?;
+    Ok(Credentials::load(Some(file))
+        .access_key
+        .map(|key| Tenant::new(&host, &key)))
 }
 
 fn portal_url_setting(value: &str) -> Result<url::Url, UsageError> {

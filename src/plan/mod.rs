@@ -52,8 +52,11 @@ pub struct Plan {
     pub already_done: u64,
     /// Leads whose email's fate is unknown after a crash; not re-sent.
     pub in_doubt: u64,
-    /// Leads this run would mint a key for.
+    /// Leads this run would link (and email, in an email run).
     pub planned: u64,
+    /// Of those, leads whose stored key of this tenant is still good: their
+    /// link is rebuilt without a call.
+    pub links_reused: u64,
     /// Generate calls plus the tenant key, if it has to be minted.
     pub api_calls_needed: u64,
     /// Emails the run would send.
@@ -98,6 +101,11 @@ impl Plan {
             Status::Planned | Status::Linked | Status::Sent | Status::Failed => {
                 self.valid += 1;
                 self.planned += 1;
+                // A planned row carries an expiry only when its stored key
+                // would be used again.
+                if record.status == Status::Planned && record.expires_at.is_some() {
+                    self.links_reused += 1;
+                }
             }
             Status::Skipped => {
                 self.valid += 1;
@@ -128,8 +136,9 @@ impl Plan {
     /// [`Plan::finish`] in any time zone, so tests can pin one and not depend
     /// on the machine's.
     fn finish_in<Tz: TimeZone>(&mut self, settings: &PlanSettings, now: DateTime<Tz>) {
-        let mint_tenant_key = !settings.tenant_key_given && self.planned > 0;
-        self.api_calls_needed = self.planned + u64::from(mint_tenant_key);
+        let generate = self.planned - self.links_reused;
+        let mint_tenant_key = !settings.tenant_key_given && generate > 0;
+        self.api_calls_needed = generate + u64::from(mint_tenant_key);
         self.emails_needed = if settings.emails { self.planned } else { 0 };
         let duration = window_bound(self.api_calls_needed, settings.rate);
         self.estimated_secs = duration.as_secs_f64();
@@ -205,6 +214,7 @@ impl Plan {
             ("already done", self.already_done),
             ("in doubt", self.in_doubt),
             ("planned", self.planned),
+            ("links reused", self.links_reused),
             ("API calls needed", self.api_calls_needed),
             ("emails needed", self.emails_needed),
         ];

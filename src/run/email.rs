@@ -9,10 +9,9 @@ use chrono::Utc;
 use lettre::Address;
 
 use crate::api::KEY_LIFETIME;
-use crate::email::{MessageContext, SendError};
+use crate::email::{MessageContext, SendError, Transport};
 use crate::input::InputRow;
 use crate::report::{Record, RowError, Status};
-use crate::state::LeadKey;
 
 use super::link::Step;
 use super::prepare::{Job, Mail};
@@ -73,18 +72,19 @@ impl Job {
             &record.lead_id,
             mail.from.email.domain(),
         );
-        let key = LeadKey {
-            campaign: &self.settings.campaign,
-            lead_id: &record.lead_id,
-            portal_id: &record.portal_id,
-        };
+        let key = self.key(&record.lead_id, &record.portal_id);
+        // An outbox is for a person to review: nothing is sent, so nothing
+        // can be in doubt, and a later SMTP run sends the lead.
+        let review = matches!(mail.transport, Transport::Outbox(_));
         let outcome = match self.message(mail, &record, row, to, &message_id) {
             Err(e) => Delivered::Failed(RowError::EmailNotBuilt(format!("{e:#}"))),
             Ok(message) => {
                 // On disk before the SMTP step: a crash from here on leaves
                 // the lead in doubt, never silently unsent or sent twice.
-                self.store()
-                    .mark_sending(&key, record.row, to.as_ref(), &message_id)?;
+                if !review {
+                    self.store()
+                        .mark_sending(&key, record.row, to.as_ref(), &message_id)?;
+                }
                 let permit = match &mail.limiter {
                     Some(limiter) => Some(limiter.acquire().await),
                     None => None,
@@ -99,6 +99,11 @@ impl Job {
             }
         };
         match outcome {
+            Delivered::Sent if review => {
+                self.store()
+                    .mark_reviewed(&key, record.row, to.as_ref(), &message_id)?;
+                record.message_id = message_id;
+            }
             Delivered::Sent => {
                 self.store().mark_sent(&key, &message_id)?;
                 record.status = Status::Sent;

@@ -1,6 +1,7 @@
 //! The link stage: one row to its login link, or to the reason it has none.
 //! The campaign state is asked first ([`resume`]): a lead already sent is
-//! reported and left alone, a link still good is used again, anything else is
+//! reported and left alone, a key of this tenant still good is used again
+//! (its link rebuilt from this run's portal settings), anything else is
 //! minted through the one request path.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -31,8 +32,9 @@ pub(super) enum Resume {
         message_id: String,
         error: RowError,
     },
-    /// A stored link is still good: use it instead of minting.
-    Reuse(String, DateTime<Utc>),
+    /// A stored key of this tenant is still good: build the link from it
+    /// instead of minting.
+    Reuse(Secret, DateTime<Utc>),
 }
 
 /// The flags that change what a stored lead means for this run.
@@ -40,11 +42,12 @@ pub(super) enum Resume {
 pub(super) struct ResumeFlags {
     pub(super) resend: bool,
     pub(super) resend_in_doubt: bool,
-    pub(super) dry_run: bool,
 }
 
 /// The campaign's memory of a lead decides: skip it (sent, or in doubt unless
-/// asked to resend), reuse a link that is still good, or mint.
+/// asked to resend), reuse a key that is still good, or mint. The store only
+/// gives entries of this run's tenant, or entries carried over from a file
+/// that did not record tenants, whose keys are never reused.
 pub(super) fn resume(
     entry: Option<LeadEntry>,
     campaign: &str,
@@ -75,14 +78,14 @@ pub(super) fn resume(
                 error: RowError::InDoubt,
             }
         }
-        LeadState::Linked {
-            auth_key: Some(_),
-            expires_at,
-        } if expires_at > now + REUSE_MARGIN && !flags.dry_run => match entry.link {
-            Some(link) => Resume::Reuse(link, expires_at),
-            None => Resume::Mint,
+        _ => match (entry.auth_key, entry.expires_at) {
+            (Some(key), Some(expires_at))
+                if expires_at > now + REUSE_MARGIN && !entry.tenant.is_empty() =>
+            {
+                Resume::Reuse(key, expires_at)
+            }
+            _ => Resume::Mint,
         },
-        _ => Resume::Mint,
     }
 }
 
@@ -155,15 +158,7 @@ impl Job {
                 return Ok((record, None));
             }
         };
-        let key = LeadKey {
-            campaign: &self.settings.campaign,
-            lead_id: &record.lead_id,
-            portal_id: &record.portal_id,
-        };
-        let stored = match &self.state {
-            Some(_) => self.store().get(&key)?,
-            None => None,
-        };
+        let stored = self.stored(&self.key(&record.lead_id, &record.portal_id))?;
         match resume(stored, &self.settings.campaign, self.flags(), Utc::now()) {
             Resume::Report {
                 status,
@@ -175,7 +170,24 @@ impl Job {
                 record.error = Some(error);
                 Ok((record, None))
             }
-            Resume::Reuse(link, expires_at) => {
+            Resume::Reuse(_, expires_at) if self.caller.is_none() => {
+                // The plan tells a reused key by its expiry: no call needed.
+                record.expires_at = Some(expires_at);
+                self.plan(record, row, to).await
+            }
+            Resume::Reuse(auth_key, expires_at) => {
+                let link =
+                    self.settings
+                        .login_link(auth_key.expose(), &record.lead_id, &record.portal_id);
+                // The ledger keeps the link as last given out.
+                self.store().mark_linked(
+                    &self.key(&record.lead_id, &record.portal_id),
+                    row.line,
+                    &auth_key,
+                    &link,
+                    expires_at,
+                    0,
+                )?;
                 record.status = Status::Linked;
                 record.portal_url = link;
                 record.expires_at = Some(expires_at);
@@ -189,8 +201,49 @@ impl Job {
         ResumeFlags {
             resend: self.settings.resend,
             resend_in_doubt: self.settings.resend_in_doubt,
-            dry_run: self.settings.is_dry_run(),
         }
+    }
+
+    /// The store's key for a lead, under this run's campaign and
+    /// tenant (a dry run without one plans for none in particular).
+    pub(super) fn key<'a>(&'a self, lead_id: &'a str, portal_id: &'a str) -> LeadKey<'a> {
+        LeadKey {
+            campaign: &self.settings.campaign,
+            tenant: self
+                .settings
+                .tenant
+                .as_ref()
+                .map_or("", |t| t.fingerprint()),
+            lead_id,
+            portal_id,
+        }
+    }
+
+    /// What the campaign holds for the lead: a dry run looks in the table it
+    /// read at the start, a real run asks the store.
+    fn stored(&self, key: &LeadKey) -> anyhow::Result<Option<LeadEntry>> {
+        if let Some(known) = &self.known {
+            let id = (key.lead_id.to_owned(), key.portal_id.to_owned());
+            return Ok(known.get(&id).cloned());
+        }
+        match &self.state {
+            Some(_) => Ok(self.store().get(key)?),
+            None => Ok(None),
+        }
+    }
+
+    /// A dry run's row: planned, with its message built when it has one.
+    async fn plan(
+        &self,
+        mut record: Record,
+        row: &InputRow,
+        to: Option<Address>,
+    ) -> anyhow::Result<(Record, Option<Address>)> {
+        record.status = Status::Planned;
+        if let (Some(mail), Some(to)) = (&self.mail, &to) {
+            Box::pin(self.plan_email(mail, &mut record, row, to)).await?;
+        }
+        Ok((record, None))
     }
 
     /// The row's recipient in an email run, checked; `None` without email.
@@ -217,21 +270,13 @@ impl Job {
         to: Option<Address>,
     ) -> anyhow::Result<(Record, Option<Address>)> {
         let Some(caller) = &self.caller else {
-            record.status = Status::Planned;
-            if let (Some(mail), Some(to)) = (&self.mail, &to) {
-                Box::pin(self.plan_email(mail, &mut record, row, to)).await?;
-            }
-            return Ok((record, None));
+            return self.plan(record, row, to).await;
         };
         // Boxed: the call's state is large, and unboxed it would be copied
         // into every row's future, dry runs included.
         let done = Box::pin(self.generate(caller, &record.lead_id, &record.portal_id)).await;
         record.attempts = done.attempts;
-        let key = LeadKey {
-            campaign: &self.settings.campaign,
-            lead_id: &record.lead_id,
-            portal_id: &record.portal_id,
-        };
+        let key = self.key(&record.lead_id, &record.portal_id);
         let error = match done.result {
             Ok(generated) if same_lead(&generated, key.lead_id) => {
                 let link =
@@ -311,26 +356,31 @@ mod tests {
     fn entry(state: LeadState, link: Option<&str>) -> Option<LeadEntry> {
         Some(LeadEntry {
             campaign: "march".into(),
+            tenant: "t1".into(),
             lead_id: LEAD.into(),
             portal_id: LEAD.into(),
             row: 2,
             email: String::new(),
             attempts: 1,
             state,
+            auth_key: None,
             link: link.map(str::to_owned),
             expires_at: None,
             updated_at: Utc::now(),
         })
     }
 
+    /// An entry in `state` holding a key that lives `expires_in` more.
+    fn keyed(state: LeadState, expires_in: TimeDelta) -> Option<LeadEntry> {
+        entry(state, Some("https://p/?authKey=k")).map(|e| LeadEntry {
+            auth_key: Some(Secret::new("k")),
+            expires_at: Some(Utc::now() + expires_in),
+            ..e
+        })
+    }
+
     fn linked(expires_in: TimeDelta) -> Option<LeadEntry> {
-        entry(
-            LeadState::Linked {
-                auth_key: Some(Secret::new("k")),
-                expires_at: Utc::now() + expires_in,
-            },
-            Some("https://p/?authKey=k"),
-        )
+        keyed(LeadState::Linked, expires_in)
     }
 
     fn decide(entry: Option<LeadEntry>, flags: ResumeFlags) -> Resume {
@@ -396,18 +446,36 @@ mod tests {
     }
 
     #[test]
-    fn a_link_is_reused_only_with_an_hour_to_live_and_never_in_a_dry_run() {
+    fn a_key_is_reused_only_with_an_hour_to_live() {
         let got = decide(linked(TimeDelta::hours(3)), ResumeFlags::default());
         assert!(matches!(got, Resume::Reuse(..)), "{got:?}");
-        let dry = ResumeFlags {
-            dry_run: true,
-            ..ResumeFlags::default()
-        };
-        assert_eq!(decide(linked(TimeDelta::hours(3)), dry), Resume::Mint);
         assert_eq!(
             decide(linked(TimeDelta::minutes(30)), ResumeFlags::default()),
             Resume::Mint
         );
+    }
+
+    #[test]
+    fn a_reviewed_or_failed_lead_keeps_its_good_key() {
+        let reviewed = LeadState::Reviewed {
+            message_id: "<m@x>".into(),
+        };
+        let failed = LeadState::Failed {
+            reason: "550".into(),
+        };
+        for state in [reviewed, failed] {
+            let got = decide(keyed(state, TimeDelta::hours(3)), ResumeFlags::default());
+            assert!(matches!(got, Resume::Reuse(..)), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_of_unknown_tenant_is_never_reused() {
+        let legacy = linked(TimeDelta::hours(3)).map(|e| LeadEntry {
+            tenant: String::new(),
+            ..e
+        });
+        assert_eq!(decide(legacy, ResumeFlags::default()), Resume::Mint);
     }
 
     #[test]

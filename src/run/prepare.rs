@@ -2,6 +2,7 @@
 //! templates, the campaign state, the API client and the mail transport. Every
 //! run-level fault that can be found early surfaces here.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::email::{Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::Caller;
-use crate::state::StateStore;
+use crate::state::{LeadEntry, StateStore};
 
 /// Whether the run's credentials and host have been proven by a first call.
 /// Until then one call goes alone, so that a bad key costs one call, not a burst.
@@ -49,6 +50,9 @@ pub(super) struct Job {
     /// The campaign state; a dry run without a state file opens (and so
     /// creates) none.
     pub(super) state: Option<std::sync::Mutex<StateStore>>,
+    /// A dry run's view of the campaign, read once at the start: a plan of a
+    /// million rows must not query the store a million times.
+    pub(super) known: Option<HashMap<(String, String), LeadEntry>>,
     /// Messages previewed so far in a dry run.
     pub(super) previews: AtomicUsize,
     pub(super) gate: Mutex<Gate>,
@@ -83,6 +87,13 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         None => None,
     };
     let state = open_state(&settings)?;
+    let known = match (&state, settings.is_dry_run()) {
+        (Some(store), true) => Some(store.lookup_table(
+            &settings.campaign,
+            settings.tenant.as_ref().map(|t| t.fingerprint()),
+        )?),
+        _ => None,
+    };
     let limiter = Limiter::new(settings.limiter);
     let caller = match settings.connection() {
         Some(connection) => Some(build_caller(&settings, connection, Arc::clone(&limiter))?),
@@ -95,6 +106,7 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             caller,
             mail,
             state: state.map(std::sync::Mutex::new),
+            known,
             previews: AtomicUsize::new(0),
             gate: Mutex::new(Gate::Unproven),
         }),
@@ -104,16 +116,36 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     })
 }
 
-/// The campaign state, with the leads a crashed run left mid-send marked in
-/// doubt. A dry run opens it only when it exists, and changes nothing.
+/// The campaign state, claimed for this run's campaign, with the leads a
+/// crashed run left mid-send marked in doubt. A dry run opens it only when it
+/// exists, claims nothing and changes nothing.
 fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
     let path = settings.state.path();
+    let tenant = match &settings.tenant {
+        Some(tenant) => format!(", tenant {}", tenant.host()),
+        None => String::new(),
+    };
     if settings.is_dry_run() && !path.exists() {
+        if !settings.quiet {
+            eprintln!(
+                "campaign {} (no state file yet at {}{tenant})",
+                settings.campaign,
+                path.display()
+            );
+        }
         return Ok(None);
     }
     let state = StateStore::open(path)?;
+    if !settings.quiet {
+        eprintln!(
+            "campaign {} (state file {}{tenant})",
+            settings.campaign,
+            state.path().display()
+        );
+    }
     if !settings.is_dry_run() {
         let campaign = &settings.campaign;
+        state.claim(campaign)?;
         let in_doubt = state.recover_in_doubt(campaign)?;
         if in_doubt > 0 {
             eprintln!("{in_doubt} lead(s) of campaign {campaign} were being emailed when the last run stopped: reported in_doubt, not sent again (see --resend-in-doubt)");

@@ -14,11 +14,11 @@ use crate::secret::Secret;
 #[derive(Clone, Debug, PartialEq)]
 pub enum LeadState {
     /// A login link was made.
-    Linked {
-        /// The lead's auth key; `None` once it expired and was cleared.
-        auth_key: Option<Secret>,
-        /// When the key stops working.
-        expires_at: DateTime<Utc>,
+    Linked,
+    /// The email was written to an outbox for a person to review: not sent.
+    Reviewed {
+        /// The Message-ID of the reviewed email.
+        message_id: String,
     },
     /// The email was being handed to the SMTP server.
     Sending {
@@ -46,12 +46,15 @@ pub enum LeadState {
 
 impl LeadState {
     /// Every state name, as stored and as keyed in [`StateStore::counts`].
-    pub const NAMES: [&'static str; 5] = ["linked", "sending", "sent", "failed", "in_doubt"];
+    pub const NAMES: [&'static str; 6] = [
+        "linked", "reviewed", "sending", "sent", "failed", "in_doubt",
+    ];
 
     /// The state's name, as stored and as keyed in [`StateStore::counts`].
     pub fn name(&self) -> &'static str {
         match self {
-            LeadState::Linked { .. } => "linked",
+            LeadState::Linked => "linked",
+            LeadState::Reviewed { .. } => "reviewed",
             LeadState::Sending { .. } => "sending",
             LeadState::Sent { .. } => "sent",
             LeadState::Failed { .. } => "failed",
@@ -62,10 +65,11 @@ impl LeadState {
     /// The Message-ID of the lead's last email, if the state carries one.
     pub fn message_id(&self) -> Option<&str> {
         match self {
-            LeadState::Sending { message_id }
+            LeadState::Reviewed { message_id }
+            | LeadState::Sending { message_id }
             | LeadState::Sent { message_id, .. }
             | LeadState::InDoubt { message_id } => Some(message_id),
-            LeadState::Linked { .. } | LeadState::Failed { .. } => None,
+            LeadState::Linked | LeadState::Failed { .. } => None,
         }
     }
 }
@@ -75,6 +79,9 @@ impl LeadState {
 pub struct LeadEntry {
     /// The campaign.
     pub campaign: String,
+    /// The fingerprint of the tenant the entry was made for; empty for an
+    /// entry carried over from a state file that did not record tenants.
+    pub tenant: String,
     /// The normalised LeadId.
     pub lead_id: String,
     /// The portal.
@@ -87,8 +94,12 @@ pub struct LeadEntry {
     pub attempts: u32,
     /// Where the lead stands.
     pub state: LeadState,
-    /// The login link built from the key; stored with the key and cleared
-    /// with it.
+    /// The lead's last auth key, in every state, while it may still be good;
+    /// cleared once it expired.
+    pub auth_key: Option<Secret>,
+    /// The login link last built from the key; stored with the key and
+    /// cleared with it. A run rebuilds the link from the key and its own
+    /// portal settings rather than reuse this one.
     pub link: Option<String>,
     /// When the lead's last key expires (kept after the key is cleared), in
     /// every state, so the pipeline can tell whether `link` is still good.
@@ -102,7 +113,7 @@ impl LeadEntry {
     /// found outside a run is reported `in_doubt`, which is what it is.
     pub fn to_record(&self) -> Record {
         let (status, error) = match &self.state {
-            LeadState::Linked { .. } => (Status::Linked, None),
+            LeadState::Linked | LeadState::Reviewed { .. } => (Status::Linked, None),
             LeadState::Sent { .. } => (Status::Sent, None),
             LeadState::Failed { reason } => {
                 (Status::Failed, Some(RowError::Earlier(reason.clone())))
@@ -133,13 +144,14 @@ impl LeadEntry {
 
 /// The `leads` columns in the order [`RawEntry::read`] takes them.
 pub(super) const ENTRY_COLUMNS: &str =
-    "campaign, lead_id, portal_id, row, email, attempts, state, \
+    "campaign, tenant, lead_id, portal_id, row, email, attempts, state, \
      auth_key, link, expires_at, message_id, sent_at, reason, updated_at";
 
 /// One `leads` row as SQLite gives it, before its columns are checked to fit
 /// its state.
 pub(super) struct RawEntry {
     campaign: String,
+    tenant: String,
     lead_id: String,
     portal_id: String,
     row: u64,
@@ -159,19 +171,20 @@ impl RawEntry {
     pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
         Ok(RawEntry {
             campaign: r.get(0)?,
-            lead_id: r.get(1)?,
-            portal_id: r.get(2)?,
-            row: r.get(3)?,
-            email: r.get(4)?,
-            attempts: r.get(5)?,
-            state: r.get(6)?,
-            auth_key: r.get(7)?,
-            link: r.get(8)?,
-            expires_at: r.get(9)?,
-            message_id: r.get(10)?,
-            sent_at: r.get(11)?,
-            reason: r.get(12)?,
-            updated_at: r.get(13)?,
+            tenant: r.get(1)?,
+            lead_id: r.get(2)?,
+            portal_id: r.get(3)?,
+            row: r.get(4)?,
+            email: r.get(5)?,
+            attempts: r.get(6)?,
+            state: r.get(7)?,
+            auth_key: r.get(8)?,
+            link: r.get(9)?,
+            expires_at: r.get(10)?,
+            message_id: r.get(11)?,
+            sent_at: r.get(12)?,
+            reason: r.get(13)?,
+            updated_at: r.get(14)?,
         })
     }
 
@@ -195,9 +208,10 @@ impl RawEntry {
             .transpose()?;
         let message_id = || self.message_id.clone().ok_or_else(|| bad("no message_id"));
         let state = match self.state.as_str() {
-            "linked" => LeadState::Linked {
-                auth_key: self.auth_key.clone().map(Secret::new),
-                expires_at: expires_at.ok_or_else(|| bad("no expires_at"))?,
+            "linked" if expires_at.is_none() => return Err(bad("no expires_at")),
+            "linked" => LeadState::Linked,
+            "reviewed" => LeadState::Reviewed {
+                message_id: message_id()?,
             },
             "sending" => LeadState::Sending {
                 message_id: message_id()?,
@@ -220,6 +234,8 @@ impl RawEntry {
         let updated_at = time(&self.updated_at, "updated_at")?;
         Ok(LeadEntry {
             campaign: self.campaign,
+            tenant: self.tenant,
+            auth_key: self.auth_key.map(Secret::new),
             lead_id: self.lead_id,
             portal_id: self.portal_id,
             row: self.row,

@@ -1,6 +1,7 @@
 //! The state file on disk, before SQLite sees it: where it lives by default,
-//! the exclusive lock that keeps two runs apart, its permissions, and the
-//! look at its header that tells our file from someone else's.
+//! its real path, the locks that keep runs of one campaign apart while
+//! letting other campaigns and readers in, its permissions, and the look at
+//! its header that tells our file from someone else's.
 //!
 //! The header is read with plain file I/O on purpose: SQLite may write to a
 //! database it opens (hot-journal rollback, WAL checkpoint on close), and a
@@ -84,6 +85,7 @@ pub(super) fn create_private(path: &Path) -> Result<(), StateError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map(drop)
         .map_err(|source| StateError::Io {
@@ -131,7 +133,7 @@ pub(super) fn create_parent_dirs(path: &Path) -> Result<(), StateError> {
     }
 }
 
-/// `<state path>.lock`: the lock lives beside the database rather than on it
+/// `<state path>.lock`: the locks live beside the database rather than on it
 /// because SQLite takes and drops its own POSIX locks on the database file.
 pub(super) fn lock_path(path: &Path) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
@@ -139,45 +141,121 @@ pub(super) fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Takes the exclusive lock for the state file at `path`, without waiting.
-///
-/// The returned file must stay open for as long as the store is used: the
-/// lock belongs to this open file description and goes with it (or with the
-/// process, after a crash, so a stale lock never blocks the next run). The
-/// lock file itself is never deleted, since unlinking a lock file another
-/// process is about to lock lets two runs in.
-pub(super) fn lock(path: &Path) -> Result<File, StateError> {
-    let lock_path = lock_path(path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|source| StateError::Io {
-            path: lock_path.clone(),
-            source,
-        })?;
-    loop {
-        // SAFETY: `file` owns a valid descriptor for the duration of the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(file);
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => {
-                return Err(StateError::Locked {
-                    path: path.to_owned(),
-                })
+/// The real path of a state file: symbolic links resolved, so that two
+/// spellings of one file (a symlink, `..`) share one set of locks. A file
+/// that does not exist yet is named through its real parent directory.
+pub(super) fn real_path(path: &Path) -> Result<PathBuf, StateError> {
+    let io_err = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::canonicalize(path) {
+        Ok(real) => Ok(real),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(io_err(io::Error::other(
+                    "it is a symbolic link to a file that does not exist; \
+                     point --state at a real path",
+                )));
             }
-            _ => {
-                return Err(StateError::Io {
-                    path: lock_path,
-                    source: err,
-                })
+            let name = path
+                .file_name()
+                .ok_or_else(|| io_err(io::Error::other("the path does not name a file")))?;
+            let parent = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            Ok(fs::canonicalize(parent).map_err(io_err)?.join(name))
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// The lock file of one state file, open for as long as a store uses it.
+///
+/// Every store holds a shared `flock` on it for its whole life: stores of
+/// this version share the file, while an older lsq-dispatch, which takes the
+/// whole file exclusively, is kept out (and keeps this one out). Each
+/// campaign a store runs is claimed with an exclusive open-file-description
+/// lock on one byte of the same file, chosen by the campaign's name: two runs
+/// of one campaign exclude each other, runs of different campaigns do not.
+///
+/// The locks belong to this open file description and go with it (or with
+/// the process, after a crash, so a stale lock never blocks the next run).
+/// The lock file itself is never deleted, since unlinking a lock file another
+/// process is about to lock lets two runs in.
+#[derive(Debug)]
+pub(super) struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Opens (or creates, mode 0600) the lock file of the state file at
+    /// `path` and takes the shared lock, without waiting.
+    pub(super) fn share(path: &Path) -> Result<LockFile, StateError> {
+        let lock_path = lock_path(path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|source| StateError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        let lock = LockFile {
+            file,
+            path: lock_path,
+        };
+        // SAFETY: the descriptor is valid for the duration of the call.
+        let held = lock.retrying(|fd| unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) })?;
+        if !held {
+            return Err(StateError::Locked {
+                path: path.to_owned(),
+            });
+        }
+        Ok(lock)
+    }
+
+    /// Claims `campaign` for this lock file's holder, without waiting:
+    /// `false` when another holder has it.
+    pub(super) fn claim(&self, campaign: &str) -> Result<bool, StateError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, campaign.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_ref()[..8]);
+        // Byte 0 is left alone; offsets stay far below off_t's limit.
+        let offset = 1 + (u64::from_be_bytes(first) >> 2);
+        // SAFETY: an all-zero `flock` is a valid value of the plain C struct.
+        let mut range: libc::flock = unsafe { std::mem::zeroed() };
+        range.l_type = libc::F_WRLCK as libc::c_short;
+        range.l_whence = libc::SEEK_SET as libc::c_short;
+        range.l_start = offset as libc::off_t;
+        range.l_len = 1;
+        // SAFETY: the descriptor is valid and `range` outlives the call.
+        self.retrying(|fd| unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &range) })
+    }
+
+    /// Runs a non-blocking lock call until it is not interrupted: `true` when
+    /// the lock was taken, `false` when someone else holds it.
+    fn retrying(&self, call: impl Fn(i32) -> i32) -> Result<bool, StateError> {
+        loop {
+            if call(self.file.as_raw_fd()) == 0 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock | io::ErrorKind::PermissionDenied => return Ok(false),
+                _ => {
+                    return Err(StateError::Io {
+                        path: self.path.clone(),
+                        source: err,
+                    })
+                }
             }
         }
     }

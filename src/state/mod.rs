@@ -1,9 +1,11 @@
 //! Campaign state: the durable per-lead record that lets a re-run do exactly
 //! the remaining work, and never email a lead twice after a crash.
 //!
-//! One SQLite file (WAL, `synchronous=FULL`) holds, per campaign, lead and
-//! portal, the lead's last state: `linked`, `sending`, `sent`, `failed` or
-//! `in_doubt`. Every state change is its own committed transaction, so what
+//! One SQLite file (WAL, `synchronous=FULL`) holds, per campaign, tenant,
+//! lead and portal, the lead's last state: `linked`, `reviewed` (its email
+//! written to an outbox, not sent), `sending`, `sent`, `failed` or
+//! `in_doubt`. Runs of different campaigns share the file; a run claims its
+//! campaign, and readers never wait. Every state change is its own committed transaction, so what
 //! the store says is what happened up to the moment of a crash. `sending` is
 //! written before the SMTP DATA step and `sent` only after the server took the
 //! message: a lead left in `sending` by a crash may or may not have its email,
@@ -27,18 +29,52 @@ pub use file::{default_path_from, APPLICATION_ID};
 pub use schema::SCHEMA_VERSION;
 pub use store::StateStore;
 
+/// The campaign whose rows to retry were last written to `file`, as the
+/// state file at `state` records it; `None` when the file is not a retry
+/// file, or the state file cannot say. Opens the state file read-only and
+/// changes nothing (a run opens it properly later, and reports any fault).
+pub fn retry_file_campaign(state: &Path, file: &Path) -> Option<String> {
+    let file = std::fs::canonicalize(file).ok()?;
+    if !state.exists() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        state,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.query_row(
+        "SELECT campaign FROM retry_files WHERE path = ?1",
+        [file.to_string_lossy()],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
 /// Why the state store could not be opened or used.
 #[derive(thiserror::Error, Debug)]
 pub enum StateError {
-    /// Another store, in this process or another, holds the file's lock.
+    /// An older lsq-dispatch, which locks the whole file, is using it.
     #[error(
-        "the state file {} is in use by another lsq-dispatch run: wait for it to \
+        "the state file {} is in use by an older lsq-dispatch run: wait for it to \
          finish, or pass another --state",
         path.display()
     )]
     Locked {
         /// The state file.
         path: PathBuf,
+    },
+    /// Another run, in this process or another, holds the campaign.
+    #[error(
+        "campaign {campaign} is being run by another lsq-dispatch process (state file \
+         {}): wait for it to finish, or pass another --campaign",
+        path.display()
+    )]
+    Busy {
+        /// The state file.
+        path: PathBuf,
+        /// The campaign.
+        campaign: String,
     },
     /// The file is not an lsq-dispatch state file.
     #[error(
@@ -95,11 +131,14 @@ pub enum StateError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// Names one lead of one campaign on one portal: the store's key.
+/// Names one lead of one campaign on one portal for one tenant: the store's
+/// key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeadKey<'a> {
     /// The campaign the run belongs to.
     pub campaign: &'a str,
+    /// The tenant's fingerprint ([`crate::tenant::Tenant::fingerprint`]).
+    pub tenant: &'a str,
     /// The normalised LeadId.
     pub lead_id: &'a str,
     /// The portal the link is for.

@@ -1,6 +1,7 @@
-//! The layout of a state file: the `leads` table, its version, laying out a
-//! new file, checking an existing one before anything writes to it, and how
-//! timestamps are written so they sort as text.
+//! The layout of a state file: the `leads` and `retry_files` tables, the
+//! version, laying out a new file or migrating an older one in place,
+//! checking an existing one before anything writes to it, and how timestamps
+//! are written so they sort as text.
 
 use std::path::Path;
 
@@ -11,77 +12,150 @@ use super::file::APPLICATION_ID;
 use super::{damaged, StateError};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// - 1: `leads` keyed by campaign, lead and portal.
+/// - 2: `leads` also keyed by tenant, with the `reviewed` state; the
+///   `retry_files` table. Version 1 files are migrated in place.
+pub const SCHEMA_VERSION: i64 = 2;
 
-pub(super) const SCHEMA: &str = "
-    CREATE TABLE leads (
-        campaign   TEXT NOT NULL,
-        lead_id    TEXT NOT NULL,
-        portal_id  TEXT NOT NULL,
-        row        INTEGER NOT NULL,
-        email      TEXT NOT NULL DEFAULT '',
-        attempts   INTEGER NOT NULL DEFAULT 0,
-        state      TEXT NOT NULL
-                   CHECK (state IN ('linked', 'sending', 'sent', 'failed', 'in_doubt')),
-        auth_key   TEXT,
-        link       TEXT,
-        expires_at TEXT,
-        message_id TEXT,
-        sent_at    TEXT,
-        reason     TEXT,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (campaign, lead_id, portal_id)
-    );
+/// The `leads` table under `name`. `tenant` is the fingerprint of the host
+/// and access key the entry was made with; empty for entries carried over
+/// from version 1, whose tenant is unknown.
+fn leads_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            campaign   TEXT NOT NULL,
+            tenant     TEXT NOT NULL DEFAULT '',
+            lead_id    TEXT NOT NULL,
+            portal_id  TEXT NOT NULL,
+            row        INTEGER NOT NULL,
+            email      TEXT NOT NULL DEFAULT '',
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            state      TEXT NOT NULL CHECK (state IN
+                       ('linked', 'reviewed', 'sending', 'sent', 'failed', 'in_doubt')),
+            auth_key   TEXT,
+            link       TEXT,
+            expires_at TEXT,
+            message_id TEXT,
+            sent_at    TEXT,
+            reason     TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (campaign, tenant, lead_id, portal_id)
+        );"
+    )
+}
+
+/// What version 2 adds beside the `leads` table: the row index, and the
+/// retry files a run wrote, so that retrying one resumes its campaign.
+const INDEX_AND_RETRY_FILES: &str = "
     CREATE INDEX leads_by_row ON leads (campaign, row);
+    CREATE TABLE retry_files (
+        path       TEXT PRIMARY KEY,
+        campaign   TEXT NOT NULL,
+        written_at TEXT NOT NULL
+    );
 ";
 
-/// Lays out a new state file. The marker, the schema and the version go in
-/// one transaction, before the switch to WAL, so they reach the main file
-/// together: a crash leaves either an empty file or a complete one.
-pub(super) fn initialise(conn: &Connection) -> Result<(), StateError> {
-    let tx = conn.unchecked_transaction()?;
-    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-    tx.execute_batch(SCHEMA)?;
+/// Brings the file to [`SCHEMA_VERSION`]: lays out a new (empty) file, or
+/// migrates an older one in place, in one `BEGIN IMMEDIATE` transaction, so
+/// two runs opening the same file at once take turns and the second finds it
+/// done. A crash leaves the file as it was before or completely migrated.
+pub(super) fn bring_up_to_date(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| damaged(path, e))?;
+    let version = user_version(&tx, path)?;
+    let has_tables: bool = tx
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema)", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| damaged(path, e))?;
+    match version {
+        SCHEMA_VERSION => return Ok(()),
+        0 if !has_tables => {
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.execute_batch(&leads_table("leads"))?;
+            tx.execute_batch(INDEX_AND_RETRY_FILES)?;
+        }
+        1 => migrate_from_1(&tx)?,
+        v if v > SCHEMA_VERSION => {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "it was written by a newer lsq-dispatch (schema version {v}, this one \
+                     knows {SCHEMA_VERSION}); upgrade lsq-dispatch"
+                ),
+            })
+        }
+        v => {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                detail: format!("unknown schema version {v}"),
+            })
+        }
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
 }
 
-/// Checks a file of ours before anything writes to it.
+/// Version 1 to 2: every entry is kept, under the unknown tenant (''). Its
+/// key and link are dropped, since nothing proves which tenant made them: a
+/// lead that was only linked is minted again, while `sent` and `in_doubt`
+/// leads stay exactly as they were, for every tenant.
+fn migrate_from_1(tx: &rusqlite::Transaction<'_>) -> Result<(), StateError> {
+    tx.execute_batch(&leads_table("leads_v2"))?;
+    tx.execute_batch(
+        "INSERT INTO leads_v2 (campaign, tenant, lead_id, portal_id, row, email, attempts,
+                               state, auth_key, link, expires_at, message_id, sent_at,
+                               reason, updated_at)
+         SELECT campaign, '', lead_id, portal_id, row, email, attempts, state, NULL, NULL,
+                expires_at, message_id, sent_at, reason, updated_at
+         FROM leads;
+         DROP TABLE leads;
+         ALTER TABLE leads_v2 RENAME TO leads;",
+    )?;
+    tx.execute_batch(INDEX_AND_RETRY_FILES)?;
+    Ok(())
+}
+
+fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| damaged(path, e))
+}
+
+/// Reads every page of a file of ours before anything writes to it, so that
+/// a damaged file is refused here, before any API call and before any
+/// migration, not halfway through a run.
+pub(super) fn intact(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| damaged(path, e))?;
+    if verdict != "ok" {
+        return Err(StateError::Corrupt {
+            path: path.to_owned(),
+            detail: verdict,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a file brought up to date has the tables of this version.
 pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StateError> {
     let corrupt = |detail: String| StateError::Corrupt {
         path: path.to_owned(),
         detail,
     };
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| damaged(path, e))?;
-    if version > SCHEMA_VERSION {
-        return Err(corrupt(format!(
-            "it was written by a newer lsq-dispatch (schema version {version}, this one \
-             knows {SCHEMA_VERSION}); upgrade lsq-dispatch"
-        )));
-    }
-    if version < SCHEMA_VERSION {
-        return Err(corrupt(format!("unknown schema version {version}")));
-    }
-    // quick_check reads every page: a damaged file is refused here, before
-    // any API call, not halfway through a run.
-    let verdict: String = conn
-        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-        .map_err(|e| damaged(path, e))?;
-    if verdict != "ok" {
-        return Err(corrupt(verdict));
-    }
-    let has_table: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'leads')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| damaged(path, e))?;
-    if !has_table {
-        return Err(corrupt("the leads table is missing".into()));
+    for table in ["leads", "retry_files"] {
+        let has_table: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| damaged(path, e))?;
+        if !has_table {
+            return Err(corrupt(format!("the {table} table is missing")));
+        }
     }
     Ok(())
 }

@@ -1,8 +1,7 @@
 //! The open, locked state file and every read and write of lead entries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,26 +9,28 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::entry::{RawEntry, ENTRY_COLUMNS};
-use super::file::{self, default_path_from, Header};
-use super::schema::{check, initialise, timestamp};
+use super::file::{self, default_path_from, Header, LockFile};
+use super::schema::{bring_up_to_date, check, intact, timestamp};
 use super::{damaged, foreign, LeadEntry, LeadKey, LeadState, StateError};
 use crate::secret::Secret;
 
-/// How long a statement waits for a reader (say, `sqlite3` on the file)
-/// before giving up. Runs never wait for each other: the lock turns a second
-/// run away at once.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a statement waits for another writer (a run of another
+/// campaign, a migration) before giving up. Every write is one short
+/// transaction, so a wait is short; two runs of one campaign never wait for
+/// each other: the campaign lock turns the second away at once.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The campaign state file, open and locked for this store's life.
+/// The campaign state file, open for this store's life, with the campaigns
+/// this store [claimed](StateStore::claim).
 ///
 /// `Send`, so the pipeline can keep it behind a mutex or move it into
 /// `spawn_blocking`; not `Sync`, as one SQLite connection serves one thread at
 /// a time.
 pub struct StateStore {
-    // Declared before `_lock` so the connection closes (and checkpoints its
+    // Declared before `lock` so the connection closes (and checkpoints its
     // WAL) before the lock is released: fields drop in declaration order.
     conn: Connection,
-    _lock: File,
+    lock: LockFile,
     path: PathBuf,
 }
 
@@ -42,12 +43,15 @@ impl fmt::Debug for StateStore {
 }
 
 impl StateStore {
-    /// Opens the state file at `path`, creating it (mode 0600, parents 0700)
-    /// when it is missing or empty, and locks it for this store's life.
+    /// Opens the state file at `path` (symbolic links resolved), creating it
+    /// (mode 0600, parents 0700) when it is missing or empty and migrating an
+    /// older one in place. Readers such as `status` only open; a run also
+    /// [claims](StateStore::claim) its campaign.
     ///
     /// A file that is not an lsq-dispatch state file is refused with
     /// [`StateError::Foreign`] or [`StateError::Corrupt`] and left exactly as
-    /// it was; a file another store holds gives [`StateError::Locked`] at once.
+    /// it was; a file an older lsq-dispatch holds gives
+    /// [`StateError::Locked`] at once.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
         // Look before locking, so that a foreign file does not even get a
         // lock file put beside it.
@@ -56,17 +60,14 @@ impl StateStore {
             Some(_) => {}
             None => file::create_parent_dirs(path)?,
         }
-        let lock = file::lock(path)?;
+        let path = &file::real_path(path)?;
+        let lock = LockFile::share(path)?;
         // Look again under the lock: the file may have changed meanwhile.
-        let fresh = match file::read_header(path)? {
+        match file::read_header(path)? {
             Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
-            Some(Header::Ours) => false,
-            Some(Header::Empty) => true,
-            None => {
-                file::create_private(path)?;
-                true
-            }
-        };
+            Some(_) => {}
+            None => file::create_private(path)?,
+        }
         file::make_private(path)?;
 
         let conn = Connection::open_with_flags(
@@ -75,11 +76,9 @@ impl StateStore {
         )
         .map_err(|e| damaged(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        if fresh {
-            initialise(&conn)?;
-        } else {
-            check(&conn, path)?;
-        }
+        intact(&conn, path)?;
+        bring_up_to_date(&conn, path)?;
+        check(&conn, path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Io {
@@ -95,9 +94,24 @@ impl StateStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         Ok(StateStore {
             conn,
-            _lock: lock,
+            lock,
             path: path.to_owned(),
         })
+    }
+
+    /// Claims `campaign` for this store's life, without waiting: a run
+    /// claims its campaign before it reads or writes any of its leads.
+    /// Another store holding the same campaign, in this process or another,
+    /// gives [`StateError::Busy`]; other campaigns of the file stay free.
+    pub fn claim(&self, campaign: &str) -> Result<(), StateError> {
+        if self.lock.claim(campaign)? {
+            Ok(())
+        } else {
+            Err(StateError::Busy {
+                path: self.path.clone(),
+                campaign: campaign.to_owned(),
+            })
+        }
     }
 
     /// `$XDG_STATE_HOME/lsq-dispatch/state.sqlite`, else the platform's state
@@ -116,25 +130,53 @@ impl StateStore {
         &self.path
     }
 
-    /// The lead's entry, or `None` if the campaign never touched it.
+    /// The lead's entry for the key's tenant, or else one carried over from
+    /// a state file that did not record tenants; `None` if the campaign
+    /// never touched the lead for this tenant.
     pub fn get(&self, key: &LeadKey) -> Result<Option<LeadEntry>, StateError> {
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM leads \
-             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3"
+             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 AND tenant IN (?4, '') \
+             ORDER BY tenant = '' LIMIT 1"
         );
         let raw = self
             .conn
+            .prepare_cached(&sql)?
             .query_row(
-                &sql,
-                params![key.campaign, key.lead_id, key.portal_id],
+                params![key.campaign, key.lead_id, key.portal_id, key.tenant],
                 RawEntry::read,
             )
             .optional()?;
         raw.map(|r| r.into_entry(&self.path)).transpose()
     }
 
-    /// Records a fresh login link for the lead, replacing whatever was there.
-    /// `attempts` is stored as given: the API calls this link took.
+    /// Every entry of the campaign a run for `tenant` would see, by lead and
+    /// portal, as [`StateStore::get`] would give them one by one; with no
+    /// tenant, every tenant's (the last one read wins). For a plan, which
+    /// reads them all at once rather than a query per row.
+    pub fn lookup_table(
+        &self,
+        campaign: &str,
+        tenant: Option<&str>,
+    ) -> Result<HashMap<(String, String), LeadEntry>, StateError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM leads \
+             WHERE campaign = ?1 AND (?2 IS NULL OR tenant IN (?2, '')) \
+             ORDER BY tenant != ''"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let raws = stmt.query_map(params![campaign, tenant], RawEntry::read)?;
+        let mut table = HashMap::new();
+        for raw in raws {
+            let entry = raw?.into_entry(&self.path)?;
+            table.insert((entry.lead_id.clone(), entry.portal_id.clone()), entry);
+        }
+        Ok(table)
+    }
+
+    /// Records a fresh login link for the lead, replacing whatever was there
+    /// for its tenant. `attempts` is stored as given: the API calls this link
+    /// took.
     pub fn mark_linked(
         &self,
         key: &LeadKey,
@@ -158,6 +200,19 @@ impl StateStore {
         )
     }
 
+    /// Records that the lead's email, with this Message-ID, was written to an
+    /// outbox for a person to review. Nothing was sent: a later run of the
+    /// campaign sends it. The key and link stay as they were.
+    pub fn mark_reviewed(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        email: &str,
+        message_id: &str,
+    ) -> Result<(), StateError> {
+        self.mark_message(key, row, "reviewed", email, message_id)
+    }
+
     /// Records that the lead's email, with this Message-ID, is about to be
     /// handed to the SMTP server. Call it before the DATA step: when it
     /// returns, the record is on disk, so a crash from here on leaves the lead
@@ -169,10 +224,22 @@ impl StateStore {
         email: &str,
         message_id: &str,
     ) -> Result<(), StateError> {
+        self.mark_message(key, row, "sending", email, message_id)
+    }
+
+    /// A state that names the lead's message: its recipient and Message-ID.
+    fn mark_message(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        state: &str,
+        email: &str,
+        message_id: &str,
+    ) -> Result<(), StateError> {
         self.upsert(
             key,
             row,
-            "sending",
+            state,
             &[("email", &email), ("message_id", &message_id)],
             &["sent_at", "reason"],
         )
@@ -185,9 +252,16 @@ impl StateStore {
         let now = timestamp(&Utc::now());
         let changed = self.conn.execute(
             "UPDATE leads SET state = 'sent', sent_at = ?5, updated_at = ?5 \
-             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 \
+             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 AND tenant = ?6 \
                AND state = 'sending' AND message_id = ?4",
-            params![key.campaign, key.lead_id, key.portal_id, message_id, now],
+            params![
+                key.campaign,
+                key.lead_id,
+                key.portal_id,
+                message_id,
+                now,
+                key.tenant
+            ],
         )?;
         if changed == 1 {
             return Ok(());
@@ -226,10 +300,12 @@ impl StateStore {
         )
     }
 
-    /// Writes the lead's new `state` in one statement: a lead the campaign
-    /// has not seen is inserted; a known one gets its row, state and the `set`
-    /// columns overwritten and the `clear` columns (left over from an earlier
-    /// state) set to NULL. Columns in neither list keep what they hold.
+    /// Writes the lead's new `state` for its tenant in one transaction: a
+    /// lead the campaign has not seen is inserted; a known one gets its row,
+    /// state and the `set` columns overwritten and the `clear` columns (left
+    /// over from an earlier state) set to NULL. Columns in neither list keep
+    /// what they hold. An entry carried over without a tenant gives way to
+    /// the new one.
     fn upsert(
         &self,
         key: &LeadKey,
@@ -241,6 +317,7 @@ impl StateStore {
         let now = timestamp(&Utc::now());
         let mut values: Vec<(&str, &dyn ToSql)> = vec![
             ("campaign", &key.campaign),
+            ("tenant", &key.tenant),
             ("lead_id", &key.lead_id),
             ("portal_id", &key.portal_id),
             ("row", &row),
@@ -251,20 +328,29 @@ impl StateStore {
         let columns: Vec<&str> = values.iter().map(|(name, _)| *name).collect();
         let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
         // The key columns stay; every other given column takes the new value.
-        let updates: Vec<String> = columns[3..]
+        let updates: Vec<String> = columns[4..]
             .iter()
             .map(|name| format!("{name} = excluded.{name}"))
             .chain(clear.iter().map(|name| format!("{name} = NULL")))
             .collect();
         let sql = format!(
             "INSERT INTO leads ({}) VALUES ({}) \
-             ON CONFLICT (campaign, lead_id, portal_id) DO UPDATE SET {}",
+             ON CONFLICT (campaign, tenant, lead_id, portal_id) DO UPDATE SET {}",
             columns.join(", "),
             placeholders.join(", "),
             updates.join(", ")
         );
         let params: Vec<&dyn ToSql> = values.iter().map(|(_, value)| *value).collect();
-        self.conn.execute(&sql, params.as_slice())?;
+        let tx = self.conn.unchecked_transaction()?;
+        tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+        if !key.tenant.is_empty() {
+            tx.prepare_cached(
+                "DELETE FROM leads WHERE campaign = ?1 AND tenant = '' \
+                 AND lead_id = ?2 AND portal_id = ?3",
+            )?
+            .execute(params![key.campaign, key.lead_id, key.portal_id])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -312,11 +398,34 @@ impl StateStore {
         Ok(counts)
     }
 
+    /// The tenants the campaign has entries for, as fingerprints (empty for
+    /// entries carried over without one), sorted.
+    pub fn tenants(&self, campaign: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT tenant FROM leads WHERE campaign = ?1 ORDER BY tenant")?;
+        let names = stmt.query_map([campaign], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the rows to retry of `campaign` were written to `file`
+    /// (a real path), so that a run of that file without `--campaign`
+    /// resumes the campaign.
+    pub fn register_retry_file(&self, file: &Path, campaign: &str) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO retry_files (path, campaign, written_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (path) DO UPDATE SET campaign = excluded.campaign, \
+             written_at = excluded.written_at",
+            params![file.to_string_lossy(), campaign, timestamp(&Utc::now())],
+        )?;
+        Ok(())
+    }
+
     /// The campaign's entries in input order.
     pub fn entries(&self, campaign: &str) -> Result<Vec<LeadEntry>, StateError> {
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM leads WHERE campaign = ?1 \
-             ORDER BY row, lead_id, portal_id"
+             ORDER BY row, lead_id, portal_id, tenant"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let raws = stmt.query_map([campaign], RawEntry::read)?;
@@ -357,7 +466,7 @@ mod tests {
         };
         assert_eq!(pragma("journal_mode"), "wal");
         assert_eq!(pragma("synchronous"), "2", "FULL");
-        assert_eq!(pragma("busy_timeout"), "5000");
+        assert_eq!(pragma("busy_timeout"), "30000");
         assert_eq!(pragma("application_id"), APPLICATION_ID.to_string());
         assert_eq!(pragma("user_version"), SCHEMA_VERSION.to_string());
     }

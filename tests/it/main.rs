@@ -15,6 +15,7 @@ mod support;
 mod dry_run;
 mod email;
 mod exit_codes;
+mod ledger;
 mod otp;
 mod run_email;
 mod run_sandbox;

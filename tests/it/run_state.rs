@@ -9,11 +9,12 @@ use std::time::Duration;
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
-    run_on_sandbox, sample, sandbox,
+    run_on_sandbox, sample, sandbox, statuses,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
+use lsq_dispatch::tenant::Tenant;
 use rand::{Rng, SeedableRng};
 
 fn state_path(dir: &Path) -> PathBuf {
@@ -22,22 +23,28 @@ fn state_path(dir: &Path) -> PathBuf {
 
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
     let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
-    cmd.args(["--report", "report.csv", "--quiet", "--state"])
-        .arg(state_path(dir));
+    cmd.args([
+        "--report",
+        "report.csv",
+        "--quiet",
+        "--campaign",
+        "leads",
+        "--state",
+    ])
+    .arg(state_path(dir));
     cmd
+}
+
+/// The fingerprint of the sandbox's tenant, as runs against it store it.
+fn tenant_of(sandbox: &Sandbox) -> String {
+    let host = url::Url::parse(&sandbox.base_url()).unwrap();
+    let key = Secret::new(sandbox.config().access_key.clone());
+    Tenant::new(&host, &key).fingerprint().to_owned()
 }
 
 /// Adds `--email` with the sample templates and this SMTP server.
 fn with_email<'a>(cmd: &'a mut Command, smtp: &SmtpServer) -> &'a mut Command {
     crate::support::with_email(cmd, &smtp.url(), &sample("templates"))
-}
-
-fn statuses(dir: &Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for row in read_report(&dir.join("report.csv")) {
-        *counts.entry(row["status"].clone()).or_default() += 1;
-    }
-    counts
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -60,7 +67,7 @@ async fn a_resume_makes_no_api_call_and_sends_nothing_for_sent_leads() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(sandbox.stats().calls, calls, "no API call for sent leads");
     assert_eq!(smtp.messages().len(), 10, "no second email");
-    assert_eq!(statuses(dir.path())["skipped"], 10);
+    assert_eq!(statuses(&dir.path().join("report.csv"))["skipped"], 10);
     let rows = read_report(&dir.path().join("report.csv"));
     assert!(rows.iter().all(|r| !r["message_id"].is_empty()));
 }
@@ -71,9 +78,11 @@ async fn the_lock_stops_a_concurrent_run() {
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(3));
     let held = StateStore::open(&state_path(dir.path())).unwrap();
+    held.claim("leads").unwrap();
     let out = run(&mut command(&sandbox, dir.path(), &input));
     assert_eq!(out.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another lsq-dispatch run"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("campaign leads is being run by another lsq-dispatch process"));
     assert_eq!(sandbox.stats().calls, 0);
     drop(held);
     run_ok(&mut command(&sandbox, dir.path(), &input));
@@ -117,8 +126,10 @@ async fn an_expired_link_is_minted_again_before_its_email() {
     // Age the first lead's stored link past its lifetime.
     {
         let store = StateStore::open(&state_path(dir.path())).unwrap();
+        let tenant = tenant_of(&sandbox);
         let key = LeadKey {
             campaign: "leads",
+            tenant: &tenant,
             lead_id: &old[0]["lead_id"],
             portal_id: &old[0]["portal_id"],
         };
@@ -181,7 +192,7 @@ async fn sigterm_exits_130_and_the_next_run_resumes() {
 
     let out = run(&mut command(&sandbox, dir.path(), &input));
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(statuses(dir.path())["linked"], 30);
+    assert_eq!(statuses(&dir.path().join("report.csv"))["linked"], 30);
     assert!(
         sandbox.stats().keys_issued.values().all(|n| *n == 1),
         "nothing minted twice"

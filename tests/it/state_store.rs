@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 
 use crate::support::mode;
 use chrono::{DateTime, TimeZone, Utc};
-use lsq_dispatch::campaign::default_campaign;
 use lsq_dispatch::report::Status;
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{default_path_from, LeadKey, LeadState, StateError, StateStore};
@@ -22,6 +21,7 @@ const CAMPAIGN: &str = "march";
 fn key(lead_id: &str) -> LeadKey<'_> {
     LeadKey {
         campaign: CAMPAIGN,
+        tenant: "tenant-1",
         lead_id,
         portal_id: "portal-1",
     }
@@ -79,13 +79,8 @@ fn every_state_round_trips() {
         .mark_linked(&key("a"), 2, &secret, "https://p/?authKey=x", at(4), 3)
         .unwrap();
     let a = store.get(&key("a")).unwrap().unwrap();
-    assert_eq!(
-        a.state,
-        LeadState::Linked {
-            auth_key: Some(secret.clone()),
-            expires_at: at(4)
-        }
-    );
+    assert_eq!(a.state, LeadState::Linked);
+    assert_eq!(a.auth_key, Some(secret.clone()));
     assert_eq!((a.row, a.attempts), (2, 3));
     assert_eq!(a.link.as_deref(), Some("https://p/?authKey=x"));
     assert_eq!(a.expires_at, Some(at(4)));
@@ -235,24 +230,13 @@ fn expired_keys_are_cleared_and_valid_ones_kept() {
     assert_eq!(store.clear_expired_keys(at(6)).unwrap(), 0, "idempotent");
 
     let old = store.get(&key("old")).unwrap().unwrap();
-    assert_eq!(
-        old.state,
-        LeadState::Linked {
-            auth_key: None,
-            expires_at: at(4)
-        }
-    );
+    assert_eq!((&old.state, &old.auth_key), (&LeadState::Linked, &None));
     assert_eq!(old.link, None);
     assert_eq!(old.expires_at, Some(at(4)), "the expiry is kept");
 
     let new = store.get(&key("new")).unwrap().unwrap();
-    assert_eq!(
-        new.state,
-        LeadState::Linked {
-            auth_key: Some(Secret::new(KEY)),
-            expires_at: at(8)
-        }
-    );
+    assert_eq!(new.state, LeadState::Linked);
+    assert_eq!(new.auth_key, Some(Secret::new(KEY)));
     assert_eq!(new.link.as_deref(), Some("https://p/new"));
 
     let sent = store.get(&key("sent")).unwrap().unwrap();
@@ -275,6 +259,7 @@ fn counts_cover_every_state_and_entries_follow_the_input_order() {
         ("failed", 1),
         ("in_doubt", 0),
         ("linked", 1),
+        ("reviewed", 0),
         ("sending", 1),
         ("sent", 1),
     ];
@@ -324,20 +309,41 @@ fn a_reopened_store_sees_earlier_writes() {
 }
 
 #[test]
-fn a_second_open_of_the_same_file_is_locked_out_until_the_first_is_dropped() {
+fn a_campaign_is_claimed_by_one_store_at_a_time_and_others_stay_free() {
     let dir = tempfile::tempdir().unwrap();
     let path = state_path(&dir);
     let first = StateStore::open(&path).unwrap();
+    first.claim(CAMPAIGN).unwrap();
 
-    let err = StateStore::open(&path).unwrap_err();
-    assert!(matches!(err, StateError::Locked { .. }), "{err:?}");
+    // A reader, or a run of another campaign, opens the same file meanwhile.
+    let second = StateStore::open(&path).unwrap();
+    second.claim("april").unwrap();
+    let err = second.claim(CAMPAIGN).unwrap_err();
+    assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("another lsq-dispatch run"), "{msg}");
-    assert!(msg.contains("--state"), "{msg}");
+    assert!(msg.contains("campaign march is being run"), "{msg}");
+    assert!(msg.contains("--campaign"), "{msg}");
+    link(&second, "written-meanwhile", 2, 4);
 
     drop(first);
-    StateStore::open(&path).unwrap();
+    second.claim(CAMPAIGN).unwrap();
+}
+
+#[test]
+fn a_symlink_to_the_state_file_shares_its_campaign_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let alias = dir.path().join("alias.sqlite");
+    let first = StateStore::open(&path).unwrap();
+    first.claim(CAMPAIGN).unwrap();
+    std::os::unix::fs::symlink(&path, &alias).unwrap();
+    let second = StateStore::open(&alias).unwrap();
+    assert_eq!(second.path(), first.path());
+    assert!(matches!(
+        second.claim(CAMPAIGN),
+        Err(StateError::Busy { .. })
+    ));
 }
 
 /// Set to a state path, it makes `lock_holder_child` hold that store until
@@ -350,7 +356,8 @@ fn lock_holder_child() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let _store = StateStore::open(Path::new(&path)).unwrap();
+    let store = StateStore::open(Path::new(&path)).unwrap();
+    store.claim(CAMPAIGN).unwrap();
     println!("{HELD}");
     std::io::stdout().flush().unwrap();
     // Returns at EOF, when the parent closes our stdin.
@@ -358,7 +365,7 @@ fn lock_holder_child() {
 }
 
 #[test]
-fn another_process_holding_the_store_locks_this_one_out() {
+fn another_process_holding_the_campaign_locks_this_one_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = state_path(&dir);
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -380,14 +387,16 @@ fn another_process_holding_the_store_locks_this_one_out() {
         .any(|l| l.contains(HELD));
     assert!(held, "the child process did not open the store");
 
-    let err = StateStore::open(&path).unwrap_err();
-    assert!(matches!(err, StateError::Locked { .. }), "{err:?}");
+    let store = StateStore::open(&path).unwrap();
+    let err = store.claim(CAMPAIGN).unwrap_err();
+    assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
+    store.claim("april").unwrap();
 
     drop(child.stdin.take());
     // Read the child's output to the end so its last lines find a reader.
     lines.for_each(drop);
     assert!(child.wait().unwrap().success());
-    StateStore::open(&path).unwrap();
+    store.claim(CAMPAIGN).unwrap();
 }
 
 #[test]
@@ -547,9 +556,4 @@ fn default_path_prefers_xdg_state_home_then_the_platform_then_home() {
     );
     assert_eq!(default_path_from(None, None, None), tail);
     assert!(StateStore::default_path().ends_with(tail));
-}
-
-#[test]
-fn default_campaign_is_the_input_file_name_without_extension() {
-    assert_eq!(default_campaign(Path::new("/x/leads.csv")), "leads");
 }

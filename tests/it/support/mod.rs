@@ -62,6 +62,15 @@ pub fn read_report(path: &Path) -> Vec<std::collections::HashMap<String, String>
         .collect()
 }
 
+/// The report's rows counted by status.
+pub fn statuses(report: &Path) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for row in read_report(report) {
+        *counts.entry(row["status"].clone()).or_default() += 1;
+    }
+    counts
+}
+
 /// Runs and returns the output, printing it when the test fails.
 pub fn run(cmd: &mut Command) -> Output {
     let output = cmd.output().expect("the binary runs");
