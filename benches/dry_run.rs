@@ -3,7 +3,9 @@
 //! in), then times `lsq-dispatch run --dry-run` over it as a child process and
 //! reads the child's peak RSS from `wait4`. Prints the median rows/s and the
 //! highest peak RSS over the runs, next to the targets: at least 1,000,000
-//! rows/s and at most 100 MB.
+//! rows/s and at most 100 MB. Each run is timed twice, side by side: with no
+//! state file, and with a state file holding 100,000 leads of other
+//! campaigns and 10,000 of this one (half linked with a good key, half sent).
 //!
 //!     cargo bench --bench dry_run                        # 1,000,000 rows, 3 runs
 //!     BENCH_ROWS=100000 BENCH_RUNS=1 cargo bench --bench dry_run
@@ -84,20 +86,69 @@ fn write_csv(path: &Path, rows: u64) -> (u64, u64) {
     (invalid, duplicates)
 }
 
+/// The campaign the runs plan.
+const CAMPAIGN: &str = "bench";
+
+/// Writes a state file holding `others` leads spread over ten other
+/// campaigns and `ours` leads of [`CAMPAIGN`] (the CSV's first leads), half
+/// linked with a key that is still good and half sent. The store lays the
+/// file out; the rows go in through one transaction, as a year of runs
+/// would have left them.
+fn write_state(path: &Path, others: u64, ours: u64) {
+    drop(lsq_dispatch::state::StateStore::open(path).expect("create the state file"));
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO leads (campaign, tenant, lead_id, portal_id, row, state, auth_key, \
+                 link, expires_at, message_id, sent_at, updated_at) \
+                 VALUES (?1, 't', ?2, ?3, ?4, ?5, 'k', 'https://p/', \
+                 '2999-01-01T00:00:00.000000000Z', ?6, ?7, '2025-01-01T00:00:00.000000000Z')",
+            )
+            .unwrap();
+        let sent = Some("2025-01-01T00:00:00.000000000Z");
+        for i in 0..others + ours {
+            let (campaign, lead) = if i < ours {
+                (CAMPAIGN.to_owned(), guid(i))
+            } else {
+                (format!("other-{}", i % 10), guid(10_000_000 + i))
+            };
+            let (state, message_id, sent_at) = match i % 2 {
+                0 => ("linked", None, None),
+                _ => ("sent", Some(format!("<{i}@x>")), sent),
+            };
+            insert
+                .execute(rusqlite::params![
+                    campaign,
+                    lead,
+                    PORTAL_ID,
+                    i + 2,
+                    state,
+                    message_id,
+                    sent_at
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
 /// Runs one dry run and waits for it with `wait4`, which hands back the
-/// child's resource usage; std's `Child::wait` would discard it.
-fn once(bin: &str, csv: &Path, dir: &Path, run: u64) -> Figures {
-    let report = dir.join(format!("report-{run}.csv"));
-    let state = dir.join(format!("state-{run}.db"));
-    let stderr = File::create(dir.join(format!("stderr-{run}.txt"))).unwrap();
+/// child's resource usage; std's `Child::wait` would discard it. `state` is
+/// the state file to plan against; `name` tells the run's files apart.
+fn once(bin: &str, csv: &Path, dir: &Path, name: &str, state: &Path) -> Figures {
+    let report = dir.join(format!("report-{name}.csv"));
+    let stderr = File::create(dir.join(format!("stderr-{name}.txt"))).unwrap();
     let mut command = Command::new(bin);
     command
         .arg("run")
         .arg(csv)
-        .args(["--dry-run", "--quiet", "--portal-id", PORTAL_ID, "--report"])
+        .args(["--dry-run", "--quiet", "--portal-id", PORTAL_ID])
+        .args(["--campaign", CAMPAIGN, "--report"])
         .arg(&report)
         .arg("--state")
-        .arg(&state)
+        .arg(state)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -141,20 +192,51 @@ fn once(bin: &str, csv: &Path, dir: &Path, run: u64) -> Figures {
     }
 }
 
-/// Report rows by status, to check that the run really handled every row.
-fn report_counts(path: &Path) -> (u64, u64, u64) {
+/// Report rows by status (planned, skipped, invalid, duplicate), to check
+/// that the run really handled every row.
+fn report_counts(path: &Path) -> [u64; 4] {
     let file = BufReader::new(File::open(path).expect("the report exists"));
-    let (mut planned, mut invalid, mut duplicate) = (0, 0, 0);
+    let mut counts = [0; 4];
     for line in file.lines().skip(1) {
         let line = line.unwrap();
-        match line.split(',').nth(3) {
-            Some("planned") => planned += 1,
-            Some("invalid") => invalid += 1,
-            Some("duplicate") => duplicate += 1,
-            _ => {}
-        }
+        let slot = match line.split(',').nth(3) {
+            Some("planned") => 0,
+            Some("skipped") => 1,
+            Some("invalid") => 2,
+            Some("duplicate") => 3,
+            _ => continue,
+        };
+        counts[slot] += 1;
     }
-    (planned, invalid, duplicate)
+    counts
+}
+
+/// One timed run, checked: its figures printed, its rows per second back.
+fn measured(bin: &str, csv: &Path, dir: &Path, name: &str, state: &Path, rows: u64) -> Figures {
+    let figures = once(bin, csv, dir, name, state);
+    let stderr = fs::read_to_string(dir.join(format!("stderr-{name}.txt"))).unwrap_or_default();
+    // A dry run over rows with invalid ones among them exits 3 by design.
+    if !matches!(figures.exit_code, 0 | 3) {
+        eprintln!(
+            "{name}: lsq-dispatch exited with {}:\n{stderr}",
+            figures.exit_code
+        );
+        std::process::exit(1);
+    }
+    let counts = report_counts(&dir.join(format!("report-{name}.csv")));
+    let [planned, skipped, bad, dupes] = counts;
+    println!(
+        "{name}: {:.2}s, {:.0} rows/s, peak RSS {:.1} MB, exit {} \
+         (report: {planned} planned, {skipped} skipped, {bad} invalid, {dupes} duplicate)",
+        figures.secs,
+        rows as f64 / figures.secs,
+        figures.peak_rss_mb,
+        figures.exit_code
+    );
+    if counts.iter().sum::<u64>() != rows {
+        eprintln!("{name}: the report holds {counts:?} rows, expected {rows}");
+    }
+    figures
 }
 
 fn main() {
@@ -178,43 +260,44 @@ fn main() {
         start.elapsed().as_secs_f64()
     );
 
-    let mut rates = Vec::new();
+    let empty = dir.path().join("no-state.sqlite");
+    let state = dir.path().join("state.sqlite");
+    let start = Instant::now();
+    write_state(&state, 100_000, 10_000);
+    println!(
+        "state file: 100000 leads of other campaigns, 10000 of this one ({:.0} MB), \
+         written in {:.1}s",
+        fs::metadata(&state).unwrap().len() as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+
+    let (mut bare, mut with_state, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut peak = 0.0_f64;
     for run in 0..runs {
-        let figures = once(bin, &csv, dir.path(), run);
-        let stderr =
-            fs::read_to_string(dir.path().join(format!("stderr-{run}.txt"))).unwrap_or_default();
-        // A dry run over rows with invalid ones among them exits 3 by design.
-        if !matches!(figures.exit_code, 0 | 3) {
-            eprintln!(
-                "run {run}: lsq-dispatch exited with {}:\n{stderr}",
-                figures.exit_code
-            );
-            std::process::exit(1);
+        for (name, path, rates) in [
+            ("no-state", &empty, &mut bare),
+            ("state", &state, &mut with_state),
+        ] {
+            let figures = measured(bin, &csv, dir.path(), &format!("{name}-{run}"), path, rows);
+            rates.push(rows as f64 / figures.secs);
+            peak = peak.max(figures.peak_rss_mb);
         }
-        let (planned, bad, dupes) = report_counts(&dir.path().join(format!("report-{run}.csv")));
-        let per_sec = rows as f64 / figures.secs;
-        println!(
-            "run {run}: {:.2}s, {:.0} rows/s, peak RSS {:.1} MB, exit {} \
-             (report: {planned} planned, {bad} invalid, {dupes} duplicate)",
-            figures.secs, per_sec, figures.peak_rss_mb, figures.exit_code
-        );
-        if planned + bad + dupes != rows {
-            eprintln!(
-                "run {run}: the report holds {} rows, expected {rows}",
-                planned + bad + dupes
-            );
-        }
-        rates.push(per_sec);
-        peak = peak.max(figures.peak_rss_mb);
+        // The pair ran back to back: their ratio is what load shifts least.
+        ratios.push(with_state[with_state.len() - 1] / bare[bare.len() - 1]);
     }
 
-    let rate = median(&mut rates);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let (bare, with_state) = (median(&mut bare), median(&mut with_state));
+    for (label, rate) in [("no state file", bare), ("with a state file", with_state)] {
+        println!(
+            "{label}: median {rate:.0} rows/s (target >= {TARGET_ROWS_PER_SEC:.0}: {})",
+            verdict(rate >= TARGET_ROWS_PER_SEC)
+        );
+    }
     println!(
-        "median {rate:.0} rows/s (target >= {TARGET_ROWS_PER_SEC:.0}: {}), \
+        "with / without a state file: median of the side-by-side ratios {:.2}; \
          peak RSS {peak:.1} MB (target <= {TARGET_RSS_MB:.0}: {})",
-        verdict(rate >= TARGET_ROWS_PER_SEC),
+        median(&mut ratios),
         verdict(peak <= TARGET_RSS_MB)
     );
 }

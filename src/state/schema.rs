@@ -61,6 +61,11 @@ const INDEX_AND_RETRY_FILES: &str = "
 /// two runs opening the same file at once take turns and the second finds it
 /// done. A crash leaves the file as it was before or completely migrated.
 pub(super) fn bring_up_to_date(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    // The common case reads and writes nothing: readers never queue behind
+    // a run's writes.
+    if user_version(conn, path)? == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| damaged(path, e))?;
     let version = user_version(&tx, path)?;
