@@ -15,6 +15,7 @@ use crate::email::{Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::Caller;
+use crate::signal::StopSignal;
 use crate::state::StateStore;
 
 /// Whether the run's credentials and host have been proven by a first call.
@@ -52,6 +53,8 @@ pub(super) struct Job {
     /// Messages previewed so far in a dry run.
     pub(super) previews: AtomicUsize,
     pub(super) gate: Mutex<Gate>,
+    /// Asked before every API attempt.
+    pub(super) stop: StopSignal,
 }
 
 /// Everything checked and opened before the first call.
@@ -97,6 +100,7 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             state: state.map(std::sync::Mutex::new),
             previews: AtomicUsize::new(0),
             gate: Mutex::new(Gate::Unproven),
+            stop: StopSignal::new(),
         }),
         reader,
         rows_estimate,
