@@ -59,13 +59,16 @@ impl RetryPolicy {
 
 /// Calls `attempt` until it succeeds, fails with an error `retryable` turns
 /// down, or the policy's attempts are spent, waiting the policy's backoff
-/// between attempts. Returns the last result and the attempts made.
+/// between attempts. Once `stop` is raised no retry starts, and the last
+/// error stands (the first attempt is the caller's to decide). Returns the
+/// last result and the attempts made.
 ///
 /// For calls that share no rate budget (SMTP); API calls go through
 /// [`with_retry`], which also waits for the limiter and handles 429s.
 pub(crate) async fn with_backoff<T, E, F, Fut>(
     policy: &RetryPolicy,
     retryable: impl Fn(&E) -> bool,
+    stop: &StopSignal,
     mut attempt: F,
 ) -> (Result<T, E>, u32)
 where
@@ -76,10 +79,15 @@ where
     loop {
         attempts += 1;
         match attempt().await {
-            Err(error) if retryable(&error) => match policy.wait_after(attempts) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => return (Err(error), attempts),
-            },
+            Err(error) if retryable(&error) => {
+                let waited = match policy.wait_after(attempts) {
+                    Some(wait) => stop.unless_stopping(tokio::time::sleep(wait)).await,
+                    None => None,
+                };
+                if waited.is_none() {
+                    return (Err(error), attempts);
+                }
+            }
             outcome => return (outcome, attempts),
         }
     }
@@ -339,11 +347,12 @@ mod tests {
             ..RetryPolicy::default()
         };
         let only_again = |e: &&str| *e == "again";
-        let done = with_backoff(&policy, only_again, failing(10, "again")).await;
+        let stop = StopSignal::new();
+        let done = with_backoff(&policy, only_again, &stop, failing(10, "again")).await;
         assert_eq!(done, (Err("again"), 3));
-        let done = with_backoff(&policy, only_again, failing(10, "no")).await;
+        let done = with_backoff(&policy, only_again, &stop, failing(10, "no")).await;
         assert_eq!(done, (Err("no"), 1));
-        let done = with_backoff(&policy, only_again, failing(1, "again")).await;
+        let done = with_backoff(&policy, only_again, &stop, failing(1, "again")).await;
         assert_eq!(done, (Ok(()), 2));
     }
 

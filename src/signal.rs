@@ -3,9 +3,10 @@
 //! returns through `main`, so every output is flushed and every destructor
 //! runs.
 //!
-//! "In flight" is narrow on purpose: an API call that has begun. A call still
-//! waiting for its turn (at the limiter, in a retry's backoff) asks
-//! [`StopSignal`] first and gives up, so no call starts after the first signal.
+//! "In flight" is narrow on purpose: an API call or an SMTP transaction that
+//! has begun. Work still waiting for its turn (at the limiter, in a retry's
+//! backoff, behind the SMTP budget) asks [`StopSignal`] first and gives up, so
+//! nothing new starts after the first signal.
 
 use std::future::Future;
 
@@ -23,7 +24,7 @@ pub(crate) enum Stop {
 }
 
 /// What the signals have asked of one run, shared by every task in it: each
-/// asks before it starts an API call. Until
+/// asks before it starts an API call or an SMTP transaction. Until
 /// [`watch_signals`] is given it, it never stops anything.
 #[derive(Debug, Clone)]
 pub(crate) struct StopSignal(watch::Sender<Stop>);
@@ -37,6 +38,11 @@ impl StopSignal {
     /// Records what a signal asked for.
     pub(crate) fn raise(&self, to: Stop) {
         self.0.send_replace(to);
+    }
+
+    /// True once the first signal came: nothing new may start.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.0.borrow() != Stop::Running
     }
 
     /// Waits for `work` unless the run starts stopping first; `None` then,
@@ -64,7 +70,7 @@ pub(crate) fn watch_signals(signal: &StopSignal) -> watch::Receiver<Stop> {
     let raised = signal.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("stopping: no new API call is started; those in flight are finished and recorded (press Ctrl-C again to quit at once)");
+        eprintln!("stopping: no new API call or email is started; those in flight are finished and recorded (press Ctrl-C again to quit at once)");
         raised.raise(Stop::Finish);
         wait_for_signal().await;
         eprintln!("quitting at once; the report holds every row finished so far");
@@ -111,6 +117,7 @@ mod tests {
         };
         let (waited, ()) = tokio::join!(signal.unless_stopping(sleep()), raise);
         assert_eq!(waited, None);
+        assert!(signal.is_stopping());
         // Once stopping, a wait does not even begin.
         assert_eq!(signal.unless_stopping(async { 7 }).await, None);
     }

@@ -53,7 +53,7 @@ pub(super) struct Job {
     /// Messages previewed so far in a dry run.
     pub(super) previews: AtomicUsize,
     pub(super) gate: Mutex<Gate>,
-    /// Asked before every API attempt.
+    /// Asked before every API attempt and SMTP transaction.
     pub(super) stop: StopSignal,
 }
 

@@ -5,7 +5,8 @@
 //!
 //! On the first signal the link stage takes no more rows, and a row still
 //! waiting for its API call gives up and is left out of the report (a re-run
-//! does it).
+//! does it); rows already linked still pass the email stage, which starts no
+//! new message and reports them `linked`.
 
 use std::sync::Arc;
 

@@ -1,17 +1,21 @@
-//! Stopping is prompt: after the first SIGTERM no API call starts, while the
-//! ones already under way finish and are recorded in the report and the
-//! campaign state; the run exits 130.
+//! Stopping is prompt: after the first SIGTERM no API call and no SMTP
+//! transaction starts, while the ones already under way finish and are
+//! recorded in the report and the campaign state; the run exits 130.
 //!
-//! The test signals in the middle of a quiet stretch (right after a wave of
-//! calls arrived), so that the next wave would start well after the signal
-//! if the run did not stop.
+//! Each test signals in the middle of a quiet stretch (right after a wave of
+//! calls arrived, or halfway through a wave of messages), so that the next
+//! wave would start well after the signal if the run did not stop.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{lead_ids, leads_csv, read_report, run_on_sandbox, sandbox};
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, read_report, run_on_sandbox, sample,
+    sandbox, with_email,
+};
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::state::StateStore;
 
@@ -98,4 +102,50 @@ async fn after_sigterm_no_api_call_starts_and_every_answered_call_is_reported() 
         assert_eq!(after.keys_issued.get(&row["lead_id"]), Some(&1), "{row:?}");
     }
     assert_eq!(state_counts(dir.path())["linked"], answered);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_sigterm_no_smtp_transaction_starts_and_unsent_leads_stay_linked() {
+    // Two messages at a time, each taking the server a second: every lead is
+    // linked at once, then the messages go out in waves of two.
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().delay(Duration::from_secs(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 20);
+    let mut cmd = command(&sandbox, dir.path(), &input);
+    cmd.args(["--email-concurrency", "2"]);
+    let child = with_email(&mut cmd, &smtp.url(), &sample("templates"))
+        .spawn()
+        .unwrap();
+
+    // Halfway through the second wave: two transactions are in flight.
+    wait_until("the second wave", || smtp.transactions() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = smtp.transactions();
+    sigterm(&child);
+    interrupted(child);
+
+    assert_eq!(
+        smtp.transactions(),
+        started,
+        "SMTP transactions started after the signal"
+    );
+    let sent = smtp.messages().len();
+    assert_eq!(sent, started, "a message in flight was not finished");
+
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 20, "every lead was linked before the signal");
+    let (sent_rows, linked_rows): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|row| row["status"] == "sent");
+    assert_eq!(sent_rows.len(), sent);
+    for row in &linked_rows {
+        assert_eq!(row["status"], "linked", "{row:?}");
+        assert!(!row["portal_url"].is_empty(), "{row:?}");
+        assert!(row["message_id"].is_empty(), "{row:?}");
+        assert!(row["error"].contains("not emailed"), "{row:?}");
+    }
+    let state = state_counts(dir.path());
+    assert_eq!(state["sent"], sent as u64);
+    assert_eq!(state["linked"], 20 - sent as u64);
+    assert_eq!(state["sending"], 0);
 }
