@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::api::{ApiClient, ApiError, GeneratedKey, TenantKey, TenantKeyLease};
 use crate::limiter::Limiter;
+use crate::signal::StopSignal;
 
 /// How hard to try.
 #[derive(Debug, Clone, Copy)]
@@ -58,13 +59,16 @@ impl RetryPolicy {
 
 /// Calls `attempt` until it succeeds, fails with an error `retryable` turns
 /// down, or the policy's attempts are spent, waiting the policy's backoff
-/// between attempts. Returns the last result and the attempts made.
+/// between attempts. Once `stop` is raised no retry starts, and the last
+/// error stands (the first attempt is the caller's to decide). Returns the
+/// last result and the attempts made.
 ///
 /// For calls that share no rate budget (SMTP); API calls go through
 /// [`with_retry`], which also waits for the limiter and handles 429s.
 pub(crate) async fn with_backoff<T, E, F, Fut>(
     policy: &RetryPolicy,
     retryable: impl Fn(&E) -> bool,
+    stop: &StopSignal,
     mut attempt: F,
 ) -> (Result<T, E>, u32)
 where
@@ -75,10 +79,15 @@ where
     loop {
         attempts += 1;
         match attempt().await {
-            Err(error) if retryable(&error) => match policy.wait_after(attempts) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => return (Err(error), attempts),
-            },
+            Err(error) if retryable(&error) => {
+                let waited = match policy.wait_after(attempts) {
+                    Some(wait) => stop.unless_stopping(tokio::time::sleep(wait)).await,
+                    None => None,
+                };
+                if waited.is_none() {
+                    return (Err(error), attempts);
+                }
+            }
             outcome => return (outcome, attempts),
         }
     }
@@ -99,6 +108,23 @@ pub(crate) struct Attempted<T> {
 pub(crate) async fn with_retry<T, F, Fut>(
     limiter: &Arc<Limiter>,
     policy: &RetryPolicy,
+    attempt: F,
+) -> Attempted<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    with_retry_until(limiter, policy, &StopSignal::new(), attempt).await
+}
+
+/// [`with_retry`] for a run that may be stopped: once `stop` is raised no
+/// attempt starts. A call waiting for the limiter or in a backoff gives up
+/// with its last answer, or with [`ApiError::NotStarted`] when it made no
+/// attempt; an attempt under way is finished.
+pub(crate) async fn with_retry_until<T, F, Fut>(
+    limiter: &Arc<Limiter>,
+    policy: &RetryPolicy,
+    stop: &StopSignal,
     mut attempt: F,
 ) -> Attempted<T>
 where
@@ -108,8 +134,11 @@ where
     let mut attempts = 0;
     let mut failures = 0;
     let mut rate_limited = 0;
-    loop {
-        let permit = limiter.acquire().await;
+    let mut last = ApiError::NotStarted;
+    let error = loop {
+        let Some(permit) = stop.unless_stopping(limiter.acquire()).await else {
+            break last;
+        };
         attempts += 1;
         let result = attempt().await;
         match &result {
@@ -142,15 +171,22 @@ where
             _ => None,
         };
         let Some(wait) = wait else {
-            return Attempted {
-                result: Err(error),
-                attempts,
-                rate_limited,
-            };
+            break error;
         };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if !wait.is_zero()
+            && stop
+                .unless_stopping(tokio::time::sleep(wait))
+                .await
+                .is_none()
+        {
+            break error;
         }
+        last = error;
+    };
+    Attempted {
+        result: Err(error),
+        attempts,
+        rate_limited,
     }
 }
 
@@ -185,8 +221,12 @@ impl Caller {
     }
 
     /// The tenant key to use now, minting one (once, for all tasks) when there
-    /// is none or the held one is close to its end. Returns the attempts spent.
-    pub(crate) async fn tenant_key(&self) -> (Result<TenantKeyLease, ApiError>, u32) {
+    /// is none or the held one is close to its end; no mint starts once `stop`
+    /// is raised. Returns the attempts spent.
+    pub(crate) async fn tenant_key(
+        &self,
+        stop: &StopSignal,
+    ) -> (Result<TenantKeyLease, ApiError>, u32) {
         if let Some(lease) = self.tenant.lease().await {
             return (Ok(lease), 0);
         }
@@ -195,7 +235,7 @@ impl Caller {
             return (Ok(lease), 0);
         }
         let (path, method) = self.tenant.mint_endpoint();
-        let minted = with_retry(&self.limiter, &self.policy, || {
+        let minted = with_retry_until(&self.limiter, &self.policy, stop, || {
             self.client.mint_tenant_key(path, method)
         })
         .await;
@@ -212,13 +252,19 @@ impl Caller {
     }
 
     /// Generates one lead's auth key, with retries; a 401 that may come from
-    /// the tenant key's expiry re-mints it once.
-    pub(crate) async fn generate(&self, lead_id: &str, portal_id: &str) -> Attempted<GeneratedKey> {
+    /// the tenant key's expiry re-mints it once. Once `stop` is raised no
+    /// attempt starts (see [`with_retry_until`]).
+    pub(crate) async fn generate(
+        &self,
+        lead_id: &str,
+        portal_id: &str,
+        stop: &StopSignal,
+    ) -> Attempted<GeneratedKey> {
         let mut attempts = 0;
         let mut rate_limited = 0;
         let mut reminted = false;
         loop {
-            let (lease, mint_attempts) = self.tenant_key().await;
+            let (lease, mint_attempts) = self.tenant_key(stop).await;
             attempts += mint_attempts;
             let lease = match lease {
                 Ok(lease) => lease,
@@ -230,7 +276,7 @@ impl Caller {
                     }
                 }
             };
-            let call = with_retry(&self.limiter, &self.policy, || {
+            let call = with_retry_until(&self.limiter, &self.policy, stop, || {
                 self.client.generate(&lease.key, lead_id, portal_id)
             })
             .await;
@@ -301,11 +347,12 @@ mod tests {
             ..RetryPolicy::default()
         };
         let only_again = |e: &&str| *e == "again";
-        let done = with_backoff(&policy, only_again, failing(10, "again")).await;
+        let stop = StopSignal::new();
+        let done = with_backoff(&policy, only_again, &stop, failing(10, "again")).await;
         assert_eq!(done, (Err("again"), 3));
-        let done = with_backoff(&policy, only_again, failing(10, "no")).await;
+        let done = with_backoff(&policy, only_again, &stop, failing(10, "no")).await;
         assert_eq!(done, (Err("no"), 1));
-        let done = with_backoff(&policy, only_again, failing(1, "again")).await;
+        let done = with_backoff(&policy, only_again, &stop, failing(1, "again")).await;
         assert_eq!(done, (Ok(()), 2));
     }
 
@@ -356,5 +403,46 @@ mod tests {
         assert!(done.result.is_ok());
         assert_eq!((done.attempts, done.rate_limited), (3, 2));
         assert_eq!(limiter.paused_total(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_for_the_limiter_and_for_a_retry() {
+        use crate::signal::Stop;
+        let limiter = Limiter::new(LimiterSettings::new("1/5s".parse().unwrap()));
+        let policy = RetryPolicy::default();
+        let raise_in_a_second = |stop: StopSignal| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.raise(Stop::Finish);
+        };
+        let boom = ApiError::Server {
+            status: 500,
+            message: "boom".into(),
+        };
+        // The only slot is taken: the call waits for it, then gives up unsent.
+        let held = limiter.acquire().await;
+        let stop = StopSignal::new();
+        let mut calls = 0;
+        let (done, ()) = tokio::join!(
+            with_retry_until(&limiter, &policy, &stop, || {
+                calls += 1;
+                std::future::ready(Ok::<(), _>(()))
+            }),
+            raise_in_a_second(stop.clone()),
+        );
+        assert_eq!((calls, done.attempts), (0, 0));
+        assert_eq!(done.result, Err(ApiError::NotStarted));
+        drop(held);
+
+        // A signal during the attempt: the 500 that follows stands, and no
+        // retry starts.
+        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+        let stop = StopSignal::new();
+        let done = with_retry_until(&limiter, &policy, &stop, || {
+            stop.raise(Stop::Finish);
+            std::future::ready(Err::<(), _>(boom.clone()))
+        })
+        .await;
+        assert_eq!(done.attempts, 1);
+        assert_eq!(done.result, Err(boom));
     }
 }

@@ -54,6 +54,9 @@ pub(crate) enum ApiError {
     /// A 2xx answer whose body is not what the API documents.
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// Never sent: the run began stopping while the call waited for its turn.
+    #[error("not sent: the run is stopping")]
+    NotStarted,
 }
 
 impl ApiError {

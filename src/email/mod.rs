@@ -14,4 +14,5 @@ mod transport;
 
 pub use message::{build_message, check_address, message_id};
 pub use template::{MessageContext, Rendered, Templates, FIXED_VARIABLES};
+pub(crate) use transport::send_with_retry_until;
 pub use transport::{send_with_retry, SendError, SmtpSettings, Transport};

@@ -23,6 +23,7 @@ use url::{Host, Url};
 
 use crate::retry::{with_backoff, RetryPolicy};
 use crate::secret::Secret;
+use crate::signal::StopSignal;
 
 /// Idle connections the pool keeps for reuse. The pool opens as many
 /// connections as there are concurrent sends; this only caps how many stay open
@@ -294,9 +295,21 @@ pub async fn send_with_retry(
     message: &Message,
     max_attempts: u32,
 ) -> (Result<(), SendError>, u32) {
+    send_with_retry_until(transport, message, max_attempts, &StopSignal::new()).await
+}
+
+/// [`send_with_retry`] for a run that may be stopped: once `stop` is raised
+/// no retry starts a new transaction, and the last failure stands.
+pub(crate) async fn send_with_retry_until(
+    transport: &Transport,
+    message: &Message,
+    max_attempts: u32,
+    stop: &StopSignal,
+) -> (Result<(), SendError>, u32) {
     with_backoff(
         &smtp_policy(max_attempts),
         |e| matches!(e, SendError::Transient(_)),
+        stop,
         || transport.send(message),
     )
     .await

@@ -50,6 +50,8 @@ pub enum RowError {
     },
     /// A run stopped while this lead's email was being sent.
     InDoubt,
+    /// The lead is linked, but the run stopped before its email was started.
+    NotEmailed,
     /// A reason recorded by an earlier run, read back from the campaign state.
     Earlier(String),
 }
@@ -71,6 +73,7 @@ impl RowError {
             RowError::Email(_) => "email not sent".into(),
             RowError::AlreadySent { .. } => "already sent".into(),
             RowError::InDoubt => "in doubt".into(),
+            RowError::NotEmailed => "not emailed: the run was interrupted".into(),
         }
     }
 
@@ -111,6 +114,10 @@ impl fmt::Display for RowError {
             RowError::InDoubt => f.write_str(
                 "a run stopped while this email was being sent: it may or may not have been \
                  delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
+            ),
+            RowError::NotEmailed => f.write_str(
+                "not emailed: the run was interrupted before this message was started; the lead \
+                 stays linked and a re-run of the campaign emails it",
             ),
         }
     }

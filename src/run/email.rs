@@ -1,7 +1,9 @@
 //! The email stage: one linked row to its message, sent (or, in a dry run,
 //! built with a stand-in link and maybe previewed). The state records
 //! `sending` before the SMTP step, so a crash never leaves a lead silently
-//! unsent or sent twice.
+//! unsent or sent twice. Once the run is stopping no message is started: the
+//! lead stays `linked` in the state and is reported `linked`, with the reason
+//! in its error cell, so a re-run emails it, reusing the link while it is good.
 
 use std::sync::atomic::Ordering;
 
@@ -9,9 +11,10 @@ use chrono::Utc;
 use lettre::Address;
 
 use crate::api::KEY_LIFETIME;
-use crate::email::{MessageContext, SendError, Transport};
+use crate::email::{MessageContext, SendError};
 use crate::input::InputRow;
 use crate::report::{Record, RowError, Status};
+use crate::state::LeadKey;
 
 use super::link::Step;
 use super::prepare::{Job, Mail};
@@ -26,6 +29,8 @@ pub(super) enum Delivered {
     Failed(RowError),
     /// The server refuses every message (authentication, TLS): stop the run.
     Fatal(String),
+    /// Not attempted: the run began stopping first. The lead stays `linked`.
+    NotStarted,
 }
 
 /// Classifies the outcome of sending one message.
@@ -73,29 +78,12 @@ impl Job {
             mail.from.email.domain(),
         );
         let key = self.key(&record.lead_id, &record.portal_id);
-        // An outbox is for a person to review: nothing is sent, so nothing
-        // can be in doubt, and a later SMTP run sends the lead.
-        let review = matches!(mail.transport, Transport::Outbox(_));
+        let review = mail.reviews();
         let outcome = match self.message(mail, &record, row, to, &message_id) {
             Err(e) => Delivered::Failed(RowError::EmailNotBuilt(format!("{e:#}"))),
             Ok(message) => {
-                // On disk before the SMTP step: a crash from here on leaves
-                // the lead in doubt, never silently unsent or sent twice.
-                if !review {
-                    self.store()
-                        .mark_sending(&key, record.row, to.as_ref(), &message_id)?;
-                }
-                let permit = match &mail.limiter {
-                    Some(limiter) => Some(limiter.acquire().await),
-                    None => None,
-                };
-                let (result, _attempts) =
-                    crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts)
-                        .await;
-                if let Some(permit) = permit {
-                    permit.completed();
-                }
-                delivered(result)
+                self.deliver(mail, &key, record.row, to, &message, &message_id)
+                    .await?
             }
         };
         match outcome {
@@ -109,6 +97,8 @@ impl Job {
                 record.status = Status::Sent;
                 record.message_id = message_id;
             }
+            // Still `linked`, in the state as in the report.
+            Delivered::NotStarted => record.error = Some(RowError::NotEmailed),
             Delivered::Fatal(message) => return Err(anyhow::anyhow!(message)),
             Delivered::Failed(error) => {
                 self.store()
@@ -118,6 +108,46 @@ impl Job {
             }
         }
         Ok(record)
+    }
+
+    /// Waits for the SMTP budget, records `sending` and sends, unless the run
+    /// begins stopping before the transaction starts.
+    async fn deliver(
+        &self,
+        mail: &Mail,
+        key: &LeadKey<'_>,
+        row: u64,
+        to: &Address,
+        message: &lettre::Message,
+        message_id: &str,
+    ) -> anyhow::Result<Delivered> {
+        let permit = match &mail.limiter {
+            Some(limiter) => match self.stop.unless_stopping(limiter.acquire()).await {
+                Some(permit) => Some(permit),
+                None => return Ok(Delivered::NotStarted),
+            },
+            None => None,
+        };
+        if self.stop.is_stopping() {
+            return Ok(Delivered::NotStarted);
+        }
+        // On disk before the SMTP step: a crash from here on leaves the lead
+        // in doubt, never silently unsent or sent twice.
+        if !mail.reviews() {
+            self.store()
+                .mark_sending(key, row, to.as_ref(), message_id)?;
+        }
+        let (result, _attempts) = crate::email::send_with_retry_until(
+            &mail.transport,
+            message,
+            mail.max_attempts,
+            &self.stop,
+        )
+        .await;
+        if let Some(permit) = permit {
+            permit.completed();
+        }
+        Ok(delivered(result))
     }
 
     /// Dry run: builds the row's message with a stand-in link, so a template

@@ -300,6 +300,9 @@ impl Job {
                 answered: generated.lead_id,
             },
             Err(e) if e.is_fatal() => return Err(e.into()),
+            // The run began stopping before the call was sent: the row was
+            // not started, so it is neither recorded nor reported.
+            Err(e @ ApiError::NotStarted) => return Err(e.into()),
             Err(e) => RowError::Api(e.to_string()),
         };
         self.store()
@@ -329,7 +332,7 @@ impl Job {
                 }
             }
             Gate::Unproven => {
-                let done = caller.generate(lead_id, portal_id).await;
+                let done = caller.generate(lead_id, portal_id, &self.stop).await;
                 *gate = match &done.result {
                     Err(e) if e.is_fatal() => Gate::Refused,
                     _ => Gate::Proven,
@@ -337,7 +340,7 @@ impl Job {
                 return done;
             }
         }
-        caller.generate(lead_id, portal_id).await
+        caller.generate(lead_id, portal_id, &self.stop).await
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         started,
     )?;
     job.check_mail().await?;
-    let stop = watch_signals();
+    let stop = watch_signals(&job.stop);
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
     let quit = crate::signal::reached(stop.clone(), Stop::Quit);
     tokio::pin!(quit);

@@ -16,6 +16,7 @@ use crate::email::{Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::Caller;
+use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
 
 /// Whether the run's credentials and host have been proven by a first call.
@@ -56,6 +57,8 @@ pub(super) struct Job {
     /// Messages previewed so far in a dry run.
     pub(super) previews: AtomicUsize,
     pub(super) gate: Mutex<Gate>,
+    /// Asked before every API attempt and SMTP transaction.
+    pub(super) stop: StopSignal,
 }
 
 /// Everything checked and opened before the first call.
@@ -109,6 +112,7 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             known,
             previews: AtomicUsize::new(0),
             gate: Mutex::new(Gate::Unproven),
+            stop: StopSignal::new(),
         }),
         reader,
         rows_estimate,
@@ -208,6 +212,14 @@ fn build_caller(
     let client = ApiClient::new(connection.api.clone())?;
     let tenant = TenantKey::new(connection.tenant.clone());
     Ok(Caller::new(client, limiter, settings.retry, tenant))
+}
+
+impl Mail {
+    /// Messages go to an outbox for a person to review: nothing is sent, so
+    /// nothing can be in doubt, and a later SMTP run sends the lead.
+    pub(super) fn reviews(&self) -> bool {
+        matches!(self.transport, Transport::Outbox(_))
+    }
 }
 
 impl Job {

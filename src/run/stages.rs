@@ -2,6 +2,11 @@
 //! stage and the email stage with bounded channels, each stage with its own
 //! concurrency; a dry run, which waits on nothing, takes rows one after
 //! another with nothing between them.
+//!
+//! On the first signal the link stage takes no more rows, and a row still
+//! waiting for its API call gives up and is left out of the report (a re-run
+//! does it); rows already linked still pass the email stage, which starts no
+//! new message and reports them `linked`.
 
 use std::sync::Arc;
 
@@ -9,6 +14,7 @@ use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::api::ApiError;
 use crate::input::{InputError, InputRow, LeadReader};
 use crate::signal::Stop;
 
@@ -49,7 +55,8 @@ fn staged(
                 let job = Arc::clone(&job);
                 async move { job.process(item?).await }
             })
-            .buffer_unordered(concurrency);
+            .buffer_unordered(concurrency)
+            .filter(|step| futures::future::ready(!not_started(step)));
         forward(steps, linked_tx)
     });
     let (done_tx, done_rx) = mpsc::channel(buffer);
@@ -70,6 +77,12 @@ fn staged(
             outcome
         })
         .boxed()
+}
+
+/// A row given up before its API call because the run is stopping: not
+/// started, so neither recorded in the state nor reported.
+fn not_started(step: &anyhow::Result<Step>) -> bool {
+    matches!(step, Err(e) if matches!(e.downcast_ref::<ApiError>(), Some(ApiError::NotStarted)))
 }
 
 /// A dry run's outcomes, taken one after another on this thread. A million

@@ -24,3 +24,4 @@ mod run_wiremock;
 mod sandbox;
 mod secrets;
 mod state_store;
+mod stopping;

@@ -124,6 +124,7 @@ impl ReceivedMessage {
 struct State {
     replies: VecDeque<String>,
     messages: Vec<ReceivedMessage>,
+    transactions: usize,
     data_attempts: usize,
     auth_failures: usize,
 }
@@ -191,6 +192,13 @@ impl SmtpServer {
     /// Every accepted message so far, in order of acceptance.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
         self.state.lock().unwrap().messages.clone()
+    }
+
+    /// How many mail transactions were begun (MAIL commands accepted), so a
+    /// test can tell when each message's transaction started, not only when
+    /// it ended.
+    pub fn transactions(&self) -> usize {
+        self.state.lock().unwrap().transactions
     }
 
     /// How many messages reached the end of DATA, accepted or not.
@@ -361,6 +369,7 @@ async fn session(
                 s.reply("530 5.7.0 Authentication required").await?
             }
             "MAIL" => {
+                state.lock().unwrap().transactions += 1;
                 from = Some(angle(args));
                 to.clear();
                 s.reply("250 2.1.0 OK").await?;
