@@ -50,6 +50,9 @@ pub enum RowError {
     },
     /// A run stopped while this lead's email was being sent.
     InDoubt,
+    /// The SMTP connection failed or went silent when the server may already
+    /// have had the message; holds what happened.
+    EmailInDoubt(String),
     /// A reason recorded by an earlier run, read back from the campaign state.
     Earlier(String),
 }
@@ -70,7 +73,7 @@ impl RowError {
             RowError::EmailNotBuilt(_) => "email not built".into(),
             RowError::Email(_) => "email not sent".into(),
             RowError::AlreadySent { .. } => "already sent".into(),
-            RowError::InDoubt => "in doubt".into(),
+            RowError::InDoubt | RowError::EmailInDoubt(_) => "in doubt".into(),
         }
     }
 
@@ -111,6 +114,11 @@ impl fmt::Display for RowError {
             RowError::InDoubt => f.write_str(
                 "a run stopped while this email was being sent: it may or may not have been \
                  delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
+            ),
+            RowError::EmailInDoubt(e) => write!(
+                f,
+                "email in doubt, not sent again: {e}; look for its Message-ID in the mail \
+                 server's log or the mailbox, then re-run with --resend-in-doubt if it is missing"
             ),
         }
     }

@@ -1,7 +1,8 @@
 //! The email stage: one linked row to its message, sent (or, in a dry run,
 //! built with a stand-in link and maybe previewed). The state records
 //! `sending` before the SMTP step, so a crash never leaves a lead silently
-//! unsent or sent twice.
+//! unsent or sent twice; a message the server may have although the send
+//! failed is recorded in doubt the same way, and not sent again.
 
 use std::sync::atomic::Ordering;
 
@@ -25,6 +26,9 @@ pub(super) enum Delivered {
     Sent,
     /// This row's message failed; the run goes on.
     Failed(RowError),
+    /// The server may or may not have this row's message; it is not sent
+    /// again, and the run goes on.
+    InDoubt(RowError),
     /// The server refuses every message (authentication, TLS): stop the run.
     Fatal(String),
 }
@@ -36,6 +40,7 @@ pub(super) fn delivered(result: Result<(), SendError>) -> Delivered {
         Err(e) if e.is_fatal() => Delivered::Fatal(format!(
             "SMTP: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
         )),
+        Err(SendError::InDoubt(what)) => Delivered::InDoubt(RowError::EmailInDoubt(what)),
         Err(e) => Delivered::Failed(RowError::Email(e.to_string())),
     }
 }
@@ -103,6 +108,12 @@ impl Job {
                 self.store().mark_sent(&key, &message_id)?;
                 record.status = Status::Sent;
                 record.message_id = message_id;
+            }
+            Delivered::InDoubt(error) => {
+                self.store().mark_in_doubt(&key, &message_id)?;
+                record.status = Status::InDoubt;
+                record.message_id = message_id;
+                record.error = Some(error);
             }
             Delivered::Fatal(message) => return Err(anyhow::anyhow!(message)),
             Delivered::Failed(error) => {
@@ -193,6 +204,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_message_the_server_may_have_is_in_doubt_not_failed() {
+        let got = delivered(Err(SendError::InDoubt(
+            "smtp.example.com:465: no answer within 30s".into(),
+        )));
+        match got {
+            Delivered::InDoubt(error) => {
+                assert!(!error.is_email_failure(), "not counted as a failed email");
+                assert_eq!(error.kind(), "in doubt");
+                let shown = error.to_string();
+                assert!(shown.contains("no answer within 30s"), "{shown}");
+                assert!(shown.contains("--resend-in-doubt"), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_temporary_failure_that_outlasted_its_retries_fails_its_row() {
+        let got = delivered(Err(SendError::Transient("451 4.7.1 greylisted".into())));
+        assert!(
+            matches!(&got, Delivered::Failed(e) if e.is_email_failure()),
+            "{got:?}"
+        );
     }
 
     #[test]

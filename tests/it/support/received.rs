@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-/// One accepted message.
+/// One message the server took in: its envelope and payload.
 #[derive(Clone, Debug)]
 pub struct ReceivedMessage {
     /// The envelope sender (MAIL FROM), without angle brackets.
