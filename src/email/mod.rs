@@ -14,6 +14,6 @@ mod message;
 mod template;
 mod transport;
 
-pub use message::{build_message, check_address, message_id};
+pub use message::{build_message, check_address, message_id, resend_message_id};
 pub use template::{MessageContext, Rendered, Templates, FIXED_VARIABLES};
 pub use transport::{send_with_retry, SendError, SmtpSettings, Transport};

@@ -73,11 +73,7 @@ impl Job {
             .mail
             .as_ref()
             .expect("only linked rows of an email run get here");
-        let message_id = crate::email::message_id(
-            &self.settings.campaign,
-            &record.lead_id,
-            mail.from.email.domain(),
-        );
+        let message_id = self.message_id(mail, &record.lead_id);
         let key = LeadKey {
             campaign: &self.settings.campaign,
             lead_id: &record.lead_id,
@@ -141,11 +137,7 @@ impl Job {
             expires_at: Some(Utc::now() + KEY_LIFETIME),
             ..record.clone()
         };
-        let message_id = crate::email::message_id(
-            &self.settings.campaign,
-            &record.lead_id,
-            mail.from.email.domain(),
-        );
+        let message_id = self.message_id(mail, &record.lead_id);
         match self.message(mail, &planned, row, to, &message_id) {
             Ok(message) => {
                 let previewed = self.previews.fetch_add(1, Ordering::Relaxed);
@@ -162,6 +154,20 @@ impl Job {
             }
         }
         Ok(())
+    }
+
+    /// The Message-ID of the lead's message in this run. The same in every run
+    /// (a first send, or `--resend-in-doubt`), so that a mail system that
+    /// deduplicates on it drops a second copy of a message it may already
+    /// have. A deliberate `--resend` is a new copy that such a system must
+    /// not drop, so it gets a new id.
+    fn message_id(&self, mail: &Mail, lead_id: &str) -> String {
+        let domain = mail.from.email.domain();
+        if self.settings.resend {
+            crate::email::resend_message_id(&self.settings.campaign, lead_id, domain)
+        } else {
+            crate::email::message_id(&self.settings.campaign, lead_id, domain)
+        }
     }
 
     /// One row's message, rendered from its cells and its link.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::smtp_server::{Silence, SmtpBehaviour, SmtpServer};
+use crate::support::smtp_server::{ReceivedMessage, Silence, SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sample, with_email,
     write, write_templates,
@@ -324,4 +324,43 @@ async fn the_outbox_gets_one_eml_file_per_lead() {
         .count();
     assert_eq!(files, 3);
     assert!(smtp.messages().is_empty());
+}
+
+/// A deliberate `--resend` sends a new copy: with the first copy's Message-ID
+/// a mailbox could drop it as a duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn resend_gives_every_copy_a_new_message_id() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let state = dir.path().join("campaign.sqlite");
+    let campaign = |extra: &[&str]| {
+        let mut cmd = email_command(&sandbox, &smtp, dir.path(), &input);
+        cmd.arg("--state").arg(&state).args(extra);
+        run(&mut cmd)
+    };
+    assert_eq!(campaign(&[]).status.code(), Some(0));
+    assert_eq!(campaign(&["--resend"]).status.code(), Some(0));
+
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 6, "each lead twice");
+    let (first, second) = messages.split_at(3);
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        let to_lead = |copies: &[ReceivedMessage]| {
+            let found: Vec<_> = copies
+                .iter()
+                .filter(|m| m.to == [row["email"].clone()])
+                .map(|m| m.header("Message-ID").unwrap())
+                .collect();
+            assert_eq!(found.len(), 1, "{}", row["email"]);
+            found[0].clone()
+        };
+        let (old, new) = (to_lead(first), to_lead(second));
+        assert_ne!(old, new, "{}", row["email"]);
+        assert_eq!(row["status"], "sent");
+        assert_eq!(row["message_id"], new, "the report names the new copy");
+    }
 }
