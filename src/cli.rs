@@ -178,7 +178,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub resend_in_doubt: bool,
 
-    /// Deliberately send every lead its email again, even those already sent.
+    /// Deliberately send every lead its email again, even those already sent,
+    /// each under a new Message-ID.
     #[arg(long)]
     pub resend: bool,
 

@@ -1,5 +1,5 @@
-//! Building one lead's message: addresses, the deterministic Message-ID, and the
-//! MIME structure.
+//! Building one lead's message: addresses, the Message-ID (deterministic, or
+//! new for a deliberate resend), and the MIME structure.
 //!
 //! Only lettre's typed builder writes headers. Addresses are parsed into
 //! [`Address`] (which cannot hold CR or LF) and the subject is folded onto one
@@ -8,16 +8,18 @@
 use anyhow::{bail, Context as _};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
+use rand::Rng as _;
 
 use super::template::{one_line, Rendered};
 
 /// The Message-ID for one lead in one campaign:
 /// `<lsq-dispatch.{hash of campaign}.{lead_id}@{domain}>`.
 ///
-/// Deterministic, so a re-run of a campaign gives a message the same id (a
-/// receiving system can spot the duplicate, and the report can be matched with
-/// the mailbox). `domain` is the domain of the From address. Characters that a
-/// Message-ID cannot hold are replaced with `_`.
+/// Deterministic, so a message sent again because its first copy is in doubt
+/// carries the same id: a mail system that did get the first copy can drop the
+/// second, and the report can be matched with the mailbox. `domain` is the
+/// domain of the From address. Characters that a Message-ID cannot hold are
+/// replaced with `_`. A deliberate resend uses [`resend_message_id`] instead.
 pub fn message_id(campaign: &str, lead_id: &str, domain: &str) -> String {
     let lead: String = lead_id
         .chars()
@@ -46,6 +48,20 @@ pub fn message_id(campaign: &str, lead_id: &str, domain: &str) -> String {
         domain
     };
     format!("<lsq-dispatch.{:016x}.{lead}@{domain}>", fnv1a(campaign))
+}
+
+/// A Message-ID for a deliberate new copy (`--resend`): the lead's
+/// [`message_id`] with a random part, different on every call, since a mail
+/// system that deduplicates on the id would drop a copy that reused it.
+pub fn resend_message_id(campaign: &str, lead_id: &str, domain: &str) -> String {
+    let id = message_id(campaign, lead_id, domain);
+    let at = id.rfind('@').expect("a Message-ID always has a domain");
+    format!(
+        "{}.{:016x}{}",
+        &id[..at],
+        rand::rng().random::<u64>(),
+        &id[at..]
+    )
 }
 
 /// FNV-1a, 64-bit: stable across Rust releases and platforms, unlike std's
@@ -124,6 +140,20 @@ mod tests {
             .filter(|l| !l.starts_with([' ', '\t']))
             .map(|l| l.split(':').next().unwrap().to_ascii_lowercase())
             .collect()
+    }
+
+    #[test]
+    fn a_resend_id_is_new_each_time_and_names_the_lead() {
+        let first = message_id("spring", "4f1c-AB", "example.com");
+        let a = resend_message_id("spring", "4f1c-AB", "example.com");
+        let b = resend_message_id("spring", "4f1c-AB", "example.com");
+        assert_ne!(a, first);
+        assert_ne!(a, b);
+        let stem = first.trim_end_matches("@example.com>");
+        assert!(
+            a.starts_with(&format!("{stem}.")) && a.ends_with("@example.com>"),
+            "{a}"
+        );
     }
 
     #[test]

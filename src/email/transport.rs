@@ -1,6 +1,6 @@
 //! Delivering messages: over SMTP (lettre's pooled async transport on tokio) or
 //! into an outbox folder of `.eml` files, and sorting SMTP failures into the
-//! three kinds the pipeline acts on differently.
+//! four kinds the pipeline acts on differently.
 //!
 //! The SMTP URL decides the encryption: `smtps://` is implicit TLS,
 //! `smtp://…?tls=required` is STARTTLS that must succeed, and plain `smtp://` is
@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context as _};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use percent_encoding::percent_decode_str;
 use rand::Rng as _;
@@ -71,7 +71,10 @@ pub enum Transport {
 /// A pooled SMTP client for one server. Build it with [`Transport::smtp`] inside
 /// a tokio runtime, and drop it there too: the pool runs a cleanup task.
 pub struct SmtpRelay {
-    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    /// The pool in use; a clone shares it.
+    mailer: std::sync::Mutex<AsyncSmtpTransport<Tokio1Executor>>,
+    /// Builds a fresh pool when one must be given up (see [`SmtpRelay::send`]).
+    builder: Box<AsyncSmtpTransportBuilder>,
     /// `host:port`, for messages.
     endpoint: String,
     timeout: Duration,
@@ -79,13 +82,18 @@ pub struct SmtpRelay {
     password: Option<Secret>,
 }
 
-/// Why a message was not delivered.
+/// Why a message was not delivered, or may not have been.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// Worth another attempt: a 4xx reply, a timeout, a reset or refused
-    /// connection.
+    /// Worth another attempt: the server answered 4xx, or no connection could
+    /// be made, so it does not have the message.
     #[error("temporary SMTP failure: {0}")]
     Transient(String),
+    /// The message may or may not have been delivered: the connection failed
+    /// or the server went silent at a point that could be after it had the
+    /// whole message. Never retried, as a retry could deliver it twice.
+    #[error("{0}")]
+    InDoubt(String),
     /// The server refused this message for good (5xx); holds its reply.
     #[error("{0}")]
     Permanent(String),
@@ -138,7 +146,8 @@ impl Transport {
             format!("{host}:{port}")
         };
         Ok(Transport::Smtp(SmtpRelay {
-            mailer: builder.build(),
+            mailer: std::sync::Mutex::new(builder.clone().build()),
+            builder: Box::new(builder),
             endpoint,
             timeout: settings.timeout,
             password,
@@ -166,7 +175,8 @@ impl Transport {
         match self {
             Transport::Outbox(_) => Ok(()),
             Transport::Smtp(relay) => {
-                let test = tokio::time::timeout(relay.timeout, relay.mailer.test_connection());
+                let mailer = relay.pool().clone();
+                let test = tokio::time::timeout(relay.timeout, mailer.test_connection());
                 match test.await {
                     Err(_) => Err(relay.timed_out()),
                     Ok(Err(e)) => Err(relay.classify(&e)),
@@ -185,15 +195,7 @@ impl Transport {
         match self {
             Transport::Outbox(dir) => write_eml(dir, message)
                 .map_err(|e| SendError::Fatal(format!("outbox {}: {e:#}", dir.display()))),
-            Transport::Smtp(relay) => {
-                let formatted = message.formatted();
-                let send = relay.mailer.send_raw(message.envelope(), &formatted);
-                match tokio::time::timeout(relay.timeout, send).await {
-                    Err(_) => Err(relay.timed_out()),
-                    Ok(Err(e)) => Err(relay.classify(&e)),
-                    Ok(Ok(_)) => Ok(()),
-                }
-            }
+            Transport::Smtp(relay) => relay.send(message).await,
         }
     }
 }
@@ -218,6 +220,42 @@ impl fmt::Debug for SmtpRelay {
 }
 
 impl SmtpRelay {
+    /// The pool in use: cloned to send, replaced to give it up.
+    fn pool(&self) -> std::sync::MutexGuard<'_, AsyncSmtpTransport<Tokio1Executor>> {
+        // Nothing panics while the lock is held; a poisoned one still holds a
+        // whole pool.
+        self.mailer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One attempt. A timeout or a failure that lettre cannot place before the
+    /// message was handed over is [`SendError::InDoubt`].
+    async fn send(&self, message: &Message) -> Result<(), SendError> {
+        let formatted = message.formatted();
+        let mailer = self.pool().clone();
+        let send = mailer.send_raw(message.envelope(), &formatted);
+        match tokio::time::timeout(self.timeout, send).await {
+            Err(_) => {
+                // Dropping the send hands its connection back to the pool
+                // mid-conversation, and the pool would give it to the next
+                // message, which would then wait on it too, or read the late
+                // reply as the answer to its own commands. A new pool starts
+                // clean; the old one closes as its other sends end.
+                *self.pool() = self.builder.as_ref().clone().build();
+                Err(SendError::InDoubt(format!(
+                    "{}: no answer within {:?}; the server may have the message",
+                    self.endpoint, self.timeout
+                )))
+            }
+            Ok(Err(e)) if may_have_been_delivered(&e) => Err(self.scrub(SendError::InDoubt(
+                format!("{}: {e}; the server may have the message", self.endpoint),
+            ))),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
     fn timed_out(&self) -> SendError {
         SendError::Transient(format!(
             "{}: no answer within {:?}",
@@ -280,15 +318,47 @@ impl SmtpRelay {
         let clean = |s: String| s.replace(password.expose(), "***");
         match error {
             SendError::Transient(s) => SendError::Transient(clean(s)),
+            SendError::InDoubt(s) => SendError::InDoubt(clean(s)),
             SendError::Permanent(s) => SendError::Permanent(clean(s)),
             SendError::Fatal(s) => SendError::Fatal(clean(s)),
         }
     }
 }
 
+/// Whether a failed send may have delivered the message anyway.
+///
+/// lettre (0.11) gives one error for the whole conversation, from connecting
+/// to the reply after the final `.`, and its kind does not say at which step
+/// it happened:
+/// - a 4xx or 5xx reply ([`status`](lettre::transport::smtp::Error::status)):
+///   the server answered, and a negative answer means it did not take the
+///   message, whatever the step;
+/// - TLS, client (the message or the server's extensions ruled out before
+///   MAIL) and shut-down transport errors: nothing of the message was sent;
+/// - a connection error (`Kind::Connection`, shown as "Connection error"):
+///   made only while resolving, connecting or setting up TLS, before any SMTP
+///   command. lettre has no `is_connection()`, so it is told by its text; if a
+///   later lettre words it differently, the error falls to the next case;
+/// - a network error (a read or write failed) or a response error (the
+///   connection closed, or a reply could not be read): these arise at any
+///   step, after the payload as well as before MAIL. Which one cannot be told,
+///   so they are taken as in doubt, even though many happened earlier.
+///
+/// The caller's timeout around the whole send cannot be placed either; it is
+/// in doubt too.
+fn may_have_been_delivered(e: &lettre::transport::smtp::Error) -> bool {
+    let nothing_sent = e.status().is_some()
+        || e.is_tls()
+        || e.is_client()
+        || e.is_transport_shutdown()
+        || e.to_string().starts_with("Connection error");
+    !nothing_sent
+}
+
 /// Sends `message`, retrying transient failures up to `max_attempts` attempts in
 /// all, with the shared [`RetryPolicy`] backoff at SMTP's own pace (see
-/// [`smtp_policy`]). Permanent and fatal failures return at once. Returns the
+/// [`smtp_policy`]). Permanent, fatal and in-doubt failures return at once: a
+/// message the server may already have is never sent again. Returns the
 /// outcome and the number of attempts made.
 pub async fn send_with_retry(
     transport: &Transport,

@@ -52,6 +52,9 @@ pub enum RowError {
     InDoubt,
     /// The lead is linked, but the run stopped before its email was started.
     NotEmailed,
+    /// The SMTP connection failed or went silent when the server may already
+    /// have had the message; holds what happened.
+    EmailInDoubt(String),
     /// A reason recorded by an earlier run, read back from the campaign state.
     Earlier(String),
 }
@@ -72,7 +75,7 @@ impl RowError {
             RowError::EmailNotBuilt(_) => "email not built".into(),
             RowError::Email(_) => "email not sent".into(),
             RowError::AlreadySent { .. } => "already sent".into(),
-            RowError::InDoubt => "in doubt".into(),
+            RowError::InDoubt | RowError::EmailInDoubt(_) => "in doubt".into(),
             RowError::NotEmailed => "not emailed: the run was interrupted".into(),
         }
     }
@@ -118,6 +121,11 @@ impl fmt::Display for RowError {
             RowError::NotEmailed => f.write_str(
                 "not emailed: the run was interrupted before this message was started; the lead \
                  stays linked and a re-run of the campaign emails it",
+            ),
+            RowError::EmailInDoubt(e) => write!(
+                f,
+                "email in doubt, not sent again: {e}; look for its Message-ID in the mail \
+                 server's log or the mailbox, then re-run with --resend-in-doubt if it is missing"
             ),
         }
     }

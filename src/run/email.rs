@@ -1,9 +1,11 @@
 //! The email stage: one linked row to its message, sent (or, in a dry run,
 //! built with a stand-in link and maybe previewed). The state records
 //! `sending` before the SMTP step, so a crash never leaves a lead silently
-//! unsent or sent twice. Once the run is stopping no message is started: the
-//! lead stays `linked` in the state and is reported `linked`, with the reason
-//! in its error cell, so a re-run emails it, reusing the link while it is good.
+//! unsent or sent twice; a message the server may have although the send
+//! failed is recorded in doubt the same way, and not sent again. Once the run
+//! is stopping no message is started: the lead stays `linked` in the state and
+//! is reported `linked`, with the reason in its error cell, so a re-run emails
+//! it, reusing the key while it is good.
 
 use std::sync::atomic::Ordering;
 
@@ -27,6 +29,9 @@ pub(super) enum Delivered {
     Sent,
     /// This row's message failed; the run goes on.
     Failed(RowError),
+    /// The server may or may not have this row's message; it is not sent
+    /// again, and the run goes on.
+    InDoubt(RowError),
     /// The server refuses every message (authentication, TLS): stop the run.
     Fatal(String),
     /// Not attempted: the run began stopping first. The lead stays `linked`.
@@ -40,6 +45,7 @@ pub(super) fn delivered(result: Result<(), SendError>) -> Delivered {
         Err(e) if e.is_fatal() => Delivered::Fatal(format!(
             "SMTP: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
         )),
+        Err(SendError::InDoubt(what)) => Delivered::InDoubt(RowError::EmailInDoubt(what)),
         Err(e) => Delivered::Failed(RowError::Email(e.to_string())),
     }
 }
@@ -72,11 +78,7 @@ impl Job {
             .mail
             .as_ref()
             .expect("only linked rows of an email run get here");
-        let message_id = crate::email::message_id(
-            &self.settings.campaign,
-            &record.lead_id,
-            mail.from.email.domain(),
-        );
+        let message_id = self.message_id(mail, &record.lead_id);
         let key = self.key(&record.lead_id, &record.portal_id);
         let review = mail.reviews();
         let outcome = match self.message(mail, &record, row, to, &message_id) {
@@ -99,6 +101,12 @@ impl Job {
             }
             // Still `linked`, in the state as in the report.
             Delivered::NotStarted => record.error = Some(RowError::NotEmailed),
+            Delivered::InDoubt(error) => {
+                self.store().mark_in_doubt(&key, &message_id)?;
+                record.status = Status::InDoubt;
+                record.message_id = message_id;
+                record.error = Some(error);
+            }
             Delivered::Fatal(message) => return Err(anyhow::anyhow!(message)),
             Delivered::Failed(error) => {
                 self.store()
@@ -165,11 +173,7 @@ impl Job {
             expires_at: Some(Utc::now() + KEY_LIFETIME),
             ..record.clone()
         };
-        let message_id = crate::email::message_id(
-            &self.settings.campaign,
-            &record.lead_id,
-            mail.from.email.domain(),
-        );
+        let message_id = self.message_id(mail, &record.lead_id);
         match self.message(mail, &planned, row, to, &message_id) {
             Ok(message) => {
                 let previewed = self.previews.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +190,20 @@ impl Job {
             }
         }
         Ok(())
+    }
+
+    /// The Message-ID of the lead's message in this run. The same in every run
+    /// (a first send, or `--resend-in-doubt`), so that a mail system that
+    /// deduplicates on it drops a second copy of a message it may already
+    /// have. A deliberate `--resend` is a new copy that such a system must
+    /// not drop, so it gets a new id.
+    fn message_id(&self, mail: &Mail, lead_id: &str) -> String {
+        let domain = mail.from.email.domain();
+        if self.settings.resend {
+            crate::email::resend_message_id(&self.settings.campaign, lead_id, domain)
+        } else {
+            crate::email::message_id(&self.settings.campaign, lead_id, domain)
+        }
     }
 
     /// One row's message, rendered from its cells and its link.
@@ -228,6 +246,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_message_the_server_may_have_is_in_doubt_not_failed() {
+        let got = delivered(Err(SendError::InDoubt(
+            "smtp.example.com:465: no answer within 30s".into(),
+        )));
+        match got {
+            Delivered::InDoubt(error) => {
+                assert!(!error.is_email_failure(), "not counted as a failed email");
+                assert_eq!(error.kind(), "in doubt");
+                let shown = error.to_string();
+                assert!(shown.contains("no answer within 30s"), "{shown}");
+                assert!(shown.contains("--resend-in-doubt"), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_temporary_failure_that_outlasted_its_retries_fails_its_row() {
+        let got = delivered(Err(SendError::Transient("451 4.7.1 greylisted".into())));
+        assert!(
+            matches!(&got, Delivered::Failed(e) if e.is_email_failure()),
+            "{got:?}"
+        );
     }
 
     #[test]

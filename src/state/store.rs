@@ -282,6 +282,39 @@ impl StateStore {
         })
     }
 
+    /// Records that the lead's email, with this Message-ID, may or may not
+    /// have been delivered: the SMTP connection failed or went silent once the
+    /// server could have had the message. As after a crash, no later run sends
+    /// it again unless asked to. Only a lead in `sending` with the same
+    /// Message-ID can become `in_doubt`; anything else is a bug in the caller
+    /// and gives [`StateError::NotSending`].
+    pub fn mark_in_doubt(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
+        let now = timestamp(&Utc::now());
+        let changed = self.conn.execute(
+            "UPDATE leads SET state = 'in_doubt', updated_at = ?5 \
+             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 \
+               AND state = 'sending' AND message_id = ?4",
+            params![key.campaign, key.lead_id, key.portal_id, message_id, now],
+        )?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let found = match self.get(key)? {
+            None => "not recorded in the campaign".to_owned(),
+            Some(entry) => match entry.state.message_id() {
+                Some(id) => format!("{} with Message-ID {id}", entry.state.name()),
+                None => entry.state.name().to_owned(),
+            },
+        };
+        Err(StateError::NotSending {
+            campaign: key.campaign.to_owned(),
+            lead_id: key.lead_id.to_owned(),
+            portal_id: key.portal_id.to_owned(),
+            message_id: message_id.to_owned(),
+            found,
+        })
+    }
+
     /// Records that the lead failed, and why. Its link and key, if any, are
     /// kept: a failed email does not spoil a link that is still valid.
     pub fn mark_failed(

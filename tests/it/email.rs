@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::smtp_server::{ReceivedMessage, SmtpBehaviour, SmtpServer};
+use crate::support::smtp_server::{ReceivedMessage, Silence, SmtpBehaviour, SmtpServer};
 use crate::support::{mode, sample, write_templates, RefusedPort};
 use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
@@ -150,6 +150,63 @@ async fn a_4xx_then_success_delivers_once_in_two_attempts() {
 }
 
 #[tokio::test]
+async fn a_4xx_to_mail_or_rcpt_is_retried_and_delivers_once() {
+    let server = SmtpServer::start(
+        SmtpBehaviour::new()
+            .mail_replies(["450 4.2.1 busy, try later"])
+            .rcpt_replies(["451 4.7.1 greylisted"]),
+    );
+    let transport = smtp(&server, None, None);
+    let (message, _) = invite(&row("l-1", "Ada", "ada@example.com"));
+
+    let (outcome, attempts) = send_with_retry(&transport, &message, 5).await;
+    outcome.unwrap();
+    assert_eq!(attempts, 3);
+    assert_eq!(server.payloads().len(), 1);
+    assert_eq!(server.messages().len(), 1);
+}
+
+/// The server took the payload in and then gave no reply: it may have the
+/// message, so one attempt only, and the next message still goes.
+async fn unanswered_payload_is_in_doubt(silence: Silence) {
+    let server = SmtpServer::start(SmtpBehaviour::new().unanswered(silence, 1, None));
+    let transport = Transport::smtp(&SmtpSettings {
+        url: server.url(),
+        user: None,
+        password: None,
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let (message, _) = invite(&row("l-1", "Ada", "ada@example.com"));
+    let (outcome, attempts) = send_with_retry(&transport, &message, 5).await;
+    assert!(
+        matches!(&outcome, Err(SendError::InDoubt(_))),
+        "{silence:?}: {outcome:?}"
+    );
+    assert_eq!(attempts, 1, "{silence:?}");
+    assert_eq!(server.payloads().len(), 1, "{silence:?}");
+    // Time for the pool to take back the connection the send gave up on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (message, _) = invite(&row("l-2", "Bob", "bob@example.com"));
+    let (outcome, attempts) = send_with_retry(&transport, &message, 5).await;
+    outcome.unwrap();
+    assert_eq!(attempts, 1, "{silence:?}");
+    let accepted: Vec<_> = server.messages().into_iter().map(|m| m.to).collect();
+    assert_eq!(accepted, [["bob@example.com"]], "{silence:?}");
+}
+
+#[tokio::test]
+async fn a_hang_up_after_the_payload_is_in_doubt_and_not_retried() {
+    unanswered_payload_is_in_doubt(Silence::HangUp).await;
+}
+
+#[tokio::test]
+async fn a_stall_after_the_payload_is_in_doubt_and_spoils_no_later_message() {
+    unanswered_payload_is_in_doubt(Silence::Stall).await;
+}
+
+#[tokio::test]
 async fn transient_failures_stop_at_max_attempts() {
     let server = SmtpServer::start(SmtpBehaviour::new().data_replies(["451 a", "452 b", "421 c"]));
     let transport = smtp(&server, None, None);
@@ -240,7 +297,7 @@ async fn right_password_from_settings_or_url_logs_in() {
 }
 
 #[tokio::test]
-async fn no_server_is_transient() {
+async fn no_server_is_transient_and_retried() {
     let refused = RefusedPort::bind();
     let transport = Transport::smtp(&SmtpSettings {
         url: format!("smtp://{}", refused.addr),
@@ -251,6 +308,15 @@ async fn no_server_is_transient() {
     .unwrap();
     let err = transport.check().await.unwrap_err();
     assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+
+    // Nothing reached a server, so a send is retried.
+    let (message, _) = invite(&row("l-1", "Ada", "ada@example.com"));
+    let (outcome, attempts) = send_with_retry(&transport, &message, 2).await;
+    assert!(
+        matches!(outcome, Err(SendError::Transient(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(attempts, 2);
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::smtp_server::{ReceivedMessage, Silence, SmtpBehaviour, SmtpServer};
 use crate::support::{
-    fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sample, with_email,
-    write, write_templates,
+    fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sample, tenant_of,
+    with_email, write, write_templates,
 };
 use lsq_dispatch::sandbox::Sandbox;
+use lsq_dispatch::state::{LeadKey, LeadState, StateStore};
 
 fn email_command(
     sandbox: &Sandbox,
@@ -88,6 +89,96 @@ async fn a_4xx_reply_is_retried_and_delivered_once() {
         read_report(&dir.path().join("report.csv"))[0]["status"],
         "sent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_4xx_reply_to_rcpt_is_retried_and_delivered_once() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(
+        SmtpBehaviour::new().rcpt_replies(["451 4.7.1 greylisted, try again later"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 2);
+    let out = run(&mut email_command(&sandbox, &smtp, dir.path(), &input));
+    assert_eq!(out.status.code(), Some(0));
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert!(rows.iter().all(|r| r["status"] == "sent"), "{rows:?}");
+    assert_eq!(
+        smtp.payloads().len(),
+        2,
+        "the refused attempt sent no payload"
+    );
+    for row in &rows {
+        let to_lead = smtp
+            .messages()
+            .into_iter()
+            .filter(|m| m.to == [row["email"].clone()]);
+        assert_eq!(to_lead.count(), 1, "{}", row["email"]);
+    }
+}
+
+/// The server took the second lead's message in and then dropped the
+/// connection before its reply: the message may have been delivered, so the
+/// run neither retries it nor calls it failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_lost_after_the_payload_leaves_the_lead_in_doubt_and_sends_it_once() {
+    const LOST: &str = "lead1@example.com";
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().unanswered(Silence::HangUp, 1, Some(LOST)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let state = dir.path().join("campaign.sqlite");
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input)
+        .args(["--campaign", "leads", "--state"])
+        .arg(&state));
+    assert_eq!(out.status.code(), Some(3));
+
+    let payloads = smtp.payloads();
+    let lost: Vec<_> = payloads.iter().filter(|m| m.to == [LOST]).collect();
+    assert_eq!(lost.len(), 1, "the lead's message reached the server once");
+    assert_eq!(payloads.len(), 3);
+    assert_eq!(smtp.messages().len(), 2);
+    let lost_id = lost[0].header("Message-ID").unwrap();
+
+    let rows = read_report(&dir.path().join("report.csv"));
+    let store = StateStore::open(&state).unwrap();
+    let tenant = tenant_of(&sandbox);
+    for row in &rows {
+        let key = LeadKey {
+            campaign: "leads",
+            tenant: &tenant,
+            lead_id: &row["lead_id"],
+            portal_id: &row["portal_id"],
+        };
+        let stored = store.get(&key).unwrap().unwrap().state;
+        if row["email"] == LOST {
+            assert_eq!(row["status"], "in_doubt", "{row:?}");
+            assert_eq!(row["message_id"], lost_id);
+            assert!(row["error"].contains("Message-ID"), "{}", row["error"]);
+            assert_eq!(
+                stored,
+                LeadState::InDoubt {
+                    message_id: lost_id.clone()
+                }
+            );
+        } else {
+            assert_eq!(row["status"], "sent", "{row:?}");
+            assert!(matches!(stored, LeadState::Sent { .. }), "{stored:?}");
+        }
+    }
+    drop(store);
+
+    // Sent again only when asked, and under the same Message-ID, so a mail
+    // system that did get the first copy can drop this one.
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input)
+        .args(["--campaign", "leads", "--state"])
+        .arg(&state)
+        .arg("--resend-in-doubt"));
+    assert_eq!(out.status.code(), Some(0));
+    let again: Vec<_> = smtp.payloads().into_iter().skip(3).collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].to, [LOST]);
+    assert_eq!(again[0].header("Message-ID").unwrap(), lost_id);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,4 +326,43 @@ async fn the_outbox_gets_one_eml_file_per_lead() {
         .count();
     assert_eq!(files, 3);
     assert!(smtp.messages().is_empty());
+}
+
+/// A deliberate `--resend` sends a new copy: with the first copy's Message-ID
+/// a mailbox could drop it as a duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn resend_gives_every_copy_a_new_message_id() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let state = dir.path().join("campaign.sqlite");
+    let campaign = |extra: &[&str]| {
+        let mut cmd = email_command(&sandbox, &smtp, dir.path(), &input);
+        cmd.arg("--state").arg(&state).args(extra);
+        run(&mut cmd)
+    };
+    assert_eq!(campaign(&[]).status.code(), Some(0));
+    assert_eq!(campaign(&["--resend"]).status.code(), Some(0));
+
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 6, "each lead twice");
+    let (first, second) = messages.split_at(3);
+    let rows = read_report(&dir.path().join("report.csv"));
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        let to_lead = |copies: &[ReceivedMessage]| {
+            let found: Vec<_> = copies
+                .iter()
+                .filter(|m| m.to == [row["email"].clone()])
+                .map(|m| m.header("Message-ID").unwrap())
+                .collect();
+            assert_eq!(found.len(), 1, "{}", row["email"]);
+            found[0].clone()
+        };
+        let (old, new) = (to_lead(first), to_lead(second));
+        assert_ne!(old, new, "{}", row["email"]);
+        assert_eq!(row["status"], "sent");
+        assert_eq!(row["message_id"], new, "the report names the new copy");
+    }
 }

@@ -9,12 +9,11 @@ use std::time::Duration;
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
-    run_on_sandbox, sample, sandbox, statuses,
+    run_on_sandbox, sample, sandbox, statuses, tenant_of,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
-use lsq_dispatch::tenant::Tenant;
 use rand::{Rng, SeedableRng};
 
 fn state_path(dir: &Path) -> PathBuf {
@@ -33,13 +32,6 @@ fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
     ])
     .arg(state_path(dir));
     cmd
-}
-
-/// The fingerprint of the sandbox's tenant, as runs against it store it.
-fn tenant_of(sandbox: &Sandbox) -> String {
-    let host = url::Url::parse(&sandbox.base_url()).unwrap();
-    let key = Secret::new(sandbox.config().access_key.clone());
-    Tenant::new(&host, &key).fingerprint().to_owned()
 }
 
 /// Adds `--email` with the sample templates and this SMTP server.

@@ -197,6 +197,28 @@ fn mark_sent_requires_sending_with_the_same_message_id() {
 }
 
 #[test]
+fn mark_in_doubt_requires_sending_with_the_same_message_id() {
+    let (_dir, store) = new_store();
+    link(&store, "a", 2, 4);
+    let err = store.mark_in_doubt(&key("a"), "<m@x>").unwrap_err();
+    assert!(err.to_string().contains("it is linked"), "{err}");
+
+    store.mark_sending(&key("a"), 2, "a@x", "<m@x>").unwrap();
+    let err = store.mark_in_doubt(&key("a"), "<other@x>").unwrap_err();
+    assert!(matches!(err, StateError::NotSending { .. }), "{err}");
+
+    store.mark_in_doubt(&key("a"), "<m@x>").unwrap();
+    assert_eq!(
+        store.get(&key("a")).unwrap().unwrap().state,
+        LeadState::InDoubt {
+            message_id: "<m@x>".into()
+        }
+    );
+    let err = store.mark_sent(&key("a"), "<m@x>").unwrap_err();
+    assert!(err.to_string().contains("it is in_doubt"), "{err}");
+}
+
+#[test]
 fn recover_in_doubt_touches_only_sending_leads_of_the_campaign() {
     let (_dir, store) = new_store();
     sending(&store, "a", 2);

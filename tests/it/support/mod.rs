@@ -148,6 +148,15 @@ pub fn fast_config() -> SandboxConfig {
     }
 }
 
+/// The fingerprint of the sandbox's tenant, as runs against it store it.
+pub fn tenant_of(sandbox: &Sandbox) -> String {
+    let host = url::Url::parse(&sandbox.base_url()).unwrap();
+    let key = lsq_dispatch::secret::Secret::new(sandbox.config().access_key.clone());
+    lsq_dispatch::tenant::Tenant::new(&host, &key)
+        .fingerprint()
+        .to_owned()
+}
+
 /// Starts a sandbox on a loopback port the kernel picks.
 pub async fn sandbox(config: SandboxConfig) -> Sandbox {
     Sandbox::start(config).await.expect("the sandbox starts")

@@ -1,9 +1,11 @@
 //! A real SMTP server for tests, listening on 127.0.0.1 inside the test process.
 //!
 //! It speaks enough RFC 5321 for lettre (EHLO, AUTH PLAIN and LOGIN, MAIL, RCPT,
-//! DATA with dot-unstuffing, RSET, NOOP, QUIT), can be scripted to answer the
-//! end of DATA with chosen replies ("451 try later" once, "550 no such user")
-//! and to take a while per message, and records every message it accepts.
+//! DATA with dot-unstuffing, RSET, NOOP, QUIT), can be scripted to answer MAIL,
+//! RCPT or the end of DATA with chosen replies ("451 try later" once, "550 no
+//! such user"), to take a while per message, and to take in a message's payload
+//! and then hang up or stall without answering it. It records every payload it
+//! takes in and every message it accepts.
 //!
 //! It runs on its own thread with its own tokio runtime, so it serves synchronous
 //! tests that drive the binary as well as `#[tokio::test]`s. The tests reach it
@@ -15,9 +17,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+// A sibling file, named by path so the bench that includes this one finds it too.
+#[path = "received.rs"]
+mod received;
+
+use received::b64;
+pub use received::ReceivedMessage;
 
 const HOSTNAME: &str = "smtp.test";
 
@@ -30,8 +38,34 @@ pub struct SmtpBehaviour {
     /// Replies to the end of DATA, used in order, one per message, across all
     /// connections; once empty every message gets `250`.
     pub data_replies: Vec<String>,
+    /// Replies to MAIL, used in order across all connections; once empty, `250`.
+    pub mail_replies: Vec<String>,
+    /// Replies to RCPT, used in order across all connections; once empty, `250`.
+    pub rcpt_replies: Vec<String>,
     /// How long the server takes to accept each message.
     pub delay: Duration,
+    /// Messages whose payload the server takes in and then never answers.
+    pub unanswered: Option<Unanswered>,
+}
+
+/// What the server does in place of the reply to a message it took in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    /// Closes the connection at once.
+    HangUp,
+    /// Keeps the connection open and says nothing more until the client goes.
+    Stall,
+}
+
+/// Messages taken in and left without a reply.
+#[derive(Clone, Debug)]
+pub struct Unanswered {
+    /// What the server does instead of replying.
+    pub silence: Silence,
+    /// How many messages; later ones are answered as usual.
+    pub count: usize,
+    /// Only messages to this recipient; any message when `None`.
+    pub to: Option<String>,
 }
 
 impl SmtpBehaviour {
@@ -52,6 +86,29 @@ impl SmtpBehaviour {
         self
     }
 
+    /// Answers the next MAIL commands with these replies, e.g. `["421 4.3.2 busy"]`.
+    pub fn mail_replies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, replies: I) -> Self {
+        self.mail_replies = replies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Answers the next RCPT commands with these replies, e.g. `["451 4.7.1 greylisted"]`.
+    pub fn rcpt_replies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, replies: I) -> Self {
+        self.rcpt_replies = replies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Takes in the payload of the next `count` messages (to `to` only, when
+    /// given) and then, instead of the final reply, does `silence`.
+    pub fn unanswered(mut self, silence: Silence, count: usize, to: Option<&str>) -> Self {
+        self.unanswered = Some(Unanswered {
+            silence,
+            count,
+            to: to.map(str::to_owned),
+        });
+        self
+    }
+
     /// Takes `delay` before answering each message's DATA.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -59,74 +116,40 @@ impl SmtpBehaviour {
     }
 }
 
-/// One accepted message.
-#[derive(Clone, Debug)]
-pub struct ReceivedMessage {
-    /// The envelope sender (MAIL FROM), without angle brackets.
-    pub from: String,
-    /// The envelope recipients (RCPT TO), without angle brackets.
-    pub to: Vec<String>,
-    /// The message as sent after DATA, dot-unstuffed, without the final `.` line.
-    pub data: String,
-    /// The user that logged in on this connection, if any.
-    pub user: Option<String>,
-}
-
-/// A leaf MIME part with its body decoded.
-#[derive(Clone, Debug)]
-pub struct MimePart {
-    /// The media type, lower case, without parameters (`text/plain`).
-    pub content_type: String,
-    /// The decoded body.
-    pub body: String,
-}
-
-impl ReceivedMessage {
-    /// The top-level headers, unfolded, in order.
-    pub fn headers(&self) -> Vec<(String, String)> {
-        parse_headers(split_head(&self.data).0)
-    }
-
-    /// The first top-level header called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers()
-            .into_iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-
-    /// Every leaf part, decoded; a message without MIME parts is one part.
-    pub fn parts(&self) -> Vec<MimePart> {
-        let mut out = Vec::new();
-        collect_parts(&self.data, &mut out);
-        out
-    }
-
-    /// The decoded `text/plain` part.
-    pub fn text(&self) -> Option<String> {
-        self.part("text/plain")
-    }
-
-    /// The decoded `text/html` part.
-    pub fn html(&self) -> Option<String> {
-        self.part("text/html")
-    }
-
-    fn part(&self, content_type: &str) -> Option<String> {
-        self.parts()
-            .into_iter()
-            .find(|p| p.content_type == content_type)
-            .map(|p| p.body)
-    }
-}
-
 #[derive(Default)]
 struct State {
     replies: VecDeque<String>,
+    mail_replies: VecDeque<String>,
+    rcpt_replies: VecDeque<String>,
     messages: Vec<ReceivedMessage>,
     transactions: usize,
-    data_attempts: usize,
+    payloads: Vec<ReceivedMessage>,
+    unanswered_left: usize,
     auth_failures: usize,
+}
+
+impl State {
+    /// Records a payload taken in, and says whether it goes unanswered.
+    fn take_in(&mut self, message: &ReceivedMessage, rule: Option<&Unanswered>) -> Option<Silence> {
+        self.payloads.push(message.clone());
+        let rule = rule?;
+        let matches = rule.to.as_ref().is_none_or(|to| message.to.contains(to));
+        (matches && self.unanswered_left > 0).then(|| {
+            self.unanswered_left -= 1;
+            rule.silence
+        })
+    }
+}
+
+/// The next scripted reply in `queue`, else `ok`.
+fn scripted(
+    state: &Mutex<State>,
+    queue: fn(&mut State) -> &mut VecDeque<String>,
+    ok: &str,
+) -> String {
+    queue(&mut state.lock().unwrap())
+        .pop_front()
+        .unwrap_or_else(|| ok.to_owned())
 }
 
 /// A running server; stops when dropped.
@@ -146,6 +169,9 @@ impl SmtpServer {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             replies: behaviour.data_replies.iter().cloned().collect(),
+            mail_replies: behaviour.mail_replies.iter().cloned().collect(),
+            rcpt_replies: behaviour.rcpt_replies.iter().cloned().collect(),
+            unanswered_left: behaviour.unanswered.as_ref().map_or(0, |u| u.count),
             ..State::default()
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -201,9 +227,15 @@ impl SmtpServer {
         self.state.lock().unwrap().transactions
     }
 
-    /// How many messages reached the end of DATA, accepted or not.
+    /// Every message whose payload the server took in (up to the final `.`),
+    /// in order, whether it accepted, refused or never answered it.
+    pub fn payloads(&self) -> Vec<ReceivedMessage> {
+        self.state.lock().unwrap().payloads.clone()
+    }
+
+    /// How many messages reached the end of DATA, answered or not.
     pub fn data_attempts(&self) -> usize {
-        self.state.lock().unwrap().data_attempts
+        self.state.lock().unwrap().payloads.len()
     }
 
     /// How many logins were refused.
@@ -369,15 +401,21 @@ async fn session(
                 s.reply("530 5.7.0 Authentication required").await?
             }
             "MAIL" => {
-                state.lock().unwrap().transactions += 1;
-                from = Some(angle(args));
-                to.clear();
-                s.reply("250 2.1.0 OK").await?;
+                let reply = scripted(state, |st| &mut st.mail_replies, "250 2.1.0 OK");
+                if reply.starts_with('2') {
+                    state.lock().unwrap().transactions += 1;
+                    from = Some(angle(args));
+                    to.clear();
+                }
+                s.reply(&reply).await?;
             }
             "RCPT" if from.is_none() => s.reply("503 5.5.1 MAIL first").await?,
             "RCPT" => {
-                to.push(angle(args));
-                s.reply("250 2.1.5 OK").await?;
+                let reply = scripted(state, |st| &mut st.rcpt_replies, "250 2.1.5 OK");
+                if reply.starts_with('2') {
+                    to.push(angle(args));
+                }
+                s.reply(&reply).await?;
             }
             "DATA" if to.is_empty() => s.reply("503 5.5.1 RCPT first").await?,
             "DATA" => {
@@ -385,26 +423,37 @@ async fn session(
                 let Some(data) = s.data().await? else {
                     return Ok(());
                 };
+                let message = ReceivedMessage {
+                    from: from.take().unwrap_or_default(),
+                    to: std::mem::take(&mut to),
+                    data,
+                    user: user.clone(),
+                };
+                let silence = state
+                    .lock()
+                    .unwrap()
+                    .take_in(&message, behaviour.unanswered.as_ref());
+                match silence {
+                    Some(Silence::HangUp) => return Ok(()),
+                    Some(Silence::Stall) => {
+                        // Read (and ignore) whatever comes until the client goes.
+                        tokio::io::copy(&mut s.reader, &mut tokio::io::sink()).await?;
+                        return Ok(());
+                    }
+                    None => {}
+                }
                 tokio::time::sleep(behaviour.delay).await;
                 let reply = {
                     let mut st = state.lock().unwrap();
-                    st.data_attempts += 1;
                     let reply = st
                         .replies
                         .pop_front()
                         .unwrap_or_else(|| "250 2.0.0 OK queued".to_owned());
                     if reply.starts_with('2') {
-                        st.messages.push(ReceivedMessage {
-                            from: from.take().unwrap_or_default(),
-                            to: std::mem::take(&mut to),
-                            data,
-                            user: user.clone(),
-                        });
+                        st.messages.push(message);
                     }
                     reply
                 };
-                from = None;
-                to.clear();
                 s.reply(&reply).await?;
             }
             "RSET" => {
@@ -434,113 +483,4 @@ fn angle(args: &str) -> String {
             .trim()
             .to_owned(),
     }
-}
-
-fn b64(s: &str) -> String {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Splits at the first empty line into (headers, body).
-fn split_head(data: &str) -> (&str, &str) {
-    match data.find("\r\n\r\n") {
-        Some(i) => (&data[..i], &data[i + 4..]),
-        None => (data, ""),
-    }
-}
-
-fn parse_headers(head: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, v)) = out.last_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-        } else if let Some((k, v)) = line.split_once(':') {
-            out.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    out
-}
-
-fn param(value: &str, name: &str) -> Option<String> {
-    value.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-fn collect_parts(entity: &str, out: &mut Vec<MimePart>) {
-    let (head, body) = split_head(entity);
-    let headers = parse_headers(head);
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let content_type = get("Content-Type").unwrap_or_else(|| "text/plain".to_owned());
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media.starts_with("multipart/") {
-        let Some(boundary) = param(&content_type, "boundary") else {
-            return;
-        };
-        let delimiter = format!("--{boundary}");
-        for chunk in body.split(&delimiter).skip(1) {
-            if chunk.starts_with("--") {
-                break;
-            }
-            collect_parts(chunk.trim_start_matches("\r\n"), out);
-        }
-        return;
-    }
-    let encoding = get("Content-Transfer-Encoding")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let body = match encoding.as_str() {
-        "base64" => {
-            let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            b64(&compact)
-        }
-        "quoted-printable" => quoted_printable(body),
-        _ => body.to_owned(),
-    };
-    out.push(MimePart {
-        content_type: media,
-        body,
-    });
-}
-
-fn quoted_printable(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            if bytes[i + 1..].starts_with(b"\r\n") {
-                i += 3;
-                continue;
-            }
-            if let Some(hex) = s.get(i + 1..i + 3) {
-                if let Ok(b) = u8::from_str_radix(hex, 16) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
