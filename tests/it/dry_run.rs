@@ -7,8 +7,8 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use crate::support::{
-    fast_config, lead_ids, lsq, read_report, run, run_on_sandbox, sample, sandbox, with_email,
-    write,
+    fast_config, fast_sandbox, lead_ids, leads_csv, lsq, read_report, run, run_ok, run_on_sandbox,
+    sample, sandbox, stdout, with_email, write,
 };
 use lsq_dispatch::sandbox::SandboxConfig;
 
@@ -164,4 +164,32 @@ async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
     let second_rows = read_report(&dir.path().join("second.csv"));
     assert_eq!(second_rows.len(), 2, "only the failed rows come back");
     assert_eq!(outcome(second_rows), first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_after_a_real_run_leaves_the_real_report_byte_identical() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let input = leads_csv(&inputs, &lead_ids(3));
+    run_ok(run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url()).arg("--quiet"));
+    let report = dir.path().join("leads-report.csv");
+    let before = std::fs::read(&report).unwrap();
+
+    let out = run(lsq(dir.path())
+        .arg("run")
+        .arg(&input)
+        .args(["--dry-run", "--quiet"])
+        .args(["--portal-id", &sandbox.config().portal_ids[0]]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        std::fs::read(&report).unwrap() == before,
+        "the dry run changed the real report"
+    );
+    let plan = inputs.join("leads-plan.csv");
+    assert!(stdout(&out).contains(&plan.display().to_string()));
+    let rows = read_report(&plan);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["status"] == "planned"));
 }
