@@ -1,7 +1,7 @@
 //! The per-lead report CSV: the row statuses, the report's columns, why a
 //! row did not succeed ([`RowError`]), a writer that creates the file private
 //! (it holds login links) and flushes every row as it happens, and the input
-//! rows to re-run.
+//! rows to retry or fix, in files of their own beside it.
 //!
 //! Every text cell is escaped against spreadsheet formula injection, because
 //! lead ids and error messages come from the input and operators open the
@@ -19,11 +19,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod error;
+mod rerun;
 mod writer;
 
 pub use crate::input::Invalid;
 pub use error::RowError;
-pub use writer::{FailedRows, ReportWriter};
+pub use rerun::{rerun_paths, RerunFiles, RerunWritten};
+pub use writer::ReportWriter;
 
 /// What happened to one input row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -296,3 +296,22 @@ fn open_check_rejects_an_unwritable_place() {
     assert!(open_check(&ro).is_err());
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
+    let paths = |report: &str| {
+        let (retry, invalid) = rerun_paths(Path::new(report));
+        (retry.display().to_string(), invalid.display().to_string())
+    };
+    assert_eq!(
+        paths("/data/leads-report.csv"),
+        (
+            "/data/leads-retry.csv".into(),
+            "/data/leads-invalid.csv".into()
+        )
+    );
+    assert_eq!(
+        paths("out/march.csv"),
+        ("out/march-retry.csv".into(), "out/march-invalid.csv".into())
+    );
+}

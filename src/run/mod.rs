@@ -12,7 +12,7 @@
 //! - `link`: one row to its link (or the reason it has none).
 //! - `email`: one linked row to its sent (or planned) message.
 //! - `stages`: how rows flow between the two, for real and dry runs.
-//! - `sink`: the report, summary, rows to re-run, plan and progress.
+//! - `sink`: the report, summary, rows to retry, invalid rows, plan and progress.
 //! - `test_email`: `--test-email`, one message to one address.
 
 mod email;
@@ -42,11 +42,13 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// Where the report is.
     pub report: PathBuf,
-    /// The failed and invalid input rows, when there were any.
-    pub failed_csv: Option<PathBuf>,
+    /// The input rows worth retrying (failed), when there were any.
+    pub retry_csv: Option<PathBuf>,
+    /// The invalid and duplicate input rows, when there were any.
+    pub invalid_csv: Option<PathBuf>,
 }
 
-/// A row's final record, with its input cells for the rows to re-run.
+/// A row's final record, with its input cells for the rows to retry or fix.
 pub(crate) struct Finished {
     record: Record,
     fields: Vec<String>,
@@ -147,12 +149,15 @@ impl RunOutcome {
         } else {
             counts.join(", ")
         };
-        let failed = match &self.failed_csv {
-            Some(path) => format!("; failed and invalid rows to re-run: {}", path.display()),
-            None => String::new(),
-        };
+        let mut files = String::new();
+        if let Some(path) = &self.retry_csv {
+            files += &format!("; rows to retry: {}", path.display());
+        }
+        if let Some(path) = &self.invalid_csv {
+            files += &format!("; invalid rows: {}", path.display());
+        }
         format!(
-            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{failed}",
+            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{files}",
             if self.interrupted {
                 "interrupted: "
             } else {
@@ -180,7 +185,8 @@ mod tests {
             summary,
             interrupted,
             report: "r.csv".into(),
-            failed_csv: None,
+            retry_csv: None,
+            invalid_csv: None,
         }
     }
 
@@ -202,5 +208,19 @@ mod tests {
         let line = outcome(true, &[Status::Sent, Status::Sent]).describe();
         assert!(line.starts_with("interrupted: 2 sent in "), "{line}");
         assert!(line.ends_with("report: r.csv"), "{line}");
+    }
+
+    #[test]
+    fn the_last_line_names_the_rows_to_retry_and_the_invalid_rows() {
+        let mut done = outcome(false, &[Status::Failed, Status::Invalid]);
+        done.retry_csv = Some("r-retry.csv".into());
+        done.invalid_csv = Some("r-invalid.csv".into());
+        let line = done.describe();
+        assert!(
+            line.ends_with(
+                "report: r.csv; rows to retry: r-retry.csv; invalid rows: r-invalid.csv"
+            ),
+            "{line}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The one owner of every output of a run: each row's outcome is handed to
 //! [`Sink::record`], which writes the report, counts the summary, keeps the
-//! rows to re-run, counts the plan and moves the progress; [`Sink::finish`]
+//! rows to retry and the invalid rows, counts the plan and moves the progress; [`Sink::finish`]
 //! flushes them all and writes the summary. The rest of the run never knows
 //! how many outputs there are.
 
@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::limiter::Limiter;
 use crate::plan::{Plan, PlanSettings};
 use crate::progress::Progress;
-use crate::report::{FailedRows, ReportWriter, Status};
+use crate::report::{ReportWriter, RerunFiles, RerunWritten};
 use crate::summary::Summary;
 
 use super::{Finished, RunOutcome};
@@ -24,7 +24,7 @@ pub(super) struct Sink {
     report: ReportWriter,
     summary_path: Option<PathBuf>,
     summary: Summary,
-    failed: Option<FailedRows>,
+    rerun: Option<RerunFiles>,
     plan: Option<(Plan, PlanSettings)>,
     progress: Progress,
     limiter: Arc<Limiter>,
@@ -51,12 +51,11 @@ impl Sink {
         if let Some(path) = &settings.summary_json {
             crate::report::open_check(path)?;
         }
-        let failed_path = settings.report.with_file_name("failed.csv");
         Ok(Sink {
             report,
             summary_path: settings.summary_json.clone(),
             summary: Summary::default(),
-            failed: (!dry_run).then(|| FailedRows::new(&failed_path, headers)),
+            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, headers)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
             progress: Progress::new(rows_estimate, settings.quiet),
             limiter,
@@ -76,9 +75,8 @@ impl Sink {
         if let Some((plan, _)) = &mut self.plan {
             plan.record(&record);
         }
-        if let (Some(failed), Status::Failed | Status::Invalid) = (&mut self.failed, record.status)
-        {
-            failed.write(&fields)?;
+        if let Some(rerun) = &mut self.rerun {
+            rerun.write(record.status, &fields)?;
         }
         self.progress.inc();
         if !self.paused_shown && self.limiter.rate_limited() > 0 {
@@ -89,16 +87,16 @@ impl Sink {
         Ok(())
     }
 
-    /// Flushes the report and the rows to re-run, finishes the plan and
+    /// Flushes the report and the files of input rows, finishes the plan and
     /// writes the summary: what the run did, whether or not it went to the end.
     pub(super) fn finish(mut self, interrupted: bool) -> anyhow::Result<RunOutcome> {
         let report = self.report.path().to_owned();
         self.report
             .flush()
             .with_context(|| format!("cannot write the report {}", report.display()))?;
-        let failed_csv = match self.failed {
-            Some(failed) => failed.finish()?,
-            None => None,
+        let rerun = match self.rerun {
+            Some(rerun) => rerun.finish()?,
+            None => RerunWritten::default(),
         };
         self.progress.finish();
         if let Some((mut plan, settings)) = self.plan {
@@ -117,7 +115,8 @@ impl Sink {
             summary: self.summary,
             interrupted,
             report,
-            failed_csv,
+            retry_csv: rerun.retry,
+            invalid_csv: rerun.invalid,
         })
     }
 }

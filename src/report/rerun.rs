@@ -1,0 +1,131 @@
+//! The input rows worth another look, beside the report and named after it:
+//! `X-retry.csv` holds the rows to run again (`failed`), `X-invalid.csv` the
+//! rows no run can do as they are (`invalid`, `duplicate`). Both are in the
+//! input's own columns, ready to be fed back into `run` (the invalid ones
+//! once fixed).
+//!
+//! Rows `in_doubt` are left out on purpose: their email may well have
+//! arrived. A re-run of the same campaign reports them in doubt again
+//! rather than send twice, and a run under another campaign would send a
+//! second message; `--resend-in-doubt` on the original input is the way to
+//! send them again.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::{open_private, Status};
+
+/// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
+/// → `DIR/X-retry.csv` and `DIR/X-invalid.csv`; a report of any other name,
+/// `DIR/NAME.csv`, → `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`.
+pub fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
+    let name = report
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = match name.strip_suffix("-report.csv") {
+        Some(base) => base.to_owned(),
+        None => report
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    (
+        report.with_file_name(format!("{base}-retry.csv")),
+        report.with_file_name(format!("{base}-invalid.csv")),
+    )
+}
+
+/// The two files of input rows of one run, each created on its first row.
+pub struct RerunFiles {
+    headers: Vec<String>,
+    retry: RowsFile,
+    invalid: RowsFile,
+}
+
+/// Where the run left its input rows: each file's path when it holds rows.
+#[derive(Debug, Default)]
+pub struct RerunWritten {
+    /// The rows to retry.
+    pub retry: Option<PathBuf>,
+    /// The invalid and duplicate rows.
+    pub invalid: Option<PathBuf>,
+}
+
+impl RerunFiles {
+    /// The files for the report at `report`, with the input's `headers`.
+    pub fn new(report: &Path, headers: &[String]) -> RerunFiles {
+        let (retry, invalid) = rerun_paths(report);
+        RerunFiles {
+            headers: headers.to_vec(),
+            retry: RowsFile::new(retry),
+            invalid: RowsFile::new(invalid),
+        }
+    }
+
+    /// Adds one row's input cells to the file its `status` belongs in, if any.
+    pub fn write(&mut self, status: Status, fields: &[String]) -> anyhow::Result<()> {
+        let file = match status {
+            Status::Failed => &mut self.retry,
+            Status::Invalid | Status::Duplicate => &mut self.invalid,
+            _ => return Ok(()),
+        };
+        file.write(&self.headers, fields)
+    }
+
+    /// Flushes both files. A file this run has no row for is removed when an
+    /// earlier run left one at its path, so it never feeds stale rows back in.
+    pub fn finish(self) -> anyhow::Result<RerunWritten> {
+        Ok(RerunWritten {
+            retry: self.retry.finish()?,
+            invalid: self.invalid.finish()?,
+        })
+    }
+}
+
+/// One file of input rows.
+struct RowsFile {
+    path: PathBuf,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl RowsFile {
+    fn new(path: PathBuf) -> RowsFile {
+        RowsFile { path, writer: None }
+    }
+
+    fn write(&mut self, headers: &[String], fields: &[String]) -> anyhow::Result<()> {
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let file = open_private(&self.path, true)
+                    .with_context(|| format!("cannot create {}", self.path.display()))?;
+                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
+                writer.write_record(headers)?;
+                self.writer.insert(writer)
+            }
+        };
+        writer.write_record(fields)?;
+        writer.flush()?;
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<Option<PathBuf>> {
+        match self.writer {
+            Some(mut writer) => {
+                writer.flush()?;
+                Ok(Some(self.path))
+            }
+            None => {
+                if self.path.is_file() {
+                    fs::remove_file(&self.path).with_context(|| {
+                        format!("cannot remove the stale {}", self.path.display())
+                    })?;
+                }
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The rows a real run leaves for another look: `X-retry.csv` (rows worth
+//! running again) and `X-invalid.csv` (rows no run can do as they are), both
+//! named after the report `X-report.csv` and kept beside it.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{
+    lead_ids, leads_csv, read_report, run, run_ok, run_on_sandbox, sandbox, stdout, write,
+    write_templates,
+};
+use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+
+/// A LeadId the sandbox answers with 400 `Lead does not exist`: its row fails.
+const UNKNOWN: &str = "0badbad0-1111-4222-8333-000000000000";
+
+/// A fast sandbox that does not know [`UNKNOWN`].
+async fn sandbox_without_unknown() -> Sandbox {
+    sandbox(SandboxConfig {
+        unknown_leads: vec![UNKNOWN.into()],
+        ..crate::support::fast_config()
+    })
+    .await
+}
+
+/// `run INPUT` on the sandbox, quiet, with its default report in `dir`.
+fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.arg("--quiet");
+    cmd
+}
+
+/// A file's header line and its other lines, sorted: rows finish in any
+/// order, so the files hold them in any order.
+fn header_and_rows(path: &Path) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines().map(str::to_owned);
+    let header = lines.next().unwrap_or_default();
+    let mut rows: Vec<String> = lines.collect();
+    rows.sort();
+    (header, rows)
+}
+
+fn sorted(rows: &[&str]) -> Vec<String> {
+    let mut rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_run_of_another_input_leaves_the_first_inputs_retry_file() {
+    let sandbox = sandbox_without_unknown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(2);
+    let a = write(
+        dir.path(),
+        "a.csv",
+        &format!("LeadId\n{}\n{UNKNOWN}\n", ids[0]),
+    );
+    let out = run(&mut command(&sandbox, dir.path(), &a));
+    assert_eq!(out.status.code(), Some(3));
+    let retry_a = dir.path().join("a-retry.csv");
+    assert!(stdout(&out).contains("rows to retry: a-retry.csv"));
+    let before = std::fs::read(&retry_a).unwrap();
+    assert_eq!(before, format!("LeadId\n{UNKNOWN}\n").into_bytes());
+
+    let b = write(dir.path(), "b.csv", &format!("LeadId\n{}\n", ids[1]));
+    run_ok(&mut command(&sandbox, dir.path(), &b));
+    assert!(
+        std::fs::read(&retry_a).unwrap() == before,
+        "a clean run of b.csv changed a-retry.csv"
+    );
+    assert!(!dir.path().join("b-retry.csv").exists());
+    assert!(!dir.path().join("b-invalid.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_and_duplicate_rows_go_to_the_invalid_file_not_the_retry_file() {
+    let sandbox = sandbox_without_unknown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(2);
+    let good = format!("{},ann@example.com", ids[0]);
+    let failed = format!("{UNKNOWN},gone@example.com");
+    let not_guid = "LD-1,bad@example.com".to_string();
+    let duplicate = format!("{},again@example.com", ids[0].to_uppercase());
+    let bad_address = format!("{},not-an-address", ids[1]);
+    let input = write(
+        dir.path(),
+        "leads.csv",
+        &format!("LeadId,Email\n{good}\n{failed}\n{not_guid}\n{duplicate}\n{bad_address}\n"),
+    );
+    let templates = write_templates(dir.path(), "Your link", "{{ link }}\n");
+    let mut cmd = command(&sandbox, dir.path(), &input);
+    cmd.args(["--email", "--outbox", "outbox", "--from", "a@acme.example"])
+        .arg("--templates")
+        .arg(&templates);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(3));
+    let statuses: Vec<String> = read_report(&dir.path().join("leads-report.csv"))
+        .into_iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses.len(), 5, "{statuses:?}");
+    assert!(stdout(&out).contains("invalid rows: leads-invalid.csv"));
+
+    let retry = header_and_rows(&dir.path().join("leads-retry.csv"));
+    assert_eq!(retry, ("LeadId,Email".into(), sorted(&[&failed])));
+    let invalid = header_and_rows(&dir.path().join("leads-invalid.csv"));
+    assert_eq!(
+        invalid,
+        (
+            "LeadId,Email".into(),
+            sorted(&[&not_guid, &duplicate, &bad_address])
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retry_file_feeds_back_into_run_and_reproduces_the_failed_rows() {
+    let sandbox = sandbox_without_unknown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(3);
+    let csv = format!(
+        "LeadId,FirstName\n{},Ann\n{UNKNOWN},Gone\nnope,Bad\n{},Bob\n{{{}}},Braced\n",
+        ids[0], ids[1], ids[2]
+    );
+    let input = write(dir.path(), "leads.csv", &csv);
+    let out = run(&mut command(&sandbox, dir.path(), &input));
+    assert_eq!(out.status.code(), Some(3));
+    let failed = |report: &str| {
+        read_report(&dir.path().join(report))
+            .into_iter()
+            .filter(|r| r["status"] == "failed")
+            .map(|r| (r["lead_id"].clone(), r["error"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let first = failed("leads-report.csv");
+    assert_eq!(first.len(), 1);
+
+    // The recipe: the retry file, in the same campaign as the original run.
+    let retry = dir.path().join("leads-retry.csv");
+    let again = run(command(&sandbox, dir.path(), &retry).args(["--campaign", "leads"]));
+    assert_eq!(again.status.code(), Some(3));
+    let rows = read_report(&dir.path().join("leads-retry-report.csv"));
+    assert_eq!(rows.len(), 1, "only the failed row comes back");
+    assert_eq!(failed("leads-retry-report.csv"), first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_with_nothing_to_retry_removes_its_own_stale_files() {
+    let sandbox = sandbox_without_unknown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(2));
+    let stale_retry = write(dir.path(), "leads-retry.csv", "LeadId\nstale\n");
+    let stale_invalid = write(dir.path(), "leads-invalid.csv", "LeadId\nstale\n");
+    run_ok(&mut command(&sandbox, dir.path(), &input));
+    assert!(!stale_retry.exists() && !stale_invalid.exists());
+}
