@@ -24,7 +24,8 @@ mod writer;
 
 pub use crate::input::Invalid;
 pub use error::RowError;
-pub use rerun::{rerun_paths, RerunFiles, RerunWritten};
+pub use rerun::rerun_paths;
+pub(crate) use rerun::{RerunFiles, RerunWritten};
 pub use writer::ReportWriter;
 
 /// What happened to one input row.

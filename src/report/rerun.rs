@@ -1,8 +1,9 @@
 //! The input rows worth another look, beside the report and named after it:
 //! `X-retry.csv` holds the rows to run again (`failed`), `X-invalid.csv` the
-//! rows no run can do as they are (`invalid`, `duplicate`). Both are in the
-//! input's own columns, ready to be fed back into `run` (the invalid ones
-//! once fixed).
+//! rows no run can do as they are (`invalid`, `duplicate`). Both hold the
+//! input's own bytes: its header line as it is in the file, and each row's
+//! cells as read (untrimmed, in the input's encoding) with the input's line
+//! breaks, ready to be fed back into `run` (the invalid ones once fixed).
 //!
 //! Rows `in_doubt` are left out on purpose: their email may well have
 //! arrived. A re-run of the same campaign reports them in doubt again
@@ -11,11 +12,13 @@
 //! send them again.
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::{open_private, Status};
+use crate::input::HeaderLine;
 
 /// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
 /// → `DIR/X-retry.csv` and `DIR/X-invalid.csv`; a report of any other name,
@@ -39,45 +42,46 @@ pub fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The two files of input rows of one run, each created on its first row.
-pub struct RerunFiles {
-    headers: Vec<String>,
+pub(crate) struct RerunFiles {
+    header: HeaderLine,
     retry: RowsFile,
     invalid: RowsFile,
 }
 
 /// Where the run left its input rows: each file's path when it holds rows.
 #[derive(Debug, Default)]
-pub struct RerunWritten {
+pub(crate) struct RerunWritten {
     /// The rows to retry.
-    pub retry: Option<PathBuf>,
+    pub(crate) retry: Option<PathBuf>,
     /// The invalid and duplicate rows.
-    pub invalid: Option<PathBuf>,
+    pub(crate) invalid: Option<PathBuf>,
 }
 
 impl RerunFiles {
-    /// The files for the report at `report`, with the input's `headers`.
-    pub fn new(report: &Path, headers: &[String]) -> RerunFiles {
+    /// The files for the report at `report`, under the input's header line.
+    pub(crate) fn new(report: &Path, header: &HeaderLine) -> RerunFiles {
         let (retry, invalid) = rerun_paths(report);
         RerunFiles {
-            headers: headers.to_vec(),
+            header: header.clone(),
             retry: RowsFile::new(retry),
             invalid: RowsFile::new(invalid),
         }
     }
 
-    /// Adds one row's input cells to the file its `status` belongs in, if any.
-    pub fn write(&mut self, status: Status, fields: &[String]) -> anyhow::Result<()> {
+    /// Adds one row's cells, as read, to the file its `status` belongs in,
+    /// if any.
+    pub(crate) fn write(&mut self, status: Status, raw: &csv::ByteRecord) -> anyhow::Result<()> {
         let file = match status {
             Status::Failed => &mut self.retry,
             Status::Invalid | Status::Duplicate => &mut self.invalid,
             _ => return Ok(()),
         };
-        file.write(&self.headers, fields)
+        file.write(&self.header, raw)
     }
 
     /// Flushes both files. A file this run has no row for is removed when an
     /// earlier run left one at its path, so it never feeds stale rows back in.
-    pub fn finish(self) -> anyhow::Result<RerunWritten> {
+    pub(crate) fn finish(self) -> anyhow::Result<RerunWritten> {
         Ok(RerunWritten {
             retry: self.retry.finish()?,
             invalid: self.invalid.finish()?,
@@ -96,18 +100,27 @@ impl RowsFile {
         RowsFile { path, writer: None }
     }
 
-    fn write(&mut self, headers: &[String], fields: &[String]) -> anyhow::Result<()> {
+    fn write(&mut self, header: &HeaderLine, raw: &csv::ByteRecord) -> anyhow::Result<()> {
         let writer = match &mut self.writer {
             Some(writer) => writer,
             None => {
-                let file = open_private(&self.path, true)
-                    .with_context(|| format!("cannot create {}", self.path.display()))?;
-                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
-                writer.write_record(headers)?;
+                let create = || format!("cannot create {}", self.path.display());
+                let mut file = open_private(&self.path, true).with_context(create)?;
+                let (line_break, terminator): (&[u8], _) = match header.crlf {
+                    true => (b"\r\n", csv::Terminator::CRLF),
+                    false => (b"\n", csv::Terminator::Any(b'\n')),
+                };
+                file.write_all(&header.bytes)
+                    .and_then(|()| file.write_all(line_break))
+                    .with_context(create)?;
+                let writer = csv::WriterBuilder::new()
+                    .flexible(true)
+                    .terminator(terminator)
+                    .from_writer(file);
                 self.writer.insert(writer)
             }
         };
-        writer.write_record(fields)?;
+        writer.write_byte_record(raw)?;
         writer.flush()?;
         Ok(())
     }

@@ -48,10 +48,11 @@ pub struct RunOutcome {
     pub invalid_csv: Option<PathBuf>,
 }
 
-/// A row's final record, with its input cells for the rows to retry or fix.
+/// A row's final record, with its input cells as read for the rows to retry
+/// or fix (a dry run keeps none).
 pub(crate) struct Finished {
     record: Record,
-    fields: Vec<String>,
+    raw: Option<csv::ByteRecord>,
 }
 
 /// `lsq-dispatch run`: the test message when `--test-email` is given,
@@ -73,7 +74,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let job = prepared.job;
     let mut sink = sink::Sink::open(
         &job.settings,
-        &job.headers,
+        prepared.reader.header_line(),
         prepared.rows_estimate,
         prepared.limiter,
         started,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::config::Settings;
+use crate::input::HeaderLine;
 use crate::limiter::Limiter;
 use crate::plan::{Plan, PlanSettings};
 use crate::progress::Progress;
@@ -38,7 +39,7 @@ impl Sink {
     /// the run's time counts from `started`.
     pub(super) fn open(
         settings: &Settings,
-        headers: &[String],
+        header: &HeaderLine,
         rows_estimate: u64,
         limiter: Arc<Limiter>,
         started: Instant,
@@ -55,7 +56,7 @@ impl Sink {
             report,
             summary_path: settings.summary_json.clone(),
             summary: Summary::default(),
-            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, headers)),
+            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
             progress: Progress::new(rows_estimate, settings.quiet),
             limiter,
@@ -67,7 +68,7 @@ impl Sink {
 
     /// Hands one row's outcome to every output.
     pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
-        let Finished { record, fields } = finished;
+        let Finished { record, raw } = finished;
         self.report
             .write(&record)
             .with_context(|| format!("cannot write the report {}", self.report.path().display()))?;
@@ -75,8 +76,8 @@ impl Sink {
         if let Some((plan, _)) = &mut self.plan {
             plan.record(&record);
         }
-        if let Some(rerun) = &mut self.rerun {
-            rerun.write(record.status, &fields)?;
+        if let (Some(rerun), Some(raw)) = (&mut self.rerun, &raw) {
+            rerun.write(record.status, raw)?;
         }
         self.progress.inc();
         if !self.paused_shown && self.limiter.rate_limited() > 0 {

@@ -156,3 +156,39 @@ async fn a_run_with_nothing_to_retry_removes_its_own_stale_files() {
     run_ok(&mut command(&sandbox, dir.path(), &input));
     assert!(!stale_retry.exists() && !stale_invalid.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rerun_files_keep_the_inputs_bytes_exactly() {
+    let sandbox = sandbox_without_unknown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(2);
+    // A Latin-1 export with Windows line ends: `é` and `ë` are single bytes.
+    let header = b"LeadId,Pr\xe9nom,Note\r\n".to_vec();
+    let failed = format!(" {UNKNOWN} , Ann ,\"a, \"\"b\"\"\"\r\n").into_bytes();
+    let mut latin1 = format!("{},Zo", ids[0]).into_bytes();
+    latin1.extend_from_slice(b"\xeb,x\r\n");
+    let linked = format!("{},Bob,y\r\n", ids[1]).into_bytes();
+    let input = dir.path().join("leads.csv");
+    std::fs::write(&input, [&header[..], &failed, &latin1, &linked].concat()).unwrap();
+    let out = run(&mut command(&sandbox, dir.path(), &input));
+    assert_eq!(out.status.code(), Some(3));
+    let statuses: Vec<String> = read_report(&dir.path().join("leads-report.csv"))
+        .into_iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+
+    let bytes = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (retry, invalid) = (bytes("leads-retry.csv"), bytes("leads-invalid.csv"));
+    assert!(
+        retry == [&header[..], &failed].concat(),
+        "leads-retry.csv: {}",
+        shown(&retry)
+    );
+    assert!(
+        invalid == [&header[..], &latin1].concat(),
+        "leads-invalid.csv: {}",
+        shown(&invalid)
+    );
+}
