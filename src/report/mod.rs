@@ -174,6 +174,16 @@ pub(crate) fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// Whether `a` and `b` name one and the same existing file, whatever the
+/// names (links, `./`, another spelling of the directory).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Checks that `path` can be written, before any network call, so a run does
 /// not do its work and then fail to record it. A file that did not exist is
 /// not left behind.

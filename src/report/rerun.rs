@@ -11,13 +11,15 @@
 //! second message; `--resend-in-doubt` on the original input is the way to
 //! send them again.
 
-use std::fs::{self, File};
+use std::ffi::OsString;
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use tempfile::NamedTempFile;
 
-use super::{open_private, Status};
+use super::{same_file, Status};
 use crate::input::HeaderLine;
 
 /// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
@@ -79,20 +81,25 @@ impl RerunFiles {
         file.write(&self.header, raw)
     }
 
-    /// Flushes both files. A file this run has no row for is removed when an
-    /// earlier run left one at its path, so it never feeds stale rows back in.
-    pub(crate) fn finish(self) -> anyhow::Result<RerunWritten> {
+    /// Puts both files in place. A file this run has no row for is removed
+    /// when an earlier run left one at its path, so it never feeds stale rows
+    /// back in; a run that did not get to the end of its `input` (`complete`
+    /// false) leaves that input whole even when it is one of these files.
+    pub(crate) fn finish(self, complete: bool, input: &Path) -> anyhow::Result<RerunWritten> {
         Ok(RerunWritten {
-            retry: self.retry.finish()?,
-            invalid: self.invalid.finish()?,
+            retry: self.retry.finish(complete, input)?,
+            invalid: self.invalid.finish(complete, input)?,
         })
     }
 }
 
-/// One file of input rows.
+/// One file of input rows. It is written to a new temporary file beside
+/// its path and renamed into place when the run ends, so a run whose input
+/// is this very file (a retry run under the original run's report) reads
+/// all of its input before the file changes.
 struct RowsFile {
     path: PathBuf,
-    writer: Option<csv::Writer<File>>,
+    writer: Option<csv::Writer<NamedTempFile>>,
 }
 
 impl RowsFile {
@@ -103,42 +110,73 @@ impl RowsFile {
     fn write(&mut self, header: &HeaderLine, raw: &csv::ByteRecord) -> anyhow::Result<()> {
         let writer = match &mut self.writer {
             Some(writer) => writer,
-            None => {
-                let create = || format!("cannot create {}", self.path.display());
-                let mut file = open_private(&self.path, true).with_context(create)?;
-                let (line_break, terminator): (&[u8], _) = match header.crlf {
-                    true => (b"\r\n", csv::Terminator::CRLF),
-                    false => (b"\n", csv::Terminator::Any(b'\n')),
-                };
-                file.write_all(&header.bytes)
-                    .and_then(|()| file.write_all(line_break))
-                    .with_context(create)?;
-                let writer = csv::WriterBuilder::new()
-                    .flexible(true)
-                    .terminator(terminator)
-                    .from_writer(file);
-                self.writer.insert(writer)
-            }
+            None => self.writer.insert(self.create(header)?),
         };
-        writer.write_byte_record(raw)?;
-        writer.flush()?;
-        Ok(())
+        writer
+            .write_byte_record(raw)
+            .with_context(|| format!("cannot write the rows of {}", self.path.display()))
     }
 
-    fn finish(self) -> anyhow::Result<Option<PathBuf>> {
-        match self.writer {
-            Some(mut writer) => {
-                writer.flush()?;
-                Ok(Some(self.path))
-            }
-            None => {
-                if self.path.is_file() {
-                    fs::remove_file(&self.path).with_context(|| {
-                        format!("cannot remove the stale {}", self.path.display())
-                    })?;
-                }
-                Ok(None)
-            }
+    /// The temporary file, created new (never through an existing file or
+    /// link) with mode 0600, with the header line written.
+    fn create(&self, header: &HeaderLine) -> anyhow::Result<csv::Writer<NamedTempFile>> {
+        let fail = || format!("cannot create a file beside {}", self.path.display());
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut prefix = OsString::from(".");
+        prefix.push(self.path.file_name().unwrap_or_default());
+        prefix.push(".");
+        let mut file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(fail)?;
+        let (line_break, terminator): (&[u8], _) = match header.crlf {
+            true => (b"\r\n", csv::Terminator::CRLF),
+            false => (b"\n", csv::Terminator::Any(b'\n')),
+        };
+        file.write_all(&header.bytes)
+            .and_then(|()| file.write_all(line_break))
+            .with_context(fail)?;
+        Ok(csv::WriterBuilder::new()
+            .flexible(true)
+            .terminator(terminator)
+            .from_writer(file))
+    }
+
+    /// Renames the file into place, or, when this run had no row for it,
+    /// removes the one an earlier run left at its path. A run that stopped
+    /// before the end of its input leaves that input as it is when it is
+    /// this file: its rows not read yet are still to do.
+    fn finish(self, complete: bool, input: &Path) -> anyhow::Result<Option<PathBuf>> {
+        if !complete && same_file(&self.path, input) {
+            return Ok(Some(self.path));
         }
+        let Some(writer) = self.writer else {
+            remove_stale(&self.path)?;
+            return Ok(None);
+        };
+        let fail = || format!("cannot write {}", self.path.display());
+        let temp = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(fail)?;
+        temp.as_file().sync_all().with_context(fail)?;
+        temp.persist(&self.path)
+            .map_err(|e| e.error)
+            .with_context(fail)?;
+        Ok(Some(self.path))
+    }
+}
+
+/// Removes a file an earlier run left at `path` (a link itself, not what it
+/// points to).
+fn remove_stale(path: &Path) -> anyhow::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_dir() => fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale {}", path.display())),
+        _ => Ok(()),
     }
 }

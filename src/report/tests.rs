@@ -315,3 +315,21 @@ fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
         ("out/march-retry.csv".into(), "out/march-invalid.csv".into())
     );
 }
+
+#[test]
+fn same_file_compares_files_not_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leads-retry.csv");
+    fs::write(&file, "LeadId\n").unwrap();
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let other = dir.path().join("other.csv");
+    fs::write(&other, "LeadId\n").unwrap();
+    assert!(same_file(
+        &file,
+        &dir.path().join(".").join("leads-retry.csv")
+    ));
+    assert!(same_file(&file, &link));
+    assert!(!same_file(&file, &other));
+    assert!(!same_file(&file, &dir.path().join("missing.csv")));
+}

@@ -101,7 +101,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     }
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
-    let outcome = sink.finish(interrupted)?;
+    let outcome = sink.finish(interrupted, fatal.is_none() && !interrupted)?;
     match fatal {
         Some(e) => Err(e.context(format!(
             "run aborted; the report {} holds every row done before",

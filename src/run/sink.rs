@@ -24,6 +24,7 @@ use super::{Finished, RunOutcome};
 pub(super) struct Sink {
     report: ReportWriter,
     summary_path: Option<PathBuf>,
+    input: PathBuf,
     summary: Summary,
     rerun: Option<RerunFiles>,
     plan: Option<(Plan, PlanSettings)>,
@@ -55,6 +56,7 @@ impl Sink {
         Ok(Sink {
             report,
             summary_path: settings.summary_json.clone(),
+            input: settings.input.clone(),
             summary: Summary::default(),
             rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
@@ -88,15 +90,20 @@ impl Sink {
         Ok(())
     }
 
-    /// Flushes the report and the files of input rows, finishes the plan and
-    /// writes the summary: what the run did, whether or not it went to the end.
-    pub(super) fn finish(mut self, interrupted: bool) -> anyhow::Result<RunOutcome> {
+    /// Flushes the report, puts the files of input rows in place, finishes
+    /// the plan and writes the summary: what the run did, whether or not it
+    /// went to the end (`complete`: every input row was read and recorded).
+    pub(super) fn finish(
+        mut self,
+        interrupted: bool,
+        complete: bool,
+    ) -> anyhow::Result<RunOutcome> {
         let report = self.report.path().to_owned();
         self.report
             .flush()
             .with_context(|| format!("cannot write the report {}", report.display()))?;
         let rerun = match self.rerun {
-            Some(rerun) => rerun.finish()?,
+            Some(rerun) => rerun.finish(complete, &self.input)?,
             None => RerunWritten::default(),
         };
         self.progress.finish();
