@@ -46,6 +46,9 @@ pub struct RunOutcome {
     pub retry_csv: Option<PathBuf>,
     /// The invalid and duplicate input rows, when there were any.
     pub invalid_csv: Option<PathBuf>,
+    /// The input line of the last row the report holds (the highest), if
+    /// it holds any: a run that stopped early did no row after it.
+    pub last_line: Option<u64>,
 }
 
 /// A row's final record, with its input cells as read for the rows to retry
@@ -104,8 +107,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let outcome = sink.finish(interrupted, fatal.is_none() && !interrupted)?;
     match fatal {
         Some(e) => Err(e.context(format!(
-            "run aborted; the report {} holds every row done before",
-            outcome.report.display()
+            "run aborted; the report {} holds every row done before{}\n{}. Cause",
+            outcome.report.display(),
+            outcome.files(),
+            outcome.resume_advice("fix the cause and re-run the same command")
         ))),
         None => Ok(outcome),
     }
@@ -128,13 +133,43 @@ impl RunOutcome {
     }
 
     /// What the run prints at the end: a dry run's plan, then one line with
-    /// counts by status, time, calls, 429s and where the report is.
+    /// counts by status, time, calls, 429s and where the report and the
+    /// files of input rows are; after an interrupted real run, a second line
+    /// says what was not done and how to resume.
     pub fn describe(&self) -> String {
         let plan = match &self.summary.plan {
             Some(plan) => format!("{}\n", plan.render()),
             None => String::new(),
         };
-        plan + &self.describe_counts()
+        let resume = match self.interrupted && self.summary.plan.is_none() {
+            true => format!("\n{}", self.resume_advice("re-run the same command")),
+            false => String::new(),
+        };
+        plan + &self.describe_counts() + &resume
+    }
+
+    /// For a run that stopped early: which input rows it did not process,
+    /// and how to do them (`how`).
+    fn resume_advice(&self, how: &str) -> String {
+        let undone = match self.last_line {
+            Some(line) => format!(
+                "input rows after line {line} were not processed (nor any other row the report lacks)"
+            ),
+            None => "no input row was processed".to_owned(),
+        };
+        format!("{undone}: to resume, {how}; leads already done are skipped by the campaign state")
+    }
+
+    /// "; rows to retry: …; invalid rows: …" for the files that were written.
+    fn files(&self) -> String {
+        let mut files = String::new();
+        if let Some(path) = &self.retry_csv {
+            files += &format!("; rows to retry: {}", path.display());
+        }
+        if let Some(path) = &self.invalid_csv {
+            files += &format!("; invalid rows: {}", path.display());
+        }
+        files
     }
 
     fn describe_counts(&self) -> String {
@@ -150,15 +185,8 @@ impl RunOutcome {
         } else {
             counts.join(", ")
         };
-        let mut files = String::new();
-        if let Some(path) = &self.retry_csv {
-            files += &format!("; rows to retry: {}", path.display());
-        }
-        if let Some(path) = &self.invalid_csv {
-            files += &format!("; invalid rows: {}", path.display());
-        }
         format!(
-            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{files}",
+            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{}",
             if self.interrupted {
                 "interrupted: "
             } else {
@@ -167,7 +195,8 @@ impl RunOutcome {
             self.summary.elapsed_secs,
             self.summary.api_calls,
             self.summary.rate_limited,
-            self.report.display()
+            self.report.display(),
+            self.files()
         )
     }
 }
@@ -188,6 +217,7 @@ mod tests {
             report: "r.csv".into(),
             retry_csv: None,
             invalid_csv: None,
+            last_line: Some(9),
         }
     }
 
@@ -206,9 +236,26 @@ mod tests {
 
     #[test]
     fn the_last_line_counts_what_happened() {
-        let line = outcome(true, &[Status::Sent, Status::Sent]).describe();
-        assert!(line.starts_with("interrupted: 2 sent in "), "{line}");
+        let line = outcome(false, &[Status::Sent, Status::Sent]).describe();
+        assert!(line.starts_with("done: 2 sent in "), "{line}");
         assert!(line.ends_with("report: r.csv"), "{line}");
+    }
+
+    #[test]
+    fn an_interrupted_run_says_what_it_did_not_do_and_how_to_resume() {
+        let text = outcome(true, &[Status::Sent, Status::Sent]).describe();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("interrupted: 2 sent in "), "{text}");
+        assert!(lines[0].ends_with("report: r.csv"), "{text}");
+        assert!(
+            lines[1].starts_with("input rows after line 9 were not processed"),
+            "{text}"
+        );
+        assert!(lines[1].contains("re-run the same command"), "{text}");
+        let mut nothing = outcome(true, &[]);
+        nothing.last_line = None;
+        assert!(nothing.describe().contains("no input row was processed"));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(super) struct Sink {
     rerun: Option<RerunFiles>,
     plan: Option<(Plan, PlanSettings)>,
     progress: Progress,
+    /// The highest input line recorded so far.
+    last_line: Option<u64>,
     limiter: Arc<Limiter>,
     /// The 429 notice has been shown (or, in a dry run, cannot apply).
     paused_shown: bool,
@@ -61,6 +63,7 @@ impl Sink {
             rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
             progress: Progress::new(rows_estimate, settings.quiet),
+            last_line: None,
             limiter,
             // A dry run makes no call, so there is no 429 to tell of.
             paused_shown: dry_run,
@@ -75,6 +78,7 @@ impl Sink {
             .write(&record)
             .with_context(|| format!("cannot write the report {}", self.report.path().display()))?;
         self.summary.record(&record);
+        self.last_line = self.last_line.max(Some(record.row));
         if let Some((plan, _)) = &mut self.plan {
             plan.record(&record);
         }
@@ -125,6 +129,7 @@ impl Sink {
             report,
             retry_csv: rerun.retry,
             invalid_csv: rerun.invalid,
+            last_line: self.last_line,
         })
     }
 }

@@ -263,3 +263,128 @@ async fn a_retry_run_that_stops_early_leaves_its_own_input_whole() {
         "the aborted run changed or removed its own input"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_mid_run_says_how_to_resume_and_keeps_invalid_rows_out_of_the_retry_file() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let gone = r#"{"Status":"Error","ExceptionType":"MXInvalidEntityException","ExceptionMessage":"Lead does not exist"}"#;
+    // One key, two leads that do not exist, then the credentials are refused.
+    for (priority, answer, times) in [
+        (1, None, 1),
+        (2, Some(ResponseTemplate::new(400).set_body_string(gone)), 2),
+        (3, Some(unauthorized()), 1),
+    ] {
+        let mock = Mock::given(method("POST"));
+        let mock = match answer {
+            Some(answer) => mock.respond_with(answer),
+            None => mock.respond_with(crate::support::key_for),
+        };
+        mock.up_to_n_times(times)
+            .with_priority(priority)
+            .expect(times)
+            .mount(&server)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(13);
+    let mut csv = format!(
+        "LeadId,Note\n{},linked\nLD-1,invalid\n{},failed\n{},duplicate\n{},failed\n",
+        ids[0],
+        ids[1],
+        ids[0].to_uppercase(),
+        ids[2]
+    );
+    for id in &ids[3..] {
+        csv.push_str(&format!("{id},never\n")); // lines 7 to 16: refused or never reached
+    }
+    let input = write(dir.path(), "leads.csv", &csv);
+    let mut cmd = run_on_mock(&server, dir.path(), &input);
+    cmd.args([
+        "--report",
+        "leads-report.csv",
+        "--quiet",
+        "--concurrency",
+        "1",
+    ]);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = read_report(&dir.path().join("leads-report.csv"));
+    assert_eq!(rows.len(), 5, "lines 2 to 6 were done");
+    let err = crate::support::stderr(&out);
+    assert!(
+        err.contains("input rows after line 6 were not processed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("to resume, fix the cause and re-run the same command"),
+        "{err}"
+    );
+    assert!(err.contains("rows to retry: leads-retry.csv; invalid rows: leads-invalid.csv"));
+
+    let retry = header_and_rows(&dir.path().join("leads-retry.csv"));
+    let failed = [format!("{},failed", ids[1]), format!("{},failed", ids[2])];
+    assert_eq!(
+        retry,
+        ("LeadId,Note".into(), sorted(&[&failed[0], &failed[1]]))
+    );
+    let invalid = header_and_rows(&dir.path().join("leads-invalid.csv"));
+    let duplicate = format!("{},duplicate", ids[0].to_uppercase());
+    assert_eq!(invalid.1, sorted(&["LD-1,invalid", &duplicate]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_says_how_to_resume_and_keeps_invalid_rows_out_of_the_retry_file() {
+    let sandbox = sandbox(SandboxConfig {
+        budget: "5/1s".parse().unwrap(),
+        unknown_leads: vec![UNKNOWN.into()],
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = format!("LeadId\n{UNKNOWN}\nLD-1\n");
+    for id in lead_ids(28) {
+        csv.push_str(&id);
+        csv.push('\n');
+    }
+    let input = write(dir.path(), "leads.csv", &csv);
+    let child = command(&sandbox, dir.path(), &input)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // SAFETY: kill has no memory effects; the child is ours and still running.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let rows = read_report(&dir.path().join("leads-report.csv"));
+    assert!(
+        rows.len() > 2 && rows.len() < 30,
+        "{} rows done",
+        rows.len()
+    );
+    let last = rows.iter().map(|r| r["row"].parse::<u64>().unwrap()).max();
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "input rows after line {} were not processed",
+            last.unwrap()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("to resume, re-run the same command"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("leads-retry.csv")).unwrap(),
+        format!("LeadId\n{UNKNOWN}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("leads-invalid.csv")).unwrap(),
+        "LeadId\nLD-1\n"
+    );
+}

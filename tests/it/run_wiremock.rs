@@ -3,18 +3,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{answering, lead_ids, leads_csv, read_report, run, run_on_mock, unauthorized};
+use crate::support::{
+    answering, key_for, lead_ids, leads_csv, read_report, run, run_on_mock, unauthorized,
+};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const LIMIT: &str = r#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 25 in 5 second(s)"}"#;
-
-fn key_for(request: &Request) -> ResponseTemplate {
-    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "AuthKey": "k+ey/for=",
-        "LeadId": body["LeadId"],
-    }))
-}
 
 /// A server whose Generate answers the first two calls with `failure` and
 /// then issues keys, and expects each exactly as often as a one-lead run

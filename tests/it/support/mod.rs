@@ -121,6 +121,15 @@ pub async fn answering(answer: wiremock::ResponseTemplate, calls: u64) -> wiremo
     server
 }
 
+/// A wiremock answer that issues a key for the lead asked about.
+pub fn key_for(request: &wiremock::Request) -> wiremock::ResponseTemplate {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "AuthKey": "k+ey/for=",
+        "LeadId": body["LeadId"],
+    }))
+}
+
 /// LeadSquared's answer to bad credentials.
 pub fn unauthorized() -> wiremock::ResponseTemplate {
     wiremock::ResponseTemplate::new(401).set_body_string(
