@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::config::Settings;
+use crate::config::{Settings, UsageError};
 use crate::input::HeaderLine;
 use crate::limiter::Limiter;
 use crate::plan::{Plan, PlanSettings};
@@ -48,6 +48,7 @@ impl Sink {
         started: Instant,
     ) -> anyhow::Result<Sink> {
         let dry_run = settings.is_dry_run();
+        not_the_input(settings)?;
         let mut report = ReportWriter::create(&settings.report)?;
         if dry_run {
             report = report.buffered();
@@ -132,4 +133,19 @@ impl Sink {
             last_line: self.last_line,
         })
     }
+}
+
+/// Refuses a report or summary that is the input file itself, under
+/// whatever name: creating it would destroy the rows not read yet.
+fn not_the_input(settings: &Settings) -> Result<(), UsageError> {
+    let outputs = [Some(&settings.report), settings.summary_json.as_ref()];
+    for path in outputs.into_iter().flatten() {
+        if crate::report::same_file(path, &settings.input) {
+            return Err(UsageError(format!(
+                "{} is the input itself; write the report and the summary elsewhere",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -388,3 +388,26 @@ async fn ctrl_c_says_how_to_resume_and_keeps_invalid_rows_out_of_the_retry_file(
         "LeadId\nLD-1\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_that_is_the_input_itself_is_refused_before_anything_is_written() {
+    let sandbox = sandbox_without_unknown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = lead_ids(3000).iter().map(|id| format!("{id},x")).collect();
+    let retry = write(
+        dir.path(),
+        "leads-retry.csv",
+        &format!("LeadId,Note\n{}\n", rows.join("\n")),
+    );
+    let before = std::fs::read(&retry).unwrap();
+    let mut cmd = command(&sandbox, dir.path(), &retry);
+    cmd.args(["--report", "./leads-retry.csv"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::support::stderr(&out).contains("is the input itself"));
+    assert!(
+        std::fs::read(&retry).unwrap() == before,
+        "the input changed"
+    );
+    assert_eq!(sandbox.stats().calls, 0);
+}
