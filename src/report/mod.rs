@@ -24,7 +24,6 @@ mod writer;
 
 pub use crate::input::Invalid;
 pub use error::RowError;
-pub use rerun::rerun_paths;
 pub(crate) use rerun::{RerunFiles, RerunWritten};
 pub use writer::ReportWriter;
 

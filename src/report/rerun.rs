@@ -25,7 +25,7 @@ use crate::input::HeaderLine;
 /// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
 /// → `DIR/X-retry.csv` and `DIR/X-invalid.csv`; a report of any other name,
 /// `DIR/NAME.csv`, → `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`.
-pub fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
     let name = report
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

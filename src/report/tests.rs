@@ -300,7 +300,7 @@ fn open_check_rejects_an_unwritable_place() {
 #[test]
 fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
     let paths = |report: &str| {
-        let (retry, invalid) = rerun_paths(Path::new(report));
+        let (retry, invalid) = rerun::rerun_paths(Path::new(report));
         (retry.display().to_string(), invalid.display().to_string())
     };
     assert_eq!(

@@ -1,8 +1,8 @@
 //! The one owner of every output of a run: each row's outcome is handed to
 //! [`Sink::record`], which writes the report, counts the summary, keeps the
-//! rows to retry and the invalid rows, counts the plan and moves the progress; [`Sink::finish`]
-//! flushes them all and writes the summary. The rest of the run never knows
-//! how many outputs there are.
+//! rows to retry and the invalid rows, counts the plan and moves the
+//! progress; [`Sink::finish`] flushes them all and writes the summary. The
+//! rest of the run never knows how many outputs there are.
 
 use std::path::PathBuf;
 use std::sync::Arc;
