@@ -65,7 +65,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N/W")]
     pub rate: Option<Rate>,
 
-    /// Per-lead report CSV [default: <input name>-report.csv in the current directory].
+    /// Per-lead report CSV [default: <input name>-report.csv in the current directory;
+    /// with --dry-run, <input name>-plan.csv beside the input].
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 

@@ -268,13 +268,19 @@ static STAND_IN_PAGE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
     Url::parse("https://portal.example.invalid/").expect("a valid URL")
 });
 
-/// `leads.csv` → `leads-report.csv` in the current directory.
-pub fn default_report_path(input: &Path) -> PathBuf {
+/// `leads.csv` → `leads-report.csv` in the current directory; a dry run's
+/// plan is `leads-plan.csv` beside the input, so planning never overwrites
+/// the report of a real run.
+pub fn default_report_path(input: &Path, dry_run: bool) -> PathBuf {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "leads".into());
-    PathBuf::from(format!("{stem}-report.csv"))
+    if dry_run {
+        input.with_file_name(format!("{stem}-plan.csv"))
+    } else {
+        PathBuf::from(format!("{stem}-report.csv"))
+    }
 }
 
 #[cfg(test)]

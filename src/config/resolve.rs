@@ -136,7 +136,7 @@ impl Settings {
                 .report
                 .clone()
                 .or(file.report.clone())
-                .unwrap_or_else(|| super::default_report_path(&args.input)),
+                .unwrap_or_else(|| super::default_report_path(&args.input, args.dry_run)),
             summary_json: args.summary_json.clone().or(file.summary_json.clone()),
             lead_column: pick(&args.lead_column, &file.lead_column)
                 .unwrap_or_else(|| "LeadId".into()),

@@ -48,10 +48,27 @@ fn flags_beat_the_file_and_the_file_beats_defaults() {
     let s = resolve(&args);
     assert_eq!(s.limiter.rate.calls, 10);
     assert_eq!(s.concurrency, 7);
-    assert_eq!(s.report, PathBuf::from("leads-report.csv"));
+    assert_eq!(
+        s.report,
+        PathBuf::from("leads-plan.csv"),
+        "a dry run's plan"
+    );
     args.concurrency = Some(3);
     let s = resolve(&args);
     assert_eq!(s.concurrency, 3);
+}
+
+#[test]
+fn a_plan_and_a_report_default_to_different_files() {
+    let input = std::path::Path::new("/data/leads.csv");
+    assert_eq!(
+        default_report_path(input, false),
+        PathBuf::from("leads-report.csv")
+    );
+    assert_eq!(
+        default_report_path(input, true),
+        PathBuf::from("/data/leads-plan.csv")
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod reader;
 mod tests;
 
 pub(crate) use guid::normalize_guid;
+pub(crate) use lines::HeaderLine;
 pub(crate) use reader::LeadReader;
 
 /// Which columns hold the lead and portal ids, and the portal to use when a row
@@ -28,9 +29,12 @@ pub(crate) struct InputOptions {
     /// About how many rows to expect: the de-duplication set is sized for
     /// them up front, so a large file never holds two copies while it grows.
     pub expected_rows: usize,
-    /// Keep every row's cells in [`InputRow::fields`] (for email templates and
-    /// `failed.csv`); without, `fields` is empty.
+    /// Keep every row's cells in [`InputRow::fields`] (for email templates);
+    /// without, `fields` is empty.
     pub keep_cells: bool,
+    /// Keep every row's cells as read, in [`InputRow::raw`] (for the files of
+    /// rows to retry and invalid rows); without, `raw` is `None`.
+    pub keep_raw: bool,
 }
 
 impl Default for InputOptions {
@@ -41,6 +45,7 @@ impl Default for InputOptions {
             default_portal: None,
             expected_rows: 0,
             keep_cells: true,
+            keep_raw: false,
         }
     }
 }
@@ -195,6 +200,9 @@ pub(crate) struct InputRow {
     pub portal_id: Option<String>,
     /// Trimmed cells, aligned with [`LeadReader::headers`] as far as they go.
     pub fields: Vec<String>,
+    /// The cells exactly as read (untrimmed, in the input's own encoding),
+    /// when [`InputOptions::keep_raw`] asked for them.
+    pub raw: Option<csv::ByteRecord>,
     /// Whether the row is valid, invalid or a duplicate.
     pub kind: RowKind,
 }

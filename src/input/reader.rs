@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::guid::{hyphenated, parse_guid, GuidHashBuilder};
-use super::lines::{count_breaks, LineCounting, LineIndex};
+use super::lines::{count_breaks, HeaderLine, LineCounting, LineIndex};
 use super::{column_index, InputError, InputOptions, InputRow, Invalid, RowKind};
 
 /// Streams the rows of an input CSV.
@@ -20,11 +20,13 @@ pub(crate) struct LeadReader {
     source: String,
     reader: csv::Reader<Box<dyn Read + Send>>,
     headers: Vec<String>,
+    header_line: HeaderLine,
     lead_idx: usize,
     portal_idx: Option<usize>,
     default_portal: Option<(String, u128)>,
     sightings: Sightings,
     keep_cells: bool,
+    keep_raw: bool,
     record: csv::ByteRecord,
     lines: Arc<Mutex<LineIndex>>,
     done: bool,
@@ -67,7 +69,7 @@ impl LeadReader {
                 }
             },
         };
-        let lines = Arc::new(Mutex::new(LineIndex::default()));
+        let lines = Arc::new(Mutex::new(LineIndex::keeping_the_header()));
         let counting: Box<dyn Read + Send> = Box::new(LineCounting {
             inner: reader,
             index: Arc::clone(&lines),
@@ -86,6 +88,10 @@ impl LeadReader {
                 })
             }
         };
+        let header_line = lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .header_line(reader.position().byte());
         // csv strips a BOM it sees whole; trimming one here covers a BOM split
         // across the first read.
         let headers: Vec<String> = raw_headers
@@ -111,11 +117,13 @@ impl LeadReader {
             source,
             reader,
             headers,
+            header_line,
             lead_idx,
             portal_idx,
             default_portal,
             sightings: Sightings::with_capacity(opts.expected_rows),
             keep_cells: opts.keep_cells,
+            keep_raw: opts.keep_raw,
             record: csv::ByteRecord::new(),
             lines,
             done: false,
@@ -125,6 +133,11 @@ impl LeadReader {
     /// Header names, trimmed, with any byte-order mark removed.
     pub(crate) fn headers(&self) -> &[String] {
         &self.headers
+    }
+
+    /// The header line as it is in the file.
+    pub(crate) fn header_line(&self) -> &HeaderLine {
+        &self.header_line
     }
 
     /// The line the current record starts on.
@@ -171,6 +184,7 @@ impl LeadReader {
             lead_id: lead.map_or_else(|| lead_raw.to_owned(), hyphenated),
             portal_id: self.portal_text(portal, portal_raw),
             fields: self.kept_cells(),
+            raw: self.keep_raw.then(|| self.record.clone()),
             kind,
         }
     }

@@ -311,3 +311,60 @@ fn samples_leads_csv_exercises_every_row_kind() {
         }
     }
 }
+
+#[test]
+fn the_header_line_is_kept_as_it_is_in_the_file() {
+    let line = |csv: &[u8]| {
+        let r = LeadReader::from_reader(
+            Box::new(std::io::Cursor::new(csv.to_vec())),
+            "leads.csv".to_owned(),
+            InputOptions::default(),
+        )
+        .unwrap();
+        let line = r.header_line();
+        (line.bytes.clone(), line.crlf)
+    };
+    let row = format!("{A},x");
+    for (csv, header, crlf) in [
+        (format!("LeadId,Name\n{row}\n"), "LeadId,Name", false),
+        (format!("LeadId,Name\r\n{row}\r\n"), "LeadId,Name", true),
+        (
+            format!("\u{feff}LeadId, Name \r\n{row}"),
+            "\u{feff}LeadId, Name ",
+            true,
+        ),
+        (
+            format!("\"LeadId\",\"a\nb\"\n{row}\n"),
+            "\"LeadId\",\"a\nb\"",
+            false,
+        ),
+        ("LeadId,Name".to_owned(), "LeadId,Name", false),
+        ("LeadId,Name\r\n".to_owned(), "LeadId,Name", true),
+    ] {
+        assert_eq!(line(csv.as_bytes()), (header.into(), crlf), "{csv:?}");
+    }
+    let latin1 = line(b"LeadId,Pr\xe9nom\n");
+    assert_eq!(
+        latin1,
+        (b"LeadId,Pr\xe9nom".to_vec(), false),
+        "not re-encoded"
+    );
+}
+
+#[test]
+fn raw_cells_are_kept_only_when_asked_for() {
+    let csv = format!("LeadId,Name\n {A} , Ann \n");
+    assert_eq!(rows(&csv)[0].raw, None);
+    let kept = rows_with(
+        &csv,
+        InputOptions {
+            keep_raw: true,
+            ..InputOptions::default()
+        },
+    );
+    let raw = kept[0].raw.as_ref().unwrap();
+    assert_eq!(
+        raw,
+        &csv::ByteRecord::from(vec![format!(" {A} "), " Ann ".into()])
+    );
+}

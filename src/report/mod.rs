@@ -1,7 +1,7 @@
 //! The per-lead report CSV: the row statuses, the report's columns, why a
 //! row did not succeed ([`RowError`]), a writer that creates the file private
 //! (it holds login links) and flushes every row as it happens, and the input
-//! rows to re-run.
+//! rows to retry or fix, in files of their own beside it.
 //!
 //! Every text cell is escaped against spreadsheet formula injection, because
 //! lead ids and error messages come from the input and operators open the
@@ -19,11 +19,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod error;
+mod rerun;
 mod writer;
 
 pub use crate::input::Invalid;
 pub use error::RowError;
-pub use writer::{FailedRows, ReportWriter};
+pub(crate) use rerun::{RerunFiles, RerunWritten};
+pub use writer::ReportWriter;
 
 /// What happened to one input row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -169,6 +171,16 @@ pub(crate) fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
     }
     Ok(file)
+}
+
+/// Whether `a` and `b` name one and the same existing file, whatever the
+/// names (links, `./`, another spelling of the directory).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Checks that `path` can be written, before any network call, so a run does

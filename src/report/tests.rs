@@ -296,3 +296,40 @@ fn open_check_rejects_an_unwritable_place() {
     assert!(open_check(&ro).is_err());
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
+    let paths = |report: &str| {
+        let (retry, invalid) = rerun::rerun_paths(Path::new(report));
+        (retry.display().to_string(), invalid.display().to_string())
+    };
+    assert_eq!(
+        paths("/data/leads-report.csv"),
+        (
+            "/data/leads-retry.csv".into(),
+            "/data/leads-invalid.csv".into()
+        )
+    );
+    assert_eq!(
+        paths("out/march.csv"),
+        ("out/march-retry.csv".into(), "out/march-invalid.csv".into())
+    );
+}
+
+#[test]
+fn same_file_compares_files_not_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leads-retry.csv");
+    fs::write(&file, "LeadId\n").unwrap();
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let other = dir.path().join("other.csv");
+    fs::write(&other, "LeadId\n").unwrap();
+    assert!(same_file(
+        &file,
+        &dir.path().join(".").join("leads-retry.csv")
+    ));
+    assert!(same_file(&file, &link));
+    assert!(!same_file(&file, &other));
+    assert!(!same_file(&file, &dir.path().join("missing.csv")));
+}

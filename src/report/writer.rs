@@ -1,7 +1,7 @@
-//! Writing the report row by row, and the input rows worth re-running.
+//! Writing the report row by row.
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -9,62 +9,6 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 
 use super::{escape_cell, open_private, Record, COLUMNS};
-
-/// The input rows of a run that failed or were invalid, in the input's own
-/// columns, ready to be fed back into `run`. Created on the first such row.
-pub struct FailedRows {
-    path: PathBuf,
-    headers: Vec<String>,
-    writer: Option<csv::Writer<File>>,
-}
-
-impl FailedRows {
-    /// Will write to `path` with the input's `headers`.
-    pub fn new(path: &Path, headers: &[String]) -> FailedRows {
-        FailedRows {
-            path: path.to_owned(),
-            headers: headers.to_vec(),
-            writer: None,
-        }
-    }
-
-    /// Appends one row's input cells.
-    pub fn write(&mut self, fields: &[String]) -> anyhow::Result<()> {
-        let writer = match &mut self.writer {
-            Some(writer) => writer,
-            None => {
-                let file = open_private(&self.path, true)
-                    .with_context(|| format!("cannot create {}", self.path.display()))?;
-                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
-                writer.write_record(&self.headers)?;
-                self.writer.insert(writer)
-            }
-        };
-        writer.write_record(fields)?;
-        writer.flush()?;
-        Ok(())
-    }
-
-    /// The file written, if any row failed. A file left at the path by an
-    /// earlier run is removed when this run had no failed row, so it never
-    /// feeds stale rows back in.
-    pub fn finish(self) -> anyhow::Result<Option<PathBuf>> {
-        match self.writer {
-            Some(mut writer) => {
-                writer.flush()?;
-                Ok(Some(self.path))
-            }
-            None => {
-                if self.path.is_file() {
-                    fs::remove_file(&self.path).with_context(|| {
-                        format!("cannot remove the stale {}", self.path.display())
-                    })?;
-                }
-                Ok(None)
-            }
-        }
-    }
-}
 
 /// A number's decimal digits, written into `buf` without allocating (a
 /// million-row report writes two numbers a row).

@@ -60,7 +60,7 @@ impl Job {
                 let record = Box::pin(self.send_email(record, &row, &to)).await?;
                 Ok(Finished {
                     record,
-                    fields: row.fields,
+                    raw: row.raw,
                 })
             }
         }

@@ -122,7 +122,7 @@ impl Job {
             Some(to) if record.status == Status::Linked => Step::Email { record, row, to },
             _ => Step::Done(Finished {
                 record,
-                fields: row.fields,
+                raw: row.raw,
             }),
         })
     }

@@ -12,7 +12,7 @@
 //! - `link`: one row to its link (or the reason it has none).
 //! - `email`: one linked row to its sent (or planned) message.
 //! - `stages`: how rows flow between the two, for real and dry runs.
-//! - `sink`: the report, summary, rows to re-run, plan and progress.
+//! - `sink`: the report, summary, rows to retry, invalid rows, plan and progress.
 //! - `test_email`: `--test-email`, one message to one address.
 
 mod email;
@@ -42,14 +42,20 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// Where the report is.
     pub report: PathBuf,
-    /// The failed and invalid input rows, when there were any.
-    pub failed_csv: Option<PathBuf>,
+    /// The input rows worth retrying (failed), when there were any.
+    pub retry_csv: Option<PathBuf>,
+    /// The invalid and duplicate input rows, when there were any.
+    pub invalid_csv: Option<PathBuf>,
+    /// The input line of the last row the report holds (the highest), if
+    /// it holds any: a run that stopped early did no row after it.
+    pub last_line: Option<u64>,
 }
 
-/// A row's final record, with its input cells for the rows to re-run.
+/// A row's final record, with its input cells as read for the rows to retry
+/// or fix (a dry run keeps none).
 pub(crate) struct Finished {
     record: Record,
-    fields: Vec<String>,
+    raw: Option<csv::ByteRecord>,
 }
 
 /// `lsq-dispatch run`: the test message when `--test-email` is given,
@@ -71,7 +77,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let job = prepared.job;
     let mut sink = sink::Sink::open(
         &job.settings,
-        &job.headers,
+        prepared.reader.header_line(),
         prepared.rows_estimate,
         prepared.limiter,
         started,
@@ -98,11 +104,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     }
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
-    let outcome = sink.finish(interrupted)?;
+    let outcome = sink.finish(interrupted, fatal.is_none() && !interrupted)?;
     match fatal {
         Some(e) => Err(e.context(format!(
-            "run aborted; the report {} holds every row done before",
-            outcome.report.display()
+            "run aborted; the report {} holds every row done before{}\n{}. Cause",
+            outcome.report.display(),
+            outcome.files(),
+            outcome.resume_advice("fix the cause and re-run the same command")
         ))),
         None => Ok(outcome),
     }
@@ -125,13 +133,43 @@ impl RunOutcome {
     }
 
     /// What the run prints at the end: a dry run's plan, then one line with
-    /// counts by status, time, calls, 429s and where the report is.
+    /// counts by status, time, calls, 429s and where the report and the
+    /// files of input rows are; after an interrupted real run, a second line
+    /// says what was not done and how to resume.
     pub fn describe(&self) -> String {
         let plan = match &self.summary.plan {
             Some(plan) => format!("{}\n", plan.render()),
             None => String::new(),
         };
-        plan + &self.describe_counts()
+        let resume = match self.interrupted && self.summary.plan.is_none() {
+            true => format!("\n{}", self.resume_advice("re-run the same command")),
+            false => String::new(),
+        };
+        plan + &self.describe_counts() + &resume
+    }
+
+    /// For a run that stopped early: which input rows it did not process,
+    /// and how to do them (`how`).
+    fn resume_advice(&self, how: &str) -> String {
+        let undone = match self.last_line {
+            Some(line) => format!(
+                "input rows after line {line} were not processed (nor any other row the report lacks)"
+            ),
+            None => "no input row was processed".to_owned(),
+        };
+        format!("{undone}: to resume, {how}; leads already done are skipped by the campaign state")
+    }
+
+    /// "; rows to retry: …; invalid rows: …" for the files that were written.
+    fn files(&self) -> String {
+        let mut files = String::new();
+        if let Some(path) = &self.retry_csv {
+            files += &format!("; rows to retry: {}", path.display());
+        }
+        if let Some(path) = &self.invalid_csv {
+            files += &format!("; invalid rows: {}", path.display());
+        }
+        files
     }
 
     fn describe_counts(&self) -> String {
@@ -147,12 +185,8 @@ impl RunOutcome {
         } else {
             counts.join(", ")
         };
-        let failed = match &self.failed_csv {
-            Some(path) => format!("; failed and invalid rows to re-run: {}", path.display()),
-            None => String::new(),
-        };
         format!(
-            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{failed}",
+            "{}{counts} in {:.1}s, {} API calls, {} rate-limited; report: {}{}",
             if self.interrupted {
                 "interrupted: "
             } else {
@@ -161,7 +195,8 @@ impl RunOutcome {
             self.summary.elapsed_secs,
             self.summary.api_calls,
             self.summary.rate_limited,
-            self.report.display()
+            self.report.display(),
+            self.files()
         )
     }
 }
@@ -180,7 +215,9 @@ mod tests {
             summary,
             interrupted,
             report: "r.csv".into(),
-            failed_csv: None,
+            retry_csv: None,
+            invalid_csv: None,
+            last_line: Some(9),
         }
     }
 
@@ -199,8 +236,39 @@ mod tests {
 
     #[test]
     fn the_last_line_counts_what_happened() {
-        let line = outcome(true, &[Status::Sent, Status::Sent]).describe();
-        assert!(line.starts_with("interrupted: 2 sent in "), "{line}");
+        let line = outcome(false, &[Status::Sent, Status::Sent]).describe();
+        assert!(line.starts_with("done: 2 sent in "), "{line}");
         assert!(line.ends_with("report: r.csv"), "{line}");
+    }
+
+    #[test]
+    fn an_interrupted_run_says_what_it_did_not_do_and_how_to_resume() {
+        let text = outcome(true, &[Status::Sent, Status::Sent]).describe();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("interrupted: 2 sent in "), "{text}");
+        assert!(lines[0].ends_with("report: r.csv"), "{text}");
+        assert!(
+            lines[1].starts_with("input rows after line 9 were not processed"),
+            "{text}"
+        );
+        assert!(lines[1].contains("re-run the same command"), "{text}");
+        let mut nothing = outcome(true, &[]);
+        nothing.last_line = None;
+        assert!(nothing.describe().contains("no input row was processed"));
+    }
+
+    #[test]
+    fn the_last_line_names_the_rows_to_retry_and_the_invalid_rows() {
+        let mut done = outcome(false, &[Status::Failed, Status::Invalid]);
+        done.retry_csv = Some("r-retry.csv".into());
+        done.invalid_csv = Some("r-invalid.csv".into());
+        let line = done.describe();
+        assert!(
+            line.ends_with(
+                "report: r.csv; rows to retry: r-retry.csv; invalid rows: r-invalid.csv"
+            ),
+            "{line}"
+        );
     }
 }

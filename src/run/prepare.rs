@@ -80,7 +80,8 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             lead_column: settings.lead_column.clone(),
             default_portal: settings.portal_id.clone(),
             expected_rows: usize::try_from(rows_estimate).unwrap_or(0),
-            keep_cells: !settings.is_dry_run() || settings.email.is_some(),
+            keep_cells: settings.email.is_some(),
+            keep_raw: !settings.is_dry_run(),
             ..InputOptions::default()
         },
     )?;

@@ -1,8 +1,8 @@
 //! The one owner of every output of a run: each row's outcome is handed to
 //! [`Sink::record`], which writes the report, counts the summary, keeps the
-//! rows to re-run, counts the plan and moves the progress; [`Sink::finish`]
-//! flushes them all and writes the summary. The rest of the run never knows
-//! how many outputs there are.
+//! rows to retry and the invalid rows, counts the plan and moves the
+//! progress; [`Sink::finish`] flushes them all and writes the summary. The
+//! rest of the run never knows how many outputs there are.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::config::Settings;
+use crate::config::{Settings, UsageError};
+use crate::input::HeaderLine;
 use crate::limiter::Limiter;
 use crate::plan::{Plan, PlanSettings};
 use crate::progress::Progress;
-use crate::report::{FailedRows, ReportWriter, Status};
+use crate::report::{ReportWriter, RerunFiles, RerunWritten};
 use crate::summary::Summary;
 
 use super::{Finished, RunOutcome};
@@ -23,10 +24,13 @@ use super::{Finished, RunOutcome};
 pub(super) struct Sink {
     report: ReportWriter,
     summary_path: Option<PathBuf>,
+    input: PathBuf,
     summary: Summary,
-    failed: Option<FailedRows>,
+    rerun: Option<RerunFiles>,
     plan: Option<(Plan, PlanSettings)>,
     progress: Progress,
+    /// The highest input line recorded so far.
+    last_line: Option<u64>,
     limiter: Arc<Limiter>,
     /// The 429 notice has been shown (or, in a dry run, cannot apply).
     paused_shown: bool,
@@ -38,12 +42,13 @@ impl Sink {
     /// the run's time counts from `started`.
     pub(super) fn open(
         settings: &Settings,
-        headers: &[String],
+        header: &HeaderLine,
         rows_estimate: u64,
         limiter: Arc<Limiter>,
         started: Instant,
     ) -> anyhow::Result<Sink> {
         let dry_run = settings.is_dry_run();
+        not_the_input(settings)?;
         let mut report = ReportWriter::create(&settings.report)?;
         if dry_run {
             report = report.buffered();
@@ -51,14 +56,15 @@ impl Sink {
         if let Some(path) = &settings.summary_json {
             crate::report::open_check(path)?;
         }
-        let failed_path = settings.report.with_file_name("failed.csv");
         Ok(Sink {
             report,
             summary_path: settings.summary_json.clone(),
+            input: settings.input.clone(),
             summary: Summary::default(),
-            failed: (!dry_run).then(|| FailedRows::new(&failed_path, headers)),
+            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
             progress: Progress::new(rows_estimate, settings.quiet),
+            last_line: None,
             limiter,
             // A dry run makes no call, so there is no 429 to tell of.
             paused_shown: dry_run,
@@ -68,17 +74,17 @@ impl Sink {
 
     /// Hands one row's outcome to every output.
     pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
-        let Finished { record, fields } = finished;
+        let Finished { record, raw } = finished;
         self.report
             .write(&record)
             .with_context(|| format!("cannot write the report {}", self.report.path().display()))?;
         self.summary.record(&record);
+        self.last_line = self.last_line.max(Some(record.row));
         if let Some((plan, _)) = &mut self.plan {
             plan.record(&record);
         }
-        if let (Some(failed), Status::Failed | Status::Invalid) = (&mut self.failed, record.status)
-        {
-            failed.write(&fields)?;
+        if let (Some(rerun), Some(raw)) = (&mut self.rerun, &raw) {
+            rerun.write(record.status, raw)?;
         }
         self.progress.inc();
         if !self.paused_shown && self.limiter.rate_limited() > 0 {
@@ -89,16 +95,21 @@ impl Sink {
         Ok(())
     }
 
-    /// Flushes the report and the rows to re-run, finishes the plan and
-    /// writes the summary: what the run did, whether or not it went to the end.
-    pub(super) fn finish(mut self, interrupted: bool) -> anyhow::Result<RunOutcome> {
+    /// Flushes the report, puts the files of input rows in place, finishes
+    /// the plan and writes the summary: what the run did, whether or not it
+    /// went to the end (`complete`: every input row was read and recorded).
+    pub(super) fn finish(
+        mut self,
+        interrupted: bool,
+        complete: bool,
+    ) -> anyhow::Result<RunOutcome> {
         let report = self.report.path().to_owned();
         self.report
             .flush()
             .with_context(|| format!("cannot write the report {}", report.display()))?;
-        let failed_csv = match self.failed {
-            Some(failed) => failed.finish()?,
-            None => None,
+        let rerun = match self.rerun {
+            Some(rerun) => rerun.finish(complete, &self.input)?,
+            None => RerunWritten::default(),
         };
         self.progress.finish();
         if let Some((mut plan, settings)) = self.plan {
@@ -117,7 +128,24 @@ impl Sink {
             summary: self.summary,
             interrupted,
             report,
-            failed_csv,
+            retry_csv: rerun.retry,
+            invalid_csv: rerun.invalid,
+            last_line: self.last_line,
         })
     }
+}
+
+/// Refuses a report or summary that is the input file itself, under
+/// whatever name: creating it would destroy the rows not read yet.
+fn not_the_input(settings: &Settings) -> Result<(), UsageError> {
+    let outputs = [Some(&settings.report), settings.summary_json.as_ref()];
+    for path in outputs.into_iter().flatten() {
+        if crate::report::same_file(path, &settings.input) {
+            return Err(UsageError(format!(
+                "{} is the input itself; write the report and the summary elsewhere",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }

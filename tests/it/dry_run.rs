@@ -1,5 +1,5 @@
-//! `run --dry-run`: no network at all, every rule checked, a plan, previews;
-//! and `failed.csv` after a real run.
+//! `run --dry-run`: no network at all, every rule checked, a plan, previews,
+//! and a plan that never overwrites a real run's report.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -7,10 +7,9 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use crate::support::{
-    fast_config, lead_ids, lsq, read_report, run, run_on_sandbox, sample, sandbox, with_email,
-    write,
+    fast_sandbox, lead_ids, leads_csv, lsq, read_report, run, run_ok, run_on_sandbox, sample,
+    stdout, with_email, write,
 };
-use lsq_dispatch::sandbox::SandboxConfig;
 
 /// A listener nobody should ever connect to.
 fn trap() -> TcpListener {
@@ -109,59 +108,35 @@ fn a_dry_run_opens_no_connection_and_checks_every_row() {
         .unwrap()
         .count();
     assert_eq!(previews, 2);
-    assert!(
-        !dir.path().join("failed.csv").exists(),
-        "failed.csv is for real runs"
-    );
+    for name in ["report-retry.csv", "report-invalid.csv"] {
+        assert!(!dir.path().join(name).exists(), "{name} is for real runs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn failed_csv_feeds_back_into_run_and_reproduces_the_failed_rows() {
-    let unknown = "0badbad0-1111-4222-8333-000000000000";
-    let sandbox = sandbox(SandboxConfig {
-        unknown_leads: vec![unknown.into()],
-        ..fast_config()
-    })
-    .await;
+async fn a_dry_run_after_a_real_run_leaves_the_real_report_byte_identical() {
+    let sandbox = fast_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let ids = lead_ids(3);
-    let csv = format!(
-        "LeadId,FirstName\n{},Ann\n{unknown},Gone\nnope,Bad\n{},Bob\n{{{}}},Braced\n",
-        ids[0], ids[1], ids[2]
-    );
-    let input = write(dir.path(), "leads.csv", &csv);
-    let command = |input: &Path, report: &str| {
-        let mut cmd = run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
-        cmd.args(["--report", report, "--quiet"]);
-        cmd
-    };
-    let out = run(&mut command(&input, "first.csv"));
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("failed.csv"));
-    let outcome = |rows: Vec<std::collections::HashMap<String, String>>| {
-        let mut v: Vec<_> = rows
-            .into_iter()
-            .filter(|r| r["status"] == "failed" || r["status"] == "invalid")
-            .map(|r| {
-                (
-                    r["lead_id"].clone(),
-                    r["status"].clone(),
-                    r["error"].clone(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let first = outcome(read_report(&dir.path().join("first.csv")));
-    assert_eq!(first.len(), 2);
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let input = leads_csv(&inputs, &lead_ids(3));
+    run_ok(run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url()).arg("--quiet"));
+    let report = dir.path().join("leads-report.csv");
+    let before = std::fs::read(&report).unwrap();
 
-    let failed = dir.path().join("failed.csv");
-    let text = std::fs::read_to_string(&failed).unwrap();
-    assert!(text.starts_with("LeadId,FirstName\n"), "{text}");
-    let again = run(&mut command(&failed, "second.csv"));
-    assert_eq!(again.status.code(), Some(3));
-    let second_rows = read_report(&dir.path().join("second.csv"));
-    assert_eq!(second_rows.len(), 2, "only the failed rows come back");
-    assert_eq!(outcome(second_rows), first);
+    let out = run(lsq(dir.path())
+        .arg("run")
+        .arg(&input)
+        .args(["--dry-run", "--quiet"])
+        .args(["--portal-id", &sandbox.config().portal_ids[0]]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        std::fs::read(&report).unwrap() == before,
+        "the dry run changed the real report"
+    );
+    let plan = inputs.join("leads-plan.csv");
+    assert!(stdout(&out).contains(&plan.display().to_string()));
+    let rows = read_report(&plan);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["status"] == "planned"));
 }

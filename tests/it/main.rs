@@ -2,9 +2,9 @@
 //!
 //! They cover the real `lsq-dispatch` binary end to end against the built-in
 //! sandbox, a wiremock server and an in-process SMTP server (`run`, `run
-//! --dry-run`, `run --email`, campaign state across runs and kills, `otp`,
-//! secrets kept out of every output), and the library's sandbox, email module
-//! and state store directly. Shared helpers live once, in `support`.
+//! --dry-run`, `run --email`, campaign state across runs and kills, the rows
+//! left to retry and to fix, `otp`, secrets kept out of every output), and the
+//! library's sandbox, email module and state store directly. Shared helpers live once, in `support`.
 //!
 //! Every test works in its own temporary directory and on ports the kernel
 //! picks, and a spawned binary gets its environment per `Command`, so the
@@ -17,6 +17,7 @@ mod email;
 mod exit_codes;
 mod ledger;
 mod otp;
+mod rerun_files;
 mod run_email;
 mod run_sandbox;
 mod run_state;

@@ -3,20 +3,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{lead_ids, leads_csv, lsq, read_report, run};
+use crate::support::{
+    answering, key_for, lead_ids, leads_csv, read_report, run, run_on_mock, unauthorized,
+};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
-
-const PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
 const LIMIT: &str = r#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 25 in 5 second(s)"}"#;
-
-fn key_for(request: &Request) -> ResponseTemplate {
-    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "AuthKey": "k+ey/for=",
-        "LeadId": body["LeadId"],
-    }))
-}
 
 /// A server whose Generate answers the first two calls with `failure` and
 /// then issues keys, and expects each exactly as often as a one-lead run
@@ -40,28 +32,10 @@ async fn two_failures_then_a_key(failure: ResponseTemplate) -> MockServer {
     server
 }
 
-/// A server that gives every POST this answer and expects `calls` of them.
-async fn answering(answer: ResponseTemplate, calls: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(answer)
-        .expect(calls)
-        .mount(&server)
-        .await;
-    server
-}
-
 fn command(dir: &std::path::Path, server: &MockServer, ids: &[String]) -> std::process::Command {
     let input = leads_csv(dir, ids);
-    let mut cmd = lsq(dir);
-    cmd.arg("run")
-        .arg(&input)
-        .args(["--host", &server.uri(), "--portal-id", PORTAL])
-        .args(["--portal-url", "https://apply.example.com/login"])
-        .args(["--rate", "100/100ms", "--report", "report.csv", "--quiet"])
-        .env("LSQ_ACCESS_KEY", "access")
-        .env("LSQ_SECRET_KEY", "secret")
-        .env("LSQ_TENANT_AUTH_KEY", "tenant");
+    let mut cmd = run_on_mock(server, dir, &input);
+    cmd.args(["--report", "report.csv", "--quiet"]);
     cmd
 }
 
@@ -131,13 +105,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_401_aborts_after_one_call() {
-    let server = answering(
-        ResponseTemplate::new(401).set_body_string(
-            r#"{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"Invalid credentials"}"#,
-        ),
-        1,
-    )
-    .await;
+    let server = answering(unauthorized(), 1).await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(&mut command(dir.path(), &server, &lead_ids(40)));
     assert_eq!(out.status.code(), Some(1));

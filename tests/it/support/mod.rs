@@ -100,6 +100,52 @@ pub fn run_on_sandbox(sandbox: &Sandbox, dir: &Path, input: &Path, page: &str) -
     cmd
 }
 
+/// The portal every run against a wiremock server uses.
+pub const MOCK_PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
+
+/// `lsq-dispatch run INPUT` pointed at a wiremock server, with a budget that
+/// never slows a test down. Callers add the report and anything else.
+pub fn run_on_mock(server: &wiremock::MockServer, dir: &Path, input: &Path) -> Command {
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(input)
+        .args(["--host", &server.uri(), "--portal-id", MOCK_PORTAL])
+        .args(["--portal-url", "https://apply.example.com/login"])
+        .args(["--rate", "100/100ms"])
+        .env("LSQ_ACCESS_KEY", "access")
+        .env("LSQ_SECRET_KEY", "secret")
+        .env("LSQ_TENANT_AUTH_KEY", "tenant");
+    cmd
+}
+
+/// A wiremock server that gives every POST this answer and expects `calls`
+/// of them.
+pub async fn answering(answer: wiremock::ResponseTemplate, calls: u64) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(answer)
+        .expect(calls)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A wiremock answer that issues a key for the lead asked about.
+pub fn key_for(request: &wiremock::Request) -> wiremock::ResponseTemplate {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "AuthKey": "k+ey/for=",
+        "LeadId": body["LeadId"],
+    }))
+}
+
+/// LeadSquared's answer to bad credentials.
+pub fn unauthorized() -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(401).set_body_string(
+        r#"{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"Invalid credentials"}"#,
+    )
+}
+
 /// Opens a login link at the sandbox portal page: its status and the JSON
 /// naming the lead it logs in (null when refused).
 pub async fn login(url: &str) -> (u16, serde_json::Value) {

@@ -1,0 +1,182 @@
+//! The input rows worth another look, beside the report and named after it:
+//! `X-retry.csv` holds the rows to run again (`failed`), `X-invalid.csv` the
+//! rows no run can do as they are (`invalid`, `duplicate`). Both hold the
+//! input's own bytes: its header line as it is in the file, and each row's
+//! cells as read (untrimmed, in the input's encoding) with the input's line
+//! breaks, ready to be fed back into `run` (the invalid ones once fixed).
+//!
+//! Rows `in_doubt` are left out on purpose: their email may well have
+//! arrived. A re-run of the same campaign reports them in doubt again
+//! rather than send twice, and a run under another campaign would send a
+//! second message; `--resend-in-doubt` on the original input is the way to
+//! send them again.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tempfile::NamedTempFile;
+
+use super::{same_file, Status};
+use crate::input::HeaderLine;
+
+/// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
+/// → `DIR/X-retry.csv` and `DIR/X-invalid.csv`; a report of any other name,
+/// `DIR/NAME.csv`, → `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`.
+pub(crate) fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
+    let name = report
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = match name.strip_suffix("-report.csv") {
+        Some(base) => base.to_owned(),
+        None => report
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    (
+        report.with_file_name(format!("{base}-retry.csv")),
+        report.with_file_name(format!("{base}-invalid.csv")),
+    )
+}
+
+/// The two files of input rows of one run, each created on its first row.
+pub(crate) struct RerunFiles {
+    header: HeaderLine,
+    retry: RowsFile,
+    invalid: RowsFile,
+}
+
+/// Where the run left its input rows: each file's path when it holds rows.
+#[derive(Debug, Default)]
+pub(crate) struct RerunWritten {
+    /// The rows to retry.
+    pub(crate) retry: Option<PathBuf>,
+    /// The invalid and duplicate rows.
+    pub(crate) invalid: Option<PathBuf>,
+}
+
+impl RerunFiles {
+    /// The files for the report at `report`, under the input's header line.
+    pub(crate) fn new(report: &Path, header: &HeaderLine) -> RerunFiles {
+        let (retry, invalid) = rerun_paths(report);
+        RerunFiles {
+            header: header.clone(),
+            retry: RowsFile::new(retry),
+            invalid: RowsFile::new(invalid),
+        }
+    }
+
+    /// Adds one row's cells, as read, to the file its `status` belongs in,
+    /// if any.
+    pub(crate) fn write(&mut self, status: Status, raw: &csv::ByteRecord) -> anyhow::Result<()> {
+        let file = match status {
+            Status::Failed => &mut self.retry,
+            Status::Invalid | Status::Duplicate => &mut self.invalid,
+            _ => return Ok(()),
+        };
+        file.write(&self.header, raw)
+    }
+
+    /// Puts both files in place. A file this run has no row for is removed
+    /// when an earlier run left one at its path, so it never feeds stale rows
+    /// back in; a run that did not get to the end of its `input` (`complete`
+    /// false) leaves that input whole even when it is one of these files.
+    pub(crate) fn finish(self, complete: bool, input: &Path) -> anyhow::Result<RerunWritten> {
+        Ok(RerunWritten {
+            retry: self.retry.finish(complete, input)?,
+            invalid: self.invalid.finish(complete, input)?,
+        })
+    }
+}
+
+/// One file of input rows. It is written to a new temporary file beside
+/// its path and renamed into place when the run ends, so a run whose input
+/// is this very file (a retry run under the original run's report) reads
+/// all of its input before the file changes.
+struct RowsFile {
+    path: PathBuf,
+    writer: Option<csv::Writer<NamedTempFile>>,
+}
+
+impl RowsFile {
+    fn new(path: PathBuf) -> RowsFile {
+        RowsFile { path, writer: None }
+    }
+
+    fn write(&mut self, header: &HeaderLine, raw: &csv::ByteRecord) -> anyhow::Result<()> {
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self.writer.insert(self.create(header)?),
+        };
+        writer
+            .write_byte_record(raw)
+            .with_context(|| format!("cannot write the rows of {}", self.path.display()))
+    }
+
+    /// The temporary file, created new (never through an existing file or
+    /// link) with mode 0600, with the header line written.
+    fn create(&self, header: &HeaderLine) -> anyhow::Result<csv::Writer<NamedTempFile>> {
+        let fail = || format!("cannot create a file beside {}", self.path.display());
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut prefix = OsString::from(".");
+        prefix.push(self.path.file_name().unwrap_or_default());
+        prefix.push(".");
+        let mut file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(fail)?;
+        let (line_break, terminator): (&[u8], _) = match header.crlf {
+            true => (b"\r\n", csv::Terminator::CRLF),
+            false => (b"\n", csv::Terminator::Any(b'\n')),
+        };
+        file.write_all(&header.bytes)
+            .and_then(|()| file.write_all(line_break))
+            .with_context(fail)?;
+        Ok(csv::WriterBuilder::new()
+            .flexible(true)
+            .terminator(terminator)
+            .from_writer(file))
+    }
+
+    /// Renames the file into place, or, when this run had no row for it,
+    /// removes the one an earlier run left at its path. A run that stopped
+    /// before the end of its input leaves that input as it is when it is
+    /// this file: its rows not read yet are still to do.
+    fn finish(self, complete: bool, input: &Path) -> anyhow::Result<Option<PathBuf>> {
+        if !complete && same_file(&self.path, input) {
+            return Ok(Some(self.path));
+        }
+        let Some(writer) = self.writer else {
+            remove_stale(&self.path)?;
+            return Ok(None);
+        };
+        let fail = || format!("cannot write {}", self.path.display());
+        let temp = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(fail)?;
+        temp.as_file().sync_all().with_context(fail)?;
+        temp.persist(&self.path)
+            .map_err(|e| e.error)
+            .with_context(fail)?;
+        Ok(Some(self.path))
+    }
+}
+
+/// Removes a file an earlier run left at `path` (a link itself, not what it
+/// points to).
+fn remove_stale(path: &Path) -> anyhow::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_dir() => fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale {}", path.display())),
+        _ => Ok(()),
+    }
+}
