@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use anyhow::Context;
 use chrono::Utc;
 use lettre::message::Mailbox;
 use tokio::sync::Mutex;
@@ -237,6 +238,20 @@ impl Job {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Records which campaign the rows to retry were written for, so that a
+    /// run of that file without `--campaign` resumes the campaign rather
+    /// than start another that would email its leads again.
+    pub(super) fn register_retry_file(&self, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let (Some(file), Some(_), false) = (file, &self.state, self.settings.is_dry_run()) else {
+            return Ok(());
+        };
+        let real = std::fs::canonicalize(file)
+            .with_context(|| format!("cannot resolve the retry file {}", file.display()))?;
+        self.store()
+            .register_retry_file(&real, &self.settings.campaign)?;
+        Ok(())
     }
 
     /// The state store; only a dry run may have none, and a dry run writes

@@ -363,3 +363,112 @@ async fn a_state_file_of_the_previous_version_is_migrated_in_place_and_resumed()
         .collect();
     assert_eq!(per_campaign, [("invite".into(), 3), ("nightly".into(), 3)]);
 }
+
+/// The retry file a run wrote beside its report.
+fn retry_file(dir: &Path) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-retry.csv"))
+        .collect();
+    assert_eq!(found.len(), 1, "one retry file: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
+/// Adds up deliveries per recipient over several SMTP servers.
+fn total_deliveries(servers: &[&SmtpServer]) -> HashMap<String, usize> {
+    let mut total = HashMap::new();
+    for server in servers {
+        for (to, n) in deliveries(server) {
+            *total.entry(to).or_default() += n;
+        }
+    }
+    total
+}
+
+/// An email run as the README writes it: default report beside the input.
+fn emailing(sandbox: &Sandbox, dir: &Path, input: &Path, smtp: &SmtpServer) -> Command {
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.args(["--quiet", "--state"]).arg(state(dir));
+    with_smtp(&mut cmd, smtp);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrying_failed_rows_resumes_their_campaign_so_the_next_run_sends_nothing_again() {
+    let sandbox = fast_sandbox().await;
+    let refusing =
+        SmtpServer::start(SmtpBehaviour::new().data_replies(["550 5.1.1 mailbox unavailable"; 3]));
+    let accepting = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 8);
+
+    let first = run(&mut emailing(&sandbox, dir.path(), &input, &refusing));
+    assert_eq!(first.status.code(), Some(3));
+    let retry = retry_file(dir.path());
+    run_ok(&mut emailing(&sandbox, dir.path(), &retry, &accepting));
+    run_ok(&mut emailing(&sandbox, dir.path(), &input, &accepting));
+
+    let total = total_deliveries(&[&refusing, &accepting]);
+    assert_eq!(total.len(), 8, "every lead reached: {total:?}");
+    assert!(total.values().all(|n| *n == 1), "no lead twice: {total:?}");
+}
+
+/// The README's workflows end to end: a nightly email campaign is killed,
+/// re-run to finish (three leads refused by the mail server), its failed rows
+/// retried as the README says, and the same input run again the next night.
+/// Every lead is delivered exactly once, except leads reported in doubt,
+/// which are delivered at most once.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_resume_retry_and_next_night_deliver_every_lead_exactly_once() {
+    const LEADS: usize = 40;
+    let sandbox = fast_sandbox().await;
+    let slow = SmtpServer::start(SmtpBehaviour::new().delay(Duration::from_millis(20)));
+    let refusing =
+        SmtpServer::start(SmtpBehaviour::new().data_replies(["550 5.1.1 mailbox unavailable"; 3]));
+    let accepting = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), LEADS);
+    let nightly = |smtp: &SmtpServer, input: &Path| {
+        let mut cmd = emailing(&sandbox, dir.path(), input, smtp);
+        cmd.args(["--campaign", "nightly"]);
+        cmd
+    };
+
+    let mut child = nightly(&slow, &input)
+        .args(["--email-concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until(|| slow.messages().len() >= 5).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let resumed = run(&mut nightly(&refusing, &input));
+    assert_eq!(resumed.status.code(), Some(3), "three leads refused");
+    let retry = retry_file(dir.path());
+    run_ok(&mut nightly(&accepting, &retry));
+    let next_night = run(&mut nightly(&accepting, &input));
+    assert!(matches!(next_night.status.code(), Some(0 | 3)));
+
+    let report = read_report(&dir.path().join("leads-report.csv"));
+    let in_doubt: Vec<&str> = report
+        .iter()
+        .filter(|r| r["status"] == "in_doubt")
+        .map(|r| r["email"].as_str())
+        .collect();
+    assert!(report
+        .iter()
+        .all(|r| r["status"] == "skipped" || r["status"] == "in_doubt"));
+    let total = total_deliveries(&[&slow, &refusing, &accepting]);
+    for i in 0..LEADS {
+        let to = format!("lead{i}@example.com");
+        let n = total.get(&to).copied().unwrap_or(0);
+        if in_doubt.contains(&to.as_str()) {
+            assert!(n <= 1, "{to} in doubt, delivered {n} times");
+        } else {
+            assert_eq!(n, 1, "{to} delivered {n} times");
+        }
+    }
+}
