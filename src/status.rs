@@ -30,7 +30,7 @@ pub fn status(
             path.display()
         );
     }
-    let store = StateStore::open(path)?;
+    let store = StateStore::open_to_read(path)?;
     let campaigns = match campaign {
         Some(name) => vec![name.to_owned()],
         None => store.campaigns()?,

@@ -141,7 +141,11 @@ fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
         }
         return Ok(None);
     }
-    let state = StateStore::open(path)?;
+    let state = if settings.is_dry_run() {
+        StateStore::open_to_read(path)?
+    } else {
+        StateStore::open(path)?
+    };
     if !settings.quiet {
         eprintln!(
             "campaign {} (state file {}{tenant})",

@@ -63,7 +63,7 @@ const INDEX_AND_RETRY_FILES: &str = "
 pub(super) fn bring_up_to_date(conn: &Connection, path: &Path) -> Result<(), StateError> {
     // The common case reads and writes nothing: readers never queue behind
     // a run's writes.
-    if user_version(conn, path)? == SCHEMA_VERSION {
+    if is_current(conn, path)? {
         return Ok(());
     }
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
@@ -121,6 +121,11 @@ fn migrate_from_1(tx: &rusqlite::Transaction<'_>) -> Result<(), StateError> {
     )?;
     tx.execute_batch(INDEX_AND_RETRY_FILES)?;
     Ok(())
+}
+
+/// The file is at this version already: nothing to lay out or migrate.
+pub(super) fn is_current(conn: &Connection, path: &Path) -> Result<bool, StateError> {
+    Ok(user_version(conn, path)? == SCHEMA_VERSION)
 }
 
 fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::entry::{RawEntry, ENTRY_COLUMNS};
 use super::file::{self, default_path_from, Header, LockFile};
-use super::schema::{bring_up_to_date, check, intact, timestamp};
+use super::schema::{bring_up_to_date, check, intact, is_current, timestamp};
 use super::{damaged, foreign, LeadEntry, LeadKey, LeadState, StateError};
 use crate::secret::Secret;
 
@@ -53,6 +53,18 @@ impl StateStore {
     /// it was; a file an older lsq-dispatch holds gives
     /// [`StateError::Locked`] at once.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        StateStore::open_checked(path, true)
+    }
+
+    /// [`StateStore::open`] for a reader that writes no lead (a plan,
+    /// `status`): every page is read only when the file must be migrated
+    /// first, so a large file opens at once; a damaged page the reader meets
+    /// is still an error.
+    pub fn open_to_read(path: &Path) -> Result<StateStore, StateError> {
+        StateStore::open_checked(path, false)
+    }
+
+    fn open_checked(path: &Path, check_pages: bool) -> Result<StateStore, StateError> {
         // Look before locking, so that a foreign file does not even get a
         // lock file put beside it.
         match file::read_header(path)? {
@@ -76,7 +88,9 @@ impl StateStore {
         )
         .map_err(|e| damaged(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        intact(&conn, path)?;
+        if check_pages || !is_current(&conn, path)? {
+            intact(&conn, path)?;
+        }
         bring_up_to_date(&conn, path)?;
         check(&conn, path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
