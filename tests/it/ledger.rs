@@ -472,3 +472,38 @@ async fn kill_resume_retry_and_next_night_deliver_every_lead_exactly_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_state_file_reached_by_two_paths_is_one_file_to_its_campaign_lock() {
+    let slow = sandbox(SandboxConfig {
+        service_time: (Duration::from_millis(300), Duration::from_millis(300)),
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("st");
+    std::fs::create_dir(&folder).unwrap();
+    let real = folder.join("state.sqlite");
+    let alias = folder.join("alias.sqlite");
+    let input = leads_csv(dir.path(), &lead_ids(10));
+    let command = |state: &Path, report: &str| {
+        let mut cmd = run_on_sandbox(&slow, dir.path(), &input, &slow.portal_url());
+        cmd.args(["--quiet", "--campaign", "nightly", "--concurrency", "1"])
+            .args(["--report", report, "--state"])
+            .arg(state);
+        cmd
+    };
+    let mut first = command(&real, "first.csv")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until(|| slow.stats().calls >= 1).await;
+    std::os::unix::fs::symlink(&real, &alias).unwrap();
+
+    let second = run(&mut command(&alias, "second.csv"));
+    assert_eq!(second.status.code(), Some(4), "the campaign is busy");
+    assert!(first.wait().unwrap().success());
+    let keys = slow.stats().keys_issued;
+    assert!(keys.values().all(|n| *n == 1), "{keys:?}");
+}
