@@ -1,0 +1,150 @@
+//! Odd inputs that once gave wrong results or crashes: a subject too long for
+//! one header line, addresses SMTP cannot deliver to, a portal URL that
+//! already carries a login parameter, a closed stdout, absurd durations and
+//! rates.
+
+use std::path::Path;
+
+use base64::Engine as _;
+
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, run, run_on_sandbox, with_email, write, write_templates,
+};
+use lsq_dispatch::sandbox::Sandbox;
+
+/// RFC 5322's hard limit on a line, without its CRLF.
+const MAX_LINE: usize = 998;
+/// RFC 5322's recommended limit, met wherever a header can be folded.
+const FOLDED_LINE: usize = 78;
+
+/// The header lines of a raw message: everything before the first empty line.
+fn header_lines(raw: &str) -> Vec<&str> {
+    raw.split("\r\n").take_while(|l| !l.is_empty()).collect()
+}
+
+/// The Subject header, unfolded and with its RFC 2047 encoded words decoded.
+fn decoded_subject(raw: &str) -> String {
+    let lines = header_lines(raw);
+    let start = lines
+        .iter()
+        .position(|l| l.to_ascii_lowercase().starts_with("subject:"))
+        .expect("a Subject header");
+    let mut words = vec![lines[start]["subject:".len()..].trim()];
+    words.extend(
+        lines[start + 1..]
+            .iter()
+            .take_while(|l| l.starts_with([' ', '\t']))
+            .map(|l| l.trim()),
+    );
+    let mut out = String::new();
+    let mut last_was_encoded = false;
+    for word in words.iter().flat_map(|w| w.split(' ')) {
+        let encoded = word
+            .strip_prefix("=?utf-8?b?")
+            .and_then(|w| w.strip_suffix("?="));
+        match encoded {
+            Some(b64) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap();
+                // Whitespace between two encoded words is not part of the text.
+                if !out.is_empty() && !last_was_encoded {
+                    out.push(' ');
+                }
+                out.push_str(&String::from_utf8(bytes).unwrap());
+                last_was_encoded = true;
+            }
+            None => {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(word);
+                last_was_encoded = false;
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that every header line of `raw` fits RFC 5322's limit, that the
+/// subject's lines are folded to the recommended length, and that the
+/// subject reads back as `subject`.
+#[track_caller]
+fn assert_folded(raw: &str, subject: &str) {
+    for line in header_lines(raw) {
+        assert!(line.len() <= MAX_LINE, "a {}-byte header line", line.len());
+    }
+    let lines = header_lines(raw);
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("Subject:"))
+        .unwrap();
+    let subject_lines = std::iter::once(lines[start]).chain(
+        lines[start + 1..]
+            .iter()
+            .copied()
+            .take_while(|l| l.starts_with(' ')),
+    );
+    for line in subject_lines {
+        assert!(
+            line.len() <= FOLDED_LINE,
+            "a {}-byte subject line",
+            line.len()
+        );
+    }
+    assert_eq!(decoded_subject(raw), subject);
+}
+
+/// Runs one lead whose `Code` cell is `code`, with templates whose subject
+/// is `Your code {{ Code }}`, through an email run with `extra` flags; returns
+/// the exit code. The input and templates are written on the first call.
+fn mail_code(sandbox: &Sandbox, smtp: &SmtpServer, dir: &Path, code: &str, extra: &[&str]) -> i32 {
+    let templates = dir.join("templates");
+    if !templates.exists() {
+        write_templates(dir, "Your code {{ Code }}", "{{ link }}\n");
+    }
+    let id = &lead_ids(1)[0];
+    let input = write(
+        dir,
+        "leads.csv",
+        &format!("LeadId,Email,Code\n{id},ann@example.com,{code}\n"),
+    );
+    let mut cmd = run_on_sandbox(sandbox, dir, &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet"]).args(extra);
+    with_email(&mut cmd, &smtp.url(), &templates);
+    run(&mut cmd).status.code().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_unbroken_subject_is_folded_for_smtp_and_the_outbox_alike() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let code = "x".repeat(3000);
+    let subject = format!("Your code {code}");
+
+    assert_eq!(mail_code(&sandbox, &smtp, dir.path(), &code, &[]), 0);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert_folded(&messages[0].data, &subject);
+
+    let review = ["--outbox", "outbox", "--campaign", "review"];
+    assert_eq!(mail_code(&sandbox, &smtp, dir.path(), &code, &review), 0);
+    let eml = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        .expect("an .eml file");
+    assert_folded(&std::fs::read_to_string(eml).unwrap(), &subject);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_non_ascii_subject_reads_back_unchanged() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let code = format!("{}ü{}", "é".repeat(400), "y".repeat(200));
+    assert_eq!(mail_code(&sandbox, &smtp, dir.path(), &code, &[]), 0);
+    assert_folded(&smtp.messages()[0].data, &format!("Your code {code}"));
+}
