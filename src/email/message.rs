@@ -83,6 +83,12 @@ fn fnv1a(s: &str) -> u64 {
 /// Parses a recipient address from a CSV cell, for checking every row's Email
 /// column before the first API call. The error is ready for the report's
 /// `error` column (the cell is shown escaped, so a CR or LF stays visible).
+///
+/// Only addresses a message can be delivered to pass: lettre's parser takes
+/// an IP address in place of the domain (`u@[127.0.0.1]`), but its message
+/// headers cannot carry one, and mail systems do not route to it, so such a
+/// row would mint a key and then fail. The address must also read back from
+/// the To header, since that is where the recipient is taken from.
 pub fn check_address(s: &str) -> Result<Address, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -93,8 +99,23 @@ pub fn check_address(s: &str) -> Result<Address, String> {
             "invalid email address {s:?}: contains whitespace or control characters"
         ));
     }
-    s.parse::<Address>()
-        .map_err(|e| format!("invalid email address {s:?}: {e}"))
+    let address = s
+        .parse::<Address>()
+        .map_err(|e| format!("invalid email address {s:?}: {e}"))?;
+    let domain = address.domain();
+    if domain.starts_with('[') || domain.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "invalid email address {s:?}: an IP address in place of the domain cannot \
+             be delivered to; use the address with its domain name"
+        ));
+    }
+    // The recipient is the address as read back: the one the message goes
+    // to (`"ann"@example.com` reads back as the same mailbox, `ann@…`).
+    let in_header = Mailbox::new(None, address).to_string();
+    in_header
+        .parse::<Mailbox>()
+        .map(|read_back| read_back.email)
+        .map_err(|_| format!("invalid email address {s:?}: a message header cannot carry it"))
 }
 
 /// Builds the message: From, To, Subject, Date and Message-ID, with a
@@ -251,10 +272,13 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            check_address(" ann@example.com ").unwrap().to_string(),
-            "ann@example.com"
-        );
+        for (cell, address) in [
+            (" ann@example.com ", "ann@example.com"),
+            ("o'brien+tag@example.com", "o'brien+tag@example.com"),
+            ("\"ann\"@example.com", "ann@example.com"),
+        ] {
+            assert_eq!(check_address(cell).unwrap().to_string(), address);
+        }
         for bad in [
             "",
             "ann",
@@ -262,6 +286,11 @@ mod tests {
             "ann@example.com\nX: y",
             "Ann <ann@example.com>",
             "ann@@example.com",
+            "u@[127.0.0.1]",
+            "u@[IPv6:::1]",
+            "u@[::1]",
+            "u@127.0.0.1",
+            "\"a@b\"@example.com",
         ] {
             let err = check_address(bad).unwrap_err();
             assert!(!err.contains('\n'), "{err}");

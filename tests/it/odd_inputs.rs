@@ -9,7 +9,8 @@ use base64::Engine as _;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
-    fast_sandbox, lead_ids, run, run_on_sandbox, with_email, write, write_templates,
+    fast_sandbox, lead_ids, read_report, run, run_on_sandbox, sample, with_email, write,
+    write_templates,
 };
 use lsq_dispatch::sandbox::Sandbox;
 
@@ -147,4 +148,29 @@ async fn a_long_non_ascii_subject_reads_back_unchanged() {
     let code = format!("{}ü{}", "é".repeat(400), "y".repeat(200));
     assert_eq!(mail_code(&sandbox, &smtp, dir.path(), &code, &[]), 0);
     assert_folded(&smtp.messages()[0].data, &format!("Your code {code}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_smtp_cannot_deliver_to_is_invalid_before_any_key_is_minted() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    for address in ["u@[127.0.0.1]", "u@[IPv6:::1]", "u@127.0.0.1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let id = &lead_ids(1)[0];
+        let input = write(
+            dir.path(),
+            "leads.csv",
+            &format!("LeadId,FirstName,Email\n{id},Ann,{address}\n"),
+        );
+        let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+        cmd.args(["--report", "report.csv", "--quiet"]);
+        with_email(&mut cmd, &smtp.url(), &sample("templates"));
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(3), "{address}");
+        let rows = read_report(&dir.path().join("report.csv"));
+        assert_eq!(rows[0]["status"], "invalid", "{address}");
+        assert!(rows[0]["error"].contains(address), "{:?}", rows[0]);
+    }
+    assert_eq!(sandbox.stats().calls, 0, "no key was minted");
+    assert!(smtp.payloads().is_empty());
 }
