@@ -9,7 +9,7 @@ use base64::Engine as _;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
-    fast_sandbox, lead_ids, read_report, run, run_on_sandbox, sample, with_email, write,
+    fast_sandbox, lead_ids, read_report, run, run_on_sandbox, sample, stderr, with_email, write,
     write_templates,
 };
 use lsq_dispatch::sandbox::Sandbox;
@@ -173,4 +173,37 @@ async fn an_address_smtp_cannot_deliver_to_is_invalid_before_any_key_is_minted()
     }
     assert_eq!(sandbox.stats().calls, 0, "no key was minted");
     assert!(smtp.payloads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_url_that_already_holds_a_login_parameter_is_a_usage_error() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_csv(dir.path(), &lead_ids(2));
+    for (page, name) in [
+        ("https://p.example/?authKey=X", "authKey"),
+        ("https://p.example/login?lang=en&AUTHKEY=X#top", "AUTHKEY"),
+        (
+            "https://p.example/?leadid=3f2b8c1e-9d4a-4e7b-a6c5-1b0f7e2d9c84",
+            "leadid",
+        ),
+        ("https://p.example/?PortalId=P", "PortalId"),
+        ("https://p.example/?auth%4Bey=X", "authKey"),
+    ] {
+        let out =
+            run(run_on_sandbox(&sandbox, dir.path(), &input, page).args(["--report", "r.csv"]));
+        assert_eq!(out.status.code(), Some(2), "{page}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("--portal-url") && err.contains(name),
+            "{page}: {err}"
+        );
+        let out = run(crate::support::lsq(dir.path())
+            .arg("run")
+            .arg(&input)
+            .args(["--dry-run", "--portal-url", page]));
+        assert_eq!(out.status.code(), Some(2), "dry run, {page}");
+    }
+    assert_eq!(sandbox.stats().calls, 0);
+    assert!(!dir.path().join("r.csv").exists());
 }
