@@ -12,6 +12,7 @@ use super::{
     DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_EMAIL, DEMO_LEAD_ID, DEMO_LEAD_PHONE,
     TENANT_KEY_PATH,
 };
+use crate::console::say;
 use crate::limiter::{parse_duration, Rate};
 
 /// Flags of `lsq-dispatch sandbox`. Credentials are not flags: they come from
@@ -208,17 +209,17 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
             format!("(from {var})")
         }
     };
-    println!("lsq-dispatch sandbox listening on {}", sandbox.base_url());
-    println!("  LSQ_HOST={}", sandbox.base_url());
-    println!(
+    say!("lsq-dispatch sandbox listening on {}", sandbox.base_url());
+    say!("  LSQ_HOST={}", sandbox.base_url());
+    say!(
         "  LSQ_ACCESS_KEY={}",
         shown(&c.access_key, DEFAULT_ACCESS_KEY, "LSQ_ACCESS_KEY")
     );
-    println!(
+    say!(
         "  LSQ_SECRET_KEY={}",
         shown(&c.secret_key, DEFAULT_SECRET_KEY, "LSQ_SECRET_KEY")
     );
-    println!(
+    say!(
         "  LSQ_TENANT_AUTH_KEY={}",
         shown(
             &c.tenant_auth_key,
@@ -226,7 +227,7 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
             "LSQ_TENANT_AUTH_KEY"
         )
     );
-    println!(
+    say!(
         "  LSQ_PUBLIC_AUTH_KEY={}",
         shown(
             &c.public_auth_key,
@@ -234,19 +235,17 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
             "LSQ_PUBLIC_AUTH_KEY"
         )
     );
-    println!("  LSQ_PORTAL_ID={}", c.portal_ids[0]);
+    say!("  LSQ_PORTAL_ID={}", c.portal_ids[0]);
     for other in &c.portal_ids[1..] {
-        println!("  also portal id {other}");
+        say!("  also portal id {other}");
     }
-    println!("  LSQ_PORTAL_URL={}", sandbox.portal_url());
-    println!(
+    say!("  LSQ_PORTAL_URL={}", sandbox.portal_url());
+    say!(
         "  tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
         sandbox.base_url()
     );
-    println!(
-        "  demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}"
-    );
-    println!(
+    say!("  demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}");
+    say!(
         "  budget {}, key ttl {:?}, admin: {}/admin/stats",
         c.budget,
         c.key_ttl,

@@ -4,15 +4,16 @@
 //! rates.
 
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
-    fast_sandbox, lead_ids, read_report, run, run_on_sandbox, sample, stderr, with_email, write,
-    write_templates,
+    fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox, sample, stderr, with_email,
+    write, write_templates,
 };
-use lsq_dispatch::sandbox::Sandbox;
+use lsq_dispatch::sandbox::{Sandbox, DEMO_LEAD_PHONE};
 
 /// RFC 5322's hard limit on a line, without its CRLF.
 const MAX_LINE: usize = 998;
@@ -206,4 +207,70 @@ async fn a_portal_url_that_already_holds_a_login_parameter_is_a_usage_error() {
     }
     assert_eq!(sandbox.stats().calls, 0);
     assert!(!dir.path().join("r.csv").exists());
+}
+
+/// Runs `cmd` with its stdout a pipe whose reading end is already closed, as
+/// `lsq-dispatch … | true` leaves it, and returns how it ended.
+fn with_stdout_closed(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    eprintln!("--- stderr\n{}", stderr(&out));
+    out
+}
+
+#[track_caller]
+fn assert_ended(out: &Output, code: i32) {
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+    assert_eq!(out.status.code(), Some(code));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_is_no_panic_and_the_exit_code_is_the_runs() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_csv(dir.path(), &lead_ids(3));
+    let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--state", "state.sqlite"]);
+    assert_ended(&with_stdout_closed(&mut cmd), 0);
+    assert_eq!(read_report(&dir.path().join("report.csv")).len(), 3);
+
+    let mut ids = lead_ids(4);
+    ids[3] = "not-a-guid".into();
+    let input = crate::support::leads_csv(dir.path(), &ids);
+    let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--state", "state.sqlite"]);
+    assert_ended(&with_stdout_closed(&mut cmd), 3);
+
+    let mut status = lsq(dir.path());
+    status.args(["status", "--state", "state.sqlite"]);
+    assert_ended(&with_stdout_closed(&mut status), 0);
+
+    let mut otp = lsq(dir.path());
+    otp.args(["otp", "request", "--host", &sandbox.base_url()])
+        .args(["--phone", DEMO_LEAD_PHONE])
+        .env("LSQ_PUBLIC_AUTH_KEY", &sandbox.config().public_auth_key);
+    assert_ended(&with_stdout_closed(&mut otp), 0);
+}
+
+#[test]
+fn the_sandbox_keeps_serving_with_a_closed_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = lsq(dir.path())
+        .args(["sandbox", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // A panic while printing its settings would end it at once.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let ended = child.try_wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ended, None, "the sandbox ended");
 }
