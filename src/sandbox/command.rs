@@ -119,7 +119,8 @@ impl SandboxArgs {
 /// fixed delay. A bare number before the dash takes the unit after it, so
 /// `0-100ms` means 0 ms to 100 ms, not 0 s to 100 ms.
 pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
-    let bad = || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s");
+    let bad =
+        || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s, at most 24h");
     let text = text.trim();
     let (lo, hi) = match text.split_once('-') {
         None => {
@@ -145,8 +146,9 @@ pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
-        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. 300ms, 5s, 4h"))
+    parse_duration(text).ok_or_else(|| {
+        format!("invalid duration {text:?}: expected e.g. 300ms, 5s, 4h, at most 24h")
+    })
 }
 
 /// Reads OTP leads from a CSV with header `LeadId,Phone,Email`.

@@ -274,3 +274,67 @@ fn the_sandbox_keeps_serving_with_a_closed_stdout() {
     child.wait().unwrap();
     assert_eq!(ended, None, "the sandbox ended");
 }
+
+/// Runs `cmd` with its address space capped at 4 GB, so a value that makes
+/// the binary reserve memory for it fails fast instead of exhausting the
+/// machine.
+fn capped(cmd: &mut Command) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let limit = libc::rlimit {
+        rlim_cur: 4 << 30,
+        rlim_max: 4 << 30,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    run(cmd)
+}
+
+#[track_caller]
+fn assert_usage_error(out: &Output, setting: &str) {
+    let err = stderr(out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{setting}: {err}");
+    assert!(err.contains(setting), "{setting}: {err}");
+}
+
+#[test]
+fn absurd_durations_and_rates_are_usage_errors_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_csv(dir.path(), &lead_ids(1));
+    let config = write(dir.path(), "lsq.toml", "rate = \"25/2h\"\n");
+    let sandbox_run = ["--sandbox", "--report", "r.csv"];
+    let dry_run = ["--dry-run", "--report", "r.csv"];
+    for (mode, flag, value) in [
+        (sandbox_run, "--timeout", "99999999999999999999999h"),
+        (sandbox_run, "--timeout", "25h"),
+        (dry_run, "--arrival-margin", "99999999999999999999h"),
+        (dry_run, "--arrival-margin", "2m"),
+        (dry_run, "--rate", "25/99999999999999999999h"),
+        (dry_run, "--rate", "25/2h"),
+        (dry_run, "--rate", "4294967295/5s"),
+        (dry_run, "--rate", "10001/5s"),
+        (dry_run, "--smtp-rate", "10/2h"),
+        (dry_run, "--config", config.to_str().unwrap()),
+    ] {
+        let mut cmd = lsq(dir.path());
+        cmd.arg("run").arg(&input).args(mode).args([flag, value]);
+        let setting = if flag == "--config" { "rate in" } else { flag };
+        assert_usage_error(&capped(&mut cmd), setting);
+    }
+    assert!(!dir.path().join("r.csv").exists());
+    for (flag, value) in [
+        ("--key-ttl", "99999999999999999999999h"),
+        ("--budget", "25/99999999999999999999h"),
+        ("--budget", "4294967295/5s"),
+        ("--jitter", "0-99999999999999999999h"),
+    ] {
+        let mut cmd = lsq(dir.path());
+        cmd.args(["sandbox", flag, value]);
+        assert_usage_error(&capped(&mut cmd), flag);
+    }
+}
