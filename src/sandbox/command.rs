@@ -75,6 +75,10 @@ pub struct SandboxArgs {
     /// Send Retry-After (seconds) with every 429.
     #[arg(long, value_name = "SECS")]
     pub retry_after: Option<u64>,
+
+    /// Close a connection that has been idle this long.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "60s")]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl SandboxArgs {
@@ -111,6 +115,12 @@ impl SandboxArgs {
             config.leads = read_leads(path)?;
         }
         config.retry_after = self.retry_after.map(Duration::from_secs);
+        if let Some(idle) = self.idle_timeout {
+            if idle.is_zero() {
+                bail!("--idle-timeout must be above zero");
+            }
+            config.idle_timeout = idle;
+        }
         Ok(config)
     }
 }
@@ -355,8 +365,10 @@ mod tests {
             unknown_leads: vec![],
             leads: None,
             retry_after: Some(2),
+            idle_timeout: Some(ms(500)),
         };
         let c = args.into_config().unwrap();
+        assert_eq!(c.idle_timeout, ms(500));
         assert_eq!(c.budget.calls, 5);
         assert_eq!(c.key_ttl, ms(300));
         assert_eq!(c.jitter, (ms(0), ms(100)));
