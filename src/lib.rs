@@ -12,6 +12,7 @@ mod api;
 pub mod campaign;
 pub mod cli;
 pub mod config;
+mod console;
 pub mod email;
 pub mod exit;
 mod input;

@@ -34,18 +34,25 @@ pub(super) fn pick(flag: &Option<String>, file: &Option<String>) -> Option<Strin
         .filter(|v| !v.trim().is_empty())
 }
 
+/// A duration setting: a timeout (above zero, at most 24h) or the arrival
+/// margin (zero allowed, at most a minute: it stands for network delay).
 fn duration_setting(
     name: &str,
     value: Option<&str>,
     default: Duration,
 ) -> Result<Duration, UsageError> {
+    let margin = name == "--arrival-margin";
+    let (longest, shown) = match margin {
+        true => (Duration::from_secs(60), "1m"),
+        false => (crate::limiter::MAX_DURATION, "24h"),
+    };
     match value {
         None => Ok(default),
         Some(v) => parse_duration(v)
-            .filter(|d| !d.is_zero() || name == "--arrival-margin")
+            .filter(|d| (!d.is_zero() || margin) && *d <= longest)
             .ok_or_else(|| {
                 usage(format!(
-                    "{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m)"
+                    "{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m; at most {shown})"
                 ))
             }),
     }

@@ -28,6 +28,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::config::Settings;
+use crate::console::say;
 use crate::exit::Exit;
 use crate::report::Record;
 use crate::signal::{watch_signals, Stop};
@@ -62,11 +63,11 @@ pub(crate) struct Finished {
 /// otherwise the batch job; prints the outcome and says how it ended.
 pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     if settings.test_address().is_some() {
-        println!("{}", test_email::send_test(settings).await?);
+        say!("{}", test_email::send_test(settings).await?);
         return Ok(Exit::Success);
     }
     let outcome = run(settings).await?;
-    println!("{}", outcome.describe());
+    say!("{}", outcome.describe());
     Ok(outcome.exit())
 }
 

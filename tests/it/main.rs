@@ -16,6 +16,7 @@ mod dry_run;
 mod email;
 mod exit_codes;
 mod ledger;
+mod odd_inputs;
 mod otp;
 mod rerun_files;
 mod run_email;
