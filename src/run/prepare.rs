@@ -3,6 +3,7 @@
 //! run-level fault that can be found early surfaces here.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
 use crate::email::{Templates, Transport};
-use crate::input::{InputOptions, LeadReader};
+use crate::input::{InputError, InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::Caller;
 use crate::signal::StopSignal;
@@ -74,9 +75,16 @@ pub(super) struct Prepared {
 /// Opens the input, loads and checks templates, opens the campaign state and
 /// builds the client and the mail transport.
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
-    let rows_estimate = crate::progress::estimate_rows(&settings.input);
-    let reader = LeadReader::open(
-        &settings.input,
+    let input = File::open(&settings.input).map_err(|source| InputError::Open {
+        path: settings.input.display().to_string(),
+        source,
+    })?;
+    // The one open of the input, read once: a pipe or a FIFO has no second
+    // reading.
+    let (rows_estimate, input) = crate::progress::estimate_rows(input);
+    let reader = LeadReader::from_reader(
+        Box::new(input),
+        settings.input.display().to_string(),
         InputOptions {
             lead_column: settings.lead_column.clone(),
             default_portal: settings.portal_id.clone(),

@@ -17,6 +17,7 @@ mod email;
 mod exit_codes;
 mod ledger;
 mod otp;
+mod paths;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
