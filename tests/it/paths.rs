@@ -1,12 +1,83 @@
-//! Where a run writes, and how it reads: the input is opened and read once,
-//! so a pipe or a FIFO is read whole.
+//! Where a run writes, and how it reads: the sandbox's scratch state is
+//! private and gone however the run ends, and the input is opened and read
+//! once, so a pipe or a FIFO is read whole.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{lead_ids, lsq, read_report};
+use crate::support::{
+    lead_ids, leads_with_email, lsq, mode, read_report, run, sample, wait_until, with_email,
+    RefusedPort,
+};
+
+/// The entries of the scratch `TMPDIR` a run was given.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_scratch_state_is_private_and_gone_after_sigint_and_after_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let input = leads_with_email(dir.path(), 3);
+
+    // One call every 10 s: the run is still going when it is interrupted.
+    let mut child = lsq(dir.path())
+        .arg("run")
+        .arg(&input)
+        .args(["--sandbox", "--rate", "1/10s", "--report", "report.csv"])
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = dir.path().join("report.csv");
+    wait_until("the first row", || {
+        std::fs::read_to_string(&report).is_ok_and(|r| r.lines().count() >= 2)
+    })
+    .await;
+    let scratch = entries(&tmp);
+    let inside: Vec<_> = scratch
+        .iter()
+        .filter(|p| p.is_dir())
+        .flat_map(|p| entries(p))
+        .collect();
+    let private = scratch.len() == 1
+        && scratch[0].is_dir()
+        && mode(&scratch[0]) == 0o700
+        && inside
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "sqlite"));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert!(private, "not one private directory: {scratch:?} {inside:?}");
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(entries(&tmp), Vec::<PathBuf>::new(), "left after Ctrl-C");
+
+    // Aborted before the first call: the SMTP server cannot be reached.
+    let refused = RefusedPort::bind();
+    let mut cmd = lsq(dir.path());
+    cmd.arg("run")
+        .arg(&input)
+        .args(["--sandbox", "--report", "aborted.csv", "--quiet"])
+        .env("TMPDIR", &tmp);
+    let out = run(with_email(
+        &mut cmd,
+        &format!("smtp://{}", refused.addr),
+        &sample("templates"),
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(entries(&tmp), Vec::<PathBuf>::new(), "left after an abort");
+}
 
 /// Runs `cmd` and kills it if it has not finished within a minute: an
 /// input read twice hangs instead of failing.
