@@ -1,16 +1,247 @@
-//! Where a run writes, and how it reads: the sandbox's scratch state is
-//! private and gone however the run ends, and the input is opened and read
-//! once, so a pipe or a FIFO is read whole.
+//! Where a run writes, and how it reads: no output is the input or another
+//! output (compared as files, whatever the names), none is written through a
+//! symbolic link, the sandbox's scratch state is private and gone however
+//! the run ends, and the input is opened and read once, so a pipe or a FIFO
+//! is read whole.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    lead_ids, leads_with_email, lsq, mode, read_report, run, sample, wait_until, with_email,
-    RefusedPort,
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, mode, read_report, run, run_ok,
+    run_on_sandbox, sample, stderr, wait_until, with_email, write, RefusedPort,
 };
+use lsq_dispatch::sandbox::Sandbox;
+
+/// `run INPUT` on the sandbox, quiet, in `dir`.
+fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.arg("--quiet");
+    cmd
+}
+
+/// Every file under `dir` with its bytes, to show that a refused run wrote
+/// nothing at all. SQLite's own `-wal` and `-shm` files are left out: a run
+/// reads the campaign a retry file belongs to from the state before it
+/// checks its outputs, and closing the database may tidy them away.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.to_string_lossy();
+            if path.is_dir() {
+                todo.push(path);
+            } else if !name.ends_with("-wal") && !name.ends_with("-shm") {
+                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    files
+}
+
+/// A file `name` in `dir` holding `text` with mode 0644, and a symbolic link
+/// to it at `link`.
+fn victim_behind(dir: &Path, link: &str) -> PathBuf {
+    let victim = write(dir, "victim.txt", "not yours to write\n");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(link)).unwrap();
+    victim
+}
+
+#[track_caller]
+fn assert_victim_intact(victim: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(victim).unwrap(),
+        "not yours to write\n",
+        "the file behind the link was written"
+    );
+    assert_eq!(mode(victim), 0o644, "the file behind the link was chmodded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_run_whose_outputs_are_its_own_input_is_refused_and_the_input_kept() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = lead_ids(20_000)
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("{id},row {i}"))
+        .collect();
+    let retry = write(
+        dir.path(),
+        "leads-retry.csv",
+        &format!("LeadId,Note\n{}\n", rows.join("\n")),
+    );
+    let before = std::fs::read(&retry).unwrap();
+    // The first run's report name makes the rows to retry go to the input;
+    // the second names the input as the report under another spelling.
+    for report in ["leads-report.csv", "./leads-retry.csv"] {
+        let mut cmd = command(&sandbox, dir.path(), &retry);
+        cmd.args(["--report", report, "--campaign", "leads"]);
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "--report {report}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("leads-retry.csv") && err.contains("input"),
+            "{err}"
+        );
+        assert!(
+            std::fs::read(&retry).ok() == Some(before.clone()),
+            "--report {report}: the input changed"
+        );
+        assert_eq!(sandbox.stats().calls, 0, "--report {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_that_are_the_input_or_one_another_are_refused_before_anything_is_written() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(30));
+    // A campaign database with something in it.
+    let mut first = command(&sandbox, dir.path(), &input);
+    first.args(["--report", "first.csv", "--state", "st.sqlite"]);
+    run_ok(&mut first);
+    let calls = sandbox.stats().calls;
+
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--report", "leads.csv"], &["--report leads.csv", "input"]),
+        (
+            &["--dry-run", "--report", "./leads.csv"],
+            &["--report ./leads.csv", "input"],
+        ),
+        (
+            &["--report", "st.sqlite", "--state", "st.sqlite"],
+            &["--report st.sqlite", "--state st.sqlite"],
+        ),
+        (
+            &[
+                "--dry-run",
+                "--report",
+                "st.sqlite",
+                "--state",
+                "./st.sqlite",
+            ],
+            &["--report st.sqlite", "--state ./st.sqlite"],
+        ),
+        (
+            &["--report", "r.csv", "--summary-json", "./r.csv"],
+            &["--report r.csv", "--summary-json ./r.csv"],
+        ),
+        (
+            &["--report", "r.csv", "--summary-json", "r-retry.csv"],
+            &["r-retry.csv", "--summary-json r-retry.csv"],
+        ),
+        (
+            &["--summary-json", "leads.csv", "--report", "r.csv"],
+            &["--summary-json leads.csv", "input"],
+        ),
+    ];
+    for (args, named) in cases {
+        let before = snapshot(dir.path());
+        let mut cmd = command(&sandbox, dir.path(), &input);
+        if !args.contains(&"--state") {
+            cmd.args(["--state", "st.sqlite"]);
+        }
+        let out = run(cmd.args(*args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        for name in *named {
+            assert!(err.contains(name), "{args:?} should name {name:?}: {err}");
+        }
+        let after = snapshot(dir.path());
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|(path, bytes)| before.get(*path) != Some(bytes))
+            .map(|(path, _)| path)
+            .chain(before.keys().filter(|path| !after.contains_key(*path)))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{args:?}: written or changed: {changed:?}"
+        );
+        assert_eq!(sandbox.stats().calls, calls, "{args:?}: a call was made");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_where_an_output_goes_is_refused_and_the_file_behind_it_kept() {
+    let sandbox = fast_sandbox().await;
+    let cases: &[(&str, &[&str])] = &[
+        ("leads-report.csv", &[]),
+        ("leads-plan.csv", &["--dry-run"]),
+        ("s.json", &["--summary-json", "s.json"]),
+        ("leads-retry.csv", &[]),
+        ("leads-invalid.csv", &[]),
+    ];
+    for (link, args) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let input = leads_csv(dir.path(), &lead_ids(5));
+        let victim = victim_behind(dir.path(), link);
+        let out = run(command(&sandbox, dir.path(), &input)
+            .args(["--state", "st.sqlite"])
+            .args(*args));
+        assert_eq!(out.status.code(), Some(2), "{link}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(link) && err.contains("symbolic link"),
+            "{link}: {err}"
+        );
+        assert_victim_intact(&victim);
+        assert!(dir.path().join(link).is_symlink(), "{link}");
+        assert_eq!(sandbox.stats().calls, 0, "{link}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_file_that_is_a_symlink_is_refused_and_the_file_behind_it_kept() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 2);
+    let review = |report: &str| {
+        let mut cmd = command(&sandbox, dir.path(), &input);
+        with_email(&mut cmd, "smtp://127.0.0.1:1", &sample("templates")).args([
+            "--outbox",
+            "outbox",
+            "--campaign",
+            "invite",
+            "--report",
+            report,
+        ]);
+        cmd
+    };
+    run_ok(&mut review("first.csv"));
+    let outbox = dir.path().join("outbox");
+    let names: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // Links where the next review writes each message, under its final name
+    // and under the name it is written under first.
+    let victim = write(dir.path(), "victim.txt", "not yours to write\n");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for name in &names {
+        std::fs::remove_file(outbox.join(name)).unwrap();
+        std::os::unix::fs::symlink(&victim, outbox.join(name)).unwrap();
+        std::os::unix::fs::symlink(&victim, outbox.join(format!(".{name}.partial"))).unwrap();
+    }
+    let out = run(&mut review("second.csv"));
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_victim_intact(&victim);
+    for name in &names {
+        assert!(outbox.join(name).is_symlink(), "{name}");
+    }
+}
 
 /// The entries of the scratch `TMPDIR` a run was given.
 fn entries(dir: &Path) -> Vec<PathBuf> {
