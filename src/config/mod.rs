@@ -265,13 +265,17 @@ static STAND_IN_PAGE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
 
 /// `leads.csv` → `leads-report.csv` in the current directory; a dry run's
 /// plan is `leads-plan.csv` beside the input, so planning never overwrites
-/// the report of a real run.
+/// the report of a real run (or in the current directory, for an input that
+/// is no regular file, such as `/dev/stdin`).
 pub fn default_report_path(input: &Path, dry_run: bool) -> PathBuf {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "leads".into());
-    if dry_run {
+    let device = std::fs::metadata(input).is_ok_and(|meta| !meta.is_file());
+    if dry_run && device {
+        PathBuf::from(format!("{stem}-plan.csv"))
+    } else if dry_run {
         input.with_file_name(format!("{stem}-plan.csv"))
     } else {
         PathBuf::from(format!("{stem}-report.csv"))

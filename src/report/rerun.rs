@@ -5,6 +5,10 @@
 //! cells as read (untrimmed, in the input's encoding) with the input's line
 //! breaks, ready to be fed back into `run` (the invalid ones once fixed).
 //!
+//! A report written to the standard output or a device has no directory
+//! of its own: its files go to the working directory, named after the input
+//! as they would be beside its default report.
+//!
 //! Rows `in_doubt` are left out on purpose: their email may well have
 //! arrived. A re-run of the same campaign reports them in doubt again
 //! rather than send twice, and a run under another campaign would send a
@@ -21,10 +25,23 @@ use tempfile::NamedTempFile;
 use super::Status;
 use crate::input::HeaderLine;
 
-/// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
-/// → `DIR/X-retry.csv` and `DIR/X-invalid.csv`; a report of any other name,
-/// `DIR/NAME.csv`, → `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`.
-pub(crate) fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
+/// Where the rows to retry and the invalid rows of a run of `input` go:
+/// for the report `DIR/X-report.csv`, `DIR/X-retry.csv` and
+/// `DIR/X-invalid.csv`; for a report of any other name, `DIR/NAME.csv`,
+/// `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`; for a report that is
+/// no file in a directory (`/dev/stdout`), `INPUT-retry.csv` and
+/// `INPUT-invalid.csv` in the working directory.
+pub(crate) fn rerun_paths(report: &Path, input: &Path) -> (PathBuf, PathBuf) {
+    if !crate::paths::is_file_path(report) {
+        let stem = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "leads".into());
+        return (
+            PathBuf::from(format!("{stem}-retry.csv")),
+            PathBuf::from(format!("{stem}-invalid.csv")),
+        );
+    }
     let name = report
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -59,9 +76,10 @@ pub(crate) struct RerunWritten {
 }
 
 impl RerunFiles {
-    /// The files for the report at `report`, under the input's header line.
-    pub(crate) fn new(report: &Path, header: &HeaderLine) -> RerunFiles {
-        let (retry, invalid) = rerun_paths(report);
+    /// The files for the report at `report` of a run of `input`, under the
+    /// input's header line.
+    pub(crate) fn new(report: &Path, input: &Path, header: &HeaderLine) -> RerunFiles {
+        let (retry, invalid) = rerun_paths(report, input);
         RerunFiles {
             header: header.clone(),
             retry: RowsFile::new(retry),

@@ -301,7 +301,7 @@ fn open_check_rejects_an_unwritable_place() {
 #[test]
 fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
     let paths = |report: &str| {
-        let (retry, invalid) = rerun::rerun_paths(Path::new(report));
+        let (retry, invalid) = rerun::rerun_paths(Path::new(report), Path::new("in/leads.csv"));
         (retry.display().to_string(), invalid.display().to_string())
     };
     assert_eq!(
@@ -314,5 +314,10 @@ fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
     assert_eq!(
         paths("out/march.csv"),
         ("out/march-retry.csv".into(), "out/march-invalid.csv".into())
+    );
+    // The standard output has no directory of its own.
+    assert_eq!(
+        paths("/dev/stdout"),
+        ("leads-retry.csv".into(), "leads-invalid.csv".into())
     );
 }

@@ -141,7 +141,7 @@ fn outputs(settings: &Settings) -> Vec<Output> {
     let report = &settings.report;
     outputs.push(Output::named("--report", report));
     if !settings.is_dry_run() {
-        let (retry, invalid) = crate::report::rerun_paths(report);
+        let (retry, invalid) = crate::report::rerun_paths(report, &settings.input);
         outputs.push(Output::derived(
             "the rows to retry",
             retry,

@@ -58,7 +58,7 @@ impl Sink {
             report,
             summary_path: settings.summary_json.clone(),
             summary: Summary::default(),
-            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, header)),
+            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, &settings.input, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
             progress: Progress::new(rows_estimate, settings.quiet),
             last_line: None,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, mode, read_report, run, run_ok,
-    run_on_sandbox, sample, stderr, wait_until, with_email, write, RefusedPort,
+    run_on_sandbox, sample, stderr, stdout, wait_until, with_email, write, RefusedPort,
 };
 use lsq_dispatch::sandbox::Sandbox;
 
@@ -404,4 +404,38 @@ fn piped_stdin_of_more_than_256_kb_loses_no_row() {
     assert_eq!(rows.len(), 20_000);
     assert_eq!(rows[0]["row"], "2");
     assert_eq!(rows[19_999]["row"], "20001");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_on_stdout_leaves_its_side_files_in_the_working_directory() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = lead_ids(3);
+    ids.push("not-a-guid".into());
+    let input = leads_csv(dir.path(), &ids);
+    let strays = ["/dev/stdout-invalid.csv", "/dev/stdout-retry.csv"].map(Path::new);
+    let stray_before: Vec<bool> = strays.iter().map(|p| p.exists()).collect();
+    let out = run(command(&sandbox, dir.path(), &input)
+        .args(["--report", "/dev/stdout", "--state", "st.sqlite"])
+        .stdout(Stdio::piped()));
+    let made: Vec<&Path> = strays
+        .iter()
+        .zip(&stray_before)
+        .filter(|(p, before)| !**before && p.exists())
+        .map(|(p, _)| *p)
+        .collect();
+    for path in &made {
+        let _ = std::fs::remove_file(path);
+    }
+    assert!(made.is_empty(), "side files beside a device: {made:?}");
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout(&out);
+    assert!(text.starts_with("row,lead_id,"), "{text}");
+    assert_eq!(text.matches(",linked,").count(), 3, "{text}");
+    let invalid = std::fs::read_to_string(dir.path().join("leads-invalid.csv")).unwrap();
+    assert_eq!(invalid, "LeadId\nnot-a-guid\n");
+    assert!(
+        text.contains("leads-invalid.csv"),
+        "the last line names it: {text}"
+    );
 }
