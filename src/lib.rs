@@ -19,6 +19,7 @@ mod input;
 pub mod limiter;
 mod link;
 pub mod otp;
+mod paths;
 pub mod plan;
 mod progress;
 pub mod report;

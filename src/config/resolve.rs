@@ -134,7 +134,7 @@ impl Settings {
             Mode::Live(c) => Some(Tenant::new(&c.api.host, &c.api.access_key)),
             Mode::DryRun(_) => planned_tenant(args, &file)?,
         };
-        let state = state_path(args, &file);
+        let state = state_path(args, &file)?;
         Ok(Settings {
             input: args.input.clone(),
             portal_id,
@@ -183,16 +183,19 @@ fn limiter_settings(
     })
 }
 
-fn state_path(args: &RunArgs, file: &FileConfig) -> StatePath {
+fn state_path(args: &RunArgs, file: &FileConfig) -> anyhow::Result<StatePath> {
     match args.state.clone().or(file.state.clone()) {
-        Some(path) => StatePath::kept(path),
+        Some(path) => Ok(StatePath::kept(path)),
         // A sandbox's keys die with it: its runs keep their state apart, for
         // this run only, and never touch a real campaign.
-        None if args.sandbox => StatePath::scratch(std::env::temp_dir().join(format!(
-            "lsq-dispatch-sandbox-{}.sqlite",
-            std::process::id()
-        ))),
-        None => StatePath::kept(crate::state::StateStore::default_path()),
+        None if args.sandbox => StatePath::scratch().with_context(|| {
+            format!(
+                "cannot make a directory for the sandbox's state in {}: set TMPDIR to a \
+                 writable directory, or give --state",
+                std::env::temp_dir().display()
+            )
+        }),
+        None => Ok(StatePath::kept(crate::state::StateStore::default_path())),
     }
 }
 

@@ -3,8 +3,10 @@
 //! line number.
 
 use std::collections::hash_map::{Entry, HashMap};
+#[cfg(test)]
 use std::fs::File;
 use std::io::Read;
+#[cfg(test)]
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +45,7 @@ impl std::fmt::Debug for LeadReader {
 
 impl LeadReader {
     /// Opens the CSV file at `path` and reads its header.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|source| InputError::Open {

@@ -105,7 +105,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     }
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
-    let outcome = sink.finish(interrupted, fatal.is_none() && !interrupted)?;
+    let outcome = sink.finish(interrupted)?;
     job.register_retry_file(outcome.retry_csv.as_deref())?;
     match fatal {
         Some(e) => Err(e.context(format!(

@@ -18,6 +18,7 @@ mod exit_codes;
 mod ledger;
 mod odd_inputs;
 mod otp;
+mod paths;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
@@ -320,6 +321,15 @@ pub fn with_email<'a>(cmd: &'a mut Command, smtp_url: &str, templates: &Path) ->
         .arg(templates)
         .args(["--smtp-url", smtp_url])
         .args(["--from", "Acme <invites@acme.example>"])
+}
+
+/// Polls until `ready` holds; panics after 30 s.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Runs and asserts a zero exit, for the runs that set the stage for what a
