@@ -54,13 +54,18 @@ impl Default for InputOptions {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InputError {
     /// The file could not be opened.
-    #[error("cannot open the input {path}: {source}; check the path and its permissions")]
+    #[error("cannot open the input {path}: {cause}; check the path and its permissions")]
     Open {
         /// The input as named by the user.
         path: String,
         /// Why the open failed.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// The input is a directory.
+    #[error("the input {path} is a directory; name the CSV file of leads")]
+    Directory {
+        /// The input as named by the user.
+        path: String,
     },
     /// The input is empty or its first line has no column names.
     #[error("the input {path} has no header row; its first line must name the columns, e.g. LeadId,Email")]
@@ -88,15 +93,14 @@ pub(crate) enum InputError {
         value: String,
     },
     /// Reading failed part-way, typically an I/O error.
-    #[error("cannot read the input {path} at line {line}: {source}")]
+    #[error("cannot read the input {path} at line {line}: {cause}")]
     Read {
         /// The input as named by the user.
         path: String,
         /// The line being read when it failed.
         line: u64,
         /// The underlying error.
-        #[source]
-        source: csv::Error,
+        cause: csv::Error,
     },
 }
 
@@ -161,10 +165,8 @@ impl Invalid {
     /// is invalid the same way: what a plan counts invalid rows by.
     pub(crate) fn kind(&self) -> String {
         match self {
-            Invalid::Ragged { .. } => "row has N cells, header has N".to_owned(),
-            Invalid::NotUtf8 { column, .. } => {
-                format!("a {column} cell is not valid UTF-8; save the file as UTF-8")
-            }
+            Invalid::Ragged { .. } => "wrong number of cells".to_owned(),
+            Invalid::NotUtf8 { column, .. } => format!("{column} not UTF-8"),
             Invalid::Empty { column } => format!("{column} is empty"),
             Invalid::NotGuid { column, .. } => format!("{column} is not a GUID"),
         }

@@ -45,10 +45,13 @@ impl LeadReader {
     /// Opens the CSV file at `path` and reads its header.
     pub(crate) fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| InputError::Open {
+        let file = File::open(path).map_err(|cause| InputError::Open {
             path: name.clone(),
-            source,
+            cause,
         })?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(InputError::Directory { path: name });
+        }
         LeadReader::from_reader(Box::new(file), name, opts)
     }
 
@@ -84,7 +87,7 @@ impl LeadReader {
                 return Err(InputError::Read {
                     line: err.position().map_or(1, |p| p.line()),
                     path: source,
-                    source: err,
+                    cause: err,
                 })
             }
         };
@@ -343,7 +346,7 @@ impl Iterator for LeadReader {
                     return Some(Err(InputError::Read {
                         path: self.source.clone(),
                         line,
-                        source: err,
+                        cause: err,
                     }));
                 }
             }
