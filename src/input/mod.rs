@@ -3,8 +3,8 @@
 //! duplicate of an earlier valid row, keeping the input's line numbers.
 //!
 //! A bad row is data, never an error: only faults that make the rest of the file
-//! unreadable (cannot open, no header, no LeadId column, I/O error) are
-//! [`InputError`]s.
+//! unreadable (cannot open, no header, no LeadId column, two columns of one
+//! name, I/O error) are [`InputError`]s.
 
 mod guid;
 mod lines;
@@ -86,6 +86,20 @@ pub(crate) enum InputError {
         /// The header names that are there.
         found: Vec<String>,
     },
+    /// Two columns have one name (trimmed, in any case): which of them a
+    /// template or the run reads would be a guess.
+    #[error(
+        "the input {path} has more than one column named {}; rename or remove the extra \
+         columns so that each name says which cell to use",
+        same_names(names)
+    )]
+    SameName {
+        /// The input as named by the user.
+        path: String,
+        /// Each repeated name, as first written, with the columns (from 1)
+        /// that have it.
+        names: Vec<(String, Vec<usize>)>,
+    },
     /// The default portal (`--portal-id`) is not a GUID, so every row would fail.
     #[error("the default PortalId {value:?} is not a GUID; check --portal-id / LSQ_PORTAL_ID")]
     DefaultPortal {
@@ -102,6 +116,35 @@ pub(crate) enum InputError {
         /// The underlying error.
         cause: csv::Error,
     },
+}
+
+impl InputError {
+    /// Whether the fault is the command's: a column named wrong, which the
+    /// user fixes in the file or with a flag (exit 2, before any call).
+    pub(crate) fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            InputError::MissingColumn { .. } | InputError::SameName { .. }
+        )
+    }
+}
+
+/// `"Email" (columns 2 and 4), "Name" (columns 1 and 3)`.
+fn same_names(names: &[(String, Vec<usize>)]) -> String {
+    let list = |columns: &[usize]| {
+        let mut shown: Vec<String> = columns.iter().map(usize::to_string).collect();
+        let last = shown.pop().unwrap_or_default();
+        if shown.is_empty() {
+            last
+        } else {
+            format!("{} and {last}", shown.join(", "))
+        }
+    };
+    names
+        .iter()
+        .map(|(name, columns)| format!("{name:?} (columns {})", list(columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn found_list(found: &[String]) -> String {

@@ -95,19 +95,16 @@ impl LeadReader {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .header_line(reader.position().byte());
-        // csv strips a BOM it sees whole; trimming one here covers a BOM split
-        // across the first read.
-        let headers: Vec<String> = raw_headers
-            .iter()
-            .map(|cell| {
-                String::from_utf8_lossy(cell)
-                    .trim_start_matches('\u{feff}')
-                    .trim()
-                    .to_owned()
-            })
-            .collect();
+        let headers = header_names(&raw_headers);
         if headers.iter().all(String::is_empty) {
             return Err(InputError::NoHeader { path: source });
+        }
+        let names = same_names(&headers);
+        if !names.is_empty() {
+            return Err(InputError::SameName {
+                path: source,
+                names,
+            });
         }
         let lead_idx =
             column_index(&headers, &opts.lead_column).ok_or_else(|| InputError::MissingColumn {
@@ -352,4 +349,36 @@ impl Iterator for LeadReader {
             }
         }
     }
+}
+
+/// The header's names, trimmed. csv strips a BOM it sees whole; trimming one
+/// here covers a BOM split across the first read.
+fn header_names(raw: &csv::ByteRecord) -> Vec<String> {
+    raw.iter()
+        .map(|cell| {
+            String::from_utf8_lossy(cell)
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Names that more than one column has (compared trimmed and in any case),
+/// each as first written with the columns, from 1, that have it. Unnamed
+/// columns are left out: no one can ask for their cells.
+fn same_names(headers: &[String]) -> Vec<(String, Vec<usize>)> {
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let mut columns: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, name) in headers.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+        match first.entry(name.to_ascii_lowercase()) {
+            Entry::Occupied(at) => columns[*at.get()].1.push(i + 1),
+            Entry::Vacant(slot) => {
+                slot.insert(columns.len());
+                columns.push((name.clone(), vec![i + 1]));
+            }
+        }
+    }
+    columns.retain(|(_, at)| at.len() > 1);
+    columns
 }

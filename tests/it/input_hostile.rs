@@ -6,7 +6,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::support::{lead_ids, lsq, read_report, run, stderr, stdout, write};
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox, stderr, stdout, with_email,
+    write, write_templates,
+};
 
 const PORTAL: &str = "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5";
 
@@ -16,6 +20,59 @@ fn rows_by_line(report: &Path) -> HashMap<u64, HashMap<String, String>> {
         .into_iter()
         .map(|row| (row["row"].parse().unwrap(), row))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_lead_id_columns_are_a_usage_error_before_any_call() {
+    let sandbox = fast_sandbox().await;
+    let ids = lead_ids(2);
+    for header in ["LeadId,LeadId", " leadid ,LEADID "] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = write(
+            dir.path(),
+            "leads.csv",
+            &format!("{header}\n{},{}\n", ids[0], ids[1]),
+        );
+        let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+        cmd.args(["--report", "report.csv", "--quiet"]);
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{header}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("more than one") && err.to_lowercase().contains("\"leadid\""),
+            "{err}"
+        );
+    }
+    assert_eq!(sandbox.stats().calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_email_columns_are_a_usage_error_before_any_call_or_message() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(2);
+    let input = write(
+        dir.path(),
+        "leads.csv",
+        &format!(
+            "LeadId,Email,FirstName,Email\n{},first@example.com,Ann,second@example.com\n{},third@example.com,Bo,fourth@example.com\n",
+            ids[0], ids[1]
+        ),
+    );
+    let templates = write_templates(dir.path(), "Hi {{ FirstName }}", "{{ Email }}: {{ link }}");
+    let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet"]);
+    with_email(&mut cmd, &smtp.url(), &templates);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"Email\"") && err.contains("more than one"),
+        "{err}"
+    );
+    assert_eq!(sandbox.stats().calls, 0);
+    assert_eq!(smtp.transactions(), 0);
 }
 
 #[test]
