@@ -413,6 +413,13 @@ pub(crate) struct InputRow {
 }
 
 impl InputRow {
+    /// Bytes of the cells the row keeps ([`InputRow::fields`] and
+    /// [`InputRow::raw`]).
+    pub(crate) fn cell_bytes(&self) -> usize {
+        let fields: usize = self.fields.iter().map(String::len).sum();
+        fields + self.raw.as_ref().map_or(0, |raw| raw.as_slice().len())
+    }
+
     /// The cell under the column `name` (case-insensitive), if the row has one.
     pub(crate) fn field(&self, headers: &[String], name: &str) -> Option<&str> {
         let idx = column_index(headers, name)?;

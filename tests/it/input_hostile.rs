@@ -1,7 +1,8 @@
 //! Hostile input files through the real binary: a stray quote that would
 //! swallow the rest of the file, two columns of one name, a file with no line
-//! end at all (`/dev/zero`) and a 50 MB cell. No row vanishes without a trace,
-//! no column is read ambiguously, and memory stays bounded.
+//! end at all (`/dev/zero`), a 50 MB cell and rows just under the size limit.
+//! No row vanishes without a trace, no column is read ambiguously, and memory
+//! stays bounded.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -249,4 +250,31 @@ fn a_plan_counts_ragged_rows_under_a_readable_reason() {
     let rows = rows_by_line(&dir.path().join("plan.csv"));
     assert_eq!(rows[&2]["error"], "row has 3 cells, header has 2");
     assert_eq!(rows[&3]["error"], "row has 1 cell, header has 2");
+}
+
+#[test]
+fn rows_near_the_size_limit_are_not_read_far_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 rows of 14 cells of 60 KB: 84 MB, each row under the 1 MiB limit.
+    let input = dir.path().join("leads.csv");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    let columns: Vec<String> = (0..14).map(|i| format!("Note{i}")).collect();
+    writeln!(file, "LeadId,Email,{}", columns.join(",")).unwrap();
+    let cells = vec!["y".repeat(60_000); 14].join(",");
+    for (i, id) in lead_ids(100).iter().enumerate() {
+        writeln!(file, "{id},lead{i}@example.com,{cells}").unwrap();
+    }
+    file.into_inner().unwrap().sync_all().unwrap();
+    let templates = write_templates(dir.path(), "Hi", "{{ link }}");
+    std::fs::create_dir(dir.path().join("outbox")).unwrap();
+
+    let mut cmd = plan(dir.path(), &input);
+    cmd.args(["--portal-url", "https://apply.example.com/login", "--email"])
+        .arg("--templates")
+        .arg(&templates)
+        .args(["--from", "invites@acme.example", "--outbox", "outbox"]);
+    let what = "run with 100 rows of 840 KB --dry-run --email";
+    let measured = run_bounded(&cmd, dir.path(), what);
+    assert_eq!(measured.code, Some(0), "{}", measured.stderr);
+    assert_eq!(read_report(&dir.path().join("plan.csv")).len(), 100);
 }
