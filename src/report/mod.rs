@@ -22,7 +22,7 @@ mod error;
 mod rerun;
 mod writer;
 
-pub use crate::input::Invalid;
+pub use crate::input::{Invalid, StraySign};
 pub use error::RowError;
 pub(crate) use rerun::{rerun_paths, RerunFiles, RerunWritten};
 pub use writer::ReportWriter;

@@ -147,17 +147,22 @@ fn receive<T: Send + 'static>(
 
 /// Streams rows from a reader thread, so file reads never block the runtime.
 /// Rows travel in batches: one wake-up per batch, not per row, keeps a
-/// million-row dry run fast.
+/// million-row dry run fast. A batch is sent early once its rows hold a MiB
+/// of cells, so the rows read ahead stay a few MiB however wide they are.
 fn read_in_background(
     reader: LeadReader,
 ) -> impl futures::Stream<Item = Result<InputRow, InputError>> + Send + Unpin {
     const BATCH: usize = 256;
+    const BATCH_BYTES: usize = 1 << 20;
     let (tx, rx) = mpsc::channel::<Vec<Result<InputRow, InputError>>>(8);
     std::thread::spawn(move || {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut bytes = 0;
         for item in reader {
+            bytes += item.as_ref().map_or(0, InputRow::cell_bytes);
             batch.push(item);
-            if batch.len() == BATCH {
+            if batch.len() == BATCH || bytes >= BATCH_BYTES {
+                bytes = 0;
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                 if tx.blocking_send(full).is_err() {
                     return;

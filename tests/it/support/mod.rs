@@ -340,3 +340,60 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     assert_eq!(output.status.code(), Some(0));
     output
 }
+
+/// How a run measured by [`run_measured`] ended.
+pub struct Measured {
+    /// The exit code, or `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Its standard error.
+    pub stderr: String,
+    /// Its peak resident set size, from `wait4`.
+    pub peak_rss_mb: f64,
+}
+
+/// Runs `cmd` (a command from [`lsq`]) to its end and reads its peak
+/// memory from `wait4`, which std's `Child::wait` would discard. The run's
+/// address space is capped at 1 GiB and its CPU time at two minutes, so one
+/// that grows or spins without bound fails the test instead of taking the
+/// machine with it. The caps are set by a shell that then becomes the run
+/// (limits set between fork and exec would count the test process's own
+/// memory as the child's peak). Standard output goes to `dir/stdout.txt`.
+pub fn run_measured(cmd: &Command, dir: &Path) -> Measured {
+    let stderr_path = dir.join("stderr.txt");
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .arg("-c")
+        .arg(r#"ulimit -v 1048576 && ulimit -t 120 && exec "$0" "$@""#)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for (name, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            shell.env(name, value);
+        }
+    }
+    if let Some(cwd) = cmd.get_current_dir() {
+        shell.current_dir(cwd);
+    }
+    let child = shell.spawn().expect("the binary starts");
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    let mut status = 0;
+    // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet reaped; both pointers are valid.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    // The child is reaped; dropping the handle neither waits nor kills.
+    drop(child);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    eprintln!("--- stderr\n{stderr}");
+    Measured {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stderr,
+        // ru_maxrss is in KiB on Linux.
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
