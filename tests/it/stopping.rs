@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, read_report, run_on_sandbox, sample,
-    sandbox, with_email,
+    sandbox, sigterm, with_email,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::state::StateStore;
@@ -42,13 +42,6 @@ async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     while !ready() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+mod server_thread;
 pub mod smtp_server;
 
 use std::net::SocketAddr;
@@ -106,10 +107,16 @@ pub const MOCK_PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
 /// `lsq-dispatch run INPUT` pointed at a wiremock server, with a budget that
 /// never slows a test down. Callers add the report and anything else.
 pub fn run_on_mock(server: &wiremock::MockServer, dir: &Path, input: &Path) -> Command {
+    run_on_host(&server.uri(), dir, input)
+}
+
+/// `lsq-dispatch run INPUT` pointed at any test server's URL, as
+/// [`run_on_mock`] does for a wiremock server.
+pub fn run_on_host(host: &str, dir: &Path, input: &Path) -> Command {
     let mut cmd = lsq(dir);
     cmd.arg("run")
         .arg(input)
-        .args(["--host", &server.uri(), "--portal-id", MOCK_PORTAL])
+        .args(["--host", host, "--portal-id", MOCK_PORTAL])
         .args(["--portal-url", "https://apply.example.com/login"])
         .args(["--rate", "100/100ms"])
         .env("LSQ_ACCESS_KEY", "access")
@@ -320,6 +327,14 @@ pub fn with_email<'a>(cmd: &'a mut Command, smtp_url: &str, templates: &Path) ->
         .arg(templates)
         .args(["--smtp-url", smtp_url])
         .args(["--from", "Acme <invites@acme.example>"])
+}
+
+/// Sends SIGTERM to a running binary.
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
 }
 
 /// Runs and asserts a zero exit, for the runs that set the stage for what a
