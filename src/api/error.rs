@@ -168,16 +168,19 @@ pub(super) fn transport_error(error: reqwest::Error) -> ApiError {
     }
 }
 
-/// Reads Retry-After: delay seconds or an HTTP date.
+/// Reads Retry-After: delay seconds or an HTTP date. A delay too long for a
+/// `Duration` reads as [`Duration::MAX`]; the limiter caps every pause.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     if let Ok(secs) = value.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
+        return match secs {
+            s if s.is_nan() || s < 0.0 => None,
+            0.0 => Some(Duration::ZERO),
+            s => Some(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
+        };
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -236,5 +239,11 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        for huge in ["1e300", "inf", "18446744073709551616"] {
+            assert!(parse_retry_after(huge).unwrap() >= Duration::from_secs(u64::MAX / 2));
+        }
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
     }
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+pub mod hostile_server;
 mod server_thread;
 pub mod smtp_server;
 
