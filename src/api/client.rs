@@ -58,6 +58,10 @@ impl ApiClient {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect would take the keys in the query and body to
+            // another host, and a Referer would name them.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(ApiClient { http, settings })
@@ -133,6 +137,12 @@ impl ApiClient {
     ) -> Result<T, ApiError> {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(ApiError::Redirected {
+                status,
+                to: redirect_target(&response),
+            });
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -140,6 +150,20 @@ impl ApiClient {
             .and_then(parse_retry_after);
         let body = response.bytes().await.map_err(transport_error)?;
         classify(status, retry_after, &body)
+    }
+}
+
+/// Where a redirect points, as scheme, host and port: never its path or
+/// query, which may echo the keys.
+fn redirect_target(response: &reqwest::Response) -> String {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    match location.map(|l| response.url().join(l)) {
+        Some(Ok(url)) => url.origin().ascii_serialization(),
+        Some(Err(_)) => "a Location that is no URL".into(),
+        None => "nowhere (no Location)".into(),
     }
 }
 

@@ -45,6 +45,15 @@ pub(crate) enum ApiError {
         /// The server's message.
         message: String,
     },
+    /// A 3xx: the API sent us elsewhere. Never followed, as the request's
+    /// query and body carry the keys; fatal for the run.
+    #[error("{status} from the API: a redirect to {to}, not followed, as it would carry the keys there; check --host (your region's portal API host, e.g. https://portalapi-in21.leadsquared.com)")]
+    Redirected {
+        /// HTTP status.
+        status: u16,
+        /// Where to: the Location's scheme, host and port only.
+        to: String,
+    },
     /// The request timed out: try again.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -75,7 +84,7 @@ impl ApiError {
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ApiError::Unauthorized { .. } | ApiError::NotFound { .. }
+            ApiError::Unauthorized { .. } | ApiError::NotFound { .. } | ApiError::Redirected { .. }
         )
     }
 }

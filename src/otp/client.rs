@@ -181,7 +181,7 @@ pub(super) fn describe_failure(step: Step, error: &ApiError, attempts: u32, lost
             };
             format!("sign-in refused: {message}: {hint}")
         }
-        ApiError::NotFound { .. } => format!("{what}: {error}"),
+        ApiError::NotFound { .. } | ApiError::Redirected { .. } => format!("{what}: {error}"),
         e if e.is_retryable() => format!(
             "{what} failed after {attempts} attempt{}: {error}: the API may be down or \
              unreachable; try again later",

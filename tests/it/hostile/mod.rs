@@ -4,14 +4,15 @@
 //! gigabyte. The run never panics, never leaks a key, never follows a
 //! redirect, never reads an unbounded answer, and a SIGTERM ends any pause.
 
+mod redirects;
 mod retry_after;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::hostile_server::{Answer, HostileServer};
-use crate::support::{lead_ids, leads_csv, run_on_host};
+use crate::support::hostile_server::{Answer, HostileServer, Request};
+use crate::support::{lead_ids, leads_csv, planted, run_on_host};
 
 /// LeadSquared's answer when the budget is spent, asking to wait `retry_after`.
 fn limited(retry_after: &str) -> Answer {
@@ -22,15 +23,26 @@ fn limited(retry_after: &str) -> Answer {
     .header("Retry-After", retry_after)
 }
 
-/// A run of `leads` leads against `server`, writing `report.csv` in `dir`,
-/// with its output piped.
+/// A run of `leads` leads against `server` with the planted credentials,
+/// writing `report.csv` in `dir`, with its output piped.
 fn command(server: &HostileServer, dir: &Path, leads: usize) -> Command {
     let input = leads_csv(dir, &lead_ids(leads));
     let mut cmd = run_on_host(&server.url(), dir, &input);
     cmd.args(["--report", "report.csv"])
+        .env("LSQ_ACCESS_KEY", planted::ACCESS)
+        .env("LSQ_SECRET_KEY", planted::SECRET)
+        .env("LSQ_TENANT_AUTH_KEY", planted::TENANT)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// An answer that issues a key for the lead the request names, as
+/// LeadSquared's Generate does (for a request naming none, for no lead).
+fn key_for(request: &Request) -> Answer {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+    let key = serde_json::json!({ "AuthKey": "k+ey/for=", "LeadId": body["LeadId"] });
+    Answer::new(200, key.to_string())
 }
 
 /// Polls until `ready` holds; panics after 30 s.
