@@ -148,9 +148,41 @@ impl ApiClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_capped(response).await?;
         classify(status, retry_after, &body)
     }
+}
+
+/// The most of an answer the client reads. LeadSquared's answers are a few
+/// hundred bytes; a larger one is refused unread beyond this, so fifty calls
+/// in flight cost a few MiB however much a server sends.
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// The answer's body, read piece by piece up to [`MAX_ANSWER`]; a longer one
+/// (announced, or found while reading) is a row failure.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    let status = response.status().as_u16();
+    let too_large = || {
+        ApiError::Protocol(format!(
+            "HTTP {status} with an answer over {} KiB, refused unread; is --host your region's \
+             LeadSquared portal API host?",
+            MAX_ANSWER / 1024
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(piece) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + piece.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body)
 }
 
 /// Where a redirect points, as scheme, host and port: never its path or

@@ -4,6 +4,7 @@
 //! gigabyte. The run never panics, never leaks a key, never follows a
 //! redirect, never reads an unbounded answer, and a SIGTERM ends any pause.
 
+mod huge_answer;
 mod redirects;
 mod retry_after;
 

@@ -55,6 +55,14 @@ pub struct Answer {
 pub enum Body {
     /// These bytes, with their length.
     Bytes(Vec<u8>),
+    /// `len` bytes of `x`, written in 64 KiB pieces until the client hangs
+    /// up; with a `Content-Length` when `declared`, else ended by the close.
+    Stream {
+        /// How many bytes.
+        len: u64,
+        /// Whether the length is announced up front.
+        declared: bool,
+    },
 }
 
 impl Answer {
@@ -170,6 +178,20 @@ async fn exchange(
             head.push_str(&format!("Content-Length: {}\r\n\r\n", bytes.len()));
             writer.write_all(head.as_bytes()).await?;
             writer.write_all(&bytes).await?;
+        }
+        Body::Stream { len, declared } => {
+            if declared {
+                head.push_str(&format!("Content-Length: {len}\r\n"));
+            }
+            head.push_str("\r\n");
+            writer.write_all(head.as_bytes()).await?;
+            let piece = vec![b'x'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(piece.len() as u64) as usize;
+                writer.write_all(&piece[..n]).await?;
+                left -= n as u64;
+            }
         }
     }
     writer.shutdown().await
