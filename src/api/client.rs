@@ -9,7 +9,7 @@ use url::Url;
 
 use super::error::{classify, parse_retry_after, transport_error};
 use super::ApiError;
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 
 /// Body of Generate lead-level auth key.
 #[derive(Debug, Serialize)]
@@ -49,6 +49,8 @@ pub struct ApiSettings {
 pub(crate) struct ApiClient {
     pub(super) http: reqwest::Client,
     settings: ApiSettings,
+    /// Takes the access and secret keys out of what a server says.
+    scrubber: Scrubber,
 }
 
 impl ApiClient {
@@ -64,7 +66,12 @@ impl ApiClient {
             .referer(false)
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(ApiClient { http, settings })
+        let scrubber = Scrubber::new([&settings.access_key, &settings.secret_key]);
+        Ok(ApiClient {
+            http,
+            settings,
+            scrubber,
+        })
     }
 
     /// A URL on the host with the given path and query pairs, each value
@@ -105,7 +112,7 @@ impl ApiClient {
             .http
             .post(url)
             .json(&GenerateRequest { lead_id, portal_id });
-        let key: GeneratedKey = self.send_json(request).await?;
+        let key: GeneratedKey = self.send_json(request, &[tenant_key]).await?;
         if key.auth_key.is_empty() {
             return Err(ApiError::Protocol("the answer holds no AuthKey".into()));
         }
@@ -123,17 +130,32 @@ impl ApiClient {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| ApiError::Protocol(format!("invalid tenant key method {method:?}")))?;
         let request = self.http.request(method, url);
-        let key: String = self.send_json(request).await?;
+        let key: String = self.send_json(request, &[]).await?;
         if key.is_empty() {
             return Err(ApiError::Protocol("the tenant key answer is empty".into()));
         }
         Ok(Secret::new(key))
     }
 
-    /// Sends a request and decodes a 2xx JSON answer, classifying everything else.
+    /// Sends a request and decodes a 2xx JSON answer, classifying everything
+    /// else. Every text in the answer or the error is scrubbed of the access
+    /// and secret keys and of `secrets`, the other keys the request carries:
+    /// a server may echo them.
     pub(crate) async fn send_json<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
+        secrets: &[&Secret],
+    ) -> Result<T, ApiError> {
+        let scrubber = self.scrubber.with(secrets.iter().copied());
+        self.exchange(request, &scrubber)
+            .await
+            .map_err(|e| e.scrubbed(&scrubber))
+    }
+
+    async fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        scrubber: &Scrubber,
     ) -> Result<T, ApiError> {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
@@ -149,7 +171,7 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = read_capped(response).await?;
-        classify(status, retry_after, &body)
+        classify(status, retry_after, &scrubber.scrub_bytes(&body))
     }
 }
 

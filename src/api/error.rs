@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::Scrubber;
+
 /// Why one API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -80,6 +82,30 @@ impl ApiError {
         )
     }
 
+    /// The error with every secret taken out of its text.
+    pub(crate) fn scrubbed(mut self, scrubber: &Scrubber) -> ApiError {
+        if let Some(text) = self.text_mut() {
+            *text = scrubber.scrub(text);
+        }
+        self
+    }
+
+    /// The text the error carries from the server or the network.
+    fn text_mut(&mut self) -> Option<&mut String> {
+        match self {
+            ApiError::RateLimited { message, .. }
+            | ApiError::Unauthorized { message }
+            | ApiError::NotFound { message }
+            | ApiError::Rejected { message, .. }
+            | ApiError::Server { message, .. }
+            | ApiError::Redirected { to: message, .. }
+            | ApiError::Timeout(message)
+            | ApiError::Transport(message)
+            | ApiError::Protocol(message) => Some(message),
+            ApiError::NotStarted => None,
+        }
+    }
+
     /// Ends the whole run: no other row can succeed either.
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(
@@ -98,13 +124,14 @@ struct ErrorBody {
     exception_message: Option<String>,
 }
 
-/// Turns a status and body into the answer or an [`ApiError`].
+/// Turns a status and body (scrubbed: a message may quote it) into the
+/// answer or an [`ApiError`].
 pub(crate) fn classify<T: serde::de::DeserializeOwned>(
     status: u16,
     retry_after: Option<Duration>,
-    body: &[u8],
+    body: &str,
 ) -> Result<T, ApiError> {
-    let error_body = serde_json::from_slice::<ErrorBody>(body)
+    let error_body = serde_json::from_str::<ErrorBody>(body)
         .ok()
         .filter(|e| e.status.as_deref() == Some("Error") || e.exception_message.is_some());
     let message = match &error_body {
@@ -129,7 +156,7 @@ pub(crate) fn classify<T: serde::de::DeserializeOwned>(
                     ApiError::Rejected { status, message }
                 });
             }
-            serde_json::from_slice(body).map_err(|e| {
+            serde_json::from_str(body).map_err(|e| {
                 ApiError::Protocol(format!("cannot read the answer ({e}): {}", snippet(body)))
             })
         }
@@ -149,9 +176,8 @@ pub(crate) fn classify<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+fn snippet(body: &str) -> String {
+    let text = body.trim();
     if text.is_empty() {
         return "empty body".into();
     }
@@ -205,7 +231,7 @@ mod tests {
 
     #[test]
     fn classifies_statuses_and_bodies() {
-        let err = |status, body: &str| classify::<GeneratedKey>(status, None, body.as_bytes());
+        let err = |status, body: &str| classify::<GeneratedKey>(status, None, body);
         let body = r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Lead does not exist"}"#;
         assert_eq!(
             err(400, body).unwrap_err(),

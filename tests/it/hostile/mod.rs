@@ -5,6 +5,8 @@
 //! redirect, never reads an unbounded answer, and a SIGTERM ends any pause.
 
 mod huge_answer;
+mod leaks;
+mod other_leaks;
 mod redirects;
 mod retry_after;
 

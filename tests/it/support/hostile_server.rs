@@ -30,6 +30,23 @@ pub struct Request {
 }
 
 impl Request {
+    /// Everything the client sent, as one text: the request line, the head,
+    /// the body, and the query once more with its values decoded, for
+    /// answers that echo it all back.
+    pub fn echo(&self) -> String {
+        let mut text = format!("{} {} HTTP/1.1\n", self.method, self.target);
+        for (name, value) in &self.headers {
+            text.push_str(&format!("{name}: {value}\n"));
+        }
+        text.push('\n');
+        text.push_str(&String::from_utf8_lossy(&self.body));
+        let query = self.target.split_once('?').map_or("", |(_, q)| q);
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            text.push_str(&format!("\n{name}: {value}"));
+        }
+        text
+    }
+
     /// The first value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
