@@ -1,11 +1,13 @@
-//! No key leaks from what the API answers the `otp` steps.
+//! No key leaks from the other texts that come from outside: what the API
+//! answers the `otp` steps, and what the TOML parser says about a broken
+//! `--config` file (it used to quote the offending line, key and all).
 
 use std::process::Output;
 
 use super::leaks::error_body;
 use crate::support::hostile_server::{Answer, HostileServer, Request};
 use crate::support::planted::{self, ACCESS, PUBLIC, REGISTER, SECRET};
-use crate::support::{lsq, run};
+use crate::support::{lsq, run, stderr, write};
 
 /// The OTP the tests sign in with.
 const OTP: &str = "918273";
@@ -48,5 +50,39 @@ fn no_key_leaks_when_the_api_echoes_an_otp_step() {
         let out = otp(step, public_key);
         assert_eq!(out.status.code(), Some(1), "{step}");
         planted::assert_absent(&planted::outputs(&out), &[OTP]);
+    }
+}
+
+#[test]
+fn no_key_leaks_from_a_broken_config_file() {
+    let line = format!("secret_key = \"{SECRET}\"");
+    let broken = [
+        (
+            format!("secret_key = \"{SECRET}\n"),
+            "line 1, column 29 (secret_key)",
+        ),
+        (format!("host = \"h\"\n{line}\n{line}\n"), "line 3"),
+        (format!("secret_kye = \"{SECRET}\"\n"), "(secret_kye)"),
+        (format!("secret_key = {SECRET}\n"), "line 1"),
+        (format!("concurrency = \"{SECRET}\"\n"), "(concurrency)"),
+        // An unclosed multi-line string runs to the end of the file.
+        (format!("secret_key = \"\"\"{SECRET}\n"), "line 2"),
+    ];
+    for (text, named) in broken {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(dir.path(), "bad.toml", &text);
+        let input = write(dir.path(), "leads.csv", "LeadId\n");
+        let out = run(lsq(dir.path())
+            .arg("run")
+            .arg(input)
+            .arg("--config")
+            .arg(config));
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("bad.toml") && err.contains(named),
+            "{text}: {err}"
+        );
+        planted::assert_absent(&planted::outputs(&out), &[]);
     }
 }
