@@ -1,13 +1,17 @@
 //! No key leaks from the other texts that come from outside: what the API
-//! answers the `otp` steps, and what the TOML parser says about a broken
-//! `--config` file (it used to quote the offending line, key and all).
+//! answers the `otp` steps, what an SMTP server replies to a login, and what
+//! the TOML parser says about a broken `--config` file (it used to quote
+//! the offending line, key and all).
 
 use std::process::Output;
 
-use super::leaks::error_body;
+use base64::Engine as _;
+
+use super::leaks::{assert_nothing_leaked, error_body};
 use crate::support::hostile_server::{Answer, HostileServer, Request};
-use crate::support::planted::{self, ACCESS, PUBLIC, REGISTER, SECRET};
-use crate::support::{lsq, run, stderr, write};
+use crate::support::planted::{self, ACCESS, PUBLIC, REGISTER, SECRET, SMTP_PASSWORD};
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{leads_with_email, lsq, run, run_on_host, sample, stderr, with_email, write};
 
 /// The OTP the tests sign in with.
 const OTP: &str = "918273";
@@ -51,6 +55,28 @@ fn no_key_leaks_when_the_api_echoes_an_otp_step() {
         assert_eq!(out.status.code(), Some(1), "{step}");
         planted::assert_absent(&planted::outputs(&out), &[OTP]);
     }
+}
+
+#[test]
+fn no_smtp_password_leaks_when_the_server_echoes_the_login() {
+    let smtp = SmtpServer::start(SmtpBehaviour::new().auth("u", "other").echo_auth());
+    let api = HostileServer::start(super::key_for);
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 1);
+    let mut cmd = run_on_host(&api.url(), dir.path(), &input);
+    with_email(&mut cmd, &smtp.url(), &sample("templates"))
+        .args(["--report", "report.csv"])
+        .env("LSQ_SMTP_USER", "invites@acme.example")
+        .env("LSQ_SMTP_PASSWORD", SMTP_PASSWORD);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(smtp.auth_failures(), 1);
+    assert!(stderr(&out).contains("535"), "the server's reply is shown");
+    let login = format!("\0invites@acme.example\0{SMTP_PASSWORD}");
+    let blob = base64::engine::general_purpose::STANDARD.encode(login);
+    let texts = assert_nothing_leaked(dir.path(), &out);
+    let named: Vec<(&str, String)> = texts.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    planted::assert_absent(&named, &[&blob, &blob[..12]]);
 }
 
 #[test]

@@ -48,6 +48,9 @@ pub struct SmtpBehaviour {
     pub delay: Duration,
     /// Messages whose payload the server takes in and then never answers.
     pub unanswered: Option<Unanswered>,
+    /// A refused login's reply quotes the AUTH command it got, as some
+    /// servers do.
+    pub echo_auth: bool,
 }
 
 /// What the server does in place of the reply to a message it took in.
@@ -108,6 +111,12 @@ impl SmtpBehaviour {
             count,
             to: to.map(str::to_owned),
         });
+        self
+    }
+
+    /// Quotes the AUTH command in the reply that refuses it.
+    pub fn echo_auth(mut self) -> Self {
+        self.echo_auth = true;
         self
     }
 
@@ -313,8 +322,11 @@ impl Session<'_> {
             Ok(Some(user))
         } else {
             self.state.lock().unwrap().auth_failures += 1;
-            self.reply("535 5.7.8 Authentication credentials invalid")
-                .await?;
+            let reply = match self.behaviour.echo_auth {
+                true => format!("535 5.7.8 AUTH {args} refused"),
+                false => "535 5.7.8 Authentication credentials invalid".to_owned(),
+            };
+            self.reply(&reply).await?;
             Ok(None)
         }
     }
