@@ -61,6 +61,10 @@ pub const COLD_CONNECTION_ALLOWANCE: Duration = Duration::from_millis(300);
 /// Default arrival margin: covers ~100 ms of network jitter with room to spare.
 pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
 
+/// The longest pause a 429 can ask for: a server that asks for more (a
+/// Retry-After of hours, or one no clock can hold) gets this, with a warning.
+pub const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
+
 /// A `governor` clock that reads tokio's clock, so that pacing follows
 /// `tokio::time::pause` in tests like every other timer here.
 #[derive(Clone, Debug)]
@@ -101,6 +105,8 @@ struct State {
     rate_limited: u64,
     starts: u64,
     start_log: Option<Vec<Instant>>,
+    /// A Retry-After over [`MAX_PAUSE`] was met (and said) already.
+    capped: bool,
 }
 
 /// The shared limiter: every attempt of every task, retries included, waits here.
@@ -185,6 +191,7 @@ impl Limiter {
                 rate_limited: 0,
                 starts: 0,
                 start_log: None,
+                capped: false,
             }),
             changed: Notify::new(),
             pacer: governor::RateLimiter::direct_with_clock(quota, clock.clone()),
@@ -289,13 +296,18 @@ impl Limiter {
 
     /// A 429 arrived: hold every task for `retry_after` when the server gave
     /// one, otherwise for a whole window plus the margin so that the server's
-    /// window is clear of every call we made.
+    /// window is clear of every call we made. No pause is longer than
+    /// [`MAX_PAUSE`]; the first longer request is warned about.
     pub fn pause(&self, retry_after: Option<Duration>) {
-        let wait = retry_after.unwrap_or(self.settings.rate.window + self.settings.arrival_margin);
+        let asked = retry_after.unwrap_or(self.settings.rate.window + self.settings.arrival_margin);
+        let wait = asked.min(MAX_PAUSE);
         let now = Instant::now();
         let until = now + wait;
         let mut state = self.lock();
         state.rate_limited += 1;
+        if asked > MAX_PAUSE && !std::mem::replace(&mut state.capped, true) {
+            eprintln!("{}", capped_warning(asked));
+        }
         let from = match state.paused_until {
             Some(old) if old > now => {
                 if until <= old {
@@ -330,6 +342,19 @@ impl Limiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What the run says when a server asks for a pause longer than [`MAX_PAUSE`].
+fn capped_warning(asked: Duration) -> String {
+    let asked = match asked {
+        Duration::MAX => "longer than any clock holds".to_owned(),
+        asked => format!("{}s", asked.as_secs()),
+    };
+    format!(
+        "warning: the API asked every call to wait {asked} (Retry-After); waiting {} instead, \
+         the longest pause a run takes (Ctrl-C or SIGTERM stops the run meanwhile)",
+        format_args!("{}m", MAX_PAUSE.as_secs() / 60)
+    )
 }
 
 #[cfg(test)]
@@ -423,6 +448,19 @@ mod tests {
         limiter.pause(None);
         let later = limiter.acquire().await;
         assert!(later.sent_at() - permit.sent_at() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pause_is_longer_than_the_cap() {
+        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+        let t0 = Instant::now();
+        limiter.pause(Some(Duration::from_secs(100_000)));
+        limiter.pause(Some(Duration::MAX));
+        let permit = limiter.acquire().await;
+        assert_eq!(permit.sent_at() - t0, MAX_PAUSE);
+        assert_eq!(limiter.paused_total(), MAX_PAUSE);
+        assert!(capped_warning(Duration::from_secs(100_000)).contains("wait 100000s"));
+        assert!(capped_warning(Duration::MAX).contains("waiting 5m instead"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,7 @@ use rand::Rng as _;
 use url::{Host, Url};
 
 use crate::retry::{with_backoff, RetryPolicy};
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 use crate::signal::StopSignal;
 
 /// Idle connections the pool keeps for reuse. The pool opens as many
@@ -312,12 +312,11 @@ impl SmtpRelay {
         self.scrub(error)
     }
 
-    /// A server may echo what it was sent; the password must not reach a report.
+    /// A server may echo what it was sent (an `AUTH PLAIN` line holds the
+    /// password in base64); the password must not reach a report.
     fn scrub(&self, error: SendError) -> SendError {
-        let Some(password) = self.password.as_ref().filter(|p| p.expose().len() >= 3) else {
-            return error;
-        };
-        let clean = |s: String| s.replace(password.expose(), "***");
+        let scrubber = Scrubber::new(&self.password);
+        let clean = |s: String| scrubber.scrub(&s);
         match error {
             SendError::Transient(s) => SendError::Transient(clean(s)),
             SendError::InDoubt(s) => SendError::InDoubt(clean(s)),

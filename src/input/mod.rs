@@ -19,7 +19,7 @@ mod tests;
 
 pub(crate) use guid::normalize_guid;
 pub(crate) use lines::HeaderLine;
-pub(crate) use reader::LeadReader;
+pub(crate) use reader::{open_input, LeadReader};
 
 /// Which columns hold the lead and portal ids, and the portal to use when a row
 /// names none.

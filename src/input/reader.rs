@@ -3,10 +3,8 @@
 //! line number.
 
 use std::collections::hash_map::{Entry, HashMap};
-#[cfg(test)]
 use std::fs::File;
 use std::io::Read;
-#[cfg(test)]
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -44,19 +42,25 @@ impl std::fmt::Debug for LeadReader {
     }
 }
 
+/// Opens the input at `path` for reading; a directory is refused by name.
+pub(crate) fn open_input(path: &Path) -> Result<File, InputError> {
+    let name = || path.display().to_string();
+    let file = File::open(path).map_err(|cause| InputError::Open {
+        path: name(),
+        cause,
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(InputError::Directory { path: name() });
+    }
+    Ok(file)
+}
+
 impl LeadReader {
     /// Opens the CSV file at `path` and reads its header.
     #[cfg(test)]
     pub(crate) fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
-        let name = path.display().to_string();
-        let file = File::open(path).map_err(|cause| InputError::Open {
-            path: name.clone(),
-            cause,
-        })?;
-        if file.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(InputError::Directory { path: name });
-        }
-        LeadReader::from_reader(Box::new(file), name, opts)
+        let file = open_input(path)?;
+        LeadReader::from_reader(Box::new(file), path.display().to_string(), opts)
     }
 
     /// Reads CSV from any reader; `source` names it in messages.

@@ -3,7 +3,7 @@
 //! run-level fault that can be found early surfaces here.
 
 use std::collections::HashMap;
-use std::fs::File;
+
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
 use crate::email::{Templates, Transport};
-use crate::input::{InputError, InputOptions, LeadReader};
+use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::paths::Output;
 use crate::retry::Caller;
@@ -77,10 +77,7 @@ pub(super) struct Prepared {
 /// loads and checks templates, opens the campaign state and builds the
 /// client and the mail transport.
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
-    let input = File::open(&settings.input).map_err(|source| InputError::Open {
-        path: settings.input.display().to_string(),
-        source,
-    })?;
+    let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
     // The one open of the input, read once: a pipe or a FIFO has no second
     // reading.

@@ -15,6 +15,7 @@ mod support;
 mod dry_run;
 mod email;
 mod exit_codes;
+mod hostile;
 mod input_hostile;
 mod ledger;
 mod odd_inputs;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, read_report, run_on_sandbox, sample,
-    sandbox, wait_until, with_email,
+    sandbox, sigterm, wait_until, with_email,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::state::StateStore;
@@ -34,13 +34,6 @@ fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     cmd
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
 }
 
 /// Waits for the run to end and asserts it ended interrupted (130).

@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+pub mod hostile_server;
+mod server_thread;
 pub mod smtp_server;
 
 use std::net::SocketAddr;
@@ -107,10 +109,16 @@ pub const MOCK_PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
 /// `lsq-dispatch run INPUT` pointed at a wiremock server, with a budget that
 /// never slows a test down. Callers add the report and anything else.
 pub fn run_on_mock(server: &wiremock::MockServer, dir: &Path, input: &Path) -> Command {
+    run_on_host(&server.uri(), dir, input)
+}
+
+/// `lsq-dispatch run INPUT` pointed at any test server's URL, as
+/// [`run_on_mock`] does for a wiremock server.
+pub fn run_on_host(host: &str, dir: &Path, input: &Path) -> Command {
     let mut cmd = lsq(dir);
     cmd.arg("run")
         .arg(input)
-        .args(["--host", &server.uri(), "--portal-id", MOCK_PORTAL])
+        .args(["--host", host, "--portal-id", MOCK_PORTAL])
         .args(["--portal-url", "https://apply.example.com/login"])
         .args(["--rate", "100/100ms"])
         .env("LSQ_ACCESS_KEY", "access")
@@ -264,6 +272,7 @@ pub mod planted {
     pub const TENANT: &str = "TKplantT+/=&3";
     pub const PUBLIC: &str = "PKplantP+/=&3";
     pub const REGISTER: &str = "RTplantR-4";
+    pub const SMTP_PASSWORD: &str = "SPplantP=+/&5";
 
     /// A fast sandbox that accepts exactly the planted credentials.
     pub fn sandbox_config() -> SandboxConfig {
@@ -277,21 +286,53 @@ pub mod planted {
     }
 
     /// Every form in which `secret` could leak: as is, form-encoded (a query
-    /// string), strictly percent-encoded, and cut to its first seven
-    /// characters (a truncated print).
+    /// string), strictly percent-encoded in upper and lower case, in base64
+    /// (standard and URL-safe), and cut to its first seven characters (a
+    /// truncated print).
     pub fn forms(secret: &str) -> Vec<String> {
+        use base64::Engine as _;
         let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         let strict =
             percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
                 .to_string();
-        vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
+        let lower = lower_hex(&strict);
+        let base64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(secret);
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let cut = secret[..7].to_owned();
+        vec![
+            secret.to_owned(),
+            form,
+            strict,
+            lower,
+            base64,
+            url_safe,
+            cut,
+        ]
+    }
+
+    /// `text` with the hex digits of its percent escapes in lower case.
+    pub fn lower_hex(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut hex_left = 0;
+        for c in text.chars() {
+            if hex_left > 0 {
+                out.push(c.to_ascii_lowercase());
+                hex_left -= 1;
+            } else {
+                out.push(c);
+                if c == '%' {
+                    hex_left = 2;
+                }
+            }
+        }
+        out
     }
 
     /// Asserts that no planted credential in any of its [`forms`], nor any of
     /// `also` as given (an OTP, say), occurs in any of the named texts.
     pub fn assert_absent(texts: &[(&str, String)], also: &[&str]) {
         let mut needles: Vec<String> = also.iter().map(|s| s.to_string()).collect();
-        for secret in [ACCESS, SECRET, TENANT, PUBLIC, REGISTER] {
+        for secret in [ACCESS, SECRET, TENANT, PUBLIC, REGISTER, SMTP_PASSWORD] {
             needles.extend(forms(secret));
         }
         for needle in &needles {
@@ -329,6 +370,14 @@ pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     while !ready() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends SIGTERM to a running binary.
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
     }
 }
 
