@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -167,6 +168,50 @@ enum Slot {
     Busy,
 }
 
+/// A budget shared with other processes: a file on this machine, or Redis
+/// across machines. Every call takes one of its slots after the local limiter
+/// let it through, and gives it back (blocked for the rest of its window)
+/// when it completes. Times are the store's own clock, as durations from its
+/// now, so processes never compare clocks.
+pub trait SharedBudget: Send + Sync + fmt::Debug {
+    /// Takes one of `allowed` slots of a sliding `window` for a call about to
+    /// be sent, held for at most `hold` plus a window unless released first:
+    /// a token, or how long to wait before asking again.
+    fn take(
+        &self,
+        allowed: u32,
+        window: Duration,
+        hold: Duration,
+    ) -> BoxFuture<'_, Result<Taken, BudgetError>>;
+
+    /// The call holding `token` completed: its slot stays blocked for
+    /// `blocked_for` from now.
+    fn release(&self, token: u64, blocked_for: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
+
+    /// A 429 arrived: every process holds its calls for `wait` from now.
+    fn pause(&self, wait: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
+}
+
+/// What [`SharedBudget::take`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// A slot, to release with this token.
+    Slot(u64),
+    /// Every slot is taken or blocked: ask again after this long.
+    Wait(Duration),
+}
+
+/// The shared budget cannot be used: the run stops taking new calls.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared API budget {store} cannot be used: {reason}")]
+pub struct BudgetError {
+    /// Which store, as a person would name it (a file path, a Redis URL
+    /// without its password).
+    pub store: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
 #[derive(Debug)]
 struct State {
     slots: Vec<Slot>,
@@ -180,6 +225,7 @@ struct State {
 /// The shared limiter: every attempt of every task, retries included, waits here.
 pub struct Limiter {
     settings: LimiterSettings,
+    shared: Option<(Arc<dyn SharedBudget>, Duration)>,
     state: Mutex<State>,
     changed: Notify,
     pacer: Pacer,
@@ -201,6 +247,8 @@ impl fmt::Debug for Limiter {
 pub struct Permit {
     limiter: Arc<Limiter>,
     slot: usize,
+    /// The slot taken in the shared budget, if there is one.
+    token: Option<u64>,
     warm: bool,
     sent_at: Instant,
     done: bool,
@@ -220,7 +268,7 @@ impl Permit {
             margin += COLD_CONNECTION_ALLOWANCE;
         }
         let anchor = now.min(self.sent_at + margin);
-        self.limiter.free(self.slot, anchor);
+        self.limiter.free(self.slot, self.token, anchor);
         self.done = true;
     }
 }
@@ -228,7 +276,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.limiter.free(self.slot, Instant::now());
+            self.limiter.free(self.slot, self.token, Instant::now());
         }
     }
 }
@@ -236,6 +284,24 @@ impl Drop for Permit {
 impl Limiter {
     /// A limiter with every slot free now.
     pub fn new(settings: LimiterSettings) -> Arc<Limiter> {
+        Limiter::build(settings, None)
+    }
+
+    /// A limiter whose calls also take a slot of a budget shared with other
+    /// processes; `hold` is the longest a call can be in flight (its
+    /// timeout), after which a crashed holder's slot frees itself.
+    pub fn shared(
+        settings: LimiterSettings,
+        shared: Arc<dyn SharedBudget>,
+        hold: Duration,
+    ) -> Arc<Limiter> {
+        Limiter::build(settings, Some((shared, hold)))
+    }
+
+    fn build(
+        settings: LimiterSettings,
+        shared: Option<(Arc<dyn SharedBudget>, Duration)>,
+    ) -> Arc<Limiter> {
         let now = Instant::now();
         let calls = settings.rate.calls.max(1);
         let burst = settings.burst.clamp(1, calls);
@@ -246,6 +312,7 @@ impl Limiter {
         let clock = TokioClock { origin: now };
         Arc::new(Limiter {
             settings,
+            shared,
             state: Mutex::new(State {
                 slots: vec![
                     Slot::Free {
@@ -296,9 +363,32 @@ impl Limiter {
         self.lock().paused_total
     }
 
-    /// Waits for a free slot, for any pause to end and for the pacer, then
-    /// lets one call through.
-    pub async fn acquire(self: &Arc<Self>) -> Permit {
+    /// Waits for a free slot, for any pause to end, for the pacer and for a
+    /// slot of the shared budget, then lets one call through. Only a shared
+    /// budget that cannot be used is an error.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, BudgetError> {
+        let mut permit = self.acquire_local().await;
+        let Some((shared, hold)) = &self.shared else {
+            return Ok(permit);
+        };
+        let window = self.settings.rate.window;
+        loop {
+            match shared.take(self.settings.rate.calls, window, *hold).await? {
+                Taken::Slot(token) => {
+                    permit.token = Some(token);
+                    // Sent now, after the wait for the shared slot.
+                    permit.sent_at = Instant::now();
+                    return Ok(permit);
+                }
+                Taken::Wait(wait) => {
+                    tokio::time::sleep(wait.clamp(Duration::from_millis(1), window)).await;
+                }
+            }
+        }
+    }
+
+    /// [`Limiter::acquire`] within this process only.
+    async fn acquire_local(self: &Arc<Self>) -> Permit {
         loop {
             // Registered before looking, so a slot freed meanwhile still wakes us.
             let changed = self.changed.notified();
@@ -326,6 +416,7 @@ impl Limiter {
                                     return Permit {
                                         limiter: Arc::clone(self),
                                         slot: i,
+                                        token: None,
                                         warm,
                                         sent_at: now,
                                         done: false,
@@ -383,18 +474,27 @@ impl Limiter {
         state.paused_until = Some(until);
         drop(state);
         self.changed.notify_waiters();
+        if let Some((shared, _)) = &self.shared {
+            let shared = Arc::clone(shared);
+            // Best effort: a store that fails here fails the next take.
+            tokio::spawn(async move { shared.pause(wait).await });
+        }
     }
 
-    fn free(&self, slot: usize, anchor: Instant) {
+    fn free(&self, slot: usize, token: Option<u64>, anchor: Instant) {
+        // One more millisecond keeps a call that lands exactly on the
+        // window's edge out of the older call's window.
+        let at = anchor + self.settings.rate.window + Duration::from_millis(1);
         let mut state = self.lock();
-        state.slots[slot] = Slot::Free {
-            // One more millisecond keeps a call that lands exactly on the
-            // window's edge out of the older call's window.
-            at: anchor + self.settings.rate.window + Duration::from_millis(1),
-            warm: true,
-        };
+        state.slots[slot] = Slot::Free { at, warm: true };
         drop(state);
         self.changed.notify_waiters();
+        if let (Some((shared, _)), Some(token)) = (&self.shared, token) {
+            let shared = Arc::clone(shared);
+            let blocked_for = at.saturating_duration_since(Instant::now());
+            // Best effort: an entry never released expires by itself.
+            tokio::spawn(async move { shared.release(token, blocked_for).await });
+        }
     }
 
     fn clock_now(&self) -> Duration {
@@ -457,10 +557,10 @@ mod tests {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         let t0 = Instant::now();
         for _ in 0..25 {
-            limiter.acquire().await.completed();
+            limiter.acquire().await.unwrap().completed();
         }
         assert_eq!(Instant::now(), t0, "the first 25 calls need no wait");
-        let permit = limiter.acquire().await;
+        let permit = limiter.acquire().await.unwrap();
         assert!(permit.sent_at() - t0 > Duration::from_secs(5));
     }
 
@@ -482,7 +582,7 @@ mod tests {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
                 for _ in 0..6 {
                     loop {
-                        let permit = limiter.acquire().await;
+                        let permit = limiter.acquire().await.unwrap();
                         let jitter = Duration::from_millis(rng.random_range(0..=100));
                         tokio::time::sleep(jitter).await;
                         arrivals.lock().unwrap().push(Instant::now());
@@ -518,12 +618,12 @@ mod tests {
     async fn a_pause_holds_every_task_and_retry_after_sets_its_length() {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         let t0 = Instant::now();
-        limiter.acquire().await.completed();
+        limiter.acquire().await.unwrap().completed();
         limiter.pause(Some(Duration::from_secs(2)));
-        let permit = limiter.acquire().await;
+        let permit = limiter.acquire().await.unwrap();
         assert_eq!(permit.sent_at() - t0, Duration::from_secs(2));
         limiter.pause(None);
-        let later = limiter.acquire().await;
+        let later = limiter.acquire().await.unwrap();
         assert!(later.sent_at() - permit.sent_at() >= Duration::from_secs(5));
     }
 
@@ -534,7 +634,7 @@ mod tests {
         let limiter = Limiter::new(settings);
         let t0 = Instant::now();
         for _ in 0..6 {
-            limiter.acquire().await.completed();
+            limiter.acquire().await.unwrap().completed();
         }
         assert_eq!(Instant::now() - t0, Duration::from_millis(200));
     }

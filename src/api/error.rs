@@ -57,6 +57,10 @@ pub(crate) enum ApiError {
     /// Never sent: the run began stopping while the call waited for its turn.
     #[error("not sent: the run is stopping")]
     NotStarted,
+    /// Never sent: the budget shared with other processes cannot be used;
+    /// fatal for the run.
+    #[error("not sent: {0}")]
+    Budget(String),
 }
 
 impl ApiError {
@@ -75,7 +79,7 @@ impl ApiError {
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ApiError::Unauthorized { .. } | ApiError::NotFound { .. }
+            ApiError::Unauthorized { .. } | ApiError::NotFound { .. } | ApiError::Budget(_)
         )
     }
 }
