@@ -24,6 +24,7 @@ pub(crate) struct CuttableListener(pub TcpListener);
 #[derive(Clone, Debug)]
 pub(crate) struct Conn {
     cut: Arc<AtomicBool>,
+    served: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -31,6 +32,12 @@ impl Conn {
     /// returns.
     pub(super) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this is the connection's first request (asking marks it
+    /// served).
+    pub(super) fn first_request(&self) -> bool {
+        !self.served.swap(true, Ordering::SeqCst)
     }
 }
 
@@ -96,7 +103,10 @@ impl Listener for CuttableListener {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let cut = Arc::new(AtomicBool::new(false));
-                    let conn = Conn { cut: cut.clone() };
+                    let conn = Conn {
+                        cut: cut.clone(),
+                        served: Arc::new(AtomicBool::new(false)),
+                    };
                     return (CuttableStream { stream, cut }, conn);
                 }
                 // Out of file descriptors and the like: back off instead of
@@ -111,6 +121,7 @@ impl Listener for CuttableListener {
         self.0.local_addr()?;
         Ok(Conn {
             cut: Arc::new(AtomicBool::new(false)),
+            served: Arc::new(AtomicBool::new(false)),
         })
     }
 }
