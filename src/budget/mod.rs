@@ -1,8 +1,9 @@
 //! The tenant's API budget shared with other processes, behind the limiter's
 //! [`SharedBudget`]: a budget file beside the campaign state for every
-//! process on this machine ([`file::FileBudget`]).
+//! process on this machine ([`file::FileBudget`]), or a Redis server for
+//! every machine that names it ([`redis::RedisBudget`]).
 //!
-//! It keeps a window log of the tenant's calls: one entry per call,
+//! Both keep the same window log of the tenant's calls: one entry per call,
 //! `(token, expires at)` on the store's own clock. A call takes an entry
 //! while fewer than N are live; the entry lasts the call's timeout plus a
 //! window while the call is in flight (so a crashed holder's slot frees
@@ -10,6 +11,7 @@
 //! pause that every process waits out.
 
 mod file;
+mod redis;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ pub(crate) async fn limiter(
     let shared: Arc<dyn SharedBudget> = match store {
         BudgetStore::Own => return Ok(Limiter::new(settings)),
         BudgetStore::Machine(dir) => Arc::new(file::FileBudget::open(dir, tenant)?),
+        BudgetStore::Redis(url) => Arc::new(redis::RedisBudget::connect(url, tenant).await?),
     };
     Ok(Limiter::shared(settings, shared, hold))
 }

@@ -21,7 +21,7 @@ use crate::limiter::{LimiterSettings, Rate};
 use crate::plan::PlanSettings;
 use crate::retry::RetryPolicy;
 
-pub use budget_store::BudgetStore;
+pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
 pub use file::FileConfig;
 

@@ -102,7 +102,7 @@ impl Settings {
         };
         // Every check that needs no network comes before the sandbox starts.
         let limiter = limiter_settings(args, &file, rate)?;
-        let budget_store = budget_store(args, &file);
+        let budget_store = budget_store(args, &file)?;
         let concurrency = positive(
             "--concurrency",
             args.concurrency
@@ -192,18 +192,22 @@ fn state_path(args: &RunArgs, file: &FileConfig) -> StatePath {
     }
 }
 
-/// Where the run shares the tenant's budget: the budget file beside the
-/// campaign state; nowhere for a `--sandbox` run, whose sandbox is its own.
-fn budget_store(args: &RunArgs, file: &FileConfig) -> BudgetStore {
-    if args.sandbox {
-        return BudgetStore::Own;
-    }
+/// Where the run shares the tenant's budget: `--budget-store`, else the
+/// budget file beside the campaign state; nowhere for a `--sandbox` run,
+/// whose sandbox is its own.
+fn budget_store(args: &RunArgs, file: &FileConfig) -> Result<BudgetStore, UsageError> {
     let state = args
         .state
         .clone()
         .or(file.state.clone())
         .unwrap_or_else(crate::state::StateStore::default_path);
-    BudgetStore::beside(&state)
+    let url = pick(&args.budget_store, &file.budget_store);
+    let store = BudgetStore::from_setting(url.as_deref(), &state)?;
+    Ok(if args.sandbox {
+        BudgetStore::Own
+    } else {
+        store
+    })
 }
 
 fn dry_run(args: &RunArgs, file: &FileConfig) -> Result<DryRun, UsageError> {

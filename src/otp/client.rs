@@ -43,10 +43,10 @@ pub(super) enum Step {
 
 impl Otp {
     /// Checks the flags and credentials, and takes the tenant's shared
-    /// budget; no API call yet.
+    /// budget (connecting to a Redis store); no API call yet.
     pub(super) async fn connect(c: &OtpConnection) -> anyhow::Result<Otp> {
         let (mut otp, tenant) = Otp::check(c)?;
-        let store = BudgetStore::beside(&crate::state::StateStore::default_path());
+        let store = budget_store(c)?;
         let settings = otp.limiter.settings();
         otp.limiter = crate::budget::limiter(settings, &store, &tenant, TIMEOUT).await?;
         Ok(otp)
@@ -164,6 +164,12 @@ impl Otp {
         }
         anyhow!(text)
     }
+}
+
+/// `--budget-store`, else the budget file beside the default campaign state.
+fn budget_store(c: &OtpConnection) -> Result<BudgetStore, UsageError> {
+    let state = crate::state::StateStore::default_path();
+    BudgetStore::from_setting(c.budget_store.as_deref(), &state)
 }
 
 /// What went wrong and what to do next, by step and kind of failure.

@@ -1,15 +1,19 @@
 //! The tenant's API budget shared by processes: two runs at once on one
-//! machine share it through the budget file beside the campaign state, and
-//! `otp` takes its calls from the same file.
+//! machine share it through the budget file beside the campaign state, two
+//! runs anywhere share it through Redis (`--budget-store`), and a Redis that
+//! cannot be used stops the run without a call beyond what it allowed.
 //!
 //! The sandbox counts rejected calls in its window too, so its highest count
 //! in any window shows whether the two runs together ever went over.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use crate::support::redis_server::RedisServer;
 use crate::support::{
-    lead_ids, leads_csv, lsq, mode, run, run_on_sandbox, sandbox, statuses, tenant_of,
+    lead_ids, leads_csv, lsq, mode, read_report, run, run_on_sandbox, sandbox, statuses, stderr,
+    tenant_of, RefusedPort,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
@@ -84,6 +88,111 @@ async fn two_runs_at_once_on_one_machine_share_the_tenants_budget_file() {
         .join("lsq-dispatch")
         .join(format!("budget-{}.log", &tenant_of(&sandbox)[..16]));
     assert_eq!(mode(&budget), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_share_the_tenants_budget_through_redis() {
+    let Some(redis) = RedisServer::start("two_runs_share_the_tenants_budget_through_redis") else {
+        return;
+    };
+    let sandbox = strict_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = lead_ids(60);
+    // Each with a state directory of its own, as on two machines.
+    let mut a = run_in(
+        &sandbox,
+        dir.path(),
+        "a",
+        &ids[..30],
+        &dir.path().join("sa"),
+    );
+    let mut b = run_in(
+        &sandbox,
+        dir.path(),
+        "b",
+        &ids[30..],
+        &dir.path().join("sb"),
+    );
+    a.args(["--budget-store", &redis.url()]);
+    b.env("LSQ_BUDGET_STORE", redis.url());
+    two_runs_within_the_budget(&sandbox, a, b, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_redis_stops_the_run_before_any_call() {
+    let sandbox = strict_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(3));
+    let refused = RefusedPort::bind();
+    let store = format!("redis://:pw-of-redis@{}/2", refused.addr);
+    let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet"])
+        .args(["--budget-store", &store]);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(sandbox.stats().calls, 0);
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("redis://{}/2", refused.addr)),
+        "{message}"
+    );
+    assert!(message.contains("--budget-store"), "{message}");
+    assert!(!message.contains("pw-of-redis"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_lost_mid_run_stops_new_calls_and_records_those_in_flight() {
+    let Some(mut redis) =
+        RedisServer::start("a_redis_lost_mid_run_stops_new_calls_and_records_those_in_flight")
+    else {
+        return;
+    };
+    // Each call is answered a second after it arrives: the run's first call
+    // goes alone, then nine at once, which are in flight when Redis is lost.
+    let sandbox = sandbox(SandboxConfig {
+        budget: format!("{CALLS}/1s").parse().unwrap(),
+        service_time: (Duration::from_secs(1), Duration::from_secs(1)),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = run_in(
+        &sandbox,
+        dir.path(),
+        "a",
+        &lead_ids(40),
+        &dir.path().join("s"),
+    );
+    cmd.args(["--budget-store", &redis.url()]);
+    let child = cmd.spawn().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.arrivals().len() < CALLS as usize {
+        assert!(Instant::now() < deadline, "the first window never filled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let arrived = sandbox.arrivals().len();
+    redis.kill();
+    let out = finish(child);
+
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        sandbox.arrivals().len(),
+        arrived,
+        "calls started after the loss"
+    );
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.by_status.get(&200),
+        Some(&(arrived as u64)),
+        "{stats:?}"
+    );
+    let message = stderr(&out);
+    assert!(message.contains(&redis.url()), "{message}");
+    // Every call answered is in the report, those in flight at the loss too.
+    let rows = read_report(&dir.path().join("a").join("report.csv"));
+    assert_eq!(rows.len(), arrived, "{rows:?}");
+    assert!(rows.iter().all(|row| row["status"] == "linked"), "{rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
