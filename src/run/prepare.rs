@@ -71,8 +71,9 @@ pub(super) struct Prepared {
     pub(super) limiter: Arc<Limiter>,
 }
 
-/// Opens the input, loads and checks templates, opens the campaign state and
-/// builds the client and the mail transport.
+/// Opens the input, loads and checks templates, takes the tenant's shared
+/// budget, opens the campaign state and builds the client and the mail
+/// transport.
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     let rows_estimate = crate::progress::estimate_rows(&settings.input);
     let reader = LeadReader::open(
@@ -91,6 +92,14 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         Some(email) => Some(prepare_mail(email, &headers, settings.preview_outbox())?),
         None => None,
     };
+    let limiter = match (settings.connection(), &settings.tenant) {
+        (Some(connection), Some(tenant)) => {
+            let store = &settings.budget_store;
+            let hold = connection.api.timeout;
+            crate::budget::limiter(settings.limiter, store, tenant, hold).await?
+        }
+        _ => Limiter::new(settings.limiter),
+    };
     let state = open_state(&settings)?;
     let known = match (&state, settings.is_dry_run()) {
         (Some(store), true) => Some(store.lookup_table(
@@ -99,7 +108,6 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         )?),
         _ => None,
     };
-    let limiter = Limiter::new(settings.limiter);
     let caller = match settings.connection() {
         Some(connection) => Some(build_caller(&settings, connection, Arc::clone(&limiter))?),
         None => None,

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+pub mod redis_server;
 pub mod smtp_server;
 
 use std::net::SocketAddr;
