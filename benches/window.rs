@@ -14,6 +14,8 @@ use lsq_dispatch::limiter::Rate;
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
 mod common;
+#[path = "../tests/it/support/server_thread.rs"]
+mod server_thread;
 #[path = "../tests/it/support/smtp_server.rs"]
 #[allow(dead_code)]
 mod smtp_server;

@@ -61,7 +61,8 @@ pub struct RunArgs {
     #[arg(long, env = "LSQ_PORTAL_URL", hide_env_values = true)]
     pub portal_url: Option<String>,
 
-    /// The tenant's API budget, CALLS/WINDOW [default: 25/5s].
+    /// The tenant's API budget, CALLS/WINDOW: at most 10000 calls, a window
+    /// from 1ms to 1h [default: 25/5s].
     #[arg(long, value_name = "N/W")]
     pub rate: Option<Rate>,
 
@@ -98,12 +99,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
 
-    /// Whole-request timeout [default: 30s].
+    /// Whole-request timeout, at most 24h [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 
     /// Longest time a call may take to reach the server once sent; the limiter
-    /// keeps this much clear of every window [default: 150ms].
+    /// keeps this much clear of every window; at most 1m [default: 150ms].
     #[arg(long, value_name = "DURATION")]
     pub arrival_margin: Option<String>,
 
@@ -145,7 +146,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub email_column: Option<String>,
 
-    /// SMTP budget, MESSAGES/WINDOW, e.g. 10/1s [default: none].
+    /// SMTP budget, MESSAGES/WINDOW, e.g. 10/1s (limits as --rate) [default: none].
     #[arg(long, value_name = "N/W")]
     pub smtp_rate: Option<Rate>,
 

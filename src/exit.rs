@@ -44,7 +44,8 @@ impl Exit {
         }
     }
 
-    /// The code for a command that returned an error: usage mistakes are 2,
+    /// The code for a command that returned an error: usage mistakes (an
+    /// input column missing or named twice among them) are 2,
     /// a state file held by another run is 4, every other fault aborted the
     /// run (1).
     pub fn of_error(error: &anyhow::Error) -> Exit {
@@ -54,7 +55,12 @@ impl Exit {
                 Some(StateError::Locked { .. } | StateError::Busy { .. })
             )
         });
-        if error.chain().any(|e| e.is::<UsageError>()) {
+        let usage = error.chain().any(|e| {
+            e.is::<UsageError>()
+                || e.downcast_ref::<crate::input::InputError>()
+                    .is_some_and(crate::input::InputError::is_usage)
+        });
+        if usage {
             Exit::Usage
         } else if locked {
             Exit::Busy

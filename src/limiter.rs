@@ -19,9 +19,10 @@
 //! default burst of `N` it never binds, a smaller `--burst` smooths bursts for
 //! servers that dislike them.
 
+mod rate;
+
 use std::fmt;
 use std::num::NonZeroU32;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,82 +30,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A budget of `calls` per sliding `window`, written `25/5s` (also `10/500ms`,
-/// `100/1m`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    /// Calls allowed in any window.
-    pub calls: u32,
-    /// The window's length.
-    pub window: Duration,
-}
-
-impl Rate {
-    /// LeadSquared's default tenant budget: 25 calls in 5 seconds.
-    pub const DEFAULT: Rate = Rate {
-        calls: 25,
-        window: Duration::from_secs(5),
-    };
-}
-
-impl Default for Rate {
-    fn default() -> Self {
-        Rate::DEFAULT
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.window.as_millis();
-        if ms % 60_000 == 0 {
-            write!(f, "{}/{}m", self.calls, ms / 60_000)
-        } else if ms % 1000 == 0 {
-            write!(f, "{}/{}s", self.calls, ms / 1000)
-        } else {
-            write!(f, "{}/{}ms", self.calls, ms)
-        }
-    }
-}
-
-impl FromStr for Rate {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!("invalid rate {s:?}: expected CALLS/WINDOW such as 25/5s, 10/500ms or 100/1m")
-        };
-        let (calls, window) = s.trim().split_once('/').ok_or_else(bad)?;
-        let calls: u32 = calls.trim().parse().map_err(|_| bad())?;
-        let window = parse_duration(window.trim()).ok_or_else(bad)?;
-        if calls == 0 || window.is_zero() {
-            return Err(format!(
-                "invalid rate {s:?}: calls and window must be above zero"
-            ));
-        }
-        Ok(Rate { calls, window })
-    }
-}
-
-/// Parses `250ms`, `5s`, `1.5s`, `2m`, `4h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    if !value.is_finite() || value < 0.0 {
-        return None;
-    }
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(secs))
-}
+pub use rate::{parse_duration, Rate, MAX_DURATION};
 
 /// How the limiter paces calls.
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +61,10 @@ pub const COLD_CONNECTION_ALLOWANCE: Duration = Duration::from_millis(300);
 
 /// Default arrival margin: covers ~100 ms of network jitter with room to spare.
 pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
+
+/// The longest pause a 429 can ask for: a server that asks for more (a
+/// Retry-After of hours, or one no clock can hold) gets this, with a warning.
+pub const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
 
 /// A `governor` clock that reads tokio's clock, so that pacing follows
 /// `tokio::time::pause` in tests like every other timer here.
@@ -228,6 +158,8 @@ struct State {
     rate_limited: u64,
     starts: u64,
     start_log: Option<Vec<Instant>>,
+    /// A Retry-After over [`MAX_PAUSE`] was met (and said) already.
+    capped: bool,
 }
 
 /// How many latencies [`Permit::completed`] compares a call's with.
@@ -419,6 +351,7 @@ impl Limiter {
                 rate_limited: 0,
                 starts: 0,
                 start_log: None,
+                capped: false,
             }),
             changed: Notify::new(),
             pacer: governor::RateLimiter::direct_with_clock(quota, clock.clone()),
@@ -558,7 +491,8 @@ impl Limiter {
     /// spends the rest, or a call of ours arrived later than we knew. Our
     /// share shrinks to what the server counted, which holds every task until
     /// our window log has room under it: no longer than needed. A
-    /// Retry-After is honoured as given on top.
+    /// Retry-After is honoured on top, up to [`MAX_PAUSE`]; the first longer
+    /// request is warned about.
     pub fn pause(&self, retry_after: Option<Duration>) {
         let now = Instant::now();
         let mut state = self.lock();
@@ -572,9 +506,13 @@ impl Limiter {
         }
         let counted = state.in_window(now).saturating_sub(state.refusals.len());
         state.share.shrink(counted, now);
-        let Some(wait) = retry_after else {
+        let Some(asked) = retry_after else {
             return;
         };
+        let wait = asked.min(MAX_PAUSE);
+        if asked > MAX_PAUSE && !std::mem::replace(&mut state.capped, true) {
+            eprintln!("{}", capped_warning(asked));
+        }
         let until = now + wait;
         let from = match state.paused_until {
             Some(old) if old > now => {
@@ -636,6 +574,19 @@ impl Limiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What the run says when a server asks for a pause longer than [`MAX_PAUSE`].
+fn capped_warning(asked: Duration) -> String {
+    let asked = match asked {
+        Duration::MAX => "longer than any clock holds".to_owned(),
+        asked => format!("{}s", asked.as_secs()),
+    };
+    format!(
+        "warning: the API asked every call to wait {asked} (Retry-After); waiting {} instead, \
+         the longest pause a run takes (Ctrl-C or SIGTERM stops the run meanwhile)",
+        format_args!("{}m", MAX_PAUSE.as_secs() / 60)
+    )
 }
 
 #[cfg(test)]

@@ -72,14 +72,36 @@ pub(crate) fn parse_portal_url(s: &str) -> Result<Url, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("the portal URL {s:?} has no host"));
     }
-    // Every lead receives the link, so credentials in it would go to all of them.
+    // Every lead receives the link, so credentials in it would go to all of
+    // them; for the same reason the message does not repeat them.
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "the portal URL {s:?} contains a user name or password; remove them, \
+        return Err(
+            "the portal URL contains a user name or password; remove them, \
              the link is sent to every lead"
+                .to_owned(),
+        );
+    }
+    if let Some(name) = login_parameter(&url) {
+        return Err(format!(
+            "the portal URL's query already holds {name:?}, which every login link \
+             adds itself; remove it from the URL (a portal that reads the first \
+             value would log every lead in with the one in the URL)"
         ));
     }
     Ok(url)
+}
+
+/// The query parameters [`login_link`] appends.
+const LINK_PARAMETERS: [&str; 3] = ["authKey", "leadId", "portalId"];
+
+/// The first query parameter of `url` that a login link appends itself,
+/// named as the portal reads it: decoded, in any case. The value is left out
+/// of any message, as it may be a lead's key.
+fn login_parameter(url: &Url) -> Option<String> {
+    url.query_pairs()
+        .map(|(name, _)| name)
+        .find(|name| LINK_PARAMETERS.iter().any(|p| p.eq_ignore_ascii_case(name)))
+        .map(|name| name.into_owned())
 }
 
 /// True for `localhost` and loopback addresses.
@@ -203,9 +225,19 @@ mod tests {
                 "https://user:pw@portal.example.com/",
                 "user name or password",
             ),
+            ("https://p.example.com/?authKey=X", "\"authKey\""),
+            ("https://p.example.com/?a=1&LEADID=L", "\"LEADID\""),
+            ("https://p.example.com/?portal%49d=P", "\"portalId\""),
         ] {
             let err = parse_portal_url(input).unwrap_err();
             assert!(err.contains(expect), "{input:?}: {err}");
+            assert!(!err.contains("pw@") && !err.contains("=X"), "{err}");
+        }
+        for harmless in [
+            "https://p.example.com/?auth=1&key=2",
+            "https://p.example.com/#authKey=X",
+        ] {
+            assert!(parse_portal_url(harmless).is_ok(), "{harmless}");
         }
     }
 }

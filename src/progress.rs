@@ -93,22 +93,43 @@ impl Progress {
     }
 }
 
-/// About how many data rows a file holds, for the progress total and for
-/// sizing the de-duplication set: exact for a small file; for a large one,
-/// its size over the line length of its first 256 KiB, so that a million-row
-/// file is not read twice.
-pub(crate) fn estimate_rows(path: &std::path::Path) -> u64 {
+/// The input as the reader reads it: the open file, after the bytes the
+/// estimate read from it.
+pub(crate) type Input = std::io::Chain<std::io::Cursor<Vec<u8>>, std::fs::File>;
+
+/// About how many data rows the open input holds, for the progress total
+/// and for sizing the de-duplication set, and the input to read. The input
+/// is read once: the estimate reads the first 256 KiB of a regular file and
+/// hands them back ahead of the rest. It is exact for a small file; for a
+/// large one it is the file's size over the line length of those bytes, so
+/// that a million-row file is not read twice. A pipe, FIFO or device has no
+/// size to go by: no estimate (0), and nothing read ahead.
+pub(crate) fn estimate_rows(file: std::fs::File) -> (u64, Input) {
     use std::io::Read;
-    const SAMPLE: usize = 256 * 1024;
-    let Ok(file) = std::fs::File::open(path) else {
-        return 0;
+    const SAMPLE: u64 = 256 * 1024;
+    let size = match file.metadata() {
+        Ok(meta) if meta.is_file() => meta.len(),
+        _ => return (0, std::io::Cursor::new(Vec::new()).chain(file)),
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut sample = Vec::with_capacity(SAMPLE);
-    if file.take(SAMPLE as u64).read_to_end(&mut sample).is_err() || sample.is_empty() {
+    let mut sample = Vec::with_capacity(SAMPLE.min(size) as usize);
+    // A read error is left for the reader to meet and report; the bytes
+    // read before it are handed back all the same.
+    let mut reader = file.take(SAMPLE);
+    let failed = reader.read_to_end(&mut sample).is_err();
+    let file = reader.into_inner();
+    let estimate = match failed {
+        true => 0,
+        false => rows_in(&sample, size),
+    };
+    (estimate, std::io::Cursor::new(sample).chain(file))
+}
+
+/// The data rows of a file of `size` bytes that begins with `sample`.
+fn rows_in(sample: &[u8], size: u64) -> u64 {
+    if sample.is_empty() {
         return 0;
     }
-    let mut lines = memchr::memchr_iter(b'\n', &sample).count() as u64;
+    let mut lines = memchr::memchr_iter(b'\n', sample).count() as u64;
     if size <= sample.len() as u64 {
         if sample.last() != Some(&b'\n') {
             lines += 1;
@@ -123,20 +144,43 @@ pub(crate) fn estimate_rows(path: &std::path::Path) -> u64 {
 mod tests {
     use super::*;
 
+    use std::io::Read;
+
+    /// The estimate for `path`, and checks that the input handed back is
+    /// the whole file.
+    fn estimate(path: &std::path::Path) -> u64 {
+        let (rows, mut input) = estimate_rows(std::fs::File::open(path).unwrap());
+        let mut read = Vec::new();
+        input.read_to_end(&mut read).unwrap();
+        assert!(read == std::fs::read(path).unwrap(), "bytes lost");
+        rows
+    }
+
     #[test]
     fn small_files_are_counted_exactly_and_large_ones_estimated() {
         let dir = tempfile::tempdir().unwrap();
         let small = dir.path().join("small.csv");
         std::fs::write(&small, "LeadId\na\nb\nc").unwrap();
-        assert_eq!(estimate_rows(&small), 3);
+        assert_eq!(estimate(&small), 3);
         let large = dir.path().join("large.csv");
         let mut text = String::from("LeadId\n");
         for i in 0..100_000 {
             text.push_str(&format!("{i:036}\n"));
         }
         std::fs::write(&large, text).unwrap();
-        let estimate = estimate_rows(&large);
-        assert!((99_000..=101_000).contains(&estimate), "{estimate}");
-        assert_eq!(estimate_rows(&dir.path().join("missing.csv")), 0);
+        let rows = estimate(&large);
+        assert!((99_000..=101_000).contains(&rows), "{rows}");
+        let empty = dir.path().join("empty.csv");
+        std::fs::write(&empty, "").unwrap();
+        assert_eq!(estimate(&empty), 0);
+    }
+
+    #[test]
+    fn a_device_is_not_read_ahead() {
+        let (rows, mut input) = estimate_rows(std::fs::File::open("/dev/zero").unwrap());
+        assert_eq!(rows, 0);
+        let mut first = [1u8; 4];
+        input.read_exact(&mut first).unwrap();
+        assert_eq!(first, [0; 4]);
     }
 }

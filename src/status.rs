@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use crate::cli::StatusArgs;
+use crate::console::say;
 use crate::exit::Exit;
 use crate::state::StateStore;
 
 /// `lsq-dispatch status`: prints the campaign counts (and exports).
 pub fn execute(args: &StatusArgs) -> anyhow::Result<Exit> {
     let path = args.state.clone().unwrap_or_else(StateStore::default_path);
-    println!(
+    say!(
         "{}",
         status(&path, args.campaign.as_deref(), args.export.as_deref())?
     );

@@ -2,14 +2,13 @@
 //! dry run's plan; printed at the end and written as `--summary-json`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
 
 use crate::plan::Plan;
-use crate::report::{open_private, Record, Status};
+use crate::report::{Record, Status};
 
 /// Counters for the end-of-run summary (and `--summary-json`). The pipeline
 /// fills the fields it measures; [`Summary::record`] keeps `counts` and `rows`.
@@ -69,21 +68,18 @@ impl Summary {
         self.counts.get(&status).copied().unwrap_or(0)
     }
 
-    /// Writes the summary as pretty JSON, mode 0600.
+    /// Writes the summary as pretty JSON, mode 0600, in place of any file
+    /// at `path` (never through a link there), whole or not at all.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let mut json = serde_json::to_vec_pretty(self).context("cannot encode the summary")?;
         json.push(b'\n');
-        let mut file = open_private(path, true)
-            .and_then(|mut f| f.write_all(&json).map(|()| f))
-            .with_context(|| {
-                format!(
-                    "cannot write the summary {}: check that its directory exists and is \
-                     writable, or choose another --summary-json path",
-                    path.display()
-                )
-            })?;
-        file.flush()?;
-        Ok(())
+        crate::paths::write_whole(path, &json).with_context(|| {
+            format!(
+                "cannot write the summary {}: check that its directory exists and is \
+                 writable, or choose another --summary-json path",
+                path.display()
+            )
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::error::{classify, parse_retry_after, transport_error};
 use super::ApiError;
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 
 /// Body of Generate lead-level auth key.
 #[derive(Debug, Serialize)]
@@ -49,6 +49,8 @@ pub struct ApiSettings {
 pub(crate) struct ApiClient {
     pub(super) http: reqwest::Client,
     settings: ApiSettings,
+    /// Takes the access and secret keys out of what a server says.
+    scrubber: Scrubber,
 }
 
 impl ApiClient {
@@ -58,9 +60,18 @@ impl ApiClient {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect would take the keys in the query and body to
+            // another host, and a Referer would name them.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(ApiClient { http, settings })
+        let scrubber = Scrubber::new([&settings.access_key, &settings.secret_key]);
+        Ok(ApiClient {
+            http,
+            settings,
+            scrubber,
+        })
     }
 
     /// A URL on the host with the given path and query pairs, each value
@@ -101,7 +112,7 @@ impl ApiClient {
             .http
             .post(url)
             .json(&GenerateRequest { lead_id, portal_id });
-        let key: GeneratedKey = self.send_json(request).await?;
+        let key: GeneratedKey = self.send_json(request, &[tenant_key]).await?;
         if key.auth_key.is_empty() {
             return Err(ApiError::Protocol("the answer holds no AuthKey".into()));
         }
@@ -119,27 +130,94 @@ impl ApiClient {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| ApiError::Protocol(format!("invalid tenant key method {method:?}")))?;
         let request = self.http.request(method, url);
-        let key: String = self.send_json(request).await?;
+        let key: String = self.send_json(request, &[]).await?;
         if key.is_empty() {
             return Err(ApiError::Protocol("the tenant key answer is empty".into()));
         }
         Ok(Secret::new(key))
     }
 
-    /// Sends a request and decodes a 2xx JSON answer, classifying everything else.
+    /// Sends a request and decodes a 2xx JSON answer, classifying everything
+    /// else. Every text in the answer or the error is scrubbed of the access
+    /// and secret keys and of `secrets`, the other keys the request carries:
+    /// a server may echo them.
     pub(crate) async fn send_json<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
+        secrets: &[&Secret],
+    ) -> Result<T, ApiError> {
+        let scrubber = self.scrubber.with(secrets.iter().copied());
+        self.exchange(request, &scrubber)
+            .await
+            .map_err(|e| e.scrubbed(&scrubber))
+    }
+
+    async fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        scrubber: &Scrubber,
     ) -> Result<T, ApiError> {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(ApiError::Redirected {
+                status,
+                to: redirect_target(&response),
+            });
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(transport_error)?;
-        classify(status, retry_after, &body)
+        let body = read_capped(response).await?;
+        classify(status, retry_after, &scrubber.scrub_bytes(&body))
+    }
+}
+
+/// The most of an answer the client reads. LeadSquared's answers are a few
+/// hundred bytes; a larger one is refused unread beyond this, so fifty calls
+/// in flight cost a few MiB however much a server sends.
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// The answer's body, read piece by piece up to [`MAX_ANSWER`]; a longer one
+/// (announced, or found while reading) is a row failure.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    let status = response.status().as_u16();
+    let too_large = || {
+        ApiError::Protocol(format!(
+            "HTTP {status} with an answer over {} KiB, refused unread; is --host your region's \
+             LeadSquared portal API host?",
+            MAX_ANSWER / 1024
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(piece) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + piece.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body)
+}
+
+/// Where a redirect points, as scheme, host and port: never its path or
+/// query, which may echo the keys.
+fn redirect_target(response: &reqwest::Response) -> String {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    match location.map(|l| response.url().join(l)) {
+        Some(Ok(url)) => url.origin().ascii_serialization(),
+        Some(Err(_)) => "a Location that is no URL".into(),
+        None => "nowhere (no Location)".into(),
     }
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::Scrubber;
+
 /// Why one API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -45,6 +47,15 @@ pub(crate) enum ApiError {
         /// The server's message.
         message: String,
     },
+    /// A 3xx: the API sent us elsewhere. Never followed, as the request's
+    /// query and body carry the keys; fatal for the run.
+    #[error("{status} from the API: a redirect to {to}, not followed, as it would carry the keys there; check --host (your region's portal API host, e.g. https://portalapi-in21.leadsquared.com)")]
+    Redirected {
+        /// HTTP status.
+        status: u16,
+        /// Where to: the Location's scheme, host and port only.
+        to: String,
+    },
     /// The request timed out: try again.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -75,11 +86,39 @@ impl ApiError {
         )
     }
 
+    /// The error with every secret taken out of its text.
+    pub(crate) fn scrubbed(mut self, scrubber: &Scrubber) -> ApiError {
+        if let Some(text) = self.text_mut() {
+            *text = scrubber.scrub(text);
+        }
+        self
+    }
+
+    /// The text the error carries from the server or the network.
+    fn text_mut(&mut self) -> Option<&mut String> {
+        match self {
+            ApiError::RateLimited { message, .. }
+            | ApiError::Unauthorized { message }
+            | ApiError::NotFound { message }
+            | ApiError::Rejected { message, .. }
+            | ApiError::Server { message, .. }
+            | ApiError::Redirected { to: message, .. }
+            | ApiError::Timeout(message)
+            | ApiError::Transport(message)
+            | ApiError::Protocol(message)
+            | ApiError::Budget(message) => Some(message),
+            ApiError::NotStarted => None,
+        }
+    }
+
     /// Ends the whole run: no other row can succeed either.
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ApiError::Unauthorized { .. } | ApiError::NotFound { .. } | ApiError::Budget(_)
+            ApiError::Unauthorized { .. }
+                | ApiError::NotFound { .. }
+                | ApiError::Redirected { .. }
+                | ApiError::Budget(_)
         )
     }
 }
@@ -93,13 +132,14 @@ struct ErrorBody {
     exception_message: Option<String>,
 }
 
-/// Turns a status and body into the answer or an [`ApiError`].
+/// Turns a status and body (scrubbed: a message may quote it) into the
+/// answer or an [`ApiError`].
 pub(crate) fn classify<T: serde::de::DeserializeOwned>(
     status: u16,
     retry_after: Option<Duration>,
-    body: &[u8],
+    body: &str,
 ) -> Result<T, ApiError> {
-    let error_body = serde_json::from_slice::<ErrorBody>(body)
+    let error_body = serde_json::from_str::<ErrorBody>(body)
         .ok()
         .filter(|e| e.status.as_deref() == Some("Error") || e.exception_message.is_some());
     let message = match &error_body {
@@ -124,7 +164,7 @@ pub(crate) fn classify<T: serde::de::DeserializeOwned>(
                     ApiError::Rejected { status, message }
                 });
             }
-            serde_json::from_slice(body).map_err(|e| {
+            serde_json::from_str(body).map_err(|e| {
                 ApiError::Protocol(format!("cannot read the answer ({e}): {}", snippet(body)))
             })
         }
@@ -144,9 +184,8 @@ pub(crate) fn classify<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+fn snippet(body: &str) -> String {
+    let text = body.trim();
     if text.is_empty() {
         return "empty body".into();
     }
@@ -172,16 +211,19 @@ pub(super) fn transport_error(error: reqwest::Error) -> ApiError {
     }
 }
 
-/// Reads Retry-After: delay seconds or an HTTP date.
+/// Reads Retry-After: delay seconds or an HTTP date. A delay too long for a
+/// `Duration` reads as [`Duration::MAX`]; the limiter caps every pause.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     if let Ok(secs) = value.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
+        return match secs {
+            s if s.is_nan() || s < 0.0 => None,
+            0.0 => Some(Duration::ZERO),
+            s => Some(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
+        };
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -197,7 +239,7 @@ mod tests {
 
     #[test]
     fn classifies_statuses_and_bodies() {
-        let err = |status, body: &str| classify::<GeneratedKey>(status, None, body.as_bytes());
+        let err = |status, body: &str| classify::<GeneratedKey>(status, None, body);
         let body = r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Lead does not exist"}"#;
         assert_eq!(
             err(400, body).unwrap_err(),
@@ -240,5 +282,11 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        for huge in ["1e300", "inf", "18446744073709551616"] {
+            assert!(parse_retry_after(huge).unwrap() >= Duration::from_secs(u64::MAX / 2));
+        }
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
     }
 }

@@ -85,7 +85,7 @@ impl ApiClient {
     /// Get public auth key: one attempt, with the access and secret keys.
     pub(crate) async fn public_token(&self) -> Result<Secret, ApiError> {
         let url = self.url("/api/Access/PublicToken", &self.credentials());
-        let answer: serde_json::Value = self.send_json(self.http.get(url)).await?;
+        let answer: serde_json::Value = self.send_json(self.http.get(url), &[]).await?;
         key_member(&answer, "PublicAuthKey").map(Secret::new)
     }
 
@@ -116,7 +116,11 @@ impl ApiClient {
                 secret_header("x-lsq-registertoken", token.expose())?,
             );
         }
-        self.send_json(request).await
+        let secrets: Vec<&Secret> = [Some(public_key), headers.register_token.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.send_json(request, &secrets).await
     }
 
     /// Get sign-in OTP: one attempt. The server sends the OTP to the lead and

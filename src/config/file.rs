@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{usage, UsageError};
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 
 /// The `--config` TOML file. Unknown keys are an error, so a typo cannot be
 /// silently ignored.
@@ -54,6 +54,42 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, UsageError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| usage(format!("config file {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| usage(parse_error(path, &text, &e)))
     }
+}
+
+/// Where the file is broken and why, without quoting it: the line the parser
+/// would show may hold a key, and so may a value its message quotes, so every
+/// value in the file is scrubbed from the message.
+fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let place = match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            let setting = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(key, _)| key.trim())
+                // A name like ours; anything else might be a key pasted in.
+                .filter(|key| {
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+                .map(|key| format!(" ({key})"))
+                .unwrap_or_default();
+            format!(", line {line}, column {column}{setting}")
+        }
+        None => String::new(),
+    };
+    let values: Vec<Secret> = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(_, value)| Secret::new(value.trim().trim_matches(['"', '\''])))
+        .collect();
+    let message = Scrubber::new(&values).scrub(error.message().trim());
+    format!(
+        "config file {}{place}: {message} (the line is not shown, as it may hold a key)",
+        path.display()
+    )
 }

@@ -159,7 +159,7 @@ pub enum Delivery {
 #[derive(Debug, Clone)]
 pub struct StatePath {
     path: PathBuf,
-    _scratch: Option<Arc<ScratchFile>>,
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 impl StatePath {
@@ -171,30 +171,25 @@ impl StatePath {
         }
     }
 
-    /// A state file removed (with its journal and lock) when the run ends.
-    fn scratch(path: PathBuf) -> StatePath {
-        StatePath {
-            _scratch: Some(Arc::new(ScratchFile(path.clone()))),
-            path,
-        }
+    /// A state file in a new directory of the system's temporary directory,
+    /// made for this run with a random name and mode 0700 (so no other user
+    /// can plant a file or link in it), and removed with everything in it
+    /// when the run ends, however it ends.
+    fn scratch() -> std::io::Result<StatePath> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("lsq-dispatch-sandbox-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        Ok(StatePath {
+            path: dir.path().join("state.sqlite"),
+            _scratch: Some(Arc::new(dir)),
+        })
     }
 
     /// Where the state file is.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-#[derive(Debug)]
-struct ScratchFile(PathBuf);
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", ".lock"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
@@ -274,13 +269,17 @@ static STAND_IN_PAGE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
 
 /// `leads.csv` → `leads-report.csv` in the current directory; a dry run's
 /// plan is `leads-plan.csv` beside the input, so planning never overwrites
-/// the report of a real run.
+/// the report of a real run (or in the current directory, for an input that
+/// is no regular file, such as `/dev/stdin`).
 pub fn default_report_path(input: &Path, dry_run: bool) -> PathBuf {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "leads".into());
-    if dry_run {
+    let device = std::fs::metadata(input).is_ok_and(|meta| !meta.is_file());
+    if dry_run && device {
+        PathBuf::from(format!("{stem}-plan.csv"))
+    } else if dry_run {
         input.with_file_name(format!("{stem}-plan.csv"))
     } else {
         PathBuf::from(format!("{stem}-report.csv"))

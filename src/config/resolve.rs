@@ -35,18 +35,25 @@ pub(super) fn pick(flag: &Option<String>, file: &Option<String>) -> Option<Strin
         .filter(|v| !v.trim().is_empty())
 }
 
+/// A duration setting: a timeout (above zero, at most 24h) or the arrival
+/// margin (zero allowed, at most a minute: it stands for network delay).
 fn duration_setting(
     name: &str,
     value: Option<&str>,
     default: Duration,
 ) -> Result<Duration, UsageError> {
+    let margin = name == "--arrival-margin";
+    let (longest, shown) = match margin {
+        true => (Duration::from_secs(60), "1m"),
+        false => (crate::limiter::MAX_DURATION, "24h"),
+    };
     match value {
         None => Ok(default),
         Some(v) => parse_duration(v)
-            .filter(|d| !d.is_zero() || name == "--arrival-margin")
+            .filter(|d| (!d.is_zero() || margin) && *d <= longest)
             .ok_or_else(|| {
                 usage(format!(
-                    "{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m)"
+                    "{name}: invalid duration {v:?} (use e.g. 250ms, 30s, 2m; at most {shown})"
                 ))
             }),
     }
@@ -129,7 +136,7 @@ impl Settings {
             Mode::Live(c) => Some(Tenant::new(&c.api.host, &c.api.access_key)),
             Mode::DryRun(_) => planned_tenant(args, &file)?,
         };
-        let state = state_path(args, &file);
+        let state = state_path(args, &file)?;
         Ok(Settings {
             input: args.input.clone(),
             portal_id,
@@ -179,16 +186,19 @@ fn limiter_settings(
     })
 }
 
-fn state_path(args: &RunArgs, file: &FileConfig) -> StatePath {
+fn state_path(args: &RunArgs, file: &FileConfig) -> anyhow::Result<StatePath> {
     match args.state.clone().or(file.state.clone()) {
-        Some(path) => StatePath::kept(path),
+        Some(path) => Ok(StatePath::kept(path)),
         // A sandbox's keys die with it: its runs keep their state apart, for
         // this run only, and never touch a real campaign.
-        None if args.sandbox => StatePath::scratch(std::env::temp_dir().join(format!(
-            "lsq-dispatch-sandbox-{}.sqlite",
-            std::process::id()
-        ))),
-        None => StatePath::kept(crate::state::StateStore::default_path()),
+        None if args.sandbox => StatePath::scratch().with_context(|| {
+            format!(
+                "cannot make a directory for the sandbox's state in {}: set TMPDIR to a \
+                 writable directory, or give --state",
+                std::env::temp_dir().display()
+            )
+        }),
+        None => Ok(StatePath::kept(crate::state::StateStore::default_path())),
     }
 }
 

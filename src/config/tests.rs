@@ -69,6 +69,11 @@ fn a_plan_and_a_report_default_to_different_files() {
         default_report_path(input, true),
         PathBuf::from("/data/leads-plan.csv")
     );
+    // No file goes beside a device.
+    assert_eq!(
+        default_report_path(std::path::Path::new("/dev/stdin"), true),
+        PathBuf::from("stdin-plan.csv")
+    );
 }
 
 #[test]

@@ -4,8 +4,16 @@
 //! Only lettre's typed builder writes headers. Addresses are parsed into
 //! [`Address`] (which cannot hold CR or LF) and the subject is folded onto one
 //! line, so nothing taken from the CSV can add a header such as `Bcc:`.
+//!
+//! Every header line fits RFC 5322's limits: lettre folds a subject at its
+//! spaces, and a subject with a word too long to fold there is written as
+//! RFC 2047 encoded words instead, one short line each. A message with a line
+//! over 998 characters is refused here, so the outbox shows only what an SMTP
+//! server would take.
 
 use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use rand::Rng as _;
@@ -75,6 +83,12 @@ fn fnv1a(s: &str) -> u64 {
 /// Parses a recipient address from a CSV cell, for checking every row's Email
 /// column before the first API call. The error is ready for the report's
 /// `error` column (the cell is shown escaped, so a CR or LF stays visible).
+///
+/// Only addresses a message can be delivered to pass: lettre's parser takes
+/// an IP address in place of the domain (`u@[127.0.0.1]`), but its message
+/// headers cannot carry one, and mail systems do not route to it, so such a
+/// row would mint a key and then fail. The address must also read back from
+/// the To header, since that is where the recipient is taken from.
 pub fn check_address(s: &str) -> Result<Address, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -85,8 +99,23 @@ pub fn check_address(s: &str) -> Result<Address, String> {
             "invalid email address {s:?}: contains whitespace or control characters"
         ));
     }
-    s.parse::<Address>()
-        .map_err(|e| format!("invalid email address {s:?}: {e}"))
+    let address = s
+        .parse::<Address>()
+        .map_err(|e| format!("invalid email address {s:?}: {e}"))?;
+    let domain = address.domain();
+    if domain.starts_with('[') || domain.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "invalid email address {s:?}: an IP address in place of the domain cannot \
+             be delivered to; use the address with its domain name"
+        ));
+    }
+    // The recipient is the address as read back: the one the message goes
+    // to (`"ann"@example.com` reads back as the same mailbox, `ann@…`).
+    let in_header = Mailbox::new(None, address).to_string();
+    in_header
+        .parse::<Mailbox>()
+        .map(|read_back| read_back.email)
+        .map_err(|_| format!("invalid email address {s:?}: a message header cannot carry it"))
 }
 
 /// Builds the message: From, To, Subject, Date and Message-ID, with a
@@ -109,7 +138,7 @@ pub fn build_message(
         .to(Mailbox::new(None, to.clone()))
         // `Rendered::subject` is already one line; folding again keeps that
         // true for a `Rendered` built by hand.
-        .subject(one_line(&rendered.subject))
+        .raw_header(subject_header(one_line(&rendered.subject)))
         .date_now()
         .message_id(Some(message_id.to_owned()));
     let message = match &rendered.html {
@@ -118,8 +147,71 @@ pub fn build_message(
             html.clone(),
         )),
         None => builder.singlepart(SinglePart::plain(rendered.text.clone())),
-    };
-    message.with_context(|| format!("cannot build the message to {to}"))
+    }
+    .with_context(|| format!("cannot build the message to {to}"))?;
+    check_header_lines(&message)?;
+    Ok(message)
+}
+
+/// RFC 5322's limit on any line, without its CRLF.
+const MAX_LINE: usize = 998;
+/// The line length RFC 5322 recommends; lettre folds at spaces to it.
+const FOLDED_LINE: usize = 78;
+/// Bytes of text per encoded word: 56 characters of base64, so
+/// `Subject: =?utf-8?b?…?=` is 77 characters and a folded line 69.
+const ENCODED_WORD_BYTES: usize = 42;
+
+/// The Subject header for a one-line `subject`. lettre folds only at spaces
+/// (encoding non-ASCII words, which it also splits), so an ASCII word too long
+/// for one line would stay one line, however long. Such a subject is written
+/// as RFC 2047 encoded words, one per line, which a mail reader joins back
+/// into the same text.
+fn subject_header(subject: String) -> HeaderValue {
+    let name = HeaderName::new_from_ascii_str("Subject");
+    let room = FOLDED_LINE - "Subject: ".len();
+    let unfoldable = subject
+        .split(' ')
+        .any(|word| word.is_ascii() && word.len() > room);
+    if !unfoldable {
+        return HeaderValue::new(name, subject);
+    }
+    let encoded = encoded_words(&subject).join("\r\n ");
+    // Safe: the text is base64 and the fixed RFC 2047 markers, folded by hand.
+    HeaderValue::dangerous_new_pre_encoded(name, subject, encoded)
+}
+
+/// `text` as RFC 2047 encoded words (UTF-8, base64) of whole characters, so
+/// each decodes on its own.
+fn encoded_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(ENCODED_WORD_BYTES);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+        words.push(format!("=?utf-8?b?{b64}?="));
+        rest = tail;
+    }
+    words
+}
+
+/// Refuses a message with a header line no SMTP server has to accept.
+/// lettre encodes bodies itself (quoted-printable or base64 for long lines),
+/// so only the headers can hold one, from a value no header can fold.
+fn check_header_lines(message: &Message) -> anyhow::Result<()> {
+    let headers = message.headers().to_string();
+    if let Some(line) = headers.split("\r\n").find(|l| l.len() > MAX_LINE) {
+        let name = line.split(':').next().unwrap_or_default();
+        bail!(
+            "the {name} header would be a {}-character line, over the {MAX_LINE} characters \
+             SMTP allows; shorten the value it is made from",
+            line.len()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -180,10 +272,13 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            check_address(" ann@example.com ").unwrap().to_string(),
-            "ann@example.com"
-        );
+        for (cell, address) in [
+            (" ann@example.com ", "ann@example.com"),
+            ("o'brien+tag@example.com", "o'brien+tag@example.com"),
+            ("\"ann\"@example.com", "ann@example.com"),
+        ] {
+            assert_eq!(check_address(cell).unwrap().to_string(), address);
+        }
         for bad in [
             "",
             "ann",
@@ -191,6 +286,11 @@ mod tests {
             "ann@example.com\nX: y",
             "Ann <ann@example.com>",
             "ann@@example.com",
+            "u@[127.0.0.1]",
+            "u@[IPv6:::1]",
+            "u@[::1]",
+            "u@127.0.0.1",
+            "\"a@b\"@example.com",
         ] {
             let err = check_address(bad).unwrap_err();
             assert!(!err.contains('\n'), "{err}");
@@ -233,6 +333,64 @@ mod tests {
         let hs = headers(&raw);
         assert!(!hs.iter().any(|h| h == "bcc" || h == "x-evil"), "{raw}");
         assert!(m.envelope().to().len() == 1);
+    }
+
+    /// The Subject header's lines, as written.
+    fn subject_lines(raw: &str) -> Vec<&str> {
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        let mut lines = head
+            .split("\r\n")
+            .skip_while(|l| !l.starts_with("Subject: "));
+        let first = lines.next().unwrap();
+        std::iter::once(first)
+            .chain(lines.take_while(|l| l.starts_with(' ')))
+            .collect()
+    }
+
+    #[test]
+    fn a_subject_with_an_unbroken_long_word_is_encoded_in_short_lines() {
+        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let to = check_address("ann@example.com").unwrap();
+        let subject = format!("Hi {} ü{}", "x".repeat(3000), "y".repeat(100));
+        let m = build_message(&from, &to, &rendered(&subject, None), "<a@b>").unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        let lines = subject_lines(&raw);
+        assert!(lines.len() > 3000 / ENCODED_WORD_BYTES, "{raw}");
+        let mut text = Vec::new();
+        for line in &lines {
+            assert!(line.len() <= FOLDED_LINE, "{line}");
+            let word = line.trim_start_matches("Subject:").trim();
+            let b64 = word.strip_prefix("=?utf-8?b?").unwrap();
+            let b64 = b64.strip_suffix("?=").unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            text.push(String::from_utf8(bytes).expect("whole characters in each word"));
+        }
+        assert_eq!(text.concat(), subject);
+    }
+
+    #[test]
+    fn a_subject_lettre_can_fold_is_left_to_lettre() {
+        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let to = check_address("ann@example.com").unwrap();
+        let subject = ["word"; 60].join(" ");
+        let m = build_message(&from, &to, &rendered(&subject, None), "<a@b>").unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        let lines = subject_lines(&raw);
+        assert!(lines.len() > 1 && lines.iter().all(|l| l.len() <= FOLDED_LINE));
+        assert!(!raw.contains("=?utf-8?"), "{raw}");
+    }
+
+    #[test]
+    fn a_header_line_over_998_characters_is_refused() {
+        let long = format!("{}@acme.example", "n".repeat(60));
+        let name = "N".repeat(1000);
+        let from: Mailbox = format!("{name} <{long}>").parse().unwrap();
+        let to = check_address("ann@example.com").unwrap();
+        let err = build_message(&from, &to, &rendered("Hi", None), "<a@b>").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("From header") && err.contains("998"), "{err}");
     }
 
     #[test]

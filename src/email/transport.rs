@@ -22,7 +22,7 @@ use rand::Rng as _;
 use url::{Host, Url};
 
 use crate::retry::{with_backoff, RetryPolicy};
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 use crate::signal::StopSignal;
 
 /// Idle connections the pool keeps for reuse. The pool opens as many
@@ -160,9 +160,11 @@ impl Transport {
     pub fn outbox(dir: &Path) -> anyhow::Result<Transport> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the outbox folder {}", dir.display()))?;
-        let probe = dir.join(".lsq-dispatch-write-check");
-        std::fs::write(&probe, b"")
-            .and_then(|()| std::fs::remove_file(&probe))
+        // A new file of a random name, removed when dropped: nothing that
+        // was in the folder is touched.
+        tempfile::Builder::new()
+            .prefix(".lsq-dispatch-write-check")
+            .tempfile_in(dir)
             .with_context(|| format!("cannot write to the outbox folder {}", dir.display()))?;
         Ok(Transport::Outbox(dir.to_owned()))
     }
@@ -310,12 +312,11 @@ impl SmtpRelay {
         self.scrub(error)
     }
 
-    /// A server may echo what it was sent; the password must not reach a report.
+    /// A server may echo what it was sent (an `AUTH PLAIN` line holds the
+    /// password in base64); the password must not reach a report.
     fn scrub(&self, error: SendError) -> SendError {
-        let Some(password) = self.password.as_ref().filter(|p| p.expose().len() >= 3) else {
-            return error;
-        };
-        let clean = |s: String| s.replace(password.expose(), "***");
+        let scrubber = Scrubber::new(&self.password);
+        let clean = |s: String| scrubber.scrub(&s);
         match error {
             SendError::Transient(s) => SendError::Transient(clean(s)),
             SendError::InDoubt(s) => SendError::InDoubt(clean(s)),
@@ -509,8 +510,6 @@ fn redact_url(url: &str) -> String {
 }
 
 fn write_eml(dir: &Path, message: &Message) -> anyhow::Result<()> {
-    use std::io::Write as _;
-
     let id = message
         .headers()
         .get_raw("Message-ID")
@@ -530,22 +529,11 @@ fn write_eml(dir: &Path, message: &Message) -> anyhow::Result<()> {
         None => format!("message-{:016x}", rand::rng().random::<u64>()),
     };
     let path = dir.join(format!("{stem}.eml"));
-    // Written under a temporary name and renamed, so a crash never leaves a
-    // half-written message that looks complete.
-    let partial = dir.join(format!(".{stem}.eml.partial"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    file.write_all(&message.formatted())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, &path)
-        .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
-    Ok(())
+    // Written under a new name and renamed, so a crash never leaves a
+    // half-written message that looks complete, and a link where the
+    // message goes is refused rather than written through.
+    crate::paths::write_whole(&path, &message.formatted())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Line numbers for the report: the csv parser's own count is off on CRLF
-//! files and blank lines, so the reader counts the line breaks it hands the
-//! parser and works each record's first line out from them. The same pass
-//! keeps the header line's bytes as they are in the file.
+//! files and blank lines, so the reader counts the line breaks handed to the
+//! parser and works each record's first line out from them. The same record
+//! keeps the header line's bytes as they are in the file, and the stray
+//! quotes [`Framing`](super::framing::Framing) closed.
 
 use std::collections::VecDeque;
-use std::io::Read;
-use std::sync::{Arc, Mutex};
+
+use super::framing::Repair;
 
 /// Line breaks in a byte string: `\n`, `\r\n` or a lone `\r` each count once.
 pub(super) fn count_breaks(bytes: &[u8]) -> u64 {
@@ -18,9 +19,10 @@ pub(super) fn count_breaks(bytes: &[u8]) -> u64 {
     n
 }
 
-/// Offsets of the `\r` and `\n` bytes read but not yet passed by the parser,
-/// and the number of line breaks already passed. The parser is never more than
-/// one buffer behind the reader, so this stays small.
+/// Offsets of the `\r` and `\n` bytes handed to the parser but not yet
+/// passed by a record it returned, and the number of line breaks already
+/// passed. The parser asks for more bytes only once it has used up those it
+/// has, so this holds one buffer's breaks at most.
 #[derive(Debug, Default)]
 pub(super) struct LineIndex {
     pending: VecDeque<(u64, u8)>,
@@ -28,6 +30,11 @@ pub(super) struct LineIndex {
     offset: u64,
     /// Every byte read, kept from the start until the header is parsed.
     head: Option<Vec<u8>>,
+    /// Whether the file begins with a byte-order mark, which the parser
+    /// never sees.
+    bom: bool,
+    /// Stray quotes closed in bytes not yet passed.
+    repairs: VecDeque<Repair>,
 }
 
 impl LineIndex {
@@ -42,17 +49,34 @@ impl LineIndex {
     /// The header line, once the parser has passed it at byte `end`; the
     /// bytes kept for it are let go.
     pub(super) fn header_line(&mut self, end: u64) -> HeaderLine {
-        HeaderLine::new(&self.head.take().unwrap_or_default(), end)
+        let mut line = HeaderLine::new(&self.head.take().unwrap_or_default(), end);
+        if self.bom {
+            line.bytes.splice(0..0, "\u{feff}".bytes());
+        }
+        line
     }
 
+    /// Notes that the file begins with a byte-order mark.
+    pub(super) fn began_with_bom(&mut self) {
+        self.bom = true;
+    }
+
+    /// Notes bytes handed to the parser.
     pub(super) fn note(&mut self, chunk: &[u8]) {
+        // The parser has used up every byte handed to it before, and taken
+        // every record that ends in them: a record it returns from now on
+        // ends in the new bytes, so the breaks before them can be counted
+        // (all but a last `\r`, whose `\n` may come next).
+        let settled = match self.pending.back() {
+            Some(&(at, b'\r')) if at + 1 == self.offset => at,
+            _ => self.offset,
+        };
+        self.breaks_before(settled);
         if let Some(head) = &mut self.head {
             head.extend_from_slice(chunk);
         }
-        for (i, &b) in chunk.iter().enumerate() {
-            if b == b'\n' || b == b'\r' {
-                self.pending.push_back((self.offset + i as u64, b));
-            }
+        for i in memchr::memchr2_iter(b'\n', b'\r', chunk) {
+            self.pending.push_back((self.offset + i as u64, chunk[i]));
         }
         self.offset += chunk.len() as u64;
     }
@@ -72,6 +96,29 @@ impl LineIndex {
             }
         }
         self.passed
+    }
+}
+
+impl LineIndex {
+    /// Line breaks noted and not yet counted.
+    #[cfg(test)]
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Notes a stray quote closed at byte `repair.at`.
+    pub(super) fn repaired(&mut self, repair: Repair) {
+        self.repairs.push_back(repair);
+    }
+
+    /// The stray quote closed in the record that ends at byte `end`, if any;
+    /// offsets must not go backwards.
+    pub(super) fn repair_before(&mut self, end: u64) -> Option<Repair> {
+        let mut found = None;
+        while self.repairs.front().is_some_and(|r| r.at < end) {
+            found = self.repairs.pop_front();
+        }
+        found
     }
 }
 
@@ -104,22 +151,5 @@ impl HeaderLine {
             bytes: bytes.to_vec(),
             crlf,
         }
-    }
-}
-
-/// A reader that notes every line break it passes on into `index`.
-pub(super) struct LineCounting {
-    pub(super) inner: Box<dyn Read + Send>,
-    pub(super) index: Arc<Mutex<LineIndex>>,
-}
-
-impl Read for LineCounting {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .note(&buf[..n]);
-        Ok(n)
     }
 }

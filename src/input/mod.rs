@@ -3,10 +3,15 @@
 //! duplicate of an earlier valid row, keeping the input's line numbers.
 //!
 //! A bad row is data, never an error: only faults that make the rest of the file
-//! unreadable (cannot open, no header, no LeadId column, I/O error) are
-//! [`InputError`]s.
+//! unreadable (cannot open, no header, no LeadId column, two columns of one
+//! name, a row or cell larger than any lead needs, I/O error) are
+//! [`InputError`]s. A stray quote is a bad row: the lines after it are read
+//! on, never swallowed into its cell.
 
+mod framing;
 mod guid;
+#[cfg(test)]
+mod hostile_tests;
 mod lines;
 mod reader;
 #[cfg(test)]
@@ -14,7 +19,7 @@ mod tests;
 
 pub(crate) use guid::normalize_guid;
 pub(crate) use lines::HeaderLine;
-pub(crate) use reader::LeadReader;
+pub(crate) use reader::{open_input, LeadReader};
 
 /// Which columns hold the lead and portal ids, and the portal to use when a row
 /// names none.
@@ -35,6 +40,8 @@ pub(crate) struct InputOptions {
     /// Keep every row's cells as read, in [`InputRow::raw`] (for the files of
     /// rows to retry and invalid rows); without, `raw` is `None`.
     pub keep_raw: bool,
+    /// How large the header, a row and a cell may be.
+    pub limits: Limits,
 }
 
 impl Default for InputOptions {
@@ -46,7 +53,135 @@ impl Default for InputOptions {
             expected_rows: 0,
             keep_cells: true,
             keep_raw: false,
+            limits: Limits::default(),
         }
+    }
+}
+
+/// How large the parts of the input may be, in bytes. A leads file needs far
+/// less; the limits keep a wrong file (a binary, `/dev/zero`) from taking the
+/// machine's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The header row.
+    pub header: usize,
+    /// One cell.
+    pub cell: usize,
+    /// One data row.
+    pub row: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header: 64 << 10,
+            cell: 64 << 10,
+            row: 1 << 20,
+        }
+    }
+}
+
+/// What gave a quote away as a stray one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StraySign {
+    /// The file ends inside it.
+    NeverClosed,
+    /// It closes on a later line with text right after the closing quote.
+    ClosedWithText {
+        /// The line where it closes.
+        line: u64,
+    },
+    /// The row it runs into has not as many cells as the header.
+    Cells {
+        /// Cells in that row.
+        cells: usize,
+        /// Columns in the header.
+        columns: usize,
+    },
+    /// It runs on over lines for longer than a cell or a row may be.
+    TooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for StraySign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StraySign::NeverClosed => f.write_str("is never closed"),
+            StraySign::ClosedWithText { line } => {
+                write!(f, "is only closed on line {line}, with text after it")
+            }
+            StraySign::Cells { cells, columns } => write!(
+                f,
+                "runs over lines into a row of {cells} cells, where the header has {columns}"
+            ),
+            StraySign::TooLong { limit } => {
+                write!(
+                    f,
+                    "runs on over several lines for more than {}",
+                    size(*limit)
+                )
+            }
+        }
+    }
+}
+
+/// Part of the input that no reading can get past.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Fault {
+    /// The header row is longer than its limit.
+    #[error(
+        "its header row (line {line}) is longer than {}; the first line must name the \
+         columns, e.g. LeadId,Email: is this the CSV file of leads?",
+        size(*limit)
+    )]
+    Header {
+        /// Where the header starts.
+        line: u64,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The header row has a stray quote.
+    #[error("its header row has a quote on line {line} that {sign}; fix the header")]
+    HeaderQuote {
+        /// The quote's line.
+        line: u64,
+        /// What gave it away.
+        sign: StraySign,
+    },
+    /// A cell is longer than its limit.
+    #[error(
+        "line {line} has a cell longer than {}, more than any lead needs: \
+         is this the CSV file of leads?",
+        size(*limit)
+    )]
+    Cell {
+        /// The cell's line.
+        line: u64,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A row is longer than its limit.
+    #[error(
+        "the row on line {line} is longer than {}, more than any lead needs: \
+         is this the CSV file of leads?",
+        size(*limit)
+    )]
+    Row {
+        /// Where the row starts.
+        line: u64,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// A size for people: `64 KiB`, `1 MiB`, or bytes.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -54,13 +189,18 @@ impl Default for InputOptions {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InputError {
     /// The file could not be opened.
-    #[error("cannot open the input {path}: {source}; check the path and its permissions")]
+    #[error("cannot open the input {path}: {cause}; check the path and its permissions")]
     Open {
         /// The input as named by the user.
         path: String,
         /// Why the open failed.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// The input is a directory.
+    #[error("the input {path} is a directory; name the CSV file of leads")]
+    Directory {
+        /// The input as named by the user.
+        path: String,
     },
     /// The input is empty or its first line has no column names.
     #[error("the input {path} has no header row; its first line must name the columns, e.g. LeadId,Email")]
@@ -81,23 +221,74 @@ pub(crate) enum InputError {
         /// The header names that are there.
         found: Vec<String>,
     },
+    /// Two columns have one name (trimmed, in any case): which of them a
+    /// template or the run reads would be a guess.
+    #[error(
+        "the input {path} has more than one column named {}; rename or remove the extra \
+         columns so that each name says which cell to use",
+        same_names(names)
+    )]
+    SameName {
+        /// The input as named by the user.
+        path: String,
+        /// Each repeated name, as first written, with the columns (from 1)
+        /// that have it.
+        names: Vec<(String, Vec<usize>)>,
+    },
     /// The default portal (`--portal-id`) is not a GUID, so every row would fail.
     #[error("the default PortalId {value:?} is not a GUID; check --portal-id / LSQ_PORTAL_ID")]
     DefaultPortal {
         /// The value given.
         value: String,
     },
+    /// Part of the input is larger than any leads file needs, or the header
+    /// has a stray quote.
+    #[error("cannot read the input {path}: {fault}")]
+    Framing {
+        /// The input as named by the user.
+        path: String,
+        /// What is wrong, and where.
+        fault: Fault,
+    },
     /// Reading failed part-way, typically an I/O error.
-    #[error("cannot read the input {path} at line {line}: {source}")]
+    #[error("cannot read the input {path} at line {line}: {cause}")]
     Read {
         /// The input as named by the user.
         path: String,
         /// The line being read when it failed.
         line: u64,
         /// The underlying error.
-        #[source]
-        source: csv::Error,
+        cause: csv::Error,
     },
+}
+
+impl InputError {
+    /// Whether the fault is the command's: a column named wrong, which the
+    /// user fixes in the file or with a flag (exit 2, before any call).
+    pub(crate) fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            InputError::MissingColumn { .. } | InputError::SameName { .. }
+        )
+    }
+}
+
+/// `"Email" (columns 2 and 4), "Name" (columns 1 and 3)`.
+fn same_names(names: &[(String, Vec<usize>)]) -> String {
+    let list = |columns: &[usize]| {
+        let mut shown: Vec<String> = columns.iter().map(usize::to_string).collect();
+        let last = shown.pop().unwrap_or_default();
+        if shown.is_empty() {
+            last
+        } else {
+            format!("{} and {last}", shown.join(", "))
+        }
+    };
+    names
+        .iter()
+        .map(|(name, columns)| format!("{name:?} (columns {})", list(columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn found_list(found: &[String]) -> String {
@@ -154,6 +345,15 @@ pub enum Invalid {
         /// The cell as written.
         value: String,
     },
+    /// A quote that opens a cell and is not closed where a cell can end:
+    /// the row ends at the end of its line, and the lines after it are
+    /// read as rows of their own.
+    StrayQuote {
+        /// The quote's line.
+        line: u64,
+        /// What gave it away.
+        sign: StraySign,
+    },
 }
 
 impl Invalid {
@@ -161,12 +361,11 @@ impl Invalid {
     /// is invalid the same way: what a plan counts invalid rows by.
     pub(crate) fn kind(&self) -> String {
         match self {
-            Invalid::Ragged { .. } => "row has N cells, header has N".to_owned(),
-            Invalid::NotUtf8 { column, .. } => {
-                format!("a {column} cell is not valid UTF-8; save the file as UTF-8")
-            }
+            Invalid::Ragged { .. } => "wrong number of cells".to_owned(),
+            Invalid::NotUtf8 { column, .. } => format!("{column} not UTF-8"),
             Invalid::Empty { column } => format!("{column} is empty"),
             Invalid::NotGuid { column, .. } => format!("{column} is not a GUID"),
+            Invalid::StrayQuote { .. } => "stray quote".to_owned(),
         }
     }
 }
@@ -185,6 +384,12 @@ impl std::fmt::Display for Invalid {
             ),
             Invalid::Empty { column } => write!(f, "{column} is empty"),
             Invalid::NotGuid { column, value } => write!(f, "{column} {value:?} is not a GUID"),
+            Invalid::StrayQuote { line, sign } => write!(
+                f,
+                "the quote that opens a cell on line {line} {sign}, so it is taken for a stray \
+                 quote and the lines after line {line} are read as rows of their own; fix the \
+                 cell (a quote inside a cell is written \"\")"
+            ),
         }
     }
 }
@@ -208,6 +413,13 @@ pub(crate) struct InputRow {
 }
 
 impl InputRow {
+    /// Bytes of the cells the row keeps ([`InputRow::fields`] and
+    /// [`InputRow::raw`]).
+    pub(crate) fn cell_bytes(&self) -> usize {
+        let fields: usize = self.fields.iter().map(String::len).sum();
+        fields + self.raw.as_ref().map_or(0, |raw| raw.as_slice().len())
+    }
+
     /// The cell under the column `name` (case-insensitive), if the row has one.
     pub(crate) fn field(&self, headers: &[String], name: &str) -> Option<&str> {
         let idx = column_index(headers, name)?;

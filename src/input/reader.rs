@@ -8,9 +8,10 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::framing::{Framing, Repair};
 use super::guid::{hyphenated, parse_guid, GuidHashBuilder};
-use super::lines::{count_breaks, HeaderLine, LineCounting, LineIndex};
-use super::{column_index, InputError, InputOptions, InputRow, Invalid, RowKind};
+use super::lines::{count_breaks, HeaderLine, LineIndex};
+use super::{column_index, Fault, InputError, InputOptions, InputRow, Invalid, RowKind};
 
 /// Streams the rows of an input CSV.
 ///
@@ -41,15 +42,25 @@ impl std::fmt::Debug for LeadReader {
     }
 }
 
+/// Opens the input at `path` for reading; a directory is refused by name.
+pub(crate) fn open_input(path: &Path) -> Result<File, InputError> {
+    let name = || path.display().to_string();
+    let file = File::open(path).map_err(|cause| InputError::Open {
+        path: name(),
+        cause,
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(InputError::Directory { path: name() });
+    }
+    Ok(file)
+}
+
 impl LeadReader {
     /// Opens the CSV file at `path` and reads its header.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path, opts: InputOptions) -> Result<LeadReader, InputError> {
-        let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| InputError::Open {
-            path: name.clone(),
-            source,
-        })?;
-        LeadReader::from_reader(Box::new(file), name, opts)
+        let file = open_input(path)?;
+        LeadReader::from_reader(Box::new(file), path.display().to_string(), opts)
     }
 
     /// Reads CSV from any reader; `source` names it in messages.
@@ -70,41 +81,33 @@ impl LeadReader {
             },
         };
         let lines = Arc::new(Mutex::new(LineIndex::keeping_the_header()));
-        let counting: Box<dyn Read + Send> = Box::new(LineCounting {
-            inner: reader,
-            index: Arc::clone(&lines),
-        });
+        let framed: Box<dyn Read + Send> =
+            Box::new(Framing::new(reader, opts.limits, Arc::clone(&lines)));
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .from_reader(counting);
+            .from_reader(framed);
         let raw_headers = match reader.byte_headers() {
             Ok(h) => h.clone(),
             Err(err) => {
-                return Err(InputError::Read {
-                    line: err.position().map_or(1, |p| p.line()),
-                    path: source,
-                    source: err,
-                })
+                let line = err.position().map_or(1, |p| p.line());
+                return Err(read_error(source, line, err));
             }
         };
         let header_line = lines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .header_line(reader.position().byte());
-        // csv strips a BOM it sees whole; trimming one here covers a BOM split
-        // across the first read.
-        let headers: Vec<String> = raw_headers
-            .iter()
-            .map(|cell| {
-                String::from_utf8_lossy(cell)
-                    .trim_start_matches('\u{feff}')
-                    .trim()
-                    .to_owned()
-            })
-            .collect();
+        let headers = header_names(&raw_headers);
         if headers.iter().all(String::is_empty) {
             return Err(InputError::NoHeader { path: source });
+        }
+        let names = same_names(&headers);
+        if !names.is_empty() {
+            return Err(InputError::SameName {
+                path: source,
+                names,
+            });
         }
         let lead_idx =
             column_index(&headers, &opts.lead_column).ok_or_else(|| InputError::MissingColumn {
@@ -140,27 +143,30 @@ impl LeadReader {
         &self.header_line
     }
 
-    /// The line the current record starts on.
+    /// The line the current record starts on, and the stray quote closed
+    /// in it, if any.
     ///
     /// `csv::Position::line()` of a record is taken before blank lines are
     /// skipped and, in CRLF files, before the previous row's `\n` is consumed,
     /// so it is one short on every row of a Windows export. Instead, count the
     /// line breaks before the record's last byte and subtract the breaks inside
     /// its quoted cells.
-    fn record_line(&self) -> u64 {
+    fn record_place(&self) -> (u64, Option<Repair>) {
         let end = self.reader.position().byte();
-        let end_line = 1 + self
+        let mut lines = self
             .lines
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .breaks_before(end.saturating_sub(1));
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let end_line = 1 + lines.breaks_before(end.saturating_sub(1));
+        let repair = lines.repair_before(end);
+        drop(lines);
         let inside: u64 = self.record.iter().map(count_breaks).sum();
-        end_line.saturating_sub(inside)
+        (end_line.saturating_sub(inside), repair)
     }
 
     /// The current record as a row: its ids, its cells and its verdict.
     fn classify(&mut self) -> InputRow {
-        let line = self.record_line();
+        let (line, repair) = self.record_place();
         let record = &self.record;
         let text = |idx: Option<usize>| {
             idx.and_then(|i| record.get(i))
@@ -171,7 +177,13 @@ impl LeadReader {
         let (lead_raw, portal_raw) = (lead_cell.trim(), portal_cell.trim());
         let lead = parse_guid(lead_raw);
         let portal = self.portal(portal_raw);
-        let kind = match self.fault(lead_raw, lead.is_some(), portal_raw, portal.is_ok()) {
+        let stray = repair.map(|r| Invalid::StrayQuote {
+            line: r.line,
+            sign: r.sign,
+        });
+        let kind = match stray
+            .or_else(|| self.fault(lead_raw, lead.is_some(), portal_raw, portal.is_ok()))
+        {
             Some(reason) => RowKind::Invalid(reason),
             None => self.sightings.sight(
                 lead.map_or(0, |u| u.as_u128()),
@@ -340,13 +352,60 @@ impl Iterator for LeadReader {
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .breaks_before(read_to);
-                    return Some(Err(InputError::Read {
-                        path: self.source.clone(),
-                        line,
-                        source: err,
-                    }));
+                    return Some(Err(read_error(self.source.clone(), line, err)));
                 }
             }
         }
     }
+}
+
+/// A read that failed: on a fault the framing found, that fault (it names
+/// its line), else the parser's error at `line`.
+fn read_error(path: String, line: u64, err: csv::Error) -> InputError {
+    let fault = match err.kind() {
+        csv::ErrorKind::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Fault>())
+            .cloned(),
+        _ => None,
+    };
+    match fault {
+        Some(fault) => InputError::Framing { path, fault },
+        None => InputError::Read {
+            path,
+            line,
+            cause: err,
+        },
+    }
+}
+
+/// The header's names, trimmed (a byte-order mark is no part of them).
+fn header_names(raw: &csv::ByteRecord) -> Vec<String> {
+    raw.iter()
+        .map(|cell| {
+            String::from_utf8_lossy(cell)
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Names that more than one column has (compared trimmed and in any case),
+/// each as first written with the columns, from 1, that have it. Unnamed
+/// columns are left out: no one can ask for their cells.
+fn same_names(headers: &[String]) -> Vec<(String, Vec<usize>)> {
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let mut columns: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, name) in headers.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+        match first.entry(name.to_ascii_lowercase()) {
+            Entry::Occupied(at) => columns[*at.get()].1.push(i + 1),
+            Entry::Vacant(slot) => {
+                slot.insert(columns.len());
+                columns.push((name.clone(), vec![i + 1]));
+            }
+        }
+    }
+    columns.retain(|(_, at)| at.len() > 1);
+    columns
 }

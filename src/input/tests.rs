@@ -230,6 +230,24 @@ fn missing_lead_column_lists_the_headers_and_the_flag() {
 }
 
 #[test]
+fn columns_of_one_name_are_refused_naming_them() {
+    let err = reader_with(
+        " Email ,LeadId,Name,email,NAME,,,LEADID\n",
+        InputOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.is_usage());
+    assert_eq!(
+        err.to_string(),
+        "the input leads.csv has more than one column named \"Email\" (columns 1 and 4), \
+         \"LeadId\" (columns 2 and 8), \"Name\" (columns 3 and 5); rename or remove the extra \
+         columns so that each name says which cell to use"
+    );
+    let unnamed = reader_with("LeadId,Name,,\n", InputOptions::default());
+    assert!(unnamed.is_ok(), "unnamed columns are no one's to ask for");
+}
+
+#[test]
 fn empty_input_has_no_header() {
     for csv in ["", "\n\n", "\u{feff}"] {
         let err = reader_with(csv, InputOptions::default()).unwrap_err();

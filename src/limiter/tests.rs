@@ -157,6 +157,19 @@ async fn a_429_with_room_in_our_window_shrinks_our_share_which_climbs_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn no_pause_is_longer_than_the_cap() {
+    let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+    let t0 = Instant::now();
+    limiter.pause(Some(Duration::from_secs(100_000)));
+    limiter.pause(Some(Duration::MAX));
+    let permit = limiter.acquire().await.unwrap();
+    assert_eq!(permit.sent_at() - t0, MAX_PAUSE);
+    assert_eq!(limiter.paused_total(), MAX_PAUSE);
+    assert!(capped_warning(Duration::from_secs(100_000)).contains("wait 100000s"));
+    assert!(capped_warning(Duration::MAX).contains("waiting 5m instead"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_smaller_burst_spreads_the_first_calls() {
     let mut settings = LimiterSettings::new(Rate::DEFAULT);
     settings.burst = 5;

@@ -12,7 +12,7 @@ use crate::api::{ApiClient, ApiError, ApiSettings, OtpHeaders};
 use crate::config::{parse_host, portal_id_setting, BudgetStore, Credentials, UsageError};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::{with_retry, RetryPolicy};
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 use crate::tenant::Tenant;
 
 use crate::cli::OtpConnection;
@@ -155,14 +155,8 @@ impl Otp {
         attempts: u32,
         lost: bool,
     ) -> anyhow::Error {
-        let mut text = describe_failure(step, error, attempts, lost);
-        for secret in &self.secrets {
-            // Short values would blank out ordinary words, and are no key.
-            if secret.expose().len() >= 4 {
-                text = text.replace(secret.expose(), "***");
-            }
-        }
-        anyhow!(text)
+        let text = describe_failure(step, error, attempts, lost);
+        anyhow!(Scrubber::new(&self.secrets).scrub(&text))
     }
 }
 
@@ -209,7 +203,7 @@ pub(super) fn describe_failure(step: Step, error: &ApiError, attempts: u32, lost
             };
             format!("sign-in refused: {message}: {hint}")
         }
-        ApiError::NotFound { .. } => format!("{what}: {error}"),
+        ApiError::NotFound { .. } | ApiError::Redirected { .. } => format!("{what}: {error}"),
         e if e.is_retryable() => format!(
             "{what} failed after {attempts} attempt{}: {error}: the API may be down or \
              unreachable; try again later",

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::api::{ApiError, KEY_LIFETIME};
 use crate::cli::{OtpCommand, RequestArgs, SigninArgs};
 use crate::config::UsageError;
+use crate::console::say;
 use crate::exit::Exit;
 use crate::retry::with_retry;
 use crate::secret::Secret;
@@ -106,21 +107,21 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
             message: sent.message.as_deref(),
             next,
         };
-        println!("{}", serde_json::to_string(&output)?);
+        say!("{}", serde_json::to_string(&output)?);
         return Ok(Exit::Success);
     }
     let said = sent.message.as_deref().unwrap_or("OTP sent");
-    println!("OTP requested for {field} {phone} ({said}).");
+    say!("OTP requested for {field} {phone} ({said}).");
     match &code_file {
-        Some(file) => println!("Code written to {}.", file.path.display()),
-        None => println!("Code: {}", sent.code),
+        Some(file) => say!("Code written to {}.", file.path.display()),
+        None => say!("Code: {}", sent.code),
     }
-    println!("Next, sign in with the one-time password the lead received (replace OTP):");
-    println!("  {next}");
+    say!("Next, sign in with the one-time password the lead received (replace OTP):");
+    say!("  {next}");
     if otp.headers.register_token.is_some() {
-        println!("with the same register token (--register-token or LSQ_REGISTER_TOKEN).");
+        say!("with the same register token (--register-token or LSQ_REGISTER_TOKEN).");
     }
-    println!("The code works once; if it has expired, run `otp request` again.");
+    say!("The code works once; if it has expired, run `otp request` again.");
     Ok(Exit::Success)
 }
 
@@ -181,14 +182,14 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
             expires_at,
             login_link: link.as_deref(),
         };
-        println!("{}", serde_json::to_string(&output)?);
+        say!("{}", serde_json::to_string(&output)?);
         return Ok(Exit::Success);
     }
-    println!("Signed in lead {}.", signed.lead_id);
-    println!("Key expires at {expires_at} (4 h from now).");
+    say!("Signed in lead {}.", signed.lead_id);
+    say!("Key expires at {expires_at} (4 h from now).");
     match link {
-        Some(link) => println!("Login link: {link}"),
-        None => println!("No login link: pass --portal-url (or set LSQ_PORTAL_URL) to get one."),
+        Some(link) => say!("Login link: {link}"),
+        None => say!("No login link: pass --portal-url (or set LSQ_PORTAL_URL) to get one."),
     }
     Ok(Exit::Success)
 }

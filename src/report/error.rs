@@ -188,8 +188,8 @@ mod tests {
                 }),
                 "LeadId is empty",
             ),
-            (ragged(1), "row has N cells, header has N"),
-            (ragged(4), "row has N cells, header has N"),
+            (ragged(1), "wrong number of cells"),
+            (ragged(4), "wrong number of cells"),
             (address("ann@"), "Email is not a valid address"),
             (address("a:b\"c"), "Email is not a valid address"),
             (RowError::NoPortal, "no PortalId"),
@@ -198,7 +198,7 @@ mod tests {
                     cell: 12,
                     column: "Notes".into(),
                 }),
-                "a Notes cell is not valid UTF-8; save the file as UTF-8",
+                "Notes not UTF-8",
             ),
         ];
         for (error, kind) in cases {

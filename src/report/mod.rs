@@ -1,6 +1,6 @@
 //! The per-lead report CSV: the row statuses, the report's columns, why a
 //! row did not succeed ([`RowError`]), a writer that creates the file private
-//! (it holds login links) and flushes every row as it happens, and the input
+//! (it holds login links) and never through a symbolic link and flushes every row as it happens, and the input
 //! rows to retry or fix, in files of their own beside it.
 //!
 //! Every text cell is escaped against spreadsheet formula injection, because
@@ -9,9 +9,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -22,9 +22,9 @@ mod error;
 mod rerun;
 mod writer;
 
-pub use crate::input::Invalid;
+pub use crate::input::{Invalid, StraySign};
 pub use error::RowError;
-pub(crate) use rerun::{RerunFiles, RerunWritten};
+pub(crate) use rerun::{rerun_paths, RerunFiles, RerunWritten};
 pub use writer::ReportWriter;
 
 /// What happened to one input row.
@@ -152,34 +152,6 @@ pub fn escape_cell(s: &str) -> Cow<'_, str> {
     match s.as_bytes().first() {
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{s}")),
         _ => Cow::Borrowed(s),
-    }
-}
-
-/// Opens `path` for writing readable by its owner only, even if it already
-/// existed with wider permissions.
-pub(crate) fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .mode(0o600)
-        .open(path)?;
-    let meta = file.metadata()?;
-    // `mode` applies only to a new file. Leave devices such as /dev/stdout
-    // alone: their permissions are not ours to change.
-    if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
-}
-
-/// Whether `a` and `b` name one and the same existing file, whatever the
-/// names (links, `./`, another spelling of the directory).
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
     }
 }
 

@@ -5,13 +5,16 @@
 //! cells as read (untrimmed, in the input's encoding) with the input's line
 //! breaks, ready to be fed back into `run` (the invalid ones once fixed).
 //!
+//! A report written to the standard output or a device has no directory
+//! of its own: its files go to the working directory, named after the input
+//! as they would be beside its default report.
+//!
 //! Rows `in_doubt` are left out on purpose: their email may well have
 //! arrived. A re-run of the same campaign reports them in doubt again
 //! rather than send twice, and a run under another campaign would send a
 //! second message; `--resend-in-doubt` on the original input is the way to
 //! send them again.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,13 +22,26 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tempfile::NamedTempFile;
 
-use super::{same_file, Status};
+use super::Status;
 use crate::input::HeaderLine;
 
-/// Where a report's rows to retry and invalid rows go: `DIR/X-report.csv`
-/// → `DIR/X-retry.csv` and `DIR/X-invalid.csv`; a report of any other name,
-/// `DIR/NAME.csv`, → `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`.
-pub(crate) fn rerun_paths(report: &Path) -> (PathBuf, PathBuf) {
+/// Where the rows to retry and the invalid rows of a run of `input` go:
+/// for the report `DIR/X-report.csv`, `DIR/X-retry.csv` and
+/// `DIR/X-invalid.csv`; for a report of any other name, `DIR/NAME.csv`,
+/// `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`; for a report that is
+/// no file in a directory (`/dev/stdout`), `INPUT-retry.csv` and
+/// `INPUT-invalid.csv` in the working directory.
+pub(crate) fn rerun_paths(report: &Path, input: &Path) -> (PathBuf, PathBuf) {
+    if !crate::paths::is_file_path(report) {
+        let stem = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "leads".into());
+        return (
+            PathBuf::from(format!("{stem}-retry.csv")),
+            PathBuf::from(format!("{stem}-invalid.csv")),
+        );
+    }
     let name = report
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -60,9 +76,10 @@ pub(crate) struct RerunWritten {
 }
 
 impl RerunFiles {
-    /// The files for the report at `report`, under the input's header line.
-    pub(crate) fn new(report: &Path, header: &HeaderLine) -> RerunFiles {
-        let (retry, invalid) = rerun_paths(report);
+    /// The files for the report at `report` of a run of `input`, under the
+    /// input's header line.
+    pub(crate) fn new(report: &Path, input: &Path, header: &HeaderLine) -> RerunFiles {
+        let (retry, invalid) = rerun_paths(report, input);
         RerunFiles {
             header: header.clone(),
             retry: RowsFile::new(retry),
@@ -83,20 +100,18 @@ impl RerunFiles {
 
     /// Puts both files in place. A file this run has no row for is removed
     /// when an earlier run left one at its path, so it never feeds stale rows
-    /// back in; a run that did not get to the end of its `input` (`complete`
-    /// false) leaves that input whole even when it is one of these files.
-    pub(crate) fn finish(self, complete: bool, input: &Path) -> anyhow::Result<RerunWritten> {
+    /// back in. (Neither is ever the input: the run refuses to start then.)
+    pub(crate) fn finish(self) -> anyhow::Result<RerunWritten> {
         Ok(RerunWritten {
-            retry: self.retry.finish(complete, input)?,
-            invalid: self.invalid.finish(complete, input)?,
+            retry: self.retry.finish()?,
+            invalid: self.invalid.finish()?,
         })
     }
 }
 
 /// One file of input rows. It is written to a new temporary file beside
-/// its path and renamed into place when the run ends, so a run whose input
-/// is this very file (a retry run under the original run's report) reads
-/// all of its input before the file changes.
+/// its path and renamed into place when the run ends, so an earlier run's
+/// file stays whole until this one's is complete.
 struct RowsFile {
     path: PathBuf,
     writer: Option<csv::Writer<NamedTempFile>>,
@@ -121,18 +136,7 @@ impl RowsFile {
     /// link) with mode 0600, with the header line written.
     fn create(&self, header: &HeaderLine) -> anyhow::Result<csv::Writer<NamedTempFile>> {
         let fail = || format!("cannot create a file beside {}", self.path.display());
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut prefix = OsString::from(".");
-        prefix.push(self.path.file_name().unwrap_or_default());
-        prefix.push(".");
-        let mut file = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .with_context(fail)?;
+        let mut file = crate::paths::temp_beside(&self.path).with_context(fail)?;
         let (line_break, terminator): (&[u8], _) = match header.crlf {
             true => (b"\r\n", csv::Terminator::CRLF),
             false => (b"\n", csv::Terminator::Any(b'\n')),
@@ -147,13 +151,8 @@ impl RowsFile {
     }
 
     /// Renames the file into place, or, when this run had no row for it,
-    /// removes the one an earlier run left at its path. A run that stopped
-    /// before the end of its input leaves that input as it is when it is
-    /// this file: its rows not read yet are still to do.
-    fn finish(self, complete: bool, input: &Path) -> anyhow::Result<Option<PathBuf>> {
-        if !complete && same_file(&self.path, input) {
-            return Ok(Some(self.path));
-        }
+    /// removes the one an earlier run left at its path.
+    fn finish(self) -> anyhow::Result<Option<PathBuf>> {
         let Some(writer) = self.writer else {
             remove_stale(&self.path)?;
             return Ok(None);

@@ -3,6 +3,7 @@
 use super::*;
 use chrono::TimeZone;
 use chrono::Utc;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use writer::digits;
 
@@ -126,7 +127,7 @@ fn report_is_created_private() {
 }
 
 #[test]
-fn an_existing_report_is_truncated_and_made_private() {
+fn an_existing_report_is_replaced_by_a_private_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.csv");
     fs::write(&path, "old contents that must go\n".repeat(10)).unwrap();
@@ -300,7 +301,7 @@ fn open_check_rejects_an_unwritable_place() {
 #[test]
 fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
     let paths = |report: &str| {
-        let (retry, invalid) = rerun::rerun_paths(Path::new(report));
+        let (retry, invalid) = rerun::rerun_paths(Path::new(report), Path::new("in/leads.csv"));
         (retry.display().to_string(), invalid.display().to_string())
     };
     assert_eq!(
@@ -314,22 +315,9 @@ fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
         paths("out/march.csv"),
         ("out/march-retry.csv".into(), "out/march-invalid.csv".into())
     );
-}
-
-#[test]
-fn same_file_compares_files_not_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("leads-retry.csv");
-    fs::write(&file, "LeadId\n").unwrap();
-    let link = dir.path().join("link.csv");
-    std::os::unix::fs::symlink(&file, &link).unwrap();
-    let other = dir.path().join("other.csv");
-    fs::write(&other, "LeadId\n").unwrap();
-    assert!(same_file(
-        &file,
-        &dir.path().join(".").join("leads-retry.csv")
-    ));
-    assert!(same_file(&file, &link));
-    assert!(!same_file(&file, &other));
-    assert!(!same_file(&file, &dir.path().join("missing.csv")));
+    // The standard output has no directory of its own.
+    assert_eq!(
+        paths("/dev/stdout"),
+        ("leads-retry.csv".into(), "leads-invalid.csv".into())
+    );
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::SecondsFormat;
 
-use super::{escape_cell, open_private, Record, COLUMNS};
+use super::{escape_cell, Record, COLUMNS};
 
 /// A number's decimal digits, written into `buf` without allocating (a
 /// million-row report writes two numbers a row).
@@ -42,7 +42,8 @@ impl fmt::Debug for ReportWriter {
 }
 
 impl ReportWriter {
-    /// Creates (or truncates) the report with mode 0600 and writes its header.
+    /// Creates the report with mode 0600, in place of any file at `path`
+    /// (never writing through a link there), and writes its header.
     pub fn create(path: &Path) -> anyhow::Result<ReportWriter> {
         let fail = || {
             format!(
@@ -51,7 +52,7 @@ impl ReportWriter {
                 path.display()
             )
         };
-        let file = open_private(path, true).with_context(fail)?;
+        let file = crate::paths::create(path).with_context(fail)?;
         let mut writer = csv::Writer::from_writer(file);
         writer.write_record(COLUMNS).with_context(fail)?;
         writer.flush().with_context(fail)?;

@@ -28,6 +28,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::config::Settings;
+use crate::console::say;
 use crate::exit::Exit;
 use crate::report::Record;
 use crate::signal::{watch_signals, Stop};
@@ -62,11 +63,11 @@ pub(crate) struct Finished {
 /// otherwise the batch job; prints the outcome and says how it ended.
 pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     if settings.test_address().is_some() {
-        println!("{}", test_email::send_test(settings).await?);
+        say!("{}", test_email::send_test(settings).await?);
         return Ok(Exit::Success);
     }
     let outcome = run(settings).await?;
-    println!("{}", outcome.describe());
+    say!("{}", outcome.describe());
     Ok(outcome.exit())
 }
 
@@ -111,7 +112,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     }
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
-    let outcome = sink.finish(interrupted, fatal.is_none() && !interrupted)?;
+    let outcome = sink.finish(interrupted)?;
     job.register_retry_file(outcome.retry_csv.as_deref())?;
     match fatal {
         Some(e) => Err(e.context(format!(

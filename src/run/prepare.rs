@@ -3,6 +3,7 @@
 //! run-level fault that can be found early surfaces here.
 
 use std::collections::HashMap;
+
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
 use crate::email::{Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
+use crate::paths::Output;
 use crate::retry::Caller;
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
@@ -71,13 +73,18 @@ pub(super) struct Prepared {
     pub(super) limiter: Arc<Limiter>,
 }
 
-/// Opens the input, loads and checks templates, takes the tenant's shared
-/// budget, opens the campaign state and builds the client and the mail
-/// transport.
+/// Opens the input and checks every output against it and one another,
+/// loads and checks templates, takes the tenant's shared budget, opens the
+/// campaign state and builds the client and the mail transport.
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
-    let rows_estimate = crate::progress::estimate_rows(&settings.input);
-    let reader = LeadReader::open(
-        &settings.input,
+    let input = crate::input::open_input(&settings.input)?;
+    crate::paths::check(&settings.input, &input, &outputs(&settings))?;
+    // The one open of the input, read once: a pipe or a FIFO has no second
+    // reading.
+    let (rows_estimate, input) = crate::progress::estimate_rows(input);
+    let reader = LeadReader::from_reader(
+        Box::new(input),
+        settings.input.display().to_string(),
         InputOptions {
             lead_column: settings.lead_column.clone(),
             default_portal: settings.portal_id.clone(),
@@ -128,6 +135,34 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         rows_estimate,
         limiter,
     })
+}
+
+/// Every file the run writes, in the order a clash is told (the second of
+/// two is the one to rename): the campaign state, which was there first,
+/// then the report, the rows to retry and to fix, and the summary.
+fn outputs(settings: &Settings) -> Vec<Output> {
+    let mut outputs = Output::database(settings.state.path());
+    let report = &settings.report;
+    outputs.push(Output::named("--report", report));
+    if !settings.is_dry_run() {
+        let (retry, invalid) = crate::report::rerun_paths(report, &settings.input);
+        outputs.push(Output::derived(
+            "the rows to retry",
+            retry,
+            "--report",
+            report,
+        ));
+        outputs.push(Output::derived(
+            "the invalid rows",
+            invalid,
+            "--report",
+            report,
+        ));
+    }
+    if let Some(summary) = &settings.summary_json {
+        outputs.push(Output::named("--summary-json", summary));
+    }
+    outputs
 }
 
 /// The campaign state, claimed for this run's campaign, with the leads a

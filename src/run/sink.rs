@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::config::{Settings, UsageError};
+use crate::config::Settings;
 use crate::input::HeaderLine;
 use crate::limiter::Limiter;
 use crate::plan::{Plan, PlanSettings};
@@ -24,7 +24,6 @@ use super::{Finished, RunOutcome};
 pub(super) struct Sink {
     report: ReportWriter,
     summary_path: Option<PathBuf>,
-    input: PathBuf,
     summary: Summary,
     rerun: Option<RerunFiles>,
     plan: Option<(Plan, PlanSettings)>,
@@ -48,7 +47,6 @@ impl Sink {
         started: Instant,
     ) -> anyhow::Result<Sink> {
         let dry_run = settings.is_dry_run();
-        not_the_input(settings)?;
         let mut report = ReportWriter::create(&settings.report)?;
         if dry_run {
             report = report.buffered();
@@ -59,9 +57,8 @@ impl Sink {
         Ok(Sink {
             report,
             summary_path: settings.summary_json.clone(),
-            input: settings.input.clone(),
             summary: Summary::default(),
-            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, header)),
+            rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, &settings.input, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
             progress: Progress::new(rows_estimate, settings.quiet),
             last_line: None,
@@ -97,18 +94,14 @@ impl Sink {
 
     /// Flushes the report, puts the files of input rows in place, finishes
     /// the plan and writes the summary: what the run did, whether or not it
-    /// went to the end (`complete`: every input row was read and recorded).
-    pub(super) fn finish(
-        mut self,
-        interrupted: bool,
-        complete: bool,
-    ) -> anyhow::Result<RunOutcome> {
+    /// went to the end.
+    pub(super) fn finish(mut self, interrupted: bool) -> anyhow::Result<RunOutcome> {
         let report = self.report.path().to_owned();
         self.report
             .flush()
             .with_context(|| format!("cannot write the report {}", report.display()))?;
         let rerun = match self.rerun {
-            Some(rerun) => rerun.finish(complete, &self.input)?,
+            Some(rerun) => rerun.finish()?,
             None => RerunWritten::default(),
         };
         self.progress.finish();
@@ -133,19 +126,4 @@ impl Sink {
             last_line: self.last_line,
         })
     }
-}
-
-/// Refuses a report or summary that is the input file itself, under
-/// whatever name: creating it would destroy the rows not read yet.
-fn not_the_input(settings: &Settings) -> Result<(), UsageError> {
-    let outputs = [Some(&settings.report), settings.summary_json.as_ref()];
-    for path in outputs.into_iter().flatten() {
-        if crate::report::same_file(path, &settings.input) {
-            return Err(UsageError(format!(
-                "{} is the input itself; write the report and the summary elsewhere",
-                path.display()
-            )));
-        }
-    }
-    Ok(())
 }

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::ApiError;
-use crate::input::{InputError, InputRow, LeadReader};
+use crate::input::{InputRow, LeadReader};
 use crate::signal::Stop;
 
 use super::link::Step;
@@ -70,12 +70,17 @@ fn staged(
             .buffer_unordered(concurrency);
         forward(records, done_tx)
     });
-    let stages = AbortOnDrop(vec![link_stage, email_stage]);
-    receive(done_rx)
-        .map(move |outcome| {
-            let _keep_running = &stages;
-            outcome
-        })
+    until_stages_end(done_rx, Stages(vec![link_stage, email_stage]))
+}
+
+/// The items of `rx`, then an error if a stage ended in a panic: rows it
+/// held are missing, so the run must not end as if it had done them all.
+fn until_stages_end<T: Send + 'static>(
+    rx: mpsc::Receiver<anyhow::Result<T>>,
+    stages: Stages,
+) -> BoxStream<'static, anyhow::Result<T>> {
+    receive(rx)
+        .chain(stream::once(stages.join()).filter_map(futures::future::ready))
         .boxed()
 }
 
@@ -115,15 +120,43 @@ fn planned(
         .boxed()
 }
 
-/// Aborts the stage tasks when the run stops consuming their outcomes.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+/// The stage tasks: aborted when the run stops consuming their outcomes,
+/// joined when their outcomes end.
+struct Stages(Vec<tokio::task::JoinHandle<()>>);
 
-impl Drop for AbortOnDrop {
+impl Stages {
+    /// Waits for every stage to end; an error for the first that panicked.
+    async fn join<T>(mut self) -> Option<anyhow::Result<T>> {
+        for task in &mut self.0 {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    return Some(Err(panicked(e.into_panic())));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Stages {
     fn drop(&mut self) {
         for task in &self.0 {
             task.abort();
         }
     }
+}
+
+/// The error for a task or thread that panicked, with its message.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> anyhow::Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    anyhow::anyhow!(
+        "an internal error stopped the run (a task panicked: {message}); rows it was working on \
+         are missing from the report. Please report this as a bug"
+    )
 }
 
 /// Sends every item of a stream into a channel until either ends.
@@ -147,26 +180,68 @@ fn receive<T: Send + 'static>(
 
 /// Streams rows from a reader thread, so file reads never block the runtime.
 /// Rows travel in batches: one wake-up per batch, not per row, keeps a
-/// million-row dry run fast.
+/// million-row dry run fast. A batch is sent early once its rows hold a MiB
+/// of cells, so the rows read ahead stay a few MiB however wide they are. A
+/// panic while reading ends the rows with an error, never silently.
 fn read_in_background(
     reader: LeadReader,
-) -> impl futures::Stream<Item = Result<InputRow, InputError>> + Send + Unpin {
+) -> impl futures::Stream<Item = anyhow::Result<InputRow>> + Send + Unpin {
     const BATCH: usize = 256;
-    let (tx, rx) = mpsc::channel::<Vec<Result<InputRow, InputError>>>(8);
+    const BATCH_BYTES: usize = 1 << 20;
+    let (tx, rx) = mpsc::channel::<Vec<anyhow::Result<InputRow>>>(8);
     std::thread::spawn(move || {
-        let mut batch = Vec::with_capacity(BATCH);
-        for item in reader {
-            batch.push(item);
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if tx.blocking_send(full).is_err() {
-                    return;
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut bytes = 0;
+            for item in reader {
+                bytes += item.as_ref().map_or(0, InputRow::cell_bytes);
+                batch.push(item.map_err(anyhow::Error::from));
+                if batch.len() == BATCH || bytes >= BATCH_BYTES {
+                    bytes = 0;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if tx.blocking_send(full).is_err() {
+                        return;
+                    }
                 }
             }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+        }));
+        if let Err(payload) = read {
+            let _ = tx.blocking_send(vec![Err(panicked(payload))]);
         }
     });
     receive(rx).flat_map(stream::iter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stage_that_panics_ends_the_outcomes_with_an_error() {
+        let (tx, rx) = mpsc::channel(4);
+        let stage = tokio::spawn(async move {
+            tx.send(Ok(1)).await.unwrap();
+            panic!("row 7 broke");
+        });
+        let outcomes: Vec<anyhow::Result<u32>> =
+            until_stages_end(rx, Stages(vec![stage])).collect().await;
+        assert_eq!(outcomes.len(), 2);
+        assert_eq!(*outcomes[0].as_ref().unwrap(), 1);
+        let error = outcomes[1].as_ref().unwrap_err().to_string();
+        assert!(error.contains("panicked: row 7 broke"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn stages_that_end_well_add_nothing() {
+        let (tx, rx) = mpsc::channel(4);
+        let stage = tokio::spawn(async move {
+            tx.send(Ok(1)).await.unwrap();
+        });
+        let outcomes: Vec<anyhow::Result<u32>> =
+            until_stages_end(rx, Stages(vec![stage])).collect().await;
+        assert_eq!(outcomes.len(), 1);
+    }
 }

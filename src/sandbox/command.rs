@@ -12,6 +12,7 @@ use super::{
     DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_EMAIL, DEMO_LEAD_ID, DEMO_LEAD_PHONE,
     TENANT_KEY_PATH,
 };
+use crate::console::say;
 use crate::limiter::{parse_duration, Rate};
 
 /// Flags of `lsq-dispatch sandbox`. Credentials are not flags: they come from
@@ -79,6 +80,10 @@ pub struct SandboxArgs {
     /// Send Retry-After (seconds) with every 429.
     #[arg(long, value_name = "SECS")]
     pub retry_after: Option<u64>,
+
+    /// Close a connection that has been idle this long.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "60s")]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl SandboxArgs {
@@ -118,6 +123,12 @@ impl SandboxArgs {
         if let Some(late) = self.late_connections {
             config.late_connections = late;
         }
+        if let Some(idle) = self.idle_timeout {
+            if idle.is_zero() {
+                bail!("--idle-timeout must be above zero");
+            }
+            config.idle_timeout = idle;
+        }
         Ok(config)
     }
 }
@@ -138,7 +149,8 @@ fn parse_late(text: &str) -> Result<(f64, Duration), String> {
 /// fixed delay. A bare number before the dash takes the unit after it, so
 /// `0-100ms` means 0 ms to 100 ms, not 0 s to 100 ms.
 pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
-    let bad = || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s");
+    let bad =
+        || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s, at most 24h");
     let text = text.trim();
     let (lo, hi) = match text.split_once('-') {
         None => {
@@ -164,8 +176,9 @@ pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
-        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. 300ms, 5s, 4h"))
+    parse_duration(text).ok_or_else(|| {
+        format!("invalid duration {text:?}: expected e.g. 300ms, 5s, 4h, at most 24h")
+    })
 }
 
 /// Reads OTP leads from a CSV with header `LeadId,Phone,Email`.
@@ -228,17 +241,17 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
             format!("(from {var})")
         }
     };
-    println!("lsq-dispatch sandbox listening on {}", sandbox.base_url());
-    println!("  LSQ_HOST={}", sandbox.base_url());
-    println!(
+    say!("lsq-dispatch sandbox listening on {}", sandbox.base_url());
+    say!("  LSQ_HOST={}", sandbox.base_url());
+    say!(
         "  LSQ_ACCESS_KEY={}",
         shown(&c.access_key, DEFAULT_ACCESS_KEY, "LSQ_ACCESS_KEY")
     );
-    println!(
+    say!(
         "  LSQ_SECRET_KEY={}",
         shown(&c.secret_key, DEFAULT_SECRET_KEY, "LSQ_SECRET_KEY")
     );
-    println!(
+    say!(
         "  LSQ_TENANT_AUTH_KEY={}",
         shown(
             &c.tenant_auth_key,
@@ -246,7 +259,7 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
             "LSQ_TENANT_AUTH_KEY"
         )
     );
-    println!(
+    say!(
         "  LSQ_PUBLIC_AUTH_KEY={}",
         shown(
             &c.public_auth_key,
@@ -254,19 +267,17 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
             "LSQ_PUBLIC_AUTH_KEY"
         )
     );
-    println!("  LSQ_PORTAL_ID={}", c.portal_ids[0]);
+    say!("  LSQ_PORTAL_ID={}", c.portal_ids[0]);
     for other in &c.portal_ids[1..] {
-        println!("  also portal id {other}");
+        say!("  also portal id {other}");
     }
-    println!("  LSQ_PORTAL_URL={}", sandbox.portal_url());
-    println!(
+    say!("  LSQ_PORTAL_URL={}", sandbox.portal_url());
+    say!(
         "  tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
         sandbox.base_url()
     );
-    println!(
-        "  demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}"
-    );
-    println!(
+    say!("  demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}");
+    say!(
         "  budget {}, key ttl {:?}, admin: {}/admin/stats",
         c.budget,
         c.key_ttl,
@@ -384,8 +395,10 @@ mod tests {
             leads: None,
             retry_after: Some(2),
             late_connections: Some((0.5, ms(1000))),
+            idle_timeout: Some(ms(500)),
         };
         let c = args.into_config().unwrap();
+        assert_eq!(c.idle_timeout, ms(500));
         assert_eq!(c.budget.calls, 5);
         assert_eq!(c.key_ttl, ms(300));
         assert_eq!(c.jitter, (ms(0), ms(100)));

@@ -1,14 +1,23 @@
-//! Connections that a handler can cut without an answer. An HTTP handler can
-//! only return a response; to simulate a dropped connection the handler flips
-//! a switch shared with the socket, and the socket then fails every read and
-//! write and closes with a reset, so the client sees the connection die with
-//! not one byte of reply.
+//! Connections that a handler can cut without an answer, and that close
+//! themselves once idle.
+//!
+//! An HTTP handler can only return a response; to simulate a dropped
+//! connection the handler flips a switch shared with the socket, and the
+//! socket then fails every read and write and closes with a reset, so the
+//! client sees the connection die with not one byte of reply.
+//!
+//! A connection with no request being served and no bytes moving for the
+//! idle timeout reads as closed by the client, so the HTTP server closes it:
+//! clients that connect and go quiet cannot hold the sandbox's file
+//! descriptors for ever. A request being served never times out, however
+//! long its service time.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,40 +25,104 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
 
 /// The accepting socket; hands out [`CuttableStream`]s.
-pub(crate) struct CuttableListener(pub TcpListener);
+pub(crate) struct CuttableListener {
+    listener: TcpListener,
+    idle_timeout: Duration,
+}
+
+impl CuttableListener {
+    /// Accepts on `listener`, closing connections idle for `idle_timeout`.
+    pub(super) fn new(listener: TcpListener, idle_timeout: Duration) -> Self {
+        CuttableListener {
+            listener,
+            idle_timeout,
+        }
+    }
+}
+
+/// What one connection's socket and its handlers share.
+#[derive(Debug)]
+struct ConnState {
+    cut: AtomicBool,
+    /// Whether a request came on the connection yet.
+    served: AtomicBool,
+    /// Requests being served.
+    serving: AtomicUsize,
+    /// When bytes last moved or a request was last answered.
+    active: Mutex<Instant>,
+}
+
+impl ConnState {
+    fn new() -> Arc<ConnState> {
+        Arc::new(ConnState {
+            cut: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            serving: AtomicUsize::new(0),
+            active: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn touch(&self) {
+        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn active(&self) -> Instant {
+        *self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// A handle on one connection, given to handlers as connect info.
 #[derive(Clone, Debug)]
 pub(crate) struct Conn {
-    cut: Arc<AtomicBool>,
-    served: Arc<AtomicBool>,
+    state: Arc<ConnState>,
 }
 
 impl Conn {
     /// Makes the connection fail instead of sending whatever the handler
     /// returns.
     pub(super) fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
+        self.state.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks a request as being served until the guard is dropped, so the
+    /// connection is not idle meanwhile.
+    pub(super) fn serving(&self) -> Serving {
+        self.state.serving.fetch_add(1, Ordering::SeqCst);
+        Serving(self.state.clone())
     }
 
     /// Whether this is the connection's first request (asking marks it
     /// served).
     pub(super) fn first_request(&self) -> bool {
-        !self.served.swap(true, Ordering::SeqCst)
+        !self.state.served.swap(true, Ordering::SeqCst)
     }
 }
 
-/// A TCP stream that fails once its [`Conn`] is cut.
+/// A request being served on a connection; see [`Conn::serving`].
+pub(crate) struct Serving(Arc<ConnState>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // The answer is written next: the idle time starts now.
+        self.0.touch();
+        self.0.serving.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A TCP stream that fails once its [`Conn`] is cut, and ends once idle.
 pub(crate) struct CuttableStream {
     stream: TcpStream,
-    cut: Arc<AtomicBool>,
+    state: Arc<ConnState>,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
 }
 
 impl CuttableStream {
     fn check(&self) -> io::Result<()> {
-        if self.cut.load(Ordering::SeqCst) {
+        if self.state.cut.load(Ordering::SeqCst) {
             // A reset, not a FIN, so the peer gets an unambiguous error even
             // if it is not reading at this moment.
             let _ = self.stream.set_zero_linger();
@@ -60,6 +133,21 @@ impl CuttableStream {
         }
         Ok(())
     }
+
+    /// With nothing to read: ready (an end of stream) once the connection
+    /// has been idle for the timeout, else pending, with the timer set to
+    /// wake the reader then.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.serving.load(Ordering::SeqCst) > 0 {
+            // Its end touches the clock, and the answer wakes the reader.
+            return Poll::Pending;
+        }
+        let deadline = self.state.active() + self.idle_timeout;
+        if self.idle.deadline() != deadline {
+            self.idle.as_mut().reset(deadline);
+        }
+        self.idle.as_mut().poll(cx).map(Ok)
+    }
 }
 
 impl AsyncRead for CuttableStream {
@@ -69,7 +157,15 @@ impl AsyncRead for CuttableStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.check()?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Pending => self.poll_idle(cx),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.state.touch();
+                Poll::Ready(Ok(()))
+            }
+            ready => ready,
+        }
     }
 }
 
@@ -80,7 +176,11 @@ impl AsyncWrite for CuttableStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check()?;
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -99,15 +199,21 @@ impl Listener for CuttableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.0.accept().await {
+            match self.listener.accept().await {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let cut = Arc::new(AtomicBool::new(false));
+                    let state = ConnState::new();
                     let conn = Conn {
-                        cut: cut.clone(),
-                        served: Arc::new(AtomicBool::new(false)),
+                        state: state.clone(),
                     };
-                    return (CuttableStream { stream, cut }, conn);
+                    let idle = Box::pin(tokio::time::sleep(self.idle_timeout));
+                    let stream = CuttableStream {
+                        stream,
+                        state,
+                        idle_timeout: self.idle_timeout,
+                        idle,
+                    };
+                    return (stream, conn);
                 }
                 // Out of file descriptors and the like: back off instead of
                 // spinning; the sandbox must not die because a test opened
@@ -118,10 +224,9 @@ impl Listener for CuttableListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()?;
+        self.listener.local_addr()?;
         Ok(Conn {
-            cut: Arc::new(AtomicBool::new(false)),
-            served: Arc::new(AtomicBool::new(false)),
+            state: ConnState::new(),
         })
     }
 }
@@ -135,5 +240,5 @@ impl Connected<IncomingStream<'_, CuttableListener>> for Conn {
 /// The address the listener is bound to (the [`Listener`] trait can only give
 /// back a [`Conn`]).
 pub(crate) fn bound_addr(listener: &CuttableListener) -> io::Result<SocketAddr> {
-    listener.0.local_addr()
+    listener.listener.local_addr()
 }

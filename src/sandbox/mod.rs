@@ -103,7 +103,15 @@ pub struct SandboxConfig {
     /// This fraction of new connections has its first call reach the
     /// server this much later, as when a SYN is lost and sent again.
     pub late_connections: (f64, Duration),
+    /// A connection with no request under way and no bytes in either
+    /// direction for this long is closed, so idle clients cannot use up the
+    /// sandbox's file descriptors.
+    pub idle_timeout: Duration,
 }
+
+/// How long the sandbox keeps an idle connection open by default: longer
+/// than a run's pauses between calls, far shorter than forever.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -127,6 +135,7 @@ impl Default for SandboxConfig {
             leads: Vec::new(),
             retry_after: None,
             late_connections: (0.0, Duration::ZERO),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -212,7 +221,7 @@ impl Sandbox {
             .with_context(|| {
                 format!("cannot listen on 127.0.0.1:{port}: pick another with --port (0 = any free port)")
             })?;
-        let listener = conn::CuttableListener(listener);
+        let listener = conn::CuttableListener::new(listener, shared.config.idle_timeout);
         let addr = conn::bound_addr(&listener)?;
 
         let (stop, stopped) = oneshot::channel::<()>();
@@ -357,6 +366,9 @@ impl Shared {
             if lo > hi {
                 bail!("{name} range is backwards: {lo:?} > {hi:?}");
             }
+        }
+        if config.idle_timeout.is_zero() {
+            bail!("the idle timeout must be above zero");
         }
         if config.portal_ids.is_empty() {
             bail!("the sandbox needs at least one portal id");
@@ -506,6 +518,10 @@ mod tests {
             },
             SandboxConfig {
                 jitter: (Duration::from_secs(2), Duration::from_secs(1)),
+                ..SandboxConfig::default()
+            },
+            SandboxConfig {
+                idle_timeout: Duration::ZERO,
                 ..SandboxConfig::default()
             },
         ];

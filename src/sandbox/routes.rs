@@ -64,6 +64,7 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _serving = conn.serving();
     let path = uri.path().to_ascii_lowercase();
     let query = Query::parse(&uri);
     if let Some(rest) = path.strip_prefix("/admin/") {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::{
-    answering, lead_ids, leads_csv, read_report, run, run_ok, run_on_mock, run_on_sandbox, sandbox,
-    stdout, unauthorized, write, write_templates,
+    lead_ids, leads_csv, read_report, run, run_ok, run_on_mock, run_on_sandbox, sandbox, stdout,
+    unauthorized, write, write_templates,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
@@ -194,77 +194,6 @@ async fn the_rerun_files_keep_the_inputs_bytes_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_retry_run_that_rewrites_its_own_input_reads_all_of_it_first() {
-    // Every call answered 500 and no second attempt: every row fails again.
-    let sandbox = sandbox(SandboxConfig {
-        budget: "2000/100ms".parse().unwrap(),
-        error_rate: 1.0,
-        ..SandboxConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    const ROWS: usize = 20_000;
-    let rows: Vec<String> = lead_ids(ROWS)
-        .iter()
-        .enumerate()
-        .map(|(i, id)| format!("{id},row {i}"))
-        .collect();
-    let retry = write(
-        dir.path(),
-        "leads-retry.csv",
-        &format!("LeadId,Note\n{}\n", rows.join("\n")),
-    );
-    // The original run's report name: the retry file it writes is its input.
-    let mut cmd = command(&sandbox, dir.path(), &retry);
-    cmd.args(["--report", "leads-report.csv", "--campaign", "leads"])
-        .args(["--max-attempts", "1"]);
-    let out = run(&mut cmd);
-    assert_eq!(out.status.code(), Some(3));
-    let report = read_report(&dir.path().join("leads-report.csv"));
-    assert_eq!(report.len(), ROWS, "every input row was read");
-    assert!(report.iter().all(|r| r["status"] == "failed"));
-    assert_eq!(sandbox.stats().calls, ROWS as u64);
-
-    let (header, again) = header_and_rows(&retry);
-    assert_eq!(header, "LeadId,Note");
-    assert!(again == sorted(&rows.iter().map(String::as_str).collect::<Vec<_>>()));
-    assert_eq!(crate::support::mode(&retry), 0o600);
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".tmp"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_retry_run_that_stops_early_leaves_its_own_input_whole() {
-    let server = answering(unauthorized(), 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let rows: Vec<String> = lead_ids(30).iter().map(|id| format!("{id},x")).collect();
-    let retry = write(
-        dir.path(),
-        "leads-retry.csv",
-        &format!("LeadId,Note\n{}\n", rows.join("\n")),
-    );
-    let before = std::fs::read(&retry).unwrap();
-    let mut cmd = run_on_mock(&server, dir.path(), &retry);
-    cmd.args([
-        "--report",
-        "leads-report.csv",
-        "--campaign",
-        "leads",
-        "--quiet",
-    ]);
-    let out = run(&mut cmd);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        std::fs::read(&retry).ok() == Some(before),
-        "the aborted run changed or removed its own input"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_401_mid_run_says_how_to_resume_and_keeps_invalid_rows_out_of_the_retry_file() {
     use wiremock::matchers::method;
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -387,27 +316,4 @@ async fn ctrl_c_says_how_to_resume_and_keeps_invalid_rows_out_of_the_retry_file(
         std::fs::read_to_string(dir.path().join("leads-invalid.csv")).unwrap(),
         "LeadId\nLD-1\n"
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_report_that_is_the_input_itself_is_refused_before_anything_is_written() {
-    let sandbox = sandbox_without_unknown().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rows: Vec<String> = lead_ids(3000).iter().map(|id| format!("{id},x")).collect();
-    let retry = write(
-        dir.path(),
-        "leads-retry.csv",
-        &format!("LeadId,Note\n{}\n", rows.join("\n")),
-    );
-    let before = std::fs::read(&retry).unwrap();
-    let mut cmd = command(&sandbox, dir.path(), &retry);
-    cmd.args(["--report", "./leads-retry.csv"]);
-    let out = run(&mut cmd);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(crate::support::stderr(&out).contains("is the input itself"));
-    assert!(
-        std::fs::read(&retry).unwrap() == before,
-        "the input changed"
-    );
-    assert_eq!(sandbox.stats().calls, 0);
 }

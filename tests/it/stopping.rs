@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, read_report, run_on_sandbox, sample,
-    sandbox, with_email,
+    sandbox, sigterm, wait_until, with_email,
 };
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::state::StateStore;
@@ -34,22 +34,6 @@ fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     cmd
-}
-
-/// Polls until `ready` holds; panics after 30 s.
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
 }
 
 /// Waits for the run to end and asserts it ended interrupted (130).

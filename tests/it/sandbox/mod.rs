@@ -3,6 +3,7 @@
 //! sliding-window budget and each fault setting, asserted by counts.
 
 mod budget;
+mod idle;
 
 use std::time::Duration;
 

@@ -1,12 +1,15 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+pub mod hostile_server;
 pub mod redis_server;
+mod server_thread;
 pub mod smtp_server;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
@@ -107,10 +110,16 @@ pub const MOCK_PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";
 /// `lsq-dispatch run INPUT` pointed at a wiremock server, with a budget that
 /// never slows a test down. Callers add the report and anything else.
 pub fn run_on_mock(server: &wiremock::MockServer, dir: &Path, input: &Path) -> Command {
+    run_on_host(&server.uri(), dir, input)
+}
+
+/// `lsq-dispatch run INPUT` pointed at any test server's URL, as
+/// [`run_on_mock`] does for a wiremock server.
+pub fn run_on_host(host: &str, dir: &Path, input: &Path) -> Command {
     let mut cmd = lsq(dir);
     cmd.arg("run")
         .arg(input)
-        .args(["--host", &server.uri(), "--portal-id", MOCK_PORTAL])
+        .args(["--host", host, "--portal-id", MOCK_PORTAL])
         .args(["--portal-url", "https://apply.example.com/login"])
         .args(["--rate", "100/100ms"])
         .env("LSQ_ACCESS_KEY", "access")
@@ -264,6 +273,7 @@ pub mod planted {
     pub const TENANT: &str = "TKplantT+/=&3";
     pub const PUBLIC: &str = "PKplantP+/=&3";
     pub const REGISTER: &str = "RTplantR-4";
+    pub const SMTP_PASSWORD: &str = "SPplantP=+/&5";
 
     /// A fast sandbox that accepts exactly the planted credentials.
     pub fn sandbox_config() -> SandboxConfig {
@@ -277,21 +287,53 @@ pub mod planted {
     }
 
     /// Every form in which `secret` could leak: as is, form-encoded (a query
-    /// string), strictly percent-encoded, and cut to its first seven
-    /// characters (a truncated print).
+    /// string), strictly percent-encoded in upper and lower case, in base64
+    /// (standard and URL-safe), and cut to its first seven characters (a
+    /// truncated print).
     pub fn forms(secret: &str) -> Vec<String> {
+        use base64::Engine as _;
         let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         let strict =
             percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
                 .to_string();
-        vec![secret.to_owned(), form, strict, secret[..7].to_owned()]
+        let lower = lower_hex(&strict);
+        let base64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(secret);
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let cut = secret[..7].to_owned();
+        vec![
+            secret.to_owned(),
+            form,
+            strict,
+            lower,
+            base64,
+            url_safe,
+            cut,
+        ]
+    }
+
+    /// `text` with the hex digits of its percent escapes in lower case.
+    pub fn lower_hex(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut hex_left = 0;
+        for c in text.chars() {
+            if hex_left > 0 {
+                out.push(c.to_ascii_lowercase());
+                hex_left -= 1;
+            } else {
+                out.push(c);
+                if c == '%' {
+                    hex_left = 2;
+                }
+            }
+        }
+        out
     }
 
     /// Asserts that no planted credential in any of its [`forms`], nor any of
     /// `also` as given (an OTP, say), occurs in any of the named texts.
     pub fn assert_absent(texts: &[(&str, String)], also: &[&str]) {
         let mut needles: Vec<String> = also.iter().map(|s| s.to_string()).collect();
-        for secret in [ACCESS, SECRET, TENANT, PUBLIC, REGISTER] {
+        for secret in [ACCESS, SECRET, TENANT, PUBLIC, REGISTER, SMTP_PASSWORD] {
             needles.extend(forms(secret));
         }
         for needle in &needles {
@@ -323,6 +365,23 @@ pub fn with_email<'a>(cmd: &'a mut Command, smtp_url: &str, templates: &Path) ->
         .args(["--from", "Acme <invites@acme.example>"])
 }
 
+/// Polls until `ready` holds; panics after 30 s.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends SIGTERM to a running binary.
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
 /// Runs and asserts a zero exit, for the runs that set the stage for what a
 /// test is about.
 #[track_caller]
@@ -330,4 +389,61 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     let output = run(cmd);
     assert_eq!(output.status.code(), Some(0));
     output
+}
+
+/// How a run measured by [`run_measured`] ended.
+pub struct Measured {
+    /// The exit code, or `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Its standard error.
+    pub stderr: String,
+    /// Its peak resident set size, from `wait4`.
+    pub peak_rss_mb: f64,
+}
+
+/// Runs `cmd` (a command from [`lsq`]) to its end and reads its peak
+/// memory from `wait4`, which std's `Child::wait` would discard. The run's
+/// address space is capped at 1 GiB and its CPU time at two minutes, so one
+/// that grows or spins without bound fails the test instead of taking the
+/// machine with it. The caps are set by a shell that then becomes the run
+/// (limits set between fork and exec would count the test process's own
+/// memory as the child's peak). Standard output goes to `dir/stdout.txt`.
+pub fn run_measured(cmd: &Command, dir: &Path) -> Measured {
+    let stderr_path = dir.join("stderr.txt");
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .arg("-c")
+        .arg(r#"ulimit -v 1048576 && ulimit -t 120 && exec "$0" "$@""#)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for (name, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            shell.env(name, value);
+        }
+    }
+    if let Some(cwd) = cmd.get_current_dir() {
+        shell.current_dir(cwd);
+    }
+    let child = shell.spawn().expect("the binary starts");
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    let mut status = 0;
+    // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet reaped; both pointers are valid.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    // The child is reaped; dropping the handle neither waits nor kills.
+    drop(child);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    eprintln!("--- stderr\n{stderr}");
+    Measured {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stderr,
+        // ru_maxrss is in KiB on Linux.
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
 }

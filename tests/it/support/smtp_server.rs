@@ -9,8 +9,8 @@
 //!
 //! It runs on its own thread with its own tokio runtime, so it serves synchronous
 //! tests that drive the binary as well as `#[tokio::test]`s. The tests reach it
-//! as `crate::support::smtp_server`; the window bench includes this file by
-//! `#[path]`.
+//! as `crate::support::smtp_server`; the window bench includes this file
+//! (and its thread) by `#[path]`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use super::server_thread::ServerThread;
 
 // A sibling file, named by path so the bench that includes this one finds it too.
 #[path = "received.rs"]
@@ -46,6 +48,9 @@ pub struct SmtpBehaviour {
     pub delay: Duration,
     /// Messages whose payload the server takes in and then never answers.
     pub unanswered: Option<Unanswered>,
+    /// A refused login's reply quotes the AUTH command it got, as some
+    /// servers do.
+    pub echo_auth: bool,
 }
 
 /// What the server does in place of the reply to a message it took in.
@@ -109,6 +114,12 @@ impl SmtpBehaviour {
         self
     }
 
+    /// Quotes the AUTH command in the reply that refuses it.
+    pub fn echo_auth(mut self) -> Self {
+        self.echo_auth = true;
+        self
+    }
+
     /// Takes `delay` before answering each message's DATA.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -157,16 +168,12 @@ pub struct SmtpServer {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: ServerThread,
 }
 
 impl SmtpServer {
     /// Starts a server on 127.0.0.1 with an unused port.
     pub fn start(behaviour: SmtpBehaviour) -> SmtpServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             replies: behaviour.data_replies.iter().cloned().collect(),
             mail_replies: behaviour.mail_replies.iter().cloned().collect(),
@@ -174,39 +181,19 @@ impl SmtpServer {
             unanswered_left: behaviour.unanswered.as_ref().map_or(0, |u| u.count),
             ..State::default()
         }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let behaviour = Arc::new(behaviour);
         let shared = Arc::clone(&state);
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let behaviour = Arc::clone(&behaviour);
-                        let state = Arc::clone(&shared);
-                        tokio::spawn(async move {
-                            let _ = session(stream, &behaviour, &state).await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = stopped => {}
-                    () = serve => {}
-                }
-            });
+        let thread = ServerThread::start(([127, 0, 0, 1], 0).into(), move |stream| {
+            let behaviour = Arc::clone(&behaviour);
+            let state = Arc::clone(&shared);
+            async move {
+                let _ = session(stream, &behaviour, &state).await;
+            }
         });
         SmtpServer {
-            addr,
+            addr: thread.addr,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _thread: thread,
         }
     }
 
@@ -241,17 +228,6 @@ impl SmtpServer {
     /// How many logins were refused.
     pub fn auth_failures(&self) -> usize {
         self.state.lock().unwrap().auth_failures
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -346,8 +322,11 @@ impl Session<'_> {
             Ok(Some(user))
         } else {
             self.state.lock().unwrap().auth_failures += 1;
-            self.reply("535 5.7.8 Authentication credentials invalid")
-                .await?;
+            let reply = match self.behaviour.echo_auth {
+                true => format!("535 5.7.8 AUTH {args} refused"),
+                false => "535 5.7.8 Authentication credentials invalid".to_owned(),
+            };
+            self.reply(&reply).await?;
             Ok(None)
         }
     }

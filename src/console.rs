@@ -1,0 +1,40 @@
+//! Standard output: the lines the commands print for people and scripts.
+//!
+//! They are written with error handling, not `println!`, which panics once
+//! the reader has gone (`lsq-dispatch run … | head -1`, or a closed pipe):
+//! by then the run's work is done, and its exit code must still say how it
+//! went, not report a crash.
+
+use std::fmt;
+use std::io::{ErrorKind, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a failure to write has been reported, so it is reported once.
+static REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints `text` and a newline on standard output. A reader that has gone
+/// (a closed pipe) is not an error: there is no one left to tell. Any other
+/// failure (a full disk under a redirect) is reported on stderr, once, and
+/// the command goes on.
+pub(crate) fn print_line(text: impl fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            if !REPORTED.swap(true, Ordering::Relaxed) {
+                eprintln!("warning: cannot write to standard output: {e}");
+            }
+        }
+    }
+}
+
+/// `println!` for the commands' output: formats its arguments and prints
+/// them with [`print_line`], so a closed standard output is no panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::console::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;

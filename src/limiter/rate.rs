@@ -1,0 +1,182 @@
+//! Writing a budget and a duration: `25/5s`, `250ms`, `4h`, and the limits
+//! that keep an absurd value (a typo, an extra digit) a usage error instead
+//! of a panic or a limiter that reserves memory for billions of calls.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A budget of `calls` per sliding `window`, written `25/5s` (also `10/500ms`,
+/// `100/1m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Calls allowed in any window.
+    pub calls: u32,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl Rate {
+    /// LeadSquared's default tenant budget: 25 calls in 5 seconds.
+    pub const DEFAULT: Rate = Rate {
+        calls: 25,
+        window: Duration::from_secs(5),
+    };
+    /// The most calls a budget may allow in one window. The limiter keeps a
+    /// slot per call, and no LeadSquared plan comes near this.
+    pub const MAX_CALLS: u32 = 10_000;
+    /// The shortest window: a budget is paced in whole milliseconds.
+    pub const MIN_WINDOW: Duration = Duration::from_millis(1);
+    /// The longest window. LeadSquared's budgets are per 5 s; an hour leaves
+    /// room for an SMTP provider's hourly quota.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Rate::DEFAULT
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.window.as_millis();
+        if ms % 60_000 == 0 {
+            write!(f, "{}/{}m", self.calls, ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}/{}s", self.calls, ms / 1000)
+        } else {
+            write!(f, "{}/{}ms", self.calls, ms)
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!("invalid rate {s:?}: expected CALLS/WINDOW such as 25/5s, 10/500ms or 100/1m")
+        };
+        let (calls, window) = s.trim().split_once('/').ok_or_else(bad)?;
+        let digits = calls.trim();
+        let calls = match digits.parse::<u32>() {
+            Ok(calls) => calls,
+            // All digits, yet no u32: far too many.
+            Err(_) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => u32::MAX,
+            Err(_) => return Err(bad()),
+        };
+        let window = parse_seconds(window.trim()).ok_or_else(bad)?;
+        if calls == 0 || window == 0.0 {
+            return Err(format!(
+                "invalid rate {s:?}: calls and window must be above zero"
+            ));
+        }
+        if calls > Rate::MAX_CALLS {
+            return Err(format!(
+                "invalid rate {s:?}: at most {} calls in a window",
+                Rate::MAX_CALLS
+            ));
+        }
+        let (shortest, longest) = (Rate::MIN_WINDOW, Rate::MAX_WINDOW);
+        if !(shortest.as_secs_f64()..=longest.as_secs_f64()).contains(&window) {
+            return Err(format!(
+                "invalid rate {s:?}: the window must be from 1ms to 1h"
+            ));
+        }
+        Ok(Rate {
+            calls,
+            window: Duration::from_secs_f64(window),
+        })
+    }
+}
+
+/// The longest duration any setting takes: a longer timeout, key lifetime
+/// or delay is a typo, and a much longer one would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `250ms`, `5s`, `1.5s`, `2m`, `4h`; a bare number is seconds.
+/// `None` when malformed or longer than [`MAX_DURATION`].
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    parse_seconds(s)
+        .filter(|secs| *secs <= MAX_DURATION.as_secs_f64())
+        .map(Duration::from_secs_f64)
+}
+
+/// A duration written as [`parse_duration`] takes, in seconds, of any size.
+fn parse_seconds(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return None,
+    };
+    secs.is_finite().then_some(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!("25/5s".parse::<Rate>().unwrap(), Rate::DEFAULT);
+        let r: Rate = "10/500ms".parse().unwrap();
+        assert_eq!((r.calls, r.window), (10, Duration::from_millis(500)));
+        assert_eq!(
+            "100/1m".parse::<Rate>().unwrap().window,
+            Duration::from_secs(60)
+        );
+        assert_eq!(Rate::DEFAULT.to_string(), "25/5s");
+    }
+
+    #[test]
+    fn rejects_bad_rates() {
+        for bad in ["", "25", "0/5s", "25/0s", "x/5s", "25/5y", "-1/5s"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_absurd_rates_saying_the_limit() {
+        for (absurd, limit) in [
+            ("4294967295/5s", "at most 10000 calls"),
+            ("99999999999999999999/5s", "at most 10000 calls"),
+            ("10001/5s", "at most 10000 calls"),
+            ("25/2h", "from 1ms to 1h"),
+            ("25/99999999999999999999h", "from 1ms to 1h"),
+            ("25/0.5ms", "from 1ms to 1h"),
+        ] {
+            let err = absurd.parse::<Rate>().unwrap_err();
+            assert!(err.contains(limit), "{absurd}: {err}");
+        }
+        let widest: Rate = "10000/1h".parse().unwrap();
+        assert_eq!(
+            (widest.calls, widest.to_string().as_str()),
+            (10_000, "10000/60m")
+        );
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("4h"), Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration("24h"), Some(MAX_DURATION));
+        for too_long in ["24.001h", "1441m", "99999999999999999999999h", "1e400"] {
+            assert_eq!(parse_duration(too_long), None, "{too_long}");
+        }
+    }
+}
