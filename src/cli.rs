@@ -176,6 +176,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
 
+    /// Share the tenant's API budget with runs on other machines through this
+    /// Redis server: redis://HOST:PORT[/DB], or rediss://… for TLS [default:
+    /// the budget file beside the campaign state, shared on this machine].
+    #[arg(
+        long,
+        env = "LSQ_BUDGET_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub budget_store: Option<String>,
+
     /// Send again to leads whose email may or may not have gone out before a crash.
     #[arg(long)]
     pub resend_in_doubt: bool,
@@ -252,6 +263,17 @@ pub struct OtpConnection {
     /// The tenant's API budget, CALLS/WINDOW.
     #[arg(long, value_name = "N/W", default_value = "25/5s")]
     pub rate: Rate,
+
+    /// Share the tenant's API budget with runs on other machines through this
+    /// Redis server: redis://HOST:PORT[/DB], or rediss://… for TLS [default:
+    /// the budget file beside the default campaign state, shared on this machine].
+    #[arg(
+        long,
+        env = "LSQ_BUDGET_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub budget_store: Option<String>,
 
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]

@@ -9,6 +9,7 @@
 #![warn(unreachable_pub, missing_docs)]
 
 mod api;
+mod budget;
 pub mod campaign;
 pub mod cli;
 pub mod config;

@@ -26,6 +26,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -97,9 +98,61 @@ enum Slot {
     Busy,
 }
 
+/// A budget shared with other processes: a file on this machine, or Redis
+/// across machines. Every call takes one of its slots after the local limiter
+/// let it through, and gives it back (blocked for the rest of its window)
+/// when it completes. Times are the store's own clock, as durations from its
+/// now, so processes never compare clocks.
+pub trait SharedBudget: Send + Sync + fmt::Debug {
+    /// Takes one of `allowed` slots of a sliding `window` for a call about to
+    /// be sent, held for at most `hold` plus a window unless released first:
+    /// a token, or how long to wait before asking again.
+    fn take(
+        &self,
+        allowed: u32,
+        window: Duration,
+        hold: Duration,
+    ) -> BoxFuture<'_, Result<Taken, BudgetError>>;
+
+    /// The call holding `token` completed: its slot stays blocked for
+    /// `blocked_for` from now.
+    fn release(&self, token: u64, blocked_for: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
+
+    /// A 429 arrived: every process holds its calls for `wait` from now.
+    fn pause(&self, wait: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
+}
+
+/// What [`SharedBudget::take`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// A slot, to release with this token.
+    Slot(u64),
+    /// Every slot is taken or blocked: ask again after this long.
+    Wait(Duration),
+}
+
+/// The shared budget cannot be used: the run stops taking new calls.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared API budget {store} cannot be used: {reason}")]
+pub struct BudgetError {
+    /// Which store, as a person would name it (a file path, a Redis URL
+    /// without its password).
+    pub store: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
 #[derive(Debug)]
 struct State {
     slots: Vec<Slot>,
+    /// What the budget is seen to leave us: how many slots may be in flight
+    /// or blocked at once (at most the budget's calls).
+    share: Share,
+    /// The latest call latencies, to tell a call that may have arrived late.
+    latencies: std::collections::VecDeque<Duration>,
+    /// When the 429s of the last window came: our calls the server did not
+    /// count.
+    refusals: std::collections::VecDeque<Instant>,
     paused_until: Option<Instant>,
     paused_total: Duration,
     rate_limited: u64,
@@ -109,9 +162,83 @@ struct State {
     capped: bool,
 }
 
+/// How many latencies [`Permit::completed`] compares a call's with.
+const LATENCY_SAMPLES: usize = 32;
+
+impl State {
+    /// Our calls the server may count in a window ending now: in flight, or
+    /// blocked for the rest of their window.
+    fn in_window(&self, now: Instant) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| match s {
+                Slot::Busy => true,
+                Slot::Free { at, .. } => *at > now,
+            })
+            .count()
+    }
+}
+
+/// Our share of the budget, learnt from 429s: additive-increase,
+/// multiplicative-decrease style. A 429 when the server counted only `k < N`
+/// of our calls in its window (our window, less the calls it refused) means
+/// it counted others' calls too: the share drops to `k`.
+/// Each window without a 429 climbs back by 1, then 4, then 8…, so a
+/// competitor that stops frees the whole budget again within three windows,
+/// while one that stays sees us probe with one call about once every two
+/// windows.
+#[derive(Debug)]
+struct Share {
+    budget: usize,
+    allowed: usize,
+    clean_windows: u32,
+    since: Instant,
+}
+
+impl Share {
+    fn new(budget: u32, now: Instant) -> Share {
+        Share {
+            budget: budget as usize,
+            allowed: budget as usize,
+            clean_windows: 0,
+            since: now,
+        }
+    }
+
+    /// A 429 when the server counted `ours` of our calls in its window.
+    fn shrink(&mut self, ours: usize, now: Instant) {
+        self.allowed = self.allowed.min(ours).max(1);
+        self.clean_windows = 0;
+        self.since = now;
+    }
+
+    /// When the share next climbs, if it is below the budget.
+    fn next_climb(&self, window: Duration) -> Option<Instant> {
+        (self.allowed < self.budget).then_some(self.since + window)
+    }
+
+    /// Climbs back once per window that passed without a 429.
+    fn climb(&mut self, now: Instant, window: Duration) {
+        while self.allowed < self.budget && now >= self.since + window {
+            self.clean_windows += 1;
+            // One call more to probe the first window; then 4, 8, 16…
+            let step = match self.clean_windows {
+                1 => 1,
+                n => 1usize << n.min(6),
+            };
+            self.allowed = (self.allowed + step).min(self.budget);
+            self.since += window;
+        }
+        if self.allowed == self.budget {
+            self.since = now;
+        }
+    }
+}
+
 /// The shared limiter: every attempt of every task, retries included, waits here.
 pub struct Limiter {
     settings: LimiterSettings,
+    shared: Option<(Arc<dyn SharedBudget>, Duration)>,
     state: Mutex<State>,
     changed: Notify,
     pacer: Pacer,
@@ -133,6 +260,8 @@ impl fmt::Debug for Limiter {
 pub struct Permit {
     limiter: Arc<Limiter>,
     slot: usize,
+    /// The slot taken in the shared budget, if there is one.
+    token: Option<u64>,
     warm: bool,
     sent_at: Instant,
     done: bool,
@@ -145,14 +274,23 @@ impl Permit {
     }
 
     /// The call got an answer (any answer, 429 included) at `now`.
+    ///
+    /// It reached the server at the latest `margin` after it was sent (more
+    /// for a slot's first call, which may open a connection), plus however
+    /// much longer it took than the quickest recent call: a call whose SYN
+    /// was lost, or whose new TLS connection was slow, took longer because
+    /// it arrived later, and its slot stays blocked accordingly.
     pub fn completed(mut self) {
         let now = Instant::now();
         let mut margin = self.limiter.settings.arrival_margin;
         if !self.warm {
             margin += COLD_CONNECTION_ALLOWANCE;
         }
-        let anchor = now.min(self.sent_at + margin);
-        self.limiter.free(self.slot, anchor);
+        let latency = now - self.sent_at;
+        let quickest = self.limiter.note_latency(latency);
+        let late_by = latency.saturating_sub(quickest);
+        let anchor = now.min(self.sent_at + margin + late_by);
+        self.limiter.free(self.slot, self.token, anchor);
         self.done = true;
     }
 }
@@ -160,7 +298,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.limiter.free(self.slot, Instant::now());
+            self.limiter.free(self.slot, self.token, Instant::now());
         }
     }
 }
@@ -168,6 +306,24 @@ impl Drop for Permit {
 impl Limiter {
     /// A limiter with every slot free now.
     pub fn new(settings: LimiterSettings) -> Arc<Limiter> {
+        Limiter::build(settings, None)
+    }
+
+    /// A limiter whose calls also take a slot of a budget shared with other
+    /// processes; `hold` is the longest a call can be in flight (its
+    /// timeout), after which a crashed holder's slot frees itself.
+    pub fn shared(
+        settings: LimiterSettings,
+        shared: Arc<dyn SharedBudget>,
+        hold: Duration,
+    ) -> Arc<Limiter> {
+        Limiter::build(settings, Some((shared, hold)))
+    }
+
+    fn build(
+        settings: LimiterSettings,
+        shared: Option<(Arc<dyn SharedBudget>, Duration)>,
+    ) -> Arc<Limiter> {
         let now = Instant::now();
         let calls = settings.rate.calls.max(1);
         let burst = settings.burst.clamp(1, calls);
@@ -178,6 +334,7 @@ impl Limiter {
         let clock = TokioClock { origin: now };
         Arc::new(Limiter {
             settings,
+            shared,
             state: Mutex::new(State {
                 slots: vec![
                     Slot::Free {
@@ -186,6 +343,9 @@ impl Limiter {
                     };
                     calls as usize
                 ],
+                share: Share::new(calls, now),
+                latencies: std::collections::VecDeque::with_capacity(LATENCY_SAMPLES),
+                refusals: std::collections::VecDeque::new(),
                 paused_until: None,
                 paused_total: Duration::ZERO,
                 rate_limited: 0,
@@ -229,9 +389,32 @@ impl Limiter {
         self.lock().paused_total
     }
 
-    /// Waits for a free slot, for any pause to end and for the pacer, then
-    /// lets one call through.
-    pub async fn acquire(self: &Arc<Self>) -> Permit {
+    /// Waits for a free slot, for any pause to end, for the pacer and for a
+    /// slot of the shared budget, then lets one call through. Only a shared
+    /// budget that cannot be used is an error.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, BudgetError> {
+        let mut permit = self.acquire_local().await;
+        let Some((shared, hold)) = &self.shared else {
+            return Ok(permit);
+        };
+        let window = self.settings.rate.window;
+        loop {
+            match shared.take(self.settings.rate.calls, window, *hold).await? {
+                Taken::Slot(token) => {
+                    permit.token = Some(token);
+                    // Sent now, after the wait for the shared slot.
+                    permit.sent_at = Instant::now();
+                    return Ok(permit);
+                }
+                Taken::Wait(wait) => {
+                    tokio::time::sleep(wait.clamp(Duration::from_millis(1), window)).await;
+                }
+            }
+        }
+    }
+
+    /// [`Limiter::acquire`] within this process only.
+    async fn acquire_local(self: &Arc<Self>) -> Permit {
         loop {
             // Registered before looking, so a slot freed meanwhile still wakes us.
             let changed = self.changed.notified();
@@ -241,10 +424,15 @@ impl Limiter {
                 match state.paused_until {
                     Some(until) if until > now => Some(until),
                     _ => {
-                        let ready = state.slots.iter().position(|s| match s {
-                            Slot::Free { at, .. } => *at <= now,
-                            Slot::Busy => false,
-                        });
+                        state.share.climb(now, self.settings.rate.window);
+                        let ready = if state.in_window(now) < state.share.allowed {
+                            state.slots.iter().position(|s| match s {
+                                Slot::Free { at, .. } => *at <= now,
+                                Slot::Busy => false,
+                            })
+                        } else {
+                            None
+                        };
                         match ready {
                             Some(i) => match self.pacer.check() {
                                 Ok(()) => {
@@ -259,6 +447,7 @@ impl Limiter {
                                     return Permit {
                                         limiter: Arc::clone(self),
                                         slot: i,
+                                        token: None,
                                         warm,
                                         sent_at: now,
                                         done: false,
@@ -268,15 +457,18 @@ impl Limiter {
                                     Some(now + not_until.wait_time_from(self.clock_now()))
                                 }
                             },
-                            // Every slot is in flight or blocked: wake at the
-                            // earliest unblocking, or when a call completes.
+                            // Every slot is in flight or blocked, or our
+                            // share is used up: wake at the earliest
+                            // unblocking or the next climb of the share, or
+                            // when a call completes.
                             None => state
                                 .slots
                                 .iter()
                                 .filter_map(|s| match s {
-                                    Slot::Free { at, .. } => Some(*at),
-                                    Slot::Busy => None,
+                                    Slot::Free { at, .. } if *at > now => Some(*at),
+                                    _ => None,
                                 })
+                                .chain(state.share.next_climb(self.settings.rate.window))
                                 .min(),
                         }
                     }
@@ -294,20 +486,34 @@ impl Limiter {
         }
     }
 
-    /// A 429 arrived: hold every task for `retry_after` when the server gave
-    /// one, otherwise for a whole window plus the margin so that the server's
-    /// window is clear of every call we made. No pause is longer than
-    /// [`MAX_PAUSE`]; the first longer request is warned about.
+    /// A 429 arrived: the server counted only some of our calls in its
+    /// window (our window, less the calls it refused), so someone else
+    /// spends the rest, or a call of ours arrived later than we knew. Our
+    /// share shrinks to what the server counted, which holds every task until
+    /// our window log has room under it: no longer than needed. A
+    /// Retry-After is honoured on top, up to [`MAX_PAUSE`]; the first longer
+    /// request is warned about.
     pub fn pause(&self, retry_after: Option<Duration>) {
-        let asked = retry_after.unwrap_or(self.settings.rate.window + self.settings.arrival_margin);
-        let wait = asked.min(MAX_PAUSE);
         let now = Instant::now();
-        let until = now + wait;
         let mut state = self.lock();
         state.rate_limited += 1;
+        // Our calls the server counted: those in our window, less the ones
+        // it refused.
+        let window = self.settings.rate.window;
+        state.refusals.push_back(now);
+        while state.refusals.front().is_some_and(|t| now - *t >= window) {
+            state.refusals.pop_front();
+        }
+        let counted = state.in_window(now).saturating_sub(state.refusals.len());
+        state.share.shrink(counted, now);
+        let Some(asked) = retry_after else {
+            return;
+        };
+        let wait = asked.min(MAX_PAUSE);
         if asked > MAX_PAUSE && !std::mem::replace(&mut state.capped, true) {
             eprintln!("{}", capped_warning(asked));
         }
+        let until = now + wait;
         let from = match state.paused_until {
             Some(old) if old > now => {
                 if until <= old {
@@ -321,18 +527,44 @@ impl Limiter {
         state.paused_until = Some(until);
         drop(state);
         self.changed.notify_waiters();
+        if let Some((shared, _)) = &self.shared {
+            let shared = Arc::clone(shared);
+            // Best effort: a store that fails here fails the next take.
+            tokio::spawn(async move { shared.pause(wait).await });
+        }
     }
 
-    fn free(&self, slot: usize, anchor: Instant) {
+    fn free(&self, slot: usize, token: Option<u64>, anchor: Instant) {
+        // One more millisecond keeps a call that lands exactly on the
+        // window's edge out of the older call's window.
+        let at = anchor + self.settings.rate.window + Duration::from_millis(1);
         let mut state = self.lock();
-        state.slots[slot] = Slot::Free {
-            // One more millisecond keeps a call that lands exactly on the
-            // window's edge out of the older call's window.
-            at: anchor + self.settings.rate.window + Duration::from_millis(1),
-            warm: true,
-        };
+        state.slots[slot] = Slot::Free { at, warm: true };
         drop(state);
         self.changed.notify_waiters();
+        if let (Some((shared, _)), Some(token)) = (&self.shared, token) {
+            let shared = Arc::clone(shared);
+            let blocked_for = at.saturating_duration_since(Instant::now());
+            // Best effort: an entry never released expires by itself.
+            tokio::spawn(async move { shared.release(token, blocked_for).await });
+        }
+    }
+
+    /// Notes a call's latency and returns the quickest of the recent ones,
+    /// this one included.
+    fn note_latency(&self, latency: Duration) -> Duration {
+        let mut state = self.lock();
+        if state.latencies.len() == LATENCY_SAMPLES {
+            state.latencies.pop_front();
+        }
+        state.latencies.push_back(latency);
+        state.latencies.iter().copied().min().unwrap_or(latency)
+    }
+
+    /// Calls this limiter allows in a window now (the budget, less what
+    /// others are seen to spend).
+    pub fn allowed(&self) -> u32 {
+        self.lock().share.allowed as u32
     }
 
     fn clock_now(&self) -> Duration {
@@ -358,120 +590,4 @@ fn capped_warning(asked: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn busiest_window(instants: &[Instant], window: Duration) -> usize {
-        let mut sorted = instants.to_vec();
-        sorted.sort();
-        let mut most = 0;
-        let mut first = 0;
-        for (last, t) in sorted.iter().enumerate() {
-            while *t - sorted[first] >= window {
-                first += 1;
-            }
-            most = most.max(last - first + 1);
-        }
-        most
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn first_burst_goes_at_once_and_the_next_call_waits_a_window() {
-        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
-        let t0 = Instant::now();
-        for _ in 0..25 {
-            limiter.acquire().await.completed();
-        }
-        assert_eq!(Instant::now(), t0, "the first 25 calls need no wait");
-        let permit = limiter.acquire().await;
-        assert!(permit.sent_at() - t0 > Duration::from_secs(5));
-    }
-
-    /// Guards the core promise: however calls, retries and 429 pauses interleave,
-    /// no window of W holds more than N starts, nor more than N arrivals when
-    /// arrivals lag their sends by up to 100 ms of jitter.
-    #[tokio::test(start_paused = true)]
-    async fn no_window_holds_more_than_the_budget_across_retries_and_pauses() {
-        use rand::{Rng, SeedableRng};
-        let rate = Rate::DEFAULT;
-        let limiter = Limiter::new(LimiterSettings::new(rate));
-        limiter.record_starts();
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for worker in 0..50u64 {
-            let limiter = Arc::clone(&limiter);
-            let arrivals = Arc::clone(&arrivals);
-            tasks.push(tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
-                for _ in 0..6 {
-                    loop {
-                        let permit = limiter.acquire().await;
-                        let jitter = Duration::from_millis(rng.random_range(0..=100));
-                        tokio::time::sleep(jitter).await;
-                        arrivals.lock().unwrap().push(Instant::now());
-                        let service = Duration::from_millis(rng.random_range(50..=1000));
-                        tokio::time::sleep(service).await;
-                        let outcome = rng.random_range(0..100);
-                        if outcome < 5 {
-                            // A timeout: the permit is dropped unreported.
-                            drop(permit);
-                            continue;
-                        }
-                        permit.completed();
-                        if outcome < 10 {
-                            limiter.pause(None);
-                            continue;
-                        }
-                        break;
-                    }
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let starts = limiter.starts();
-        assert!(starts.len() >= 300);
-        assert!(busiest_window(&starts, rate.window) <= 25);
-        assert!(busiest_window(&arrivals.lock().unwrap(), rate.window) <= 25);
-        assert!(limiter.paused_total() > Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_holds_every_task_and_retry_after_sets_its_length() {
-        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
-        let t0 = Instant::now();
-        limiter.acquire().await.completed();
-        limiter.pause(Some(Duration::from_secs(2)));
-        let permit = limiter.acquire().await;
-        assert_eq!(permit.sent_at() - t0, Duration::from_secs(2));
-        limiter.pause(None);
-        let later = limiter.acquire().await;
-        assert!(later.sent_at() - permit.sent_at() >= Duration::from_secs(5));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_pause_is_longer_than_the_cap() {
-        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
-        let t0 = Instant::now();
-        limiter.pause(Some(Duration::from_secs(100_000)));
-        limiter.pause(Some(Duration::MAX));
-        let permit = limiter.acquire().await;
-        assert_eq!(permit.sent_at() - t0, MAX_PAUSE);
-        assert_eq!(limiter.paused_total(), MAX_PAUSE);
-        assert!(capped_warning(Duration::from_secs(100_000)).contains("wait 100000s"));
-        assert!(capped_warning(Duration::MAX).contains("waiting 5m instead"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_smaller_burst_spreads_the_first_calls() {
-        let mut settings = LimiterSettings::new(Rate::DEFAULT);
-        settings.burst = 5;
-        let limiter = Limiter::new(settings);
-        let t0 = Instant::now();
-        for _ in 0..6 {
-            limiter.acquire().await.completed();
-        }
-        assert_eq!(Instant::now() - t0, Duration::from_millis(200));
-    }
-}
+mod tests;

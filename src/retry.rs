@@ -136,8 +136,10 @@ where
     let mut rate_limited = 0;
     let mut last = ApiError::NotStarted;
     let error = loop {
-        let Some(permit) = stop.unless_stopping(limiter.acquire()).await else {
-            break last;
+        let permit = match stop.unless_stopping(limiter.acquire()).await {
+            None => break last,
+            Some(Err(e)) => break ApiError::Budget(e.to_string()),
+            Some(Ok(permit)) => permit,
         };
         attempts += 1;
         let result = attempt().await;
@@ -419,7 +421,7 @@ mod tests {
             message: "boom".into(),
         };
         // The only slot is taken: the call waits for it, then gives up unsent.
-        let held = limiter.acquire().await;
+        let held = limiter.acquire().await.unwrap();
         let stop = StopSignal::new();
         let mut calls = 0;
         let (done, ()) = tokio::join!(

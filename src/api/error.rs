@@ -68,6 +68,10 @@ pub(crate) enum ApiError {
     /// Never sent: the run began stopping while the call waited for its turn.
     #[error("not sent: the run is stopping")]
     NotStarted,
+    /// Never sent: the budget shared with other processes cannot be used;
+    /// fatal for the run.
+    #[error("not sent: {0}")]
+    Budget(String),
 }
 
 impl ApiError {
@@ -101,7 +105,8 @@ impl ApiError {
             | ApiError::Redirected { to: message, .. }
             | ApiError::Timeout(message)
             | ApiError::Transport(message)
-            | ApiError::Protocol(message) => Some(message),
+            | ApiError::Protocol(message)
+            | ApiError::Budget(message) => Some(message),
             ApiError::NotStarted => None,
         }
     }
@@ -110,7 +115,10 @@ impl ApiError {
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ApiError::Unauthorized { .. } | ApiError::NotFound { .. } | ApiError::Redirected { .. }
+            ApiError::Unauthorized { .. }
+                | ApiError::NotFound { .. }
+                | ApiError::Redirected { .. }
+                | ApiError::Budget(_)
         )
     }
 }

@@ -46,6 +46,7 @@ pub struct FileConfig {
     pub(super) email_column: Option<String>,
     pub(super) campaign: Option<String>,
     pub(super) state: Option<PathBuf>,
+    pub(super) budget_store: Option<String>,
 }
 
 impl FileConfig {

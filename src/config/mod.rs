@@ -4,6 +4,7 @@
 //! says what the run is; every complaint names the setting and is a
 //! [`UsageError`] (exit 2).
 
+mod budget_store;
 mod credentials;
 mod file;
 pub(crate) mod resolve;
@@ -20,6 +21,7 @@ use crate::limiter::{LimiterSettings, Rate};
 use crate::plan::PlanSettings;
 use crate::retry::RetryPolicy;
 
+pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
 pub use file::FileConfig;
 
@@ -63,6 +65,8 @@ pub struct Settings {
     /// The tenant the run works for: always known to a live run; a dry run
     /// knows it when the host and access key are given, and plans for it.
     pub tenant: Option<crate::tenant::Tenant>,
+    /// Where a live run shares the tenant's API budget with other processes.
+    pub budget_store: BudgetStore,
     /// Send again to leads in doubt.
     pub resend_in_doubt: bool,
     /// Send every lead again.

@@ -10,8 +10,9 @@ use anyhow::Context;
 use lettre::message::Mailbox;
 
 use super::{
-    portal_id_setting, usage, Connection, Credentials, Delivery, DryRun, EmailSettings, FileConfig,
-    Mode, SandboxHandle, Settings, StatePath, UsageError, DEFAULT_TENANT_KEY_PATH,
+    portal_id_setting, usage, BudgetStore, Connection, Credentials, Delivery, DryRun,
+    EmailSettings, FileConfig, Mode, SandboxHandle, Settings, StatePath, UsageError,
+    DEFAULT_TENANT_KEY_PATH,
 };
 use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
 use crate::cli::RunArgs;
@@ -108,6 +109,7 @@ impl Settings {
         };
         // Every check that needs no network comes before the sandbox starts.
         let limiter = limiter_settings(args, &file, rate)?;
+        let budget_store = budget_store(args, &file)?;
         let concurrency = positive(
             "--concurrency",
             args.concurrency
@@ -158,6 +160,7 @@ impl Settings {
                 .unwrap_or_else(|| crate::campaign::default_campaign(&args.input, state.path())),
             state,
             tenant,
+            budget_store,
             resend_in_doubt: args.resend_in_doubt,
             resend: args.resend,
             email,
@@ -197,6 +200,24 @@ fn state_path(args: &RunArgs, file: &FileConfig) -> anyhow::Result<StatePath> {
         }),
         None => Ok(StatePath::kept(crate::state::StateStore::default_path())),
     }
+}
+
+/// Where the run shares the tenant's budget: `--budget-store`, else the
+/// budget file beside the campaign state; nowhere for a `--sandbox` run,
+/// whose sandbox is its own.
+fn budget_store(args: &RunArgs, file: &FileConfig) -> Result<BudgetStore, UsageError> {
+    let state = args
+        .state
+        .clone()
+        .or(file.state.clone())
+        .unwrap_or_else(crate::state::StateStore::default_path);
+    let url = pick(&args.budget_store, &file.budget_store);
+    let store = BudgetStore::from_setting(url.as_deref(), &state)?;
+    Ok(if args.sandbox {
+        BudgetStore::Own
+    } else {
+        store
+    })
 }
 
 fn dry_run(args: &RunArgs, file: &FileConfig) -> Result<DryRun, UsageError> {

@@ -119,3 +119,30 @@ fn a_live_run_names_every_missing_setting() {
         "{text}"
     );
 }
+
+#[test]
+fn the_budget_is_shared_beside_the_state_file_unless_a_redis_server_is_named() {
+    let mut args = RunArgs {
+        input: "leads.csv".into(),
+        dry_run: true,
+        state: Some("/var/lib/lsq-dispatch/state.sqlite".into()),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        resolve(&args).budget_store,
+        BudgetStore::Machine("/var/lib/lsq-dispatch".into())
+    );
+    args.budget_store = Some("redis://:pw-of-redis@10.0.0.5:6379/1".into());
+    let BudgetStore::Redis(url) = resolve(&args).budget_store else {
+        panic!("no Redis store");
+    };
+    assert_eq!(url.to_string(), "redis://10.0.0.5:6379/1");
+    args.budget_store = Some("http://10.0.0.5:6379".into());
+    let err = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(Settings::resolve(&args))
+        .unwrap_err();
+    assert!(err.is::<UsageError>(), "{err}");
+    assert!(err.to_string().contains("--budget-store"), "{err}");
+}

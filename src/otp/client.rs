@@ -9,12 +9,16 @@ use anyhow::anyhow;
 use url::Url;
 
 use crate::api::{ApiClient, ApiError, ApiSettings, OtpHeaders};
-use crate::config::{parse_host, portal_id_setting, Credentials, UsageError};
+use crate::config::{parse_host, portal_id_setting, BudgetStore, Credentials, UsageError};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::retry::{with_retry, RetryPolicy};
 use crate::secret::{Scrubber, Secret};
+use crate::tenant::Tenant;
 
 use crate::cli::OtpConnection;
+
+/// Whole-request timeout of each call.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The pieces both steps use: client, limiter, headers, and the credentials
 /// that turn into the public key.
@@ -38,8 +42,19 @@ pub(super) enum Step {
 }
 
 impl Otp {
-    /// Checks the flags and credentials; no network yet.
-    pub(super) fn connect(c: &OtpConnection) -> Result<Otp, UsageError> {
+    /// Checks the flags and credentials, and takes the tenant's shared
+    /// budget (connecting to a Redis store); no API call yet.
+    pub(super) async fn connect(c: &OtpConnection) -> anyhow::Result<Otp> {
+        let (mut otp, tenant) = Otp::check(c)?;
+        let store = budget_store(c)?;
+        let settings = otp.limiter.settings();
+        otp.limiter = crate::budget::limiter(settings, &store, &tenant, TIMEOUT).await?;
+        Ok(otp)
+    }
+
+    /// Checks the flags and credentials: the pieces, with a budget of the
+    /// process's own, and the tenant; no network yet.
+    fn check(c: &OtpConnection) -> Result<(Otp, Tenant), UsageError> {
         let host = c
             .host
             .as_deref()
@@ -89,15 +104,21 @@ impl Otp {
             .flatten()
             .cloned()
             .collect();
+        // The tenant is named by its access key, as `run` names it, so that
+        // both share one budget; given only the public key, by that key.
+        let tenant = match (&access_key, &public_key) {
+            (Some(key), _) | (None, Some(key)) => Tenant::new(&host, key),
+            (None, None) => unreachable!("one of the keys is given, as checked above"),
+        };
         let client = ApiClient::new(ApiSettings {
             host: host.clone(),
             access_key: access_key.unwrap_or_default(),
             secret_key: secret_key.unwrap_or_default(),
             connect_timeout: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
+            timeout: TIMEOUT,
         })
         .map_err(|e| UsageError(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Otp {
+        let otp = Otp {
             client,
             limiter: Limiter::new(LimiterSettings::new(c.rate)),
             policy: RetryPolicy::default(),
@@ -108,7 +129,8 @@ impl Otp {
             host,
             public_key,
             secrets,
-        })
+        };
+        Ok((otp, tenant))
     }
 
     /// LSQ_PUBLIC_AUTH_KEY, or one fetched with the access and secret keys.
@@ -136,6 +158,12 @@ impl Otp {
         let text = describe_failure(step, error, attempts, lost);
         anyhow!(Scrubber::new(&self.secrets).scrub(&text))
     }
+}
+
+/// `--budget-store`, else the budget file beside the default campaign state.
+fn budget_store(c: &OtpConnection) -> Result<BudgetStore, UsageError> {
+    let state = crate::state::StateStore::default_path();
+    BudgetStore::from_setting(c.budget_store.as_deref(), &state)
 }
 
 /// What went wrong and what to do next, by step and kind of failure.

@@ -63,7 +63,7 @@ struct SigninOutput<'a> {
 async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
     let phone = required("--phone", &args.phone)?;
     let field = required("--field", &args.field)?;
-    let mut otp = Otp::connect(&args.connection)?;
+    let mut otp = Otp::connect(&args.connection).await?;
     // Opened before any call, so an unwritable path costs no SMS.
     let code_file = args
         .code_file
@@ -141,7 +141,7 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
             crate::link::parse_portal_url(u).map_err(|e| UsageError(format!("--portal-url: {e}")))
         })
         .transpose()?;
-    let mut otp = Otp::connect(&args.connection)?;
+    let mut otp = Otp::connect(&args.connection).await?;
     otp.secrets.push(otp_value.clone());
 
     let public_key = otp.public_key().await?;

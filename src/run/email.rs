@@ -131,7 +131,8 @@ impl Job {
     ) -> anyhow::Result<Delivered> {
         let permit = match &mail.limiter {
             Some(limiter) => match self.stop.unless_stopping(limiter.acquire()).await {
-                Some(permit) => Some(permit),
+                // The SMTP budget is this process's own: never shared.
+                Some(permit) => Some(permit?),
                 None => return Ok(Delivered::NotStarted),
             },
             None => None,

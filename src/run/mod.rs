@@ -97,8 +97,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         match outcome {
             None => break,
             Some(Ok(finished)) => sink.record(finished)?,
+            // The budget shared with other processes is gone: no call may
+            // start, but those in flight are finished and recorded, as after
+            // a first signal; the run then ends aborted.
+            Some(Err(e)) if is_budget_lost(&e) => {
+                job.stop.raise(Stop::Finish);
+                fatal.get_or_insert(e);
+            }
             Some(Err(e)) => {
-                fatal = Some(e);
+                fatal.get_or_insert(e);
                 break;
             }
         }
@@ -116,6 +123,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         ))),
         None => Ok(outcome),
     }
+}
+
+/// A row's error says the shared API budget cannot be used.
+fn is_budget_lost(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<crate::api::ApiError>(),
+        Some(crate::api::ApiError::Budget(_))
+    )
 }
 
 impl RunOutcome {

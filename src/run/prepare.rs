@@ -74,8 +74,8 @@ pub(super) struct Prepared {
 }
 
 /// Opens the input and checks every output against it and one another,
-/// loads and checks templates, opens the campaign state and builds the
-/// client and the mail transport.
+/// loads and checks templates, takes the tenant's shared budget, opens the
+/// campaign state and builds the client and the mail transport.
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
@@ -99,6 +99,14 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         Some(email) => Some(prepare_mail(email, &headers, settings.preview_outbox())?),
         None => None,
     };
+    let limiter = match (settings.connection(), &settings.tenant) {
+        (Some(connection), Some(tenant)) => {
+            let store = &settings.budget_store;
+            let hold = connection.api.timeout;
+            crate::budget::limiter(settings.limiter, store, tenant, hold).await?
+        }
+        _ => Limiter::new(settings.limiter),
+    };
     let state = open_state(&settings)?;
     let known = match (&state, settings.is_dry_run()) {
         (Some(store), true) => Some(store.lookup_table(
@@ -107,7 +115,6 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         )?),
         _ => None,
     };
-    let limiter = Limiter::new(settings.limiter);
     let caller = match settings.connection() {
         Some(connection) => Some(build_caller(&settings, connection, Arc::clone(&limiter))?),
         None => None,

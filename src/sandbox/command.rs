@@ -56,6 +56,11 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub competitor: u32,
 
+    /// The first call of this fraction of new connections arrives this much
+    /// later, as after a lost SYN: FRACTION:DELAY, e.g. 0.7:1s.
+    #[arg(long, value_name = "FRACTION:DELAY", value_parser = parse_late)]
+    pub late_connections: Option<(f64, Duration)>,
+
     /// Count calls answered 429 toward the window, as some gateways do.
     #[arg(long)]
     pub count_rejected: bool,
@@ -115,6 +120,9 @@ impl SandboxArgs {
             config.leads = read_leads(path)?;
         }
         config.retry_after = self.retry_after.map(Duration::from_secs);
+        if let Some(late) = self.late_connections {
+            config.late_connections = late;
+        }
         if let Some(idle) = self.idle_timeout {
             if idle.is_zero() {
                 bail!("--idle-timeout must be above zero");
@@ -123,6 +131,18 @@ impl SandboxArgs {
         }
         Ok(config)
     }
+}
+
+/// Parses `--late-connections`: a fraction in 0..=1, a colon and a delay.
+fn parse_late(text: &str) -> Result<(f64, Duration), String> {
+    let bad = || format!("invalid value {text:?}: expected FRACTION:DELAY such as 0.7:1s");
+    let (fraction, delay) = text.trim().split_once(':').ok_or_else(bad)?;
+    let fraction: f64 = fraction.trim().parse().map_err(|_| bad())?;
+    let delay = parse_duration(delay).ok_or_else(bad)?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(bad());
+    }
+    Ok((fraction, delay))
 }
 
 /// Parses a delay range: `0-100ms`, `50ms-300ms`, `1s-2s`, or one value for a
@@ -302,6 +322,15 @@ mod tests {
     }
 
     #[test]
+    fn parses_late_connections() {
+        assert_eq!(parse_late("0.7:1s"), Ok((0.7, Duration::from_secs(1))));
+        assert_eq!(parse_late("1:250ms"), Ok((1.0, Duration::from_millis(250))));
+        for bad in ["0.7", "2:1s", "-0.1:1s", "0.5:x", ":1s"] {
+            assert!(parse_late(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn ranges() {
         assert_eq!(parse_range("0-100ms"), Ok((ms(0), ms(100))));
         assert_eq!(parse_range("50ms-300ms"), Ok((ms(50), ms(300))));
@@ -365,6 +394,7 @@ mod tests {
             unknown_leads: vec![],
             leads: None,
             retry_after: Some(2),
+            late_connections: Some((0.5, ms(1000))),
             idle_timeout: Some(ms(500)),
         };
         let c = args.into_config().unwrap();
@@ -374,6 +404,7 @@ mod tests {
         assert_eq!(c.jitter, (ms(0), ms(100)));
         assert_eq!(c.service_time, (Duration::ZERO, Duration::ZERO));
         assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
+        assert_eq!(c.late_connections, (0.5, ms(1000)));
         assert_eq!(
             c.portal_ids,
             vec![

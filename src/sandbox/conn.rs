@@ -47,6 +47,8 @@ impl CuttableListener {
 #[derive(Debug)]
 struct ConnState {
     cut: AtomicBool,
+    /// Whether a request came on the connection yet.
+    served: AtomicBool,
     /// Requests being served.
     serving: AtomicUsize,
     /// When bytes last moved or a request was last answered.
@@ -57,6 +59,7 @@ impl ConnState {
     fn new() -> Arc<ConnState> {
         Arc::new(ConnState {
             cut: AtomicBool::new(false),
+            served: AtomicBool::new(false),
             serving: AtomicUsize::new(0),
             active: Mutex::new(Instant::now()),
         })
@@ -89,6 +92,12 @@ impl Conn {
     pub(super) fn serving(&self) -> Serving {
         self.state.serving.fetch_add(1, Ordering::SeqCst);
         Serving(self.state.clone())
+    }
+
+    /// Whether this is the connection's first request (asking marks it
+    /// served).
+    pub(super) fn first_request(&self) -> bool {
+        !self.state.served.swap(true, Ordering::SeqCst)
     }
 }
 

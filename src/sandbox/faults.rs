@@ -27,6 +27,7 @@ pub(crate) struct Faults {
     service_time: (Duration, Duration),
     error_rate: f64,
     drop_rate: f64,
+    late_connections: (f64, Duration),
 }
 
 impl Faults {
@@ -47,6 +48,24 @@ impl Faults {
             service_time,
             error_rate,
             drop_rate,
+            late_connections: (0.0, Duration::ZERO),
+        }
+    }
+
+    /// Delays the first call of this fraction of new connections.
+    pub(super) fn with_late_connections(mut self, late: (f64, Duration)) -> Self {
+        self.late_connections = late;
+        self
+    }
+
+    /// The extra inbound delay of a call: the set delay for the first call
+    /// of a connection drawn late, else none.
+    pub(super) fn late_arrival(&mut self, first_on_connection: bool) -> Duration {
+        let (fraction, delay) = self.late_connections;
+        if first_on_connection && fraction > 0.0 && self.rng.random::<f64>() < fraction {
+            delay
+        } else {
+            Duration::ZERO
         }
     }
 

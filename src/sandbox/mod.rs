@@ -100,6 +100,9 @@ pub struct SandboxConfig {
     pub leads: Vec<SandboxLead>,
     /// When set, 429 answers carry `Retry-After` in whole seconds.
     pub retry_after: Option<Duration>,
+    /// This fraction of new connections has its first call reach the
+    /// server this much later, as when a SYN is lost and sent again.
+    pub late_connections: (f64, Duration),
     /// A connection with no request under way and no bytes in either
     /// direction for this long is closed, so idle clients cannot use up the
     /// sandbox's file descriptors.
@@ -131,6 +134,7 @@ impl Default for SandboxConfig {
             unknown_leads: Vec::new(),
             leads: Vec::new(),
             retry_after: None,
+            late_connections: (0.0, Duration::ZERO),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
@@ -406,7 +410,8 @@ impl Shared {
             config.service_time,
             config.error_rate,
             config.drop_rate,
-        );
+        )
+        .with_late_connections(config.late_connections);
         Ok(Shared {
             started: Instant::now(),
             log,

@@ -53,8 +53,9 @@ const API_ROUTES: [(&str, Method, Api); 5] = [
 ];
 
 /// Every request: admin and portal pages first, then an API call meets, in
-/// order, the route check, jitter, the budget, service time and any injected
-/// fault before it is served.
+/// order, the route check, jitter (and a late first arrival on a new
+/// connection), the budget, service time and any injected fault before it is
+/// served.
 async fn dispatch(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<Conn>,
@@ -79,7 +80,10 @@ async fn dispatch(
         Err(refusal) => return answer(&shared, *refusal),
     };
 
-    let jitter = shared.faults().jitter();
+    let jitter = {
+        let mut faults = shared.faults();
+        faults.jitter() + faults.late_arrival(conn.first_request())
+    };
     pause(jitter).await;
     if !admit(&shared) {
         shared.log(format_args!(

@@ -3,7 +3,8 @@
 //! They cover the real `lsq-dispatch` binary end to end against the built-in
 //! sandbox, a wiremock server and an in-process SMTP server (`run`, `run
 //! --dry-run`, `run --email`, campaign state across runs and kills, the rows
-//! left to retry and to fix, `otp`, secrets kept out of every output), and the
+//! left to retry and to fix, `otp`, secrets kept out of every output, the API
+//! budget shared by runs through its file and through Redis), and the
 //! library's sandbox, email module and state store directly. Shared helpers live once, in `support`.
 //!
 //! Every test works in its own temporary directory and on ports the kernel
@@ -28,5 +29,6 @@ mod run_state;
 mod run_wiremock;
 mod sandbox;
 mod secrets;
+mod shared_budget;
 mod state_store;
 mod stopping;

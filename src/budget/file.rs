@@ -1,0 +1,460 @@
+//! [`FileBudget`]: a tenant's window log in a small file beside the campaign
+//! state, shared by every process on the machine.
+//!
+//! Each take, release or pause opens the file (mode 0600, never through a
+//! symbolic link), takes an exclusive `flock`, reads the log, changes it and
+//! writes it back: a critical section of a few small reads and writes.
+//! Times are wall-clock milliseconds, the one clock every process on the
+//! machine shares; each process's monotonic clock means nothing to another.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+
+use super::{log_name, ms, Held};
+use crate::limiter::{BudgetError, SharedBudget, Taken};
+use crate::tenant::Tenant;
+
+/// Milliseconds since 1970 on some clock.
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The wall clock, in milliseconds since 1970.
+fn wall_clock() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The budget file of one tenant.
+pub(crate) struct FileBudget {
+    file: LogFile,
+    held: Held,
+}
+
+impl std::fmt::Debug for FileBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileBudget({})", self.file.path.display())
+    }
+}
+
+impl FileBudget {
+    /// The budget file of `tenant` in `dir` (created, 0700, when missing),
+    /// opened once now so that a file that cannot be used stops the process
+    /// before its first call.
+    pub(crate) fn open(dir: &Path, tenant: &Tenant) -> Result<FileBudget, BudgetError> {
+        let fail = |path: &Path, e: io::Error| BudgetError {
+            store: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| fail(dir, e))?;
+        }
+        let dir = fs::canonicalize(dir).map_err(|e| fail(dir, e))?;
+        let path = dir.join(format!("{}.log", log_name(tenant)));
+        FileBudget::with_clock(path, Arc::new(wall_clock))
+    }
+
+    fn with_clock(path: PathBuf, clock: Clock) -> Result<FileBudget, BudgetError> {
+        let file = LogFile {
+            path: Arc::new(path),
+            clock,
+        };
+        file.change(|_, _| ()).map_err(|e| file.error(e))?;
+        // Narrowed when an older file is wider: other users have no business
+        // knowing when this tenant's calls go.
+        let mode = fs::metadata(&*file.path)
+            .map_err(|e| file.error(e))?
+            .permissions();
+        if mode.mode() & 0o777 != 0o600 {
+            fs::set_permissions(&*file.path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| file.error(e))?;
+        }
+        Ok(FileBudget {
+            file,
+            held: Held::default(),
+        })
+    }
+
+    /// Runs `change` on the log off the runtime's threads: the lock may wait
+    /// for another process's critical section.
+    fn change<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Log, u64) -> T + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, BudgetError>> {
+        let file = self.file.clone();
+        Box::pin(async move {
+            let changed = tokio::task::spawn_blocking({
+                let file = file.clone();
+                move || file.change(change)
+            })
+            .await;
+            match changed {
+                Ok(result) => result.map_err(|e| file.error(e)),
+                Err(e) => Err(file.error(io::Error::other(e))),
+            }
+        })
+    }
+}
+
+impl SharedBudget for FileBudget {
+    fn take(
+        &self,
+        allowed: u32,
+        window: Duration,
+        hold: Duration,
+    ) -> BoxFuture<'_, Result<Taken, BudgetError>> {
+        let token = rand::random::<u64>();
+        let life = ms(hold + window);
+        Box::pin(async move {
+            let taken = self
+                .change(move |log, now| log.take(now, allowed, life, token))
+                .await?;
+            if let Taken::Slot(token) = taken {
+                self.held.add(token, window);
+            }
+            Ok(taken)
+        })
+    }
+
+    fn release(&self, token: u64, blocked_for: Duration) -> BoxFuture<'_, Result<(), BudgetError>> {
+        let blocked = ms(blocked_for);
+        Box::pin(async move {
+            self.change(move |log, now| log.release(now, token, blocked))
+                .await?;
+            self.held.remove(token);
+            Ok(())
+        })
+    }
+
+    fn pause(&self, wait: Duration) -> BoxFuture<'_, Result<(), BudgetError>> {
+        let wait = ms(wait);
+        self.change(move |log, now| log.pause(now, wait))
+    }
+}
+
+impl Drop for FileBudget {
+    fn drop(&mut self) {
+        let held = self.held.drain();
+        if !held.is_empty() {
+            // Best effort: an entry left behind expires by itself.
+            let _ = self.file.change(|log, now| {
+                for (token, window) in held {
+                    log.release(now, token, ms(window) + 1);
+                }
+            });
+        }
+    }
+}
+
+/// The file itself and the clock its times are read on.
+#[derive(Clone)]
+struct LogFile {
+    path: Arc<PathBuf>,
+    clock: Clock,
+}
+
+impl LogFile {
+    /// Reads the log under an exclusive lock, lets `change` change it at the
+    /// clock's now, and writes it back when it changed.
+    fn change<T>(&self, change: impl FnOnce(&mut Log, u64) -> T) -> io::Result<T> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&*self.path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("it is not a regular file"));
+        }
+        lock(&file)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let before = Log::parse(&String::from_utf8_lossy(&bytes));
+        let mut log = before.clone();
+        let result = change(&mut log, (self.clock)());
+        if log != before || bytes.is_empty() {
+            let text = log.render();
+            file.write_all_at(text.as_bytes(), 0)?;
+            file.set_len(text.len() as u64)?;
+        }
+        // Closing the file lets the lock go.
+        Ok(result)
+    }
+
+    fn error(&self, e: io::Error) -> BudgetError {
+        BudgetError {
+            store: self.path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `file`, waiting for it.
+fn lock(file: &File) -> io::Result<()> {
+    loop {
+        // SAFETY: the descriptor is valid for the duration of the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// What the first line of the file says to a person who opens it.
+const HEADER: &str = "# lsq-dispatch: the API calls of one tenant, one \"TOKEN EXPIRES\" \
+line each, and \"pause UNTIL\"; times in ms since 1970 (UTC)";
+
+/// The window log: live entries and the pause, in wall-clock milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Log {
+    paused_until: u64,
+    /// `(token, expires at)`.
+    entries: Vec<(u64, u64)>,
+}
+
+impl Log {
+    /// Reads the file's text. A line that does not read (the tail of a
+    /// write cut short by a crash) is dropped: the worst it can cost is one
+    /// call's slot, and a 429 then pauses everyone.
+    fn parse(text: &str) -> Log {
+        let mut log = Log::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut words = line.split_whitespace();
+            let (Some(first), Some(second), None) = (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            let Ok(time) = second.parse::<u64>() else {
+                continue;
+            };
+            match first {
+                "pause" => log.paused_until = log.paused_until.max(time),
+                token => {
+                    if let Ok(token) = token.parse() {
+                        log.entries.push((token, time));
+                    }
+                }
+            }
+        }
+        log
+    }
+
+    fn render(&self) -> String {
+        let mut text = format!("{HEADER}\n");
+        if self.paused_until > 0 {
+            text.push_str(&format!("pause {}\n", self.paused_until));
+        }
+        for (token, expires) in &self.entries {
+            text.push_str(&format!("{token} {expires}\n"));
+        }
+        text
+    }
+
+    /// Forgets what expired by `now`. No entry outlives `now + longest`, so
+    /// a wall clock set back cannot block the budget longer than that.
+    fn expire(&mut self, now: u64, longest: u64) {
+        self.entries.retain(|(_, expires)| *expires > now);
+        for (_, expires) in &mut self.entries {
+            *expires = (*expires).min(now.saturating_add(longest));
+        }
+        if self.paused_until <= now {
+            self.paused_until = 0;
+        }
+    }
+
+    /// A slot for `token` lasting `life` when fewer than `allowed` are live
+    /// and no pause holds, else how long until one may be.
+    fn take(&mut self, now: u64, allowed: u32, life: u64, token: u64) -> Taken {
+        self.expire(now, life);
+        if self.paused_until > now {
+            return Taken::Wait(Duration::from_millis(self.paused_until - now));
+        }
+        if self.entries.len() < allowed as usize {
+            self.entries.push((token, now.saturating_add(life)));
+            return Taken::Slot(token);
+        }
+        let first = self.entries.iter().map(|(_, e)| *e).min().unwrap_or(now);
+        Taken::Wait(Duration::from_millis(first.saturating_sub(now).max(1)))
+    }
+
+    /// The call holding `token` completed: its slot stays blocked for
+    /// `blocked` from `now` (an entry lost meanwhile is put back).
+    fn release(&mut self, now: u64, token: u64, blocked: u64) {
+        let expires = now.saturating_add(blocked);
+        match self.entries.iter_mut().find(|(t, _)| *t == token) {
+            Some(entry) => entry.1 = expires,
+            None => self.entries.push((token, expires)),
+        }
+    }
+
+    /// Every process holds its calls for `wait` from `now`.
+    fn pause(&mut self, now: u64, wait: u64) {
+        self.paused_until = self.paused_until.max(now.saturating_add(wait));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(1);
+    const HOLD: Duration = Duration::from_secs(30);
+
+    /// A clock the test moves by hand, and two budgets on one file, as two
+    /// processes would have.
+    struct Fixture {
+        now: Arc<AtomicU64>,
+        a: FileBudget,
+        b: FileBudget,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let now = Arc::new(AtomicU64::new(1_700_000_000_000));
+            let open = || {
+                let now = Arc::clone(&now);
+                let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
+                FileBudget::with_clock(dir.path().join("budget.log"), clock).unwrap()
+            };
+            let (a, b) = (open(), open());
+            Fixture {
+                now,
+                a,
+                b,
+                _dir: dir,
+            }
+        }
+
+        fn advance(&self, by: Duration) {
+            self.now.fetch_add(ms(by), Ordering::SeqCst);
+        }
+
+        fn text(&self) -> String {
+            fs::read_to_string(&*self.a.file.path).unwrap()
+        }
+    }
+
+    async fn slot(budget: &FileBudget, allowed: u32) -> u64 {
+        match budget.take(allowed, WINDOW, HOLD).await.unwrap() {
+            Taken::Slot(token) => token,
+            Taken::Wait(wait) => panic!("no slot: wait {wait:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_processes_together_take_no_more_than_the_budget() {
+        let f = Fixture::new();
+        for budget in [&f.a, &f.b, &f.a] {
+            slot(budget, 3).await;
+        }
+        // Every slot is in flight: the wait is for the first to run out.
+        assert_eq!(
+            f.b.take(3, WINDOW, HOLD).await.unwrap(),
+            Taken::Wait(HOLD + WINDOW)
+        );
+        assert_eq!(f.text().lines().count(), 4, "{}", f.text());
+        let mode = fs::metadata(&*f.a.file.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_released_slot_stays_blocked_for_the_rest_of_its_window() {
+        let f = Fixture::new();
+        let token = slot(&f.a, 1).await;
+        f.advance(Duration::from_millis(200));
+        f.a.release(token, WINDOW).await.unwrap();
+        f.advance(Duration::from_millis(400));
+        assert_eq!(
+            f.b.take(1, WINDOW, HOLD).await.unwrap(),
+            Taken::Wait(Duration::from_millis(600))
+        );
+        f.advance(Duration::from_millis(600));
+        slot(&f.b, 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_every_process_and_only_grows() {
+        let f = Fixture::new();
+        f.a.pause(Duration::from_secs(2)).await.unwrap();
+        f.b.pause(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            f.b.take(5, WINDOW, HOLD).await.unwrap(),
+            Taken::Wait(Duration::from_secs(2))
+        );
+        f.advance(Duration::from_secs(2));
+        slot(&f.b, 5).await;
+    }
+
+    #[tokio::test]
+    async fn a_crashed_holders_slot_frees_itself_after_its_hold_and_a_window() {
+        let f = Fixture::new();
+        // Taken and never released: the holder died mid-call.
+        let token = slot(&f.a, 1).await;
+        let _ = f.a.held.drain();
+        assert!(f.text().contains(&token.to_string()));
+        f.advance(HOLD + WINDOW - Duration::from_millis(1));
+        assert!(matches!(
+            f.b.take(1, WINDOW, HOLD).await.unwrap(),
+            Taken::Wait(_)
+        ));
+        f.advance(Duration::from_millis(1));
+        slot(&f.b, 1).await;
+        assert!(!f.text().contains(&token.to_string()), "{}", f.text());
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ends_settles_the_slots_it_did_not_give_back() {
+        let f = Fixture::new();
+        slot(&f.a, 1).await;
+        let Fixture { now, a, b, _dir } = f;
+        drop(a);
+        // Blocked for a window from the end, not for the whole hold.
+        now.fetch_add(ms(WINDOW) + 1, Ordering::SeqCst);
+        slot(&b, 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_short_is_dropped_and_a_clock_set_back_blocks_no_longer_than_a_hold() {
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let far = now + 3_600_000;
+        let text = format!("{HEADER}\n7 {far}\n8 {far}\n9 17000\n12");
+        fs::write(&*f.a.file.path, text).unwrap();
+        assert_eq!(
+            f.a.take(2, WINDOW, HOLD).await.unwrap(),
+            Taken::Wait(HOLD + WINDOW)
+        );
+        let log = Log::parse(&f.text());
+        assert_eq!(log.entries.len(), 2, "{log:?}");
+    }
+
+    #[test]
+    fn the_file_reads_back_as_written() {
+        let log = Log {
+            paused_until: 5,
+            entries: vec![(1, 10), (u64::MAX, 20)],
+        };
+        assert_eq!(Log::parse(&log.render()), log);
+    }
+}

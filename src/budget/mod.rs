@@ -1,0 +1,78 @@
+//! The tenant's API budget shared with other processes, behind the limiter's
+//! [`SharedBudget`]: a budget file beside the campaign state for every
+//! process on this machine ([`file::FileBudget`]), or a Redis server for
+//! every machine that names it ([`redis::RedisBudget`]).
+//!
+//! Both keep the same window log of the tenant's calls: one entry per call,
+//! `(token, expires at)` on the store's own clock. A call takes an entry
+//! while fewer than N are live; the entry lasts the call's timeout plus a
+//! window while the call is in flight (so a crashed holder's slot frees
+//! itself), and the rest of its window once the call completes. A 429 sets a
+//! pause that every process waits out.
+
+mod file;
+mod redis;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::BudgetStore;
+use crate::limiter::{BudgetError, Limiter, LimiterSettings, SharedBudget};
+use crate::tenant::Tenant;
+
+/// The limiter of a live process's API calls: `settings` within the process,
+/// and every call also takes a slot of the tenant's budget in `store`;
+/// `hold` is the longest a call can be in flight (its timeout). A store that
+/// cannot be used now stops the process before its first call.
+pub(crate) async fn limiter(
+    settings: LimiterSettings,
+    store: &BudgetStore,
+    tenant: &Tenant,
+    hold: Duration,
+) -> Result<Arc<Limiter>, BudgetError> {
+    let shared: Arc<dyn SharedBudget> = match store {
+        BudgetStore::Own => return Ok(Limiter::new(settings)),
+        BudgetStore::Machine(dir) => Arc::new(file::FileBudget::open(dir, tenant)?),
+        BudgetStore::Redis(url) => Arc::new(redis::RedisBudget::connect(url, tenant).await?),
+    };
+    Ok(Limiter::shared(settings, shared, hold))
+}
+
+/// The name of a tenant's log in a store: `budget-` and the first 16 hex
+/// digits of its fingerprint.
+fn log_name(tenant: &Tenant) -> String {
+    format!("budget-{}", &tenant.fingerprint()[..16])
+}
+
+/// Whole milliseconds, rounded up: a slot is never given back early.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// The slots this process took and has not yet given back, each with the
+/// window it was taken for. The limiter gives slots back in tasks of their
+/// own, which a process that is ending may never run: a store settles what
+/// is left here when it is dropped, each slot blocked for a window from then
+/// (every call has ended by then, so that is the safe assumption), rather
+/// than leave it blocked for a whole timeout.
+#[derive(Debug, Default)]
+struct Held(Mutex<HashMap<u64, Duration>>);
+
+impl Held {
+    fn add(&self, token: u64, window: Duration) {
+        self.lock().insert(token, window);
+    }
+
+    fn remove(&self, token: u64) {
+        self.lock().remove(&token);
+    }
+
+    fn drain(&self) -> Vec<(u64, Duration)> {
+        self.lock().drain().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Duration>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,326 @@
+//! The limiter's promises, on a paused clock.
+
+use super::*;
+
+#[test]
+fn parses_rates() {
+    assert_eq!("25/5s".parse::<Rate>().unwrap(), Rate::DEFAULT);
+    let r: Rate = "10/500ms".parse().unwrap();
+    assert_eq!((r.calls, r.window), (10, Duration::from_millis(500)));
+    assert_eq!(
+        "100/1m".parse::<Rate>().unwrap().window,
+        Duration::from_secs(60)
+    );
+    assert_eq!(Rate::DEFAULT.to_string(), "25/5s");
+}
+
+#[test]
+fn rejects_bad_rates() {
+    for bad in ["", "25", "0/5s", "25/0s", "x/5s", "25/5y", "-1/5s"] {
+        assert!(bad.parse::<Rate>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn parses_durations() {
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("4h"), Some(Duration::from_secs(4 * 3600)));
+    assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+    assert_eq!(parse_duration("abc"), None);
+}
+
+fn busiest_window(instants: &[Instant], window: Duration) -> usize {
+    let mut sorted = instants.to_vec();
+    sorted.sort();
+    let mut most = 0;
+    let mut first = 0;
+    for (last, t) in sorted.iter().enumerate() {
+        while *t - sorted[first] >= window {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_burst_goes_at_once_and_the_next_call_waits_a_window() {
+    let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+    let t0 = Instant::now();
+    for _ in 0..25 {
+        limiter.acquire().await.unwrap().completed();
+    }
+    assert_eq!(Instant::now(), t0, "the first 25 calls need no wait");
+    let permit = limiter.acquire().await.unwrap();
+    assert!(permit.sent_at() - t0 > Duration::from_secs(5));
+}
+
+/// Guards the core promise: however calls, retries and 429 pauses interleave,
+/// no window of W holds more than N starts, nor more than N arrivals when
+/// arrivals lag their sends by up to 100 ms of jitter.
+#[tokio::test(start_paused = true)]
+async fn no_window_holds_more_than_the_budget_across_retries_and_pauses() {
+    use rand::{Rng, SeedableRng};
+    let rate = Rate::DEFAULT;
+    let limiter = Limiter::new(LimiterSettings::new(rate));
+    limiter.record_starts();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..50u64 {
+        let limiter = Arc::clone(&limiter);
+        let arrivals = Arc::clone(&arrivals);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
+            for _ in 0..6 {
+                loop {
+                    let permit = limiter.acquire().await.unwrap();
+                    let jitter = Duration::from_millis(rng.random_range(0..=100));
+                    tokio::time::sleep(jitter).await;
+                    arrivals.lock().unwrap().push(Instant::now());
+                    let service = Duration::from_millis(rng.random_range(50..=1000));
+                    tokio::time::sleep(service).await;
+                    let outcome = rng.random_range(0..100);
+                    if outcome < 5 {
+                        // A timeout: the permit is dropped unreported.
+                        drop(permit);
+                        continue;
+                    }
+                    permit.completed();
+                    if outcome < 10 {
+                        limiter.pause(None);
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let starts = limiter.starts();
+    assert!(starts.len() >= 300);
+    assert!(busiest_window(&starts, rate.window) <= 25);
+    assert!(busiest_window(&arrivals.lock().unwrap(), rate.window) <= 25);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_holds_every_task_until_our_window_has_room_and_retry_after_as_given() {
+    let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+    for _ in 0..25 {
+        limiter.acquire().await.unwrap().completed();
+    }
+    let t0 = Instant::now();
+    limiter.pause(None);
+    assert_eq!(limiter.allowed(), 24, "the server counted 24 of ours");
+    let next = limiter.acquire().await.unwrap();
+    assert!(
+        next.sent_at() - t0 >= Duration::from_secs(5),
+        "no call before our window clears"
+    );
+    next.completed();
+    limiter.pause(Some(Duration::from_secs(7)));
+    let t1 = Instant::now();
+    let after = limiter.acquire().await.unwrap();
+    assert!(
+        after.sent_at() - t1 >= Duration::from_secs(7),
+        "Retry-After as given"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_room_in_our_window_shrinks_our_share_which_climbs_back() {
+    let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+    for _ in 0..15 {
+        limiter.acquire().await.unwrap().completed();
+    }
+    let t0 = Instant::now();
+    limiter.pause(None);
+    assert_eq!(
+        limiter.allowed(),
+        14,
+        "the server counted 14 of ours, refused the 15th"
+    );
+    let next = limiter.acquire().await.unwrap();
+    assert!(
+        next.sent_at() - t0 >= Duration::from_secs(5),
+        "no 16th call in the window"
+    );
+    next.completed();
+    // Three windows without a 429 bring the whole budget back.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        limiter.acquire().await.unwrap().completed();
+    }
+    assert_eq!(limiter.allowed(), 25);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_pause_is_longer_than_the_cap() {
+    let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+    let t0 = Instant::now();
+    limiter.pause(Some(Duration::from_secs(100_000)));
+    limiter.pause(Some(Duration::MAX));
+    let permit = limiter.acquire().await.unwrap();
+    assert_eq!(permit.sent_at() - t0, MAX_PAUSE);
+    assert_eq!(limiter.paused_total(), MAX_PAUSE);
+    assert!(capped_warning(Duration::from_secs(100_000)).contains("wait 100000s"));
+    assert!(capped_warning(Duration::MAX).contains("waiting 5m instead"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_smaller_burst_spreads_the_first_calls() {
+    let mut settings = LimiterSettings::new(Rate::DEFAULT);
+    settings.burst = 5;
+    let limiter = Limiter::new(settings);
+    let t0 = Instant::now();
+    for _ in 0..6 {
+        limiter.acquire().await.unwrap().completed();
+    }
+    assert_eq!(Instant::now() - t0, Duration::from_millis(200));
+}
+
+/// A strict server on the paused clock: it counts arrivals, ours and a
+/// competitor's, in a sliding window and refuses ours beyond the budget.
+struct StrictServer {
+    arrivals: Mutex<Vec<Instant>>,
+    rate: Rate,
+}
+
+impl StrictServer {
+    fn new(rate: Rate) -> Arc<StrictServer> {
+        Arc::new(StrictServer {
+            arrivals: Mutex::new(Vec::new()),
+            rate,
+        })
+    }
+
+    /// One of our calls arrives now: `true` when it is accepted.
+    fn arrive(&self) -> bool {
+        let now = Instant::now();
+        let mut arrivals = self.arrivals.lock().unwrap();
+        let in_window = arrivals
+            .iter()
+            .filter(|t| now - **t < self.rate.window)
+            .count();
+        let accepted = in_window < self.rate.calls as usize;
+        if accepted {
+            arrivals.push(now);
+        }
+        accepted
+    }
+
+    /// A competitor's call, always counted.
+    fn competitor(&self) {
+        self.arrivals.lock().unwrap().push(Instant::now());
+    }
+}
+
+/// What one simulated run made of `leads` calls.
+struct Simulated {
+    calls: u64,
+    refused: u64,
+    elapsed: Duration,
+}
+
+/// Runs `leads` calls through the limiter against `server` with 30 tasks,
+/// 0-100 ms of jitter and `service` per call; a slot's first call arrives
+/// `late` later, as after a lost SYN, when `late_first` says so.
+async fn simulate(
+    server: Arc<StrictServer>,
+    leads: usize,
+    service: Duration,
+    late: Duration,
+) -> Simulated {
+    use rand::{Rng, SeedableRng};
+    let limiter = Limiter::new(LimiterSettings::new(server.rate));
+    let next = Arc::new(Mutex::new(0usize));
+    let (calls, refused) = (Arc::new(Mutex::new(0u64)), Arc::new(Mutex::new(0u64)));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..30u64 {
+        let (limiter, server, next) = (limiter.clone(), server.clone(), next.clone());
+        let (calls, refused) = (calls.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
+            loop {
+                {
+                    let mut next = next.lock().unwrap();
+                    if *next == leads {
+                        return;
+                    }
+                    *next += 1;
+                }
+                loop {
+                    let permit = limiter.acquire().await.unwrap();
+                    let mut delay = Duration::from_millis(rng.random_range(0..=100));
+                    if !permit.warm && rng.random_range(0..10) < 7 {
+                        delay += late;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let accepted = server.arrive();
+                    tokio::time::sleep(service).await;
+                    permit.completed();
+                    *calls.lock().unwrap() += 1;
+                    if accepted {
+                        break;
+                    }
+                    *refused.lock().unwrap() += 1;
+                    limiter.pause(None);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (calls, refused) = (*calls.lock().unwrap(), *refused.lock().unwrap());
+    Simulated {
+        calls,
+        refused,
+        elapsed: t0.elapsed(),
+    }
+}
+
+/// The shortest time `calls` can take with `per_window` of them a window.
+fn bound(calls: usize, per_window: usize, window: Duration) -> Duration {
+    window * ((calls - 1) / per_window) as u32
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_first_arrivals_on_new_connections_trip_no_429() {
+    let server = StrictServer::new(Rate::DEFAULT);
+    let got = simulate(server, 300, Duration::from_secs(1), Duration::from_secs(1)).await;
+    assert_eq!(
+        got.refused, 0,
+        "a call that arrived late blocked its slot for longer"
+    );
+    let ratio = bound(300, 25, Rate::DEFAULT.window).as_secs_f64() / got.elapsed.as_secs_f64();
+    assert!(ratio >= 0.85, "{ratio}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_competitor_taking_10_of_25_few_calls_are_refused_and_the_rest_is_used() {
+    let server = StrictServer::new(Rate::DEFAULT);
+    let competitor = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            loop {
+                server.competitor();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let got = simulate(server, 300, Duration::from_millis(200), Duration::ZERO).await;
+    competitor.abort();
+    let refused = got.refused as f64 / got.calls as f64;
+    assert!(
+        refused <= 0.10,
+        "{} of {} calls refused",
+        got.refused,
+        got.calls
+    );
+    let ratio = bound(300, 15, Rate::DEFAULT.window).as_secs_f64() / got.elapsed.as_secs_f64();
+    assert!(ratio >= 0.9, "used {ratio} of what the competitor left");
+}
