@@ -28,6 +28,9 @@ struct Scenario {
     competitor: u32,
     /// Email every lead through an SMTP server taking this long per message.
     smtp_delay_ms: Option<u64>,
+    /// This fraction of new connections has its first call arrive this many
+    /// milliseconds late, as after a lost SYN.
+    late_connections: (f64, u64),
 }
 
 /// The first scenario; the others say how they differ from it.
@@ -36,6 +39,7 @@ const BASE: Scenario = Scenario {
     service: (50, 300),
     competitor: 0,
     smtp_delay_ms: None,
+    late_connections: (0.0, 0),
 };
 
 struct Figures {
@@ -54,6 +58,10 @@ async fn once(scenario: &Scenario, leads: usize, dir: &std::path::Path, seed: u6
             Duration::from_millis(scenario.service.1),
         ),
         competitor: scenario.competitor,
+        late_connections: (
+            scenario.late_connections.0,
+            Duration::from_millis(scenario.late_connections.1),
+        ),
         seed: Some(seed),
         ..SandboxConfig::default()
     })
@@ -132,6 +140,12 @@ fn main() {
         Scenario {
             name: "service 1s",
             service: (1000, 1000),
+            ..BASE
+        },
+        Scenario {
+            name: "1s, 70% conns 1s late",
+            service: (1000, 1000),
+            late_connections: (0.7, 1000),
             ..BASE
         },
         Scenario {

@@ -165,6 +165,10 @@ struct State {
 /// How many latencies [`Permit::completed`] compares a call's with.
 const LATENCY_SAMPLES: usize = 32;
 
+/// Calls answered before a quickest latency is trusted; until then a slot
+/// stays blocked from the answer, since the first call may itself be late.
+const LATENCY_BASELINE: usize = 4;
+
 impl State {
     /// Our calls the server may count in a window ending now: in flight, or
     /// blocked for the rest of their window.
@@ -287,9 +291,14 @@ impl Permit {
             margin += COLD_CONNECTION_ALLOWANCE;
         }
         let latency = now - self.sent_at;
-        let quickest = self.limiter.note_latency(latency);
-        let late_by = latency.saturating_sub(quickest);
-        let anchor = now.min(self.sent_at + margin + late_by);
+        let anchor = match self.limiter.note_latency(latency) {
+            // Too few calls yet to know what quick is: the answer's time.
+            None => now,
+            Some(quickest) => {
+                let late_by = latency.saturating_sub(quickest);
+                now.min(self.sent_at + margin + late_by)
+            }
+        };
         self.limiter.free(self.slot, self.token, anchor);
         self.done = true;
     }
@@ -551,14 +560,15 @@ impl Limiter {
     }
 
     /// Notes a call's latency and returns the quickest of the recent ones,
-    /// this one included.
-    fn note_latency(&self, latency: Duration) -> Duration {
+    /// this one included, once there are enough to go by.
+    fn note_latency(&self, latency: Duration) -> Option<Duration> {
         let mut state = self.lock();
         if state.latencies.len() == LATENCY_SAMPLES {
             state.latencies.pop_front();
         }
         state.latencies.push_back(latency);
-        state.latencies.iter().copied().min().unwrap_or(latency)
+        let known = state.latencies.len() >= LATENCY_BASELINE;
+        known.then(|| state.latencies.iter().copied().min().unwrap_or(latency))
     }
 
     /// Calls this limiter allows in a window now (the budget, less what
