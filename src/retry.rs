@@ -203,7 +203,13 @@ pub(crate) struct Caller {
     pub policy: RetryPolicy,
     tenant: TenantKey,
     minting: Mutex<()>,
+    /// Leads in a row whose every attempt failed to connect.
+    unconnected: std::sync::atomic::AtomicU32,
 }
+
+/// Leads in a row that could not connect at all before the run stops: the
+/// host is down or mistyped, and trying every row would take hours.
+const UNREACHABLE_AFTER: u32 = 3;
 
 impl Caller {
     /// Puts the pieces together.
@@ -219,6 +225,34 @@ impl Caller {
             policy,
             tenant,
             minting: Mutex::new(()),
+            unconnected: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Counts leads in a row that could not connect; the third makes the
+    /// failure fatal. Any answer from the host starts the count again.
+    fn give_up_on_a_dead_host(
+        &self,
+        result: Result<GeneratedKey, ApiError>,
+    ) -> Result<GeneratedKey, ApiError> {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(ApiError::Unconnected(cause)) => {
+                let streak = self.unconnected.fetch_add(1, Ordering::SeqCst) + 1;
+                if streak >= UNREACHABLE_AFTER {
+                    Err(ApiError::Unreachable {
+                        host: self.client.origin(),
+                        cause,
+                    })
+                } else {
+                    Err(ApiError::Unconnected(cause))
+                }
+            }
+            Err(ApiError::NotStarted) => Err(ApiError::NotStarted),
+            other => {
+                self.unconnected.store(0, Ordering::SeqCst);
+                other
+            }
         }
     }
 
@@ -272,7 +306,7 @@ impl Caller {
                 Ok(lease) => lease,
                 Err(error) => {
                     return Attempted {
-                        result: Err(error),
+                        result: self.give_up_on_a_dead_host(Err(error)),
                         attempts,
                         rate_limited,
                     }
@@ -292,7 +326,7 @@ impl Caller {
                 }
             }
             return Attempted {
-                result: call.result,
+                result: self.give_up_on_a_dead_host(call.result),
                 attempts,
                 rate_limited,
             };

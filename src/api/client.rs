@@ -74,6 +74,12 @@ impl ApiClient {
         })
     }
 
+    /// The host's origin, e.g. `https://portalapi.leadsquared.com`: safe to
+    /// print, it holds no key.
+    pub(crate) fn origin(&self) -> String {
+        self.settings.host.origin().ascii_serialization()
+    }
+
     /// A URL on the host with the given path and query pairs, each value
     /// percent-encoded (keys hold `$ + / = &`).
     pub(super) fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {

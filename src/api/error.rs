@@ -62,6 +62,21 @@ pub(crate) enum ApiError {
     /// Connection refused, reset or dropped: try again.
     #[error("connection failed: {0}")]
     Transport(String),
+    /// No connection could be made at all (DNS, refused, TLS): try again,
+    /// but several leads in a row like this stop the run.
+    #[error("cannot connect: {0}")]
+    Unconnected(String),
+    /// Leads in a row could not connect to the host: fatal for the run.
+    #[error(
+        "cannot reach the API host {host} ({cause}): check --host (your region's portal \
+         API host, e.g. https://portalapi-in21.leadsquared.com), DNS, firewall and proxy"
+    )]
+    Unreachable {
+        /// The host's origin.
+        host: String,
+        /// The last connection error.
+        cause: String,
+    },
     /// A 2xx answer whose body is not what the API documents.
     #[error("unexpected answer: {0}")]
     Protocol(String),
@@ -83,6 +98,7 @@ impl ApiError {
                 | ApiError::Server { .. }
                 | ApiError::Timeout(_)
                 | ApiError::Transport(_)
+                | ApiError::Unconnected(_)
         )
     }
 
@@ -105,6 +121,8 @@ impl ApiError {
             | ApiError::Redirected { to: message, .. }
             | ApiError::Timeout(message)
             | ApiError::Transport(message)
+            | ApiError::Unconnected(message)
+            | ApiError::Unreachable { cause: message, .. }
             | ApiError::Protocol(message)
             | ApiError::Budget(message) => Some(message),
             ApiError::NotStarted => None,
@@ -119,6 +137,7 @@ impl ApiError {
                 | ApiError::NotFound { .. }
                 | ApiError::Redirected { .. }
                 | ApiError::Budget(_)
+                | ApiError::Unreachable { .. }
         )
     }
 }
@@ -196,6 +215,7 @@ fn snippet(body: &str) -> String {
 /// carries the secret key.
 pub(super) fn transport_error(error: reqwest::Error) -> ApiError {
     let timeout = error.is_timeout();
+    let connect = error.is_connect();
     let error = error.without_url();
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);
@@ -206,6 +226,8 @@ pub(super) fn transport_error(error: reqwest::Error) -> ApiError {
     }
     if timeout {
         ApiError::Timeout(message)
+    } else if connect {
+        ApiError::Unconnected(message)
     } else {
         ApiError::Transport(message)
     }

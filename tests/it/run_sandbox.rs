@@ -207,3 +207,34 @@ async fn without_a_tenant_key_one_is_minted_first() {
         assert_eq!(login(&row["portal_url"]).await.0, 200);
     }
 }
+
+/// A host nothing answers on: the run gives up after a few leads in a row
+/// could not connect, instead of trying every row five times.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_host_aborts_the_run_after_a_few_leads() {
+    let refused = crate::support::RefusedPort::bind();
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_csv(dir.path(), &crate::support::lead_ids(40));
+    let out = crate::support::run(
+        crate::support::lsq(dir.path())
+            .arg("run")
+            .arg(&input)
+            .args(["--host", &format!("http://{}", refused.addr)])
+            .args(["--portal-id", "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5"])
+            .args(["--portal-url", "https://portal.example.com/login"])
+            .args(["--report", "report.csv", "--quiet"])
+            .env("LSQ_ACCESS_KEY", "a")
+            .env("LSQ_SECRET_KEY", "s")
+            .env("LSQ_TENANT_AUTH_KEY", "t"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = crate::support::stderr(&out);
+    assert!(stderr.contains("cannot reach the API host"), "{stderr}");
+    assert!(stderr.contains(&refused.addr.to_string()), "{stderr}");
+    let rows = crate::support::read_report(&dir.path().join("report.csv"));
+    assert!(
+        rows.len() < 20,
+        "gave up after a few leads, not {} rows",
+        rows.len()
+    );
+}
