@@ -2,34 +2,6 @@
 
 use super::*;
 
-#[test]
-fn parses_rates() {
-    assert_eq!("25/5s".parse::<Rate>().unwrap(), Rate::DEFAULT);
-    let r: Rate = "10/500ms".parse().unwrap();
-    assert_eq!((r.calls, r.window), (10, Duration::from_millis(500)));
-    assert_eq!(
-        "100/1m".parse::<Rate>().unwrap().window,
-        Duration::from_secs(60)
-    );
-    assert_eq!(Rate::DEFAULT.to_string(), "25/5s");
-}
-
-#[test]
-fn rejects_bad_rates() {
-    for bad in ["", "25", "0/5s", "25/0s", "x/5s", "25/5y", "-1/5s"] {
-        assert!(bad.parse::<Rate>().is_err(), "{bad}");
-    }
-}
-
-#[test]
-fn parses_durations() {
-    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-    assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-    assert_eq!(parse_duration("4h"), Some(Duration::from_secs(4 * 3600)));
-    assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-    assert_eq!(parse_duration("abc"), None);
-}
-
 fn busiest_window(instants: &[Instant], window: Duration) -> usize {
     let mut sorted = instants.to_vec();
     sorted.sort();
