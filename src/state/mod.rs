@@ -108,11 +108,12 @@ pub enum StateError {
         /// The operating system's answer.
         source: std::io::Error,
     },
-    /// `mark_sent` for a lead that is not in `sending` with that Message-ID:
+    /// `mark_sent` or `mark_in_doubt` for a lead that is not in `sending`
+    /// with that Message-ID:
     /// a bug in the caller, reported rather than recorded.
     #[error(
-        "lead {lead_id} (portal {portal_id}, campaign {campaign}) cannot be marked \
-         sent with Message-ID {message_id}: it is {found}"
+        "lead {lead_id} (portal {portal_id}, campaign {campaign}) cannot leave \
+         `sending` with Message-ID {message_id}: it is {found}"
     )]
     NotSending {
         /// The campaign.
@@ -121,7 +122,7 @@ pub enum StateError {
         lead_id: String,
         /// The portal.
         portal_id: String,
-        /// The Message-ID passed to `mark_sent`.
+        /// The Message-ID passed to `mark_sent` or `mark_in_doubt`.
         message_id: String,
         /// What the store holds for the lead instead.
         found: String,

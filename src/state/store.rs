@@ -263,11 +263,30 @@ impl StateStore {
     /// `sending` with the same Message-ID can become `sent`; anything else is
     /// a bug in the caller and gives [`StateError::NotSending`].
     pub fn mark_sent(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
+        self.settle_sending(key, message_id, "sent")
+    }
+
+    /// Moves the key's lead from `sending` with this Message-ID to `state`
+    /// (`sent` also records when); anything else gives
+    /// [`StateError::NotSending`].
+    fn settle_sending(
+        &self,
+        key: &LeadKey,
+        message_id: &str,
+        state: &'static str,
+    ) -> Result<(), StateError> {
         let now = timestamp(&Utc::now());
+        let sent_at = if state == "sent" {
+            ", sent_at = ?5"
+        } else {
+            ""
+        };
         let changed = self.conn.execute(
-            "UPDATE leads SET state = 'sent', sent_at = ?5, updated_at = ?5 \
-             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 AND tenant = ?6 \
-               AND state = 'sending' AND message_id = ?4",
+            &format!(
+                "UPDATE leads SET state = '{state}', updated_at = ?5{sent_at} \
+                 WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 AND tenant = ?6 \
+                   AND state = 'sending' AND message_id = ?4"
+            ),
             params![
                 key.campaign,
                 key.lead_id,
@@ -303,30 +322,7 @@ impl StateStore {
     /// Message-ID can become `in_doubt`; anything else is a bug in the caller
     /// and gives [`StateError::NotSending`].
     pub fn mark_in_doubt(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
-        let now = timestamp(&Utc::now());
-        let changed = self.conn.execute(
-            "UPDATE leads SET state = 'in_doubt', updated_at = ?5 \
-             WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 \
-               AND state = 'sending' AND message_id = ?4",
-            params![key.campaign, key.lead_id, key.portal_id, message_id, now],
-        )?;
-        if changed == 1 {
-            return Ok(());
-        }
-        let found = match self.get(key)? {
-            None => "not recorded in the campaign".to_owned(),
-            Some(entry) => match entry.state.message_id() {
-                Some(id) => format!("{} with Message-ID {id}", entry.state.name()),
-                None => entry.state.name().to_owned(),
-            },
-        };
-        Err(StateError::NotSending {
-            campaign: key.campaign.to_owned(),
-            lead_id: key.lead_id.to_owned(),
-            portal_id: key.portal_id.to_owned(),
-            message_id: message_id.to_owned(),
-            found,
-        })
+        self.settle_sending(key, message_id, "in_doubt")
     }
 
     /// Records that the lead failed, and why. Its link and key, if any, are

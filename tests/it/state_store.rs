@@ -219,6 +219,26 @@ fn mark_in_doubt_requires_sending_with_the_same_message_id() {
 }
 
 #[test]
+fn marking_one_tenants_lead_leaves_anothers_alone() {
+    let (_dir, store) = new_store();
+    let other = LeadKey {
+        tenant: "tenant-2",
+        ..key("a")
+    };
+    // The same deterministic Message-ID for both tenants' copy of the lead.
+    for k in [&key("a"), &other] {
+        store.mark_sending(k, 2, "a@x", "<m@x>").unwrap();
+    }
+    store.mark_in_doubt(&key("a"), "<m@x>").unwrap();
+    store.mark_sent(&other, "<m@x>").unwrap();
+    assert_eq!(
+        store.get(&key("a")).unwrap().unwrap().state.name(),
+        "in_doubt"
+    );
+    assert_eq!(store.get(&other).unwrap().unwrap().state.name(), "sent");
+}
+
+#[test]
 fn recover_in_doubt_touches_only_sending_leads_of_the_campaign() {
     let (_dir, store) = new_store();
     sending(&store, "a", 2);
