@@ -266,6 +266,20 @@ fn refuse_link(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens (creating it, mode 0600) a file of our own that we read and
+/// update in place, such as a lock or a budget log, never through a link;
+/// what it holds is kept.
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// Opens the output at `path` for writing, never through a link: a new
 /// empty file (mode 0600) takes the place of any file there; the standard
 /// output or error, a device or a FIFO is opened as it is.

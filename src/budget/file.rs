@@ -7,12 +7,10 @@
 //! Times are wall-clock milliseconds, the one clock every process on the
 //! machine shares; each process's monotonic clock means nothing to another.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read as _};
 use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{
-    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -169,14 +167,7 @@ impl LogFile {
     /// Reads the log under an exclusive lock, lets `change` change it at the
     /// clock's now, and writes it back when it changed.
     fn change<T>(&self, change: impl FnOnce(&mut Log, u64) -> T) -> io::Result<T> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&*self.path)?;
+        let mut file = crate::paths::open_private(&self.path)?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::other("it is not a regular file"));
         }

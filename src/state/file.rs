@@ -9,10 +9,10 @@
 //! same.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::StateError;
@@ -80,13 +80,7 @@ fn classify(header: &[u8]) -> Header {
 /// Creates `path` empty with mode 0600 unless it exists, so that SQLite (which
 /// gives its -wal and -shm files the database's mode) never makes a wider one.
 pub(super) fn create_private(path: &Path) -> Result<(), StateError> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    crate::paths::open_private(path)
         .map(drop)
         .map_err(|source| StateError::Io {
             path: path.to_owned(),
@@ -195,18 +189,10 @@ impl LockFile {
     /// `path` and takes the shared lock, without waiting.
     pub(super) fn share(path: &Path) -> Result<LockFile, StateError> {
         let lock_path = lock_path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|source| StateError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
+        let file = crate::paths::open_private(&lock_path).map_err(|source| StateError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
         let lock = LockFile {
             file,
             path: lock_path,
