@@ -7,21 +7,28 @@
 //!
 //! * a call takes a free slot before it is sent, and holds it while in flight;
 //! * when it completes, the slot stays blocked for `W` after the latest moment the
-//!   call can have reached the server: its response time, or, once a connection is
-//!   warm, its send time plus the arrival margin if that is earlier;
-//! * a slot's very first call (a new run's first burst, which also pays for new
-//!   connections and their TLS handshakes) gets a further allowance for that,
-//!   unless its response came back sooner.
+//!   call can have reached the server. A call over a connection opened for it
+//!   (whose SYN may have been lost, whose TLS handshake may have been slow) may
+//!   have arrived at any moment before its answer, so the answer's time is
+//!   used. A call over a connection an earlier call used reached the server
+//!   within the arrival margin of being sent, unless it took clearly longer
+//!   than the recent calls (a packet sent again shows up as a slow answer):
+//!   then the answer's time is used too.
 //!
-//! Hence any `W`-long window at the server holds at most `N` of our arrivals, as long
-//! as a warm call reaches the server within the margin of being sent. A 429 pauses
-//! every task at once. `governor` paces the sends inside that envelope: with the
+//! Hence any `W`-long window at the server holds at most `N` of our arrivals, as
+//! long as a call on a warm connection that is not slower than usual reaches
+//! the server within the margin of being sent. A 429 while the server counted
+//! fewer than `N` of our calls means others spend the budget too: our share
+//! shrinks to what the server counted and climbs back window by window (see
+//! [`Share`]). `governor` paces the sends inside that envelope: with the
 //! default burst of `N` it never binds, a smaller `--burst` smooths bursts for
 //! servers that dislike them.
 
 mod rate;
 
+use std::cell::Cell;
 use std::fmt;
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,16 +62,43 @@ impl LimiterSettings {
     }
 }
 
-/// Extra time a slot's first call may take to arrive, for opening a new
-/// connection (TCP and TLS handshakes, about two round trips).
-pub const COLD_CONNECTION_ALLOWANCE: Duration = Duration::from_millis(300);
-
 /// Default arrival margin: covers ~100 ms of network jitter with room to spare.
 pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
 
 /// The longest pause a 429 can ask for: a server that asks for more (a
 /// Retry-After of hours, or one no clock can hold) gets this, with a warning.
 pub const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
+
+/// How a call reached the server, as the HTTP client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Over a connection an earlier call used.
+    Reused,
+    /// Over a connection opened for it.
+    New,
+    /// Not known: a slot's first call is taken to have opened a connection.
+    Unknown,
+}
+
+tokio::task_local! {
+    static SEEN: Cell<Connection>;
+}
+
+/// Runs `call` and says which connection it used, as the client noted with
+/// [`note_connection`] while it ran.
+pub async fn observing<F: Future>(call: F) -> (F::Output, Connection) {
+    SEEN.scope(Cell::new(Connection::Unknown), async {
+        let output = call.await;
+        (output, SEEN.with(Cell::get))
+    })
+    .await
+}
+
+/// The HTTP client notes which connection the call under way used; outside
+/// [`observing`] this does nothing.
+pub fn note_connection(connection: Connection) {
+    let _ = SEEN.try_with(|seen| seen.set(connection));
+}
 
 /// A `governor` clock that reads tokio's clock, so that pacing follows
 /// `tokio::time::pause` in tests like every other timer here.
@@ -148,8 +182,11 @@ struct State {
     /// What the budget is seen to leave us: how many slots may be in flight
     /// or blocked at once (at most the budget's calls).
     share: Share,
-    /// The latest call latencies, to tell a call that may have arrived late.
+    /// The latest warm calls' latencies, to tell a call that may have
+    /// arrived late.
     latencies: std::collections::VecDeque<Duration>,
+    /// The quickest answer to a call that opened a connection.
+    quickest_new: Option<Duration>,
     /// When the 429s of the last window came: our calls the server did not
     /// count.
     refusals: std::collections::VecDeque<Instant>,
@@ -162,11 +199,12 @@ struct State {
     capped: bool,
 }
 
-/// How many latencies [`Permit::completed`] compares a call's with.
+/// How many warm calls' latencies [`Permit::completed_on`] compares a call's
+/// with.
 const LATENCY_SAMPLES: usize = 32;
 
-/// Calls answered before a quickest latency is trusted; until then a slot
-/// stays blocked from the answer, since the first call may itself be late.
+/// Warm calls answered before their latencies are the measure of a usual
+/// one; until then the quickest call that opened a connection is.
 const LATENCY_BASELINE: usize = 4;
 
 impl State {
@@ -277,29 +315,46 @@ impl Permit {
         self.sent_at
     }
 
-    /// The call got an answer (any answer, 429 included) at `now`.
+    /// The call got an answer (any answer, 429 included) now, over a
+    /// connection the client did not say: a slot's first call is taken to
+    /// have opened one.
+    pub fn completed(self) {
+        self.completed_on(Connection::Unknown);
+    }
+
+    /// The call got an answer (any answer, 429 included) now, over
+    /// `connection`.
     ///
-    /// It reached the server at the latest `margin` after it was sent (more
-    /// for a slot's first call, which may open a connection), plus however
-    /// much longer it took than the quickest recent call: a call whose SYN
-    /// was lost, or whose new TLS connection was slow, took longer because
-    /// it arrived later, and its slot stays blocked accordingly.
-    pub fn completed(mut self) {
+    /// A call that opened a connection may have reached the server at any
+    /// moment before its answer (a lost SYN is sent again a second later; a
+    /// TLS handshake can be slow), and so may one that took clearly longer
+    /// than the recent calls on warm connections (a lost packet is sent
+    /// again later too). Any other call reached the server within the
+    /// margin of being sent. Its slot stays blocked for a window from then.
+    pub fn completed_on(mut self, connection: Connection) {
         let now = Instant::now();
-        let mut margin = self.limiter.settings.arrival_margin;
-        if !self.warm {
-            margin += COLD_CONNECTION_ALLOWANCE;
-        }
         let latency = now - self.sent_at;
-        let anchor = match self.limiter.note_latency(latency) {
-            // Too few calls yet to know what quick is: the answer's time.
-            None => now,
-            Some(quickest) => {
-                let late_by = latency.saturating_sub(quickest);
-                now.min(self.sent_at + margin + late_by)
-            }
+        let new = match connection {
+            Connection::New => true,
+            Connection::Reused => false,
+            Connection::Unknown => !self.warm,
+        };
+        let on_time = self.limiter.usual_latency(latency, new);
+        let anchor = match on_time {
+            true => now.min(self.sent_at + self.limiter.settings.arrival_margin),
+            false => now,
         };
         self.limiter.free(self.slot, self.token, anchor);
+        self.done = true;
+    }
+}
+
+impl Permit {
+    /// The call never reached the server: no connection could be made (a
+    /// name that does not resolve, a refused connection, a failed TLS
+    /// handshake). Its slot is free again at once.
+    pub fn not_sent(mut self) {
+        self.limiter.give_back(self.slot, self.token, self.warm);
         self.done = true;
     }
 }
@@ -354,6 +409,7 @@ impl Limiter {
                 ],
                 share: Share::new(calls, now),
                 latencies: std::collections::VecDeque::with_capacity(LATENCY_SAMPLES),
+                quickest_new: None,
                 refusals: std::collections::VecDeque::new(),
                 paused_until: None,
                 paused_total: Duration::ZERO,
@@ -559,16 +615,46 @@ impl Limiter {
         }
     }
 
-    /// Notes a call's latency and returns the quickest of the recent ones,
-    /// this one included, once there are enough to go by.
-    fn note_latency(&self, latency: Duration) -> Option<Duration> {
+    fn give_back(&self, slot: usize, token: Option<u64>, warm: bool) {
         let mut state = self.lock();
+        state.slots[slot] = Slot::Free {
+            at: Instant::now(),
+            warm,
+        };
+        drop(state);
+        self.changed.notify_waiters();
+        if let (Some((shared, _)), Some(token)) = (&self.shared, token) {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move { shared.release(token, Duration::ZERO).await });
+        }
+    }
+
+    /// Notes a call's latency and says whether it is usual for a call on a
+    /// warm connection: no longer than the median of the recent warm calls
+    /// plus the larger of the arrival margin and twice their interquartile
+    /// range (medians and quartiles stay put when a few calls are late).
+    /// Until enough warm calls were answered, no longer than the quickest
+    /// call that opened a connection plus the margin: opening one only adds
+    /// time. A call that opened a connection is never usual.
+    fn usual_latency(&self, latency: Duration, new: bool) -> bool {
+        let margin = self.settings.arrival_margin;
+        let mut state = self.lock();
+        if new {
+            state.quickest_new = Some(state.quickest_new.map_or(latency, |q| q.min(latency)));
+            return false;
+        }
         if state.latencies.len() == LATENCY_SAMPLES {
             state.latencies.pop_front();
         }
         state.latencies.push_back(latency);
-        let known = state.latencies.len() >= LATENCY_BASELINE;
-        known.then(|| state.latencies.iter().copied().min().unwrap_or(latency))
+        if state.latencies.len() < LATENCY_BASELINE {
+            return state.quickest_new.is_some_and(|q| latency <= q + margin);
+        }
+        let mut sorted: Vec<Duration> = state.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |fraction: usize| sorted[sorted.len() * fraction / 4];
+        let spread = (at(3) - at(1)) * 2;
+        latency <= at(2) + spread.max(margin)
     }
 
     /// Calls this limiter allows in a window now (the budget, less what

@@ -142,11 +142,11 @@ where
             Some(Ok(permit)) => permit,
         };
         attempts += 1;
-        let result = attempt().await;
+        let (result, connection) = crate::limiter::observing(attempt()).await;
         match &result {
             // The call may have reached the server at any moment until now.
             Err(ApiError::Timeout(_) | ApiError::Transport(_)) => drop(permit),
-            _ => permit.completed(),
+            _ => permit.completed_on(connection),
         }
         let error = match result {
             Ok(value) => {

@@ -2,13 +2,18 @@
 //! credentials, and the Generate and tenant-key calls. One call is one
 //! attempt.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::HttpInfo;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::error::{classify, parse_retry_after, transport_error};
 use super::ApiError;
+use crate::limiter::{note_connection, Connection};
 use crate::secret::{Scrubber, Secret};
 
 /// Body of Generate lead-level auth key.
@@ -51,6 +56,36 @@ pub(crate) struct ApiClient {
     settings: ApiSettings,
     /// Takes the access and secret keys out of what a server says.
     scrubber: Scrubber,
+    /// The connections calls have used.
+    connections: Arc<Connections>,
+}
+
+/// The local addresses of the connections calls have used, to tell the
+/// limiter whether a call opened a connection (and so may have reached the
+/// server late) or reused one.
+#[derive(Debug, Default)]
+struct Connections(Mutex<HashSet<SocketAddr>>);
+
+/// Local addresses remembered at most; forgetting them only makes calls
+/// count as new connections, the safe side.
+const CONNECTIONS_REMEMBERED: usize = 4096;
+
+impl Connections {
+    /// Notes the connection `response` came over, for the limiter.
+    fn note(&self, response: &reqwest::Response) {
+        let Some(info) = response.extensions().get::<HttpInfo>() else {
+            return;
+        };
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= CONNECTIONS_REMEMBERED {
+            seen.clear();
+        }
+        note_connection(if seen.insert(info.local_addr()) {
+            Connection::New
+        } else {
+            Connection::Reused
+        });
+    }
 }
 
 impl ApiClient {
@@ -71,6 +106,7 @@ impl ApiClient {
             http,
             settings,
             scrubber,
+            connections: Arc::default(),
         })
     }
 
@@ -164,6 +200,7 @@ impl ApiClient {
         scrubber: &Scrubber,
     ) -> Result<T, ApiError> {
         let response = request.send().await.map_err(transport_error)?;
+        self.connections.note(&response);
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             return Err(ApiError::Redirected {
@@ -249,5 +286,53 @@ mod tests {
         );
         let pairs: Vec<_> = url.query_pairs().map(|(_, v)| v.into_owned()).collect();
         assert_eq!(pairs, ["a$b", "s+/=&x", "k +="]);
+    }
+
+    /// The limiter blocks a slot longer after a call that opened a
+    /// connection: the client must tell it which calls did, on a real
+    /// server.
+    #[tokio::test]
+    async fn says_which_calls_opened_a_connection() {
+        use crate::limiter::observing;
+        use crate::sandbox::{Sandbox, SandboxConfig};
+        // The sandbox closes a connection idle for this long.
+        let idle = Duration::from_millis(300);
+        let sandbox = Sandbox::start(SandboxConfig {
+            idle_timeout: idle,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = sandbox.config().clone();
+        let client = ApiClient::new(ApiSettings {
+            host: Url::parse(&sandbox.base_url()).unwrap(),
+            access_key: Secret::new(config.access_key.clone()),
+            secret_key: Secret::new(config.secret_key.clone()),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let tenant = Secret::new(config.tenant_auth_key.clone());
+        let portal = &config.portal_ids[0];
+        let lead = "0a1b2c3d-0000-4000-8000-000000000001";
+        let mut seen = Vec::new();
+        for pause in [Duration::ZERO, Duration::ZERO, idle * 3, Duration::ZERO] {
+            tokio::time::sleep(pause).await;
+            let (answer, connection) = observing(client.generate(&tenant, lead, portal)).await;
+            answer.unwrap();
+            seen.push(connection);
+        }
+        assert_eq!(
+            seen,
+            [
+                Connection::New,
+                Connection::Reused,
+                // The server closed the idle connection: the client opened
+                // another.
+                Connection::New,
+                Connection::Reused
+            ]
+        );
+        sandbox.shutdown().await;
     }
 }

@@ -196,14 +196,31 @@ struct Simulated {
     elapsed: Duration,
 }
 
+/// How late calls reach the server, besides 0-100 ms of jitter.
+#[derive(Clone, Copy)]
+struct Lateness {
+    /// This much later: a lost SYN is sent again a second later.
+    by: Duration,
+    /// In percent of the calls that open a connection (a slot's first).
+    new_connections: u32,
+    /// In percent of the calls on a warm connection (a lost packet).
+    warm: u32,
+}
+
+const ON_TIME: Lateness = Lateness {
+    by: Duration::ZERO,
+    new_connections: 0,
+    warm: 0,
+};
+
 /// Runs `leads` calls through the limiter against `server` with 30 tasks,
-/// 0-100 ms of jitter and `service` per call; a slot's first call arrives
-/// `late` later, as after a lost SYN, when `late_first` says so.
+/// 0-100 ms of jitter, `service` per call and some calls `late`; a slot's
+/// first call opens a connection, the others reuse one.
 async fn simulate(
     server: Arc<StrictServer>,
     leads: usize,
     service: Duration,
-    late: Duration,
+    late: Lateness,
 ) -> Simulated {
     use rand::{Rng, SeedableRng};
     let limiter = Limiter::new(LimiterSettings::new(server.rate));
@@ -226,14 +243,18 @@ async fn simulate(
                 }
                 loop {
                     let permit = limiter.acquire().await.unwrap();
+                    let (connection, late_percent) = match permit.warm {
+                        false => (Connection::New, late.new_connections),
+                        true => (Connection::Reused, late.warm),
+                    };
                     let mut delay = Duration::from_millis(rng.random_range(0..=100));
-                    if !permit.warm && rng.random_range(0..10) < 7 {
-                        delay += late;
+                    if rng.random_range(0..100) < late_percent {
+                        delay += late.by;
                     }
                     tokio::time::sleep(delay).await;
                     let accepted = server.arrive();
                     tokio::time::sleep(service).await;
-                    permit.completed();
+                    permit.completed_on(connection);
                     *calls.lock().unwrap() += 1;
                     if accepted {
                         break;
@@ -263,13 +284,46 @@ fn bound(calls: usize, per_window: usize, window: Duration) -> Duration {
 #[tokio::test(start_paused = true)]
 async fn late_first_arrivals_on_new_connections_trip_no_429() {
     let server = StrictServer::new(Rate::DEFAULT);
-    let got = simulate(server, 300, Duration::from_secs(1), Duration::from_secs(1)).await;
+    let late = Lateness {
+        by: Duration::from_secs(1),
+        new_connections: 70,
+        warm: 0,
+    };
+    let got = simulate(server, 300, Duration::from_secs(1), late).await;
     assert_eq!(
         got.refused, 0,
         "a call that arrived late blocked its slot for longer"
     );
+    // The first window's calls, all on new connections, block their slots
+    // from their answers; the later ones reuse the connections.
     let ratio = bound(300, 25, Rate::DEFAULT.window).as_secs_f64() / got.elapsed.as_secs_f64();
-    assert!(ratio >= 0.85, "{ratio}");
+    assert!(ratio >= 0.9, "{ratio}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn warm_calls_slowed_on_their_way_in_trip_no_429() {
+    let server = StrictServer::new(Rate::DEFAULT);
+    let late = Lateness {
+        by: Duration::from_secs(1),
+        new_connections: 0,
+        warm: 5,
+    };
+    let got = simulate(server, 300, Duration::from_millis(500), late).await;
+    assert_eq!(
+        got.refused, 0,
+        "a call slower than usual blocked its slot for longer"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_on_time_use_the_window_fully_even_when_slow() {
+    for (service, at_least) in [(200, 0.95), (1000, 0.93)] {
+        let server = StrictServer::new(Rate::DEFAULT);
+        let got = simulate(server, 300, Duration::from_millis(service), ON_TIME).await;
+        assert_eq!(got.refused, 0, "{service} ms");
+        let ratio = bound(300, 25, Rate::DEFAULT.window).as_secs_f64() / got.elapsed.as_secs_f64();
+        assert!(ratio >= at_least, "{service} ms: {ratio}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,7 +338,7 @@ async fn with_a_competitor_taking_10_of_25_few_calls_are_refused_and_the_rest_is
             }
         })
     };
-    let got = simulate(server, 300, Duration::from_millis(200), Duration::ZERO).await;
+    let got = simulate(server, 300, Duration::from_millis(200), ON_TIME).await;
     competitor.abort();
     let refused = got.refused as f64 / got.calls as f64;
     assert!(
