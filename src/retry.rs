@@ -146,6 +146,7 @@ where
         match &result {
             // The call may have reached the server at any moment until now.
             Err(ApiError::Timeout(_) | ApiError::Transport(_)) => drop(permit),
+            Err(ApiError::Unconnected(_) | ApiError::Unreachable { .. }) => permit.not_sent(),
             _ => permit.completed_on(connection),
         }
         let error = match result {
@@ -203,13 +204,23 @@ pub(crate) struct Caller {
     pub policy: RetryPolicy,
     tenant: TenantKey,
     minting: Mutex<()>,
-    /// Leads in a row whose every attempt failed to connect.
-    unconnected: std::sync::atomic::AtomicU32,
+    /// Calls in a row that could not connect.
+    unconnected: std::sync::Mutex<Unconnected>,
 }
 
-/// Leads in a row that could not connect at all before the run stops: the
-/// host is down or mistyped, and trying every row would take hours.
-const UNREACHABLE_AFTER: u32 = 3;
+/// Calls in a row that could not connect at all, across leads.
+#[derive(Debug, Default)]
+struct Unconnected {
+    calls: u32,
+    /// One of them was a retry, made after a backoff: the host stayed
+    /// unreachable for a while, it did not just blink.
+    retried: bool,
+}
+
+/// Calls in a row that could not connect at all, one of them a retry, before
+/// the run stops: the host is down or mistyped, and trying every row would
+/// take hours.
+const UNREACHABLE_AFTER: u32 = 5;
 
 impl Caller {
     /// Puts the pieces together.
@@ -225,32 +236,36 @@ impl Caller {
             policy,
             tenant,
             minting: Mutex::new(()),
-            unconnected: std::sync::atomic::AtomicU32::new(0),
+            unconnected: std::sync::Mutex::default(),
         }
     }
 
-    /// Counts leads in a row that could not connect; the third makes the
-    /// failure fatal. Any answer from the host starts the count again.
-    fn give_up_on_a_dead_host(
+    /// Runs one attempt (`retry` when it is not the lead's first) and counts
+    /// the calls in a row that could not connect: enough of them, one a
+    /// retry, make the failure fatal. Any answer from the host, or any other
+    /// failure, starts the count again.
+    async fn watching<T>(
         &self,
-        result: Result<GeneratedKey, ApiError>,
-    ) -> Result<GeneratedKey, ApiError> {
-        use std::sync::atomic::Ordering;
+        retry: bool,
+        attempt: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let result = attempt.await;
+        let mut unconnected = self.unconnected.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Err(ApiError::Unconnected(cause)) => {
-                let streak = self.unconnected.fetch_add(1, Ordering::SeqCst) + 1;
-                if streak >= UNREACHABLE_AFTER {
-                    Err(ApiError::Unreachable {
+                unconnected.calls += 1;
+                unconnected.retried |= retry;
+                if unconnected.calls >= UNREACHABLE_AFTER && unconnected.retried {
+                    return Err(ApiError::Unreachable {
                         host: self.client.origin(),
                         cause,
-                    })
-                } else {
-                    Err(ApiError::Unconnected(cause))
+                    });
                 }
+                Err(ApiError::Unconnected(cause))
             }
-            Err(ApiError::NotStarted) => Err(ApiError::NotStarted),
+            Err(ApiError::NotStarted | ApiError::Budget(_)) => result,
             other => {
-                self.unconnected.store(0, Ordering::SeqCst);
+                *unconnected = Unconnected::default();
                 other
             }
         }
@@ -271,8 +286,10 @@ impl Caller {
             return (Ok(lease), 0);
         }
         let (path, method) = self.tenant.mint_endpoint();
+        let mut tries = 0;
         let minted = with_retry_until(&self.limiter, &self.policy, stop, || {
-            self.client.mint_tenant_key(path, method)
+            tries += 1;
+            self.watching(tries > 1, self.client.mint_tenant_key(path, method))
         })
         .await;
         match minted.result {
@@ -306,14 +323,19 @@ impl Caller {
                 Ok(lease) => lease,
                 Err(error) => {
                     return Attempted {
-                        result: self.give_up_on_a_dead_host(Err(error)),
+                        result: Err(error),
                         attempts,
                         rate_limited,
                     }
                 }
             };
+            let mut tries = 0;
             let call = with_retry_until(&self.limiter, &self.policy, stop, || {
-                self.client.generate(&lease.key, lead_id, portal_id)
+                tries += 1;
+                self.watching(
+                    tries > 1,
+                    self.client.generate(&lease.key, lead_id, portal_id),
+                )
             })
             .await;
             attempts += call.attempts;
@@ -326,7 +348,7 @@ impl Caller {
                 }
             }
             return Attempted {
-                result: self.give_up_on_a_dead_host(call.result),
+                result: call.result,
                 attempts,
                 rate_limited,
             };

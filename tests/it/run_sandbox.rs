@@ -211,7 +211,7 @@ async fn without_a_tenant_key_one_is_minted_first() {
 /// A host nothing answers on: the run gives up after a few leads in a row
 /// could not connect, instead of trying every row five times.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unreachable_host_aborts_the_run_after_a_few_leads() {
+async fn an_unreachable_host_aborts_the_run_after_a_few_calls() {
     let refused = crate::support::RefusedPort::bind();
     let dir = tempfile::tempdir().unwrap();
     let input = crate::support::leads_csv(dir.path(), &crate::support::lead_ids(40));
@@ -223,6 +223,7 @@ async fn an_unreachable_host_aborts_the_run_after_a_few_leads() {
             .args(["--portal-id", "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5"])
             .args(["--portal-url", "https://portal.example.com/login"])
             .args(["--report", "report.csv", "--quiet"])
+            .args(["--summary-json", "summary.json"])
             .env("LSQ_ACCESS_KEY", "a")
             .env("LSQ_SECRET_KEY", "s")
             .env("LSQ_TENANT_AUTH_KEY", "t"),
@@ -232,9 +233,17 @@ async fn an_unreachable_host_aborts_the_run_after_a_few_leads() {
     assert!(stderr.contains("cannot reach the API host"), "{stderr}");
     assert!(stderr.contains(&refused.addr.to_string()), "{stderr}");
     let rows = crate::support::read_report(&dir.path().join("report.csv"));
+    let attempts: Vec<u32> = rows
+        .iter()
+        .map(|r| r["attempts"].parse().unwrap())
+        .collect();
     assert!(
-        rows.len() < 20,
-        "gave up after a few leads, not {} rows",
-        rows.len()
+        attempts.iter().all(|a| *a <= 2),
+        "no lead was tried five times: {attempts:?}"
     );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let calls = summary["api_calls"].as_u64().unwrap();
+    // A few first attempts and a retry, not five tries for each of a few leads.
+    assert!((5..=10).contains(&calls), "gave up after {calls} calls");
 }
