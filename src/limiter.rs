@@ -74,22 +74,42 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
 pub enum Connection {
     /// Over a connection an earlier call used.
     Reused,
-    /// Over a connection opened for it.
-    New,
+    /// Over a connection opened for it, which took `setup` to open (name
+    /// lookup, TCP and TLS handshakes) when the client timed it.
+    New {
+        /// How long opening the connection took.
+        setup: Option<Duration>,
+    },
     /// Not known: a slot's first call is taken to have opened a connection.
     Unknown,
 }
 
+/// What the client noted while a call ran.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    connection: Connection,
+    setup: Option<Duration>,
+}
+
 tokio::task_local! {
-    static SEEN: Cell<Connection>;
+    static SEEN: Cell<Seen>;
 }
 
 /// Runs `call` and says which connection it used, as the client noted with
-/// [`note_connection`] while it ran.
+/// [`note_connection`] and [`note_setup`] while it ran.
 pub async fn observing<F: Future>(call: F) -> (F::Output, Connection) {
-    SEEN.scope(Cell::new(Connection::Unknown), async {
+    let nothing = Seen {
+        connection: Connection::Unknown,
+        setup: None,
+    };
+    SEEN.scope(Cell::new(nothing), async {
         let output = call.await;
-        (output, SEEN.with(Cell::get))
+        let seen = SEEN.with(Cell::get);
+        let connection = match seen.connection {
+            Connection::New { .. } => Connection::New { setup: seen.setup },
+            other => other,
+        };
+        (output, connection)
     })
     .await
 }
@@ -97,7 +117,23 @@ pub async fn observing<F: Future>(call: F) -> (F::Output, Connection) {
 /// The HTTP client notes which connection the call under way used; outside
 /// [`observing`] this does nothing.
 pub fn note_connection(connection: Connection) {
-    let _ = SEEN.try_with(|seen| seen.set(connection));
+    let _ = SEEN.try_with(|seen| {
+        seen.set(Seen {
+            connection,
+            ..seen.get()
+        })
+    });
+}
+
+/// The HTTP client notes how long opening a connection for the call under
+/// way took; outside [`observing`] this does nothing.
+pub fn note_setup(setup: Duration) {
+    let _ = SEEN.try_with(|seen| {
+        seen.set(Seen {
+            setup: Some(setup),
+            ..seen.get()
+        })
+    });
 }
 
 /// A `governor` clock that reads tokio's clock, so that pacing follows
@@ -185,7 +221,7 @@ struct State {
     /// The latest warm calls' latencies, to tell a call that may have
     /// arrived late.
     latencies: std::collections::VecDeque<Duration>,
-    /// The quickest answer to a call that opened a connection.
+    /// The quickest call over a new connection, once it was open.
     quickest_new: Option<Duration>,
     /// When the 429s of the last window came: our calls the server did not
     /// count.
@@ -325,24 +361,31 @@ impl Permit {
     /// The call got an answer (any answer, 429 included) now, over
     /// `connection`.
     ///
-    /// A call that opened a connection may have reached the server at any
-    /// moment before its answer (a lost SYN is sent again a second later; a
-    /// TLS handshake can be slow), and so may one that took clearly longer
-    /// than the recent calls on warm connections (a lost packet is sent
-    /// again later too). Any other call reached the server within the
-    /// margin of being sent. Its slot stays blocked for a window from then.
+    /// Its slot stays blocked for a window from the latest moment it can
+    /// have reached the server. Once its connection was open (at once on a
+    /// warm one; after the timed set-up on a new one) the request reached
+    /// the server within the arrival margin, unless the call then took
+    /// clearly longer than usual: a packet sent again shows up as a slow
+    /// answer. Such a call, the run's first and one over a new connection of
+    /// unknown set-up time may have arrived at any moment before the answer.
     pub fn completed_on(mut self, connection: Connection) {
         let now = Instant::now();
         let latency = now - self.sent_at;
-        let new = match connection {
-            Connection::New => true,
-            Connection::Reused => false,
-            Connection::Unknown => !self.warm,
+        let (new, setup) = match connection {
+            Connection::Reused => (false, Some(Duration::ZERO)),
+            Connection::New { setup } => (true, setup),
+            Connection::Unknown if self.warm => (false, Some(Duration::ZERO)),
+            Connection::Unknown => (true, None),
         };
-        let on_time = self.limiter.usual_latency(latency, new);
-        let anchor = match on_time {
-            true => now.min(self.sent_at + self.limiter.settings.arrival_margin),
-            false => now,
+        let on_time = setup.is_some_and(|setup| {
+            self.limiter
+                .usual_latency(latency.saturating_sub(setup), new)
+        });
+        let anchor = match (on_time, setup) {
+            (true, Some(setup)) => {
+                now.min(self.sent_at + setup + self.limiter.settings.arrival_margin)
+            }
+            _ => now,
         };
         self.limiter.free(self.slot, self.token, anchor);
         self.done = true;
@@ -629,26 +672,28 @@ impl Limiter {
         }
     }
 
-    /// Notes a call's latency and says whether it is usual for a call on a
-    /// warm connection: no longer than the median of the recent warm calls
-    /// plus the larger of the arrival margin and twice their interquartile
-    /// range (medians and quartiles stay put when a few calls are late).
-    /// Until enough warm calls were answered, no longer than the quickest
-    /// call that opened a connection plus the margin: opening one only adds
-    /// time. A call that opened a connection is never usual.
+    /// Notes how long a call took once its connection was open, and says
+    /// whether that is usual: no longer than the median of the recent calls
+    /// on warm connections plus the larger of the arrival margin and twice
+    /// their interquartile range (a few late calls move neither). Until
+    /// enough warm calls were answered, no longer than the quickest other
+    /// call over a new connection plus the margin: a few of those must be on
+    /// time, not all of them. Calls over new connections are kept apart,
+    /// since many of a run's first burst can be late at once.
     fn usual_latency(&self, latency: Duration, new: bool) -> bool {
         let margin = self.settings.arrival_margin;
         let mut state = self.lock();
+        let quickest_new = state.quickest_new;
         if new {
-            state.quickest_new = Some(state.quickest_new.map_or(latency, |q| q.min(latency)));
-            return false;
+            state.quickest_new = Some(quickest_new.map_or(latency, |q| q.min(latency)));
+        } else {
+            if state.latencies.len() == LATENCY_SAMPLES {
+                state.latencies.pop_front();
+            }
+            state.latencies.push_back(latency);
         }
-        if state.latencies.len() == LATENCY_SAMPLES {
-            state.latencies.pop_front();
-        }
-        state.latencies.push_back(latency);
         if state.latencies.len() < LATENCY_BASELINE {
-            return state.quickest_new.is_some_and(|q| latency <= q + margin);
+            return quickest_new.is_some_and(|q| latency <= q + margin);
         }
         let mut sorted: Vec<Duration> = state.latencies.iter().copied().collect();
         sorted.sort_unstable();

@@ -13,7 +13,7 @@ use url::Url;
 
 use super::error::{classify, parse_retry_after, transport_error};
 use super::ApiError;
-use crate::limiter::{note_connection, Connection};
+use crate::limiter::{note_connection, note_setup, Connection};
 use crate::secret::{Scrubber, Secret};
 
 /// Body of Generate lead-level auth key.
@@ -70,6 +70,51 @@ struct Connections(Mutex<HashSet<SocketAddr>>);
 /// count as new connections, the safe side.
 const CONNECTIONS_REMEMBERED: usize = 4096;
 
+/// Times how long opening each connection takes (name lookup, TCP and TLS
+/// handshakes) and notes it for the call that waits for it: a lost SYN or a
+/// slow handshake delays that call's arrival by as much.
+#[derive(Debug, Clone, Copy)]
+struct TimedSetup;
+
+impl<S> tower_layer::Layer<S> for TimedSetup {
+    type Service = Timed<S>;
+
+    fn layer(&self, inner: S) -> Timed<S> {
+        Timed(inner)
+    }
+}
+
+/// The connector, timed: see [`TimedSetup`].
+#[derive(Debug, Clone)]
+struct Timed<S>(S);
+
+impl<S, R> tower_service::Service<R> for Timed<S>
+where
+    S: tower_service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let started = tokio::time::Instant::now();
+        let connecting = self.0.call(request);
+        Box::pin(async move {
+            let connected = connecting.await;
+            note_setup(started.elapsed());
+            connected
+        })
+    }
+}
+
 impl Connections {
     /// Notes the connection `response` came over, for the limiter.
     fn note(&self, response: &reqwest::Response) {
@@ -81,7 +126,7 @@ impl Connections {
             seen.clear();
         }
         note_connection(if seen.insert(info.local_addr()) {
-            Connection::New
+            Connection::New { setup: None }
         } else {
             Connection::Reused
         });
@@ -100,6 +145,7 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
+            .connector_layer(TimedSetup)
             .build()?;
         let scrubber = Scrubber::new([&settings.access_key, &settings.secret_key]);
         Ok(ApiClient {
@@ -322,17 +368,18 @@ mod tests {
             answer.unwrap();
             seen.push(connection);
         }
-        assert_eq!(
-            seen,
-            [
-                Connection::New,
-                Connection::Reused,
-                // The server closed the idle connection: the client opened
-                // another.
-                Connection::New,
-                Connection::Reused
-            ]
-        );
+        let kinds: Vec<&str> = seen
+            .iter()
+            .map(|c| match c {
+                Connection::New { setup: Some(_) } => "new, timed",
+                Connection::New { setup: None } => "new",
+                Connection::Reused => "reused",
+                Connection::Unknown => "unknown",
+            })
+            .collect();
+        // The server closed the idle connection before the third call: the
+        // client opened another, and timed its set-up both times.
+        assert_eq!(kinds, ["new, timed", "reused", "new, timed", "reused"]);
         sandbox.shutdown().await;
     }
 }

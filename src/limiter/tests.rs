@@ -205,12 +205,16 @@ struct Lateness {
     new_connections: u32,
     /// In percent of the calls on a warm connection (a lost packet).
     warm: u32,
+    /// Opening a connection takes this long, as the client times it (a
+    /// slow TLS handshake to a far host).
+    setup: Duration,
 }
 
 const ON_TIME: Lateness = Lateness {
     by: Duration::ZERO,
     new_connections: 0,
     warm: 0,
+    setup: Duration::ZERO,
 };
 
 /// Runs `leads` calls through the limiter against `server` with 30 tasks,
@@ -244,12 +248,20 @@ async fn simulate(
                 loop {
                     let permit = limiter.acquire().await.unwrap();
                     let (connection, late_percent) = match permit.warm {
-                        false => (Connection::New, late.new_connections),
+                        false => (
+                            Connection::New {
+                                setup: Some(late.setup),
+                            },
+                            late.new_connections,
+                        ),
                         true => (Connection::Reused, late.warm),
                     };
                     let mut delay = Duration::from_millis(rng.random_range(0..=100));
                     if rng.random_range(0..100) < late_percent {
                         delay += late.by;
+                    }
+                    if !permit.warm {
+                        delay += late.setup;
                     }
                     tokio::time::sleep(delay).await;
                     let accepted = server.arrive();
@@ -288,6 +300,7 @@ async fn late_first_arrivals_on_new_connections_trip_no_429() {
         by: Duration::from_secs(1),
         new_connections: 70,
         warm: 0,
+        setup: Duration::ZERO,
     };
     let got = simulate(server, 300, Duration::from_secs(1), late).await;
     assert_eq!(
@@ -307,12 +320,24 @@ async fn warm_calls_slowed_on_their_way_in_trip_no_429() {
         by: Duration::from_secs(1),
         new_connections: 0,
         warm: 5,
+        setup: Duration::ZERO,
     };
     let got = simulate(server, 300, Duration::from_millis(500), late).await;
     assert_eq!(
         got.refused, 0,
         "a call slower than usual blocked its slot for longer"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_connection_set_ups_trip_no_429() {
+    let server = StrictServer::new(Rate::DEFAULT);
+    let late = Lateness {
+        setup: Duration::from_millis(700),
+        ..ON_TIME
+    };
+    let got = simulate(server, 300, Duration::from_millis(200), late).await;
+    assert_eq!(got.refused, 0, "a slow set-up blocked its slot for longer");
 }
 
 #[tokio::test(start_paused = true)]
