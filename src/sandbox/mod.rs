@@ -90,6 +90,9 @@ pub struct SandboxConfig {
     /// A competing integration takes this many of the budget's calls in every
     /// window, spread evenly, and is always counted.
     pub competitor: u32,
+    /// The competing integration stops this long after the sandbox started
+    /// (never when unset).
+    pub competitor_stops_after: Option<Duration>,
     /// Whether calls answered 429 still occupy a slot in the window.
     pub count_rejected: bool,
     /// Seed for the fault RNG, so faults can be replayed.
@@ -129,6 +132,7 @@ impl Default for SandboxConfig {
             error_rate: 0.0,
             drop_rate: 0.0,
             competitor: 0,
+            competitor_stops_after: None,
             count_rejected: false,
             seed: None,
             unknown_leads: Vec::new(),
@@ -313,12 +317,19 @@ impl Drop for Sandbox {
     }
 }
 
-/// The competing integration: one call every `period`, for ever.
+/// The competing integration: one call every `period`, until it stops.
 async fn compete(shared: Arc<Shared>, period: Duration) {
+    let stops_at = shared
+        .config
+        .competitor_stops_after
+        .map(|after| tokio::time::Instant::now() + after);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let at = tick.tick().await;
+        if stops_at.is_some_and(|stop| at >= stop) {
+            return;
+        }
         let mut ledger = shared.ledger();
         ledger.window.take(Instant::now());
         ledger.competitor_calls += 1;

@@ -71,6 +71,24 @@ async fn competitor_takes_part_of_every_window() {
     assert_eq!(count(&burst, StatusCode::OK), 10);
 }
 
+#[tokio::test]
+async fn a_competitor_that_stops_leaves_the_whole_budget() {
+    let config = SandboxConfig {
+        budget: rate(10, 1000),
+        competitor: 5,
+        competitor_stops_after: Some(Duration::from_millis(500)),
+        ..SandboxConfig::default()
+    };
+    let api = Api::start(config).await;
+    // It stops half a window in; a window later its calls have left.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let taken = api.sandbox.stats().competitor_calls;
+    assert!((1..=4).contains(&taken), "{taken} competitor calls");
+    let burst = join_all((0..10).map(|_| api.generate_status(LEAD))).await;
+    assert_eq!(count(&burst, StatusCode::OK), 10);
+    assert_eq!(api.sandbox.stats().competitor_calls, taken);
+}
+
 /// Fills a 5/1s window, then calls every 50 ms for 1.5 s: well past the window.
 async fn hammer(api: &Api) -> Vec<StatusCode> {
     let burst = join_all((0..5).map(|_| api.generate_status(LEAD))).await;
