@@ -62,11 +62,12 @@ pub(crate) enum ApiError {
     /// Connection refused, reset or dropped: try again.
     #[error("connection failed: {0}")]
     Transport(String),
-    /// No connection could be made at all (DNS, refused, TLS): try again,
-    /// but several leads in a row like this stop the run.
+    /// No connection could be made at all (DNS, refused, TLS): the call
+    /// never reached the server. Try again, but several calls in a row like
+    /// this stop the run.
     #[error("cannot connect: {0}")]
     Unconnected(String),
-    /// Leads in a row could not connect to the host: fatal for the run.
+    /// Calls in a row could not connect to the host: fatal for the run.
     #[error(
         "cannot reach the API host {host} ({cause}): check --host (your region's portal \
          API host, e.g. https://portalapi-in21.leadsquared.com), DNS, firewall and proxy"
