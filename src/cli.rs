@@ -24,7 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Generate a login link for every lead in a CSV (and optionally email it).
     Run(Box<RunArgs>),
-    /// Show a campaign's progress from its state file, or export it as a report.
+    /// Show each campaign's progress from the state file (--json for scripts),
+    /// export one as a report, or prune finished ones.
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// Sign a lead in to the portal with a one-time password.
     #[command(subcommand)]
@@ -213,9 +215,28 @@ pub struct StatusArgs {
     pub state: Option<PathBuf>,
 
     /// Write the campaign's leads as a report CSV (needs --campaign).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "prune")]
     pub export: Option<PathBuf>,
+
+    /// Print one JSON object on stdout: counts per campaign, or what
+    /// --prune removed.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Remove the leads of finished campaigns (or of --campaign) whose last
+    /// activity is older than --older-than; a campaign a run holds, or with
+    /// leads in `sending`, is kept.
+    #[arg(long, requires = "older_than")]
+    pub prune: bool,
+
+    /// With --prune: how long ago a campaign last ran, e.g. 90d or 12h.
+    #[arg(long, value_name = "AGE", requires = "prune")]
+    pub older_than: Option<String>,
 }
+
+const STATUS_HELP: &str = "Exit codes: 0 done; 1 the state file is missing or cannot be read; \
+2 usage error, such as a --campaign the state file does not hold (the message lists those it \
+does).";
 
 const CREDENTIALS_HELP: &str = "Credentials come from the environment: LSQ_PUBLIC_AUTH_KEY, or \
 LSQ_ACCESS_KEY and LSQ_SECRET_KEY to fetch it. Exit codes: 0 done; 1 the API refused or could \

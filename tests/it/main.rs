@@ -31,4 +31,5 @@ mod sandbox;
 mod secrets;
 mod shared_budget;
 mod state_store;
+mod status;
 mod stopping;
