@@ -144,6 +144,16 @@ pub struct RunArgs {
     )]
     pub from: Option<String>,
 
+    /// Reply-To address of every message, e.g. "Acme Support <support@acme.example>".
+    #[arg(long, value_name = "ADDRESS")]
+    pub reply_to: Option<String>,
+
+    /// List-Unsubscribe header: mailto:ADDRESS, an https:// URL (also sent as
+    /// RFC 8058 one-click; {email} in it stands for the recipient), or one of
+    /// each separated by a comma.
+    #[arg(long, value_name = "URI")]
+    pub list_unsubscribe: Option<String>,
+
     /// Column holding each lead's email address [default: Email].
     #[arg(long, value_name = "NAME")]
     pub email_column: Option<String>,

@@ -13,7 +13,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lettre::message::Mailbox;
 use url::Url;
 
 use crate::api::{ApiSettings, TenantKeySource};
@@ -128,8 +127,8 @@ impl fmt::Debug for SandboxHandle {
 pub struct EmailSettings {
     /// Folder with subject.txt, body.txt, optional body.html.
     pub templates: PathBuf,
-    /// Sender.
-    pub from: Mailbox,
+    /// Sender, Reply-To and List-Unsubscribe.
+    pub sender: crate::email::Sender,
     /// Recipient column.
     pub column: String,
     /// Where messages go.

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
 use crate::cli::RunArgs;
+use crate::email::{ListUnsubscribe, Sender};
 use crate::limiter::{parse_duration, LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
@@ -403,7 +404,7 @@ fn email_settings(
         .transpose()?;
     Ok(EmailSettings {
         templates,
-        from: sender(args, file)?,
+        sender: sender(args, file, config)?,
         column: pick(&args.email_column, &file.email_column).unwrap_or_else(|| "Email".into()),
         delivery: delivery(args, file)?,
         smtp_rate: rate_setting(args.smtp_rate, &file.smtp_rate, "smtp_rate", config)?,
@@ -417,7 +418,44 @@ fn email_settings(
     })
 }
 
-fn sender(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError> {
+/// The From address, with the Reply-To and List-Unsubscribe headers when
+/// they are set; a malformed one is named by its flag or its file setting.
+fn sender(args: &RunArgs, file: &FileConfig, config: &Path) -> Result<Sender, UsageError> {
+    let named = |flag: &str, key: &str, from_flag: bool| match from_flag {
+        true => flag.to_owned(),
+        false => format!("{key} in {}", config.display()),
+    };
+    let reply_to = pick(&args.reply_to, &file.reply_to)
+        .map(|value| {
+            let name = named("--reply-to", "reply_to", args.reply_to.is_some());
+            value.parse::<Mailbox>().map_err(|e| {
+                usage(format!(
+                    "{name} {value:?} is not a valid address: {e}; give one such as \
+                     \"Acme Support <support@acme.example>\""
+                ))
+            })
+        })
+        .transpose()?;
+    let list_unsubscribe = pick(&args.list_unsubscribe, &file.list_unsubscribe)
+        .map(|value| {
+            let name = named(
+                "--list-unsubscribe",
+                "list_unsubscribe",
+                args.list_unsubscribe.is_some(),
+            );
+            value
+                .parse::<ListUnsubscribe>()
+                .map_err(|e| usage(format!("{name}: {e}")))
+        })
+        .transpose()?;
+    Ok(Sender {
+        from: from_address(args, file)?,
+        reply_to,
+        list_unsubscribe,
+    })
+}
+
+fn from_address(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError> {
     let from = match pick(&args.from, &file.from) {
         Some(from) => from,
         None if args.sandbox => SANDBOX_SENDER.to_owned(),

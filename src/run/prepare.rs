@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use lettre::message::Mailbox;
 use tokio::sync::Mutex;
 
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
-use crate::email::{Templates, Transport};
+use crate::email::{Sender, Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::paths::Output;
@@ -34,7 +33,7 @@ pub(super) enum Gate {
 /// The email side of a run.
 pub(super) struct Mail {
     pub(super) templates: Templates,
-    pub(super) from: Mailbox,
+    pub(super) sender: Sender,
     pub(super) column: String,
     pub(super) transport: Transport,
     pub(super) limiter: Option<Arc<Limiter>>,
@@ -243,7 +242,7 @@ fn prepare_mail(
     });
     Ok(Mail {
         templates,
-        from: email.from.clone(),
+        sender: email.sender.clone(),
         column: email.column.clone(),
         transport,
         limiter,
