@@ -27,6 +27,7 @@ mod run_email;
 mod run_sandbox;
 mod run_state;
 mod run_wiremock;
+mod samples;
 mod sandbox;
 mod secrets;
 mod shared_budget;
