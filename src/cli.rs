@@ -180,6 +180,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub preview: Option<usize>,
 
+    /// The recipients' time zone, an IANA name such as Europe/Berlin: email
+    /// templates show expires_at_readable in it, and the night check uses it
+    /// [default: readable times in UTC; the night check in this machine's zone].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+
+    /// The recipients' working hours, local time: an email run (and its dry
+    /// run) warns when its links would expire outside them [default: 08:00-20:00].
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    pub working_hours: Option<String>,
+
     /// Warn when the planned run would finish after this local time (HH:MM).
     #[arg(long, value_name = "HH:MM")]
     pub send_before: Option<String>,

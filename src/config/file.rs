@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub(super) list_unsubscribe: Option<String>,
     pub(super) email_column: Option<String>,
     pub(super) campaign: Option<String>,
+    pub(super) timezone: Option<String>,
+    pub(super) working_hours: Option<String>,
     pub(super) state: Option<PathBuf>,
     pub(super) budget_store: Option<String>,
 }

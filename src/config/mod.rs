@@ -70,6 +70,8 @@ pub struct Settings {
     pub resend_in_doubt: bool,
     /// Send every lead again.
     pub resend: bool,
+    /// The recipients' time zone and working hours.
+    pub daytime: crate::daytime::Daytime,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
     /// What kind of run this is.
@@ -238,7 +240,18 @@ impl Settings {
             tenant_key_given,
             send_before,
             emails: self.email.is_some(),
+            daytime: self.daytime,
         }
+    }
+
+    /// For a real email run about to start at `now`: a warning when the links
+    /// it makes would expire during the recipients' night.
+    pub fn night_warning(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        if self.is_dry_run() || self.email.is_none() || self.test_address().is_some() {
+            return None;
+        }
+        let expires = now + crate::api::KEY_LIFETIME;
+        self.daytime.night_warning(expires, expires)
     }
 
     /// The portal page links open; a dry run given none plans with a stand-in.

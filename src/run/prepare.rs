@@ -95,7 +95,12 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     )?;
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
-        Some(email) => Some(prepare_mail(email, &headers, settings.preview_outbox())?),
+        Some(email) => Some(prepare_mail(
+            email,
+            &headers,
+            settings.preview_outbox(),
+            settings.daytime,
+        )?),
         None => None,
     };
     let limiter = match (settings.connection(), &settings.tenant) {
@@ -214,9 +219,10 @@ fn prepare_mail(
     email: &EmailSettings,
     headers: &[String],
     preview_outbox: Option<&std::path::Path>,
+    daytime: crate::daytime::Daytime,
 ) -> anyhow::Result<Mail> {
     let templates = Templates::load(&email.templates)
-        .and_then(|t| t.check(headers).map(|()| t))
+        .and_then(|t| t.check(headers).map(|()| t.for_recipients(daytime)))
         .map_err(|e| UsageError(format!("{e:#}")))?;
     if email.test_address.is_none()
         && !headers

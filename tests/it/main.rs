@@ -13,6 +13,7 @@
 
 mod support;
 
+mod daytime;
 mod dry_run;
 mod email;
 mod exit_codes;
