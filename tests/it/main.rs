@@ -23,6 +23,7 @@ mod ledger;
 mod odd_inputs;
 mod otp;
 mod paths;
+mod readme;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
