@@ -247,7 +247,11 @@ impl Settings {
     /// For a real email run about to start at `now`: a warning when the links
     /// it makes would expire during the recipients' night.
     pub fn night_warning(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
-        if self.is_dry_run() || self.email.is_none() || self.test_address().is_some() {
+        // An outbox is a review: the links are mailed by a later run.
+        let mails = self.email.as_ref().is_some_and(|email| {
+            email.test_address.is_none() && matches!(email.delivery, Delivery::Smtp(_))
+        });
+        if self.is_dry_run() || !mails {
             return None;
         }
         let expires = now + crate::api::KEY_LIFETIME;

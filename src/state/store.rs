@@ -532,14 +532,20 @@ impl StateStore {
             Some(name) => vec![name.to_owned()],
             None => self.campaigns()?,
         };
+        let sending = |o: &CampaignOverview| o.counts.get("sending").is_some_and(|n| *n > 0);
         for name in names {
-            let Some(overview) = self.overview(&name)? else {
+            let Some(overview) = self.inactive_since(&name, cutoff)? else {
                 continue;
             };
-            if overview.last_activity >= cutoff {
+            if sending(&overview) || !self.lock.claim(&name)? {
+                pruning.in_progress.push(overview);
                 continue;
             }
-            if overview.counts.get("sending").is_some_and(|n| *n > 0) || !self.lock.claim(&name)? {
+            // Looked at again under the lock: a run may have come and gone.
+            let Some(overview) = self.inactive_since(&name, cutoff)? else {
+                continue;
+            };
+            if sending(&overview) {
                 pruning.in_progress.push(overview);
                 continue;
             }
@@ -551,6 +557,17 @@ impl StateStore {
             pruning.removed.push(overview);
         }
         Ok(pruning)
+    }
+
+    /// The campaign's overview when it was last active before `cutoff`.
+    fn inactive_since(
+        &self,
+        campaign: &str,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Option<CampaignOverview>, StateError> {
+        Ok(self
+            .overview(campaign)?
+            .filter(|overview| overview.last_activity < cutoff))
     }
 }
 
