@@ -24,7 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Generate a login link for every lead in a CSV (and optionally email it).
     Run(Box<RunArgs>),
-    /// Show a campaign's progress from its state file, or export it as a report.
+    /// Show each campaign's progress from the state file (--json for scripts),
+    /// export one as a report, or prune finished ones.
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// Sign a lead in to the portal with a one-time password.
     #[command(subcommand)]
@@ -142,6 +144,16 @@ pub struct RunArgs {
     )]
     pub from: Option<String>,
 
+    /// Reply-To address of every message, e.g. "Acme Support <support@acme.example>".
+    #[arg(long, value_name = "ADDRESS")]
+    pub reply_to: Option<String>,
+
+    /// List-Unsubscribe header: mailto:ADDRESS, an https:// URL (also sent as
+    /// RFC 8058 one-click; {email} in it stands for the recipient), or one of
+    /// each separated by a comma.
+    #[arg(long, value_name = "URI")]
+    pub list_unsubscribe: Option<String>,
+
     /// Column holding each lead's email address [default: Email].
     #[arg(long, value_name = "NAME")]
     pub email_column: Option<String>,
@@ -167,6 +179,17 @@ pub struct RunArgs {
     /// outbox (--outbox, or ./preview) for a person to read.
     #[arg(long, value_name = "N")]
     pub preview: Option<usize>,
+
+    /// The recipients' time zone, an IANA name such as Europe/Berlin: email
+    /// templates show expires_at_readable in it, and the night check uses it
+    /// [default: readable times in UTC; the night check in this machine's zone].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+
+    /// The recipients' working hours, local time: an email run (and its dry
+    /// run) warns when its links would expire outside them [default: 08:00-20:00].
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    pub working_hours: Option<String>,
 
     /// Warn when the planned run would finish after this local time (HH:MM).
     #[arg(long, value_name = "HH:MM")]
@@ -213,9 +236,28 @@ pub struct StatusArgs {
     pub state: Option<PathBuf>,
 
     /// Write the campaign's leads as a report CSV (needs --campaign).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "prune")]
     pub export: Option<PathBuf>,
+
+    /// Print one JSON object on stdout: counts per campaign, or what
+    /// --prune removed.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Remove the leads of finished campaigns (or of --campaign) whose last
+    /// activity is older than --older-than; a campaign a run holds, or with
+    /// leads in `sending`, is kept.
+    #[arg(long, requires = "older_than")]
+    pub prune: bool,
+
+    /// With --prune: how long ago a campaign last ran, e.g. 90d or 12h.
+    #[arg(long, value_name = "AGE", requires = "prune")]
+    pub older_than: Option<String>,
 }
+
+const STATUS_HELP: &str = "Exit codes: 0 done; 1 the state file is missing or cannot be read; \
+2 usage error, such as a --campaign the state file does not hold (the message lists those it \
+does).";
 
 const CREDENTIALS_HELP: &str = "Credentials come from the environment: LSQ_PUBLIC_AUTH_KEY, or \
 LSQ_ACCESS_KEY and LSQ_SECRET_KEY to fetch it. Exit codes: 0 done; 1 the API refused or could \

@@ -14,6 +14,7 @@ pub mod campaign;
 pub mod cli;
 pub mod config;
 mod console;
+pub mod daytime;
 pub mod email;
 pub mod exit;
 mod input;

@@ -37,7 +37,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use rate::{parse_duration, Rate, MAX_DURATION};
+pub use rate::{parse_age, parse_duration, Rate, MAX_DURATION};
 
 /// How the limiter paces calls.
 #[derive(Clone, Copy, Debug)]

@@ -43,8 +43,12 @@ pub struct FileConfig {
     pub(super) outbox: Option<PathBuf>,
     pub(super) templates: Option<PathBuf>,
     pub(super) from: Option<String>,
+    pub(super) reply_to: Option<String>,
+    pub(super) list_unsubscribe: Option<String>,
     pub(super) email_column: Option<String>,
     pub(super) campaign: Option<String>,
+    pub(super) timezone: Option<String>,
+    pub(super) working_hours: Option<String>,
     pub(super) state: Option<PathBuf>,
     pub(super) budget_store: Option<String>,
 }

@@ -13,7 +13,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lettre::message::Mailbox;
 use url::Url;
 
 use crate::api::{ApiSettings, TenantKeySource};
@@ -71,6 +70,8 @@ pub struct Settings {
     pub resend_in_doubt: bool,
     /// Send every lead again.
     pub resend: bool,
+    /// The recipients' time zone and working hours.
+    pub daytime: crate::daytime::Daytime,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
     /// What kind of run this is.
@@ -128,8 +129,8 @@ impl fmt::Debug for SandboxHandle {
 pub struct EmailSettings {
     /// Folder with subject.txt, body.txt, optional body.html.
     pub templates: PathBuf,
-    /// Sender.
-    pub from: Mailbox,
+    /// Sender, Reply-To and List-Unsubscribe.
+    pub sender: crate::email::Sender,
     /// Recipient column.
     pub column: String,
     /// Where messages go.
@@ -239,7 +240,22 @@ impl Settings {
             tenant_key_given,
             send_before,
             emails: self.email.is_some(),
+            daytime: self.daytime,
         }
+    }
+
+    /// For a real email run about to start at `now`: a warning when the links
+    /// it makes would expire during the recipients' night.
+    pub fn night_warning(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        // An outbox is a review: the links are mailed by a later run.
+        let mails = self.email.as_ref().is_some_and(|email| {
+            email.test_address.is_none() && matches!(email.delivery, Delivery::Smtp(_))
+        });
+        if self.is_dry_run() || !mails {
+            return None;
+        }
+        let expires = now + crate::api::KEY_LIFETIME;
+        self.daytime.night_warning(expires, expires)
     }
 
     /// The portal page links open; a dry run given none plans with a stand-in.

@@ -16,6 +16,8 @@ use super::{
 };
 use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
 use crate::cli::RunArgs;
+use crate::daytime::{parse_zone, Daytime};
+use crate::email::{ListUnsubscribe, Sender};
 use crate::limiter::{parse_duration, LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
@@ -137,6 +139,7 @@ impl Settings {
             Mode::DryRun(_) => planned_tenant(args, &file)?,
         };
         let state = state_path(args, &file)?;
+        let daytime = daytime(args, &file, &config)?;
         Ok(Settings {
             input: args.input.clone(),
             portal_id,
@@ -163,9 +166,39 @@ impl Settings {
             budget_store,
             resend_in_doubt: args.resend_in_doubt,
             resend: args.resend,
+            daytime,
             email,
             mode,
         })
+    }
+}
+
+/// `--timezone` and `--working-hours`, each named by its flag or its file
+/// setting when malformed.
+fn daytime(args: &RunArgs, file: &FileConfig, config: &Path) -> Result<Daytime, UsageError> {
+    let mut daytime = Daytime::default();
+    if let Some(zone) = pick(&args.timezone, &file.timezone) {
+        let name = setting_name("--timezone", "timezone", args.timezone.is_some(), config);
+        daytime.zone = Some(parse_zone(&zone).map_err(|e| usage(format!("{name}: {e}")))?);
+    }
+    if let Some(hours) = pick(&args.working_hours, &file.working_hours) {
+        let name = setting_name(
+            "--working-hours",
+            "working_hours",
+            args.working_hours.is_some(),
+            config,
+        );
+        daytime.hours = hours.parse().map_err(|e| usage(format!("{name} {e}")))?;
+    }
+    Ok(daytime)
+}
+
+/// How a message names a setting: by its flag when the flag gave it, else
+/// as the file's key.
+fn setting_name(flag: &str, key: &str, from_flag: bool, config: &Path) -> String {
+    match from_flag {
+        true => flag.to_owned(),
+        false => format!("{key} in {}", config.display()),
     }
 }
 
@@ -403,7 +436,7 @@ fn email_settings(
         .transpose()?;
     Ok(EmailSettings {
         templates,
-        from: sender(args, file)?,
+        sender: sender(args, file, config)?,
         column: pick(&args.email_column, &file.email_column).unwrap_or_else(|| "Email".into()),
         delivery: delivery(args, file)?,
         smtp_rate: rate_setting(args.smtp_rate, &file.smtp_rate, "smtp_rate", config)?,
@@ -417,7 +450,41 @@ fn email_settings(
     })
 }
 
-fn sender(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError> {
+/// The From address, with the Reply-To and List-Unsubscribe headers when
+/// they are set; a malformed one is named by its flag or its file setting.
+fn sender(args: &RunArgs, file: &FileConfig, config: &Path) -> Result<Sender, UsageError> {
+    let reply_to = pick(&args.reply_to, &file.reply_to)
+        .map(|value| {
+            let name = setting_name("--reply-to", "reply_to", args.reply_to.is_some(), config);
+            value.parse::<Mailbox>().map_err(|e| {
+                usage(format!(
+                    "{name} {value:?} is not a valid address: {e}; give one such as \
+                     \"Acme Support <support@acme.example>\""
+                ))
+            })
+        })
+        .transpose()?;
+    let list_unsubscribe = pick(&args.list_unsubscribe, &file.list_unsubscribe)
+        .map(|value| {
+            let name = setting_name(
+                "--list-unsubscribe",
+                "list_unsubscribe",
+                args.list_unsubscribe.is_some(),
+                config,
+            );
+            value
+                .parse::<ListUnsubscribe>()
+                .map_err(|e| usage(format!("{name}: {e}")))
+        })
+        .transpose()?;
+    Ok(Sender {
+        from: from_address(args, file)?,
+        reply_to,
+        list_unsubscribe,
+    })
+}
+
+fn from_address(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError> {
     let from = match pick(&args.from, &file.from) {
         Some(from) => from,
         None if args.sandbox => SANDBOX_SENDER.to_owned(),

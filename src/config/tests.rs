@@ -92,6 +92,30 @@ fn the_sample_config_parses() {
 }
 
 #[test]
+fn every_setting_the_sample_config_comments_out_is_a_real_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/lsq-dispatch.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            let setting = line.strip_prefix("# ").filter(|rest| {
+                rest.split_once(" = ")
+                    .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            });
+            format!("{}\n", setting.unwrap_or(line))
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.toml");
+    std::fs::write(&file, &uncommented).unwrap();
+    FileConfig::load(&file).unwrap();
+    assert!(
+        uncommented.contains("\nlist_unsubscribe = "),
+        "{uncommented}"
+    );
+}
+
+#[test]
 fn flag_beats_file_for_every_picked_setting() {
     let flag = Some("flag".to_owned());
     let file = Some("file".to_owned());

@@ -118,11 +118,118 @@ pub fn check_address(s: &str) -> Result<Address, String> {
         .map_err(|_| format!("invalid email address {s:?}: a message header cannot carry it"))
 }
 
-/// Builds the message: From, To, Subject, Date and Message-ID, with a
-/// multipart/alternative body (text and HTML) or a text-only body when there is
-/// no HTML template.
+/// Who every message of a run is from, where replies go, and how a reader
+/// unsubscribes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sender {
+    /// The From address.
+    pub from: Mailbox,
+    /// `--reply-to`: the Reply-To address.
+    pub reply_to: Option<Mailbox>,
+    /// `--list-unsubscribe`: the List-Unsubscribe header.
+    pub list_unsubscribe: Option<ListUnsubscribe>,
+}
+
+impl From<Mailbox> for Sender {
+    fn from(from: Mailbox) -> Sender {
+        Sender {
+            from,
+            reply_to: None,
+            list_unsubscribe: None,
+        }
+    }
+}
+
+/// The ways a reader unsubscribes (RFC 2369): a `mailto:` address, an
+/// `https://` URL, or one of each. With a URL, the message also says that
+/// one POST to it unsubscribes (RFC 8058 one-click), which large mailbox
+/// providers require of bulk senders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListUnsubscribe {
+    mailto: Option<String>,
+    https: Option<String>,
+}
+
+/// Stands for the recipient's address, percent-encoded, in an unsubscribe
+/// URL, so the URL can say who unsubscribes.
+const RECIPIENT: &str = "{email}";
+
+impl std::str::FromStr for ListUnsubscribe {
+    type Err = String;
+
+    /// Parses `mailto:ADDRESS`, `https://…`, or both separated by a comma.
+    /// An `https` URL may hold `{email}`, which each message replaces with its
+    /// recipient's address.
+    fn from_str(value: &str) -> Result<ListUnsubscribe, String> {
+        let mut parsed = ListUnsubscribe {
+            mailto: None,
+            https: None,
+        };
+        let usage = "use mailto:ADDRESS or an https:// URL, or one of each separated by a comma";
+        for uri in value.split(',').map(str::trim) {
+            if uri
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>\"".contains(c))
+            {
+                return Err(format!(
+                    "{uri:?} holds a space, a quote or an angle bracket, which a URI cannot; {usage}"
+                ));
+            }
+            let lower = uri.to_ascii_lowercase();
+            if let Some(rest) = lower.strip_prefix("mailto:").map(|_| &uri[7..]) {
+                let address = rest.split('?').next().unwrap_or_default();
+                check_address(&percent_encoding::percent_decode_str(address).decode_utf8_lossy())
+                    .map_err(|e| format!("{uri:?}: {e}"))?;
+                if parsed.mailto.replace(uri.to_owned()).is_some() {
+                    return Err(format!("two mailto: addresses; {usage}"));
+                }
+            } else if lower.starts_with("https://") {
+                let probe = uri.replace(RECIPIENT, "ann%40example.com");
+                let url = url::Url::parse(&probe).map_err(|e| format!("{uri:?}: {e}; {usage}"))?;
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(format!("{uri:?} names no host; {usage}"));
+                }
+                if parsed.https.replace(uri.to_owned()).is_some() {
+                    return Err(format!("two https:// URLs; {usage}"));
+                }
+            } else {
+                return Err(format!(
+                    "{uri:?} is neither a mailto: address nor an https:// URL (plain http:// \
+                     is not one-click safe); {usage}"
+                ));
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+impl ListUnsubscribe {
+    /// The List-Unsubscribe value for a message to `to`: the URL first, as
+    /// mailbox providers prefer it.
+    fn header(&self, to: &Address) -> String {
+        // Everything but RFC 3986's unreserved characters.
+        const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let email = percent_encoding::utf8_percent_encode(to.as_ref(), ESCAPED).to_string();
+        self.https
+            .iter()
+            .map(|url| url.replace(RECIPIENT, &email))
+            .chain(self.mailto.iter().cloned())
+            .map(|uri| format!("<{uri}>"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Builds the message: From, To, Subject, Date and Message-ID, Reply-To and
+/// List-Unsubscribe (with List-Unsubscribe-Post for a URL) when the sender
+/// has them, with a multipart/alternative body (text and HTML) or a
+/// text-only body when there is no HTML template.
 pub fn build_message(
-    from: &Mailbox,
+    sender: &Sender,
     to: &Address,
     rendered: &Rendered,
     message_id: &str,
@@ -133,14 +240,27 @@ pub fn build_message(
     {
         bail!("invalid Message-ID {message_id:?}");
     }
-    let builder = Message::builder()
-        .from(from.clone())
+    let mut builder = Message::builder()
+        .from(sender.from.clone())
         .to(Mailbox::new(None, to.clone()))
         // `Rendered::subject` is already one line; folding again keeps that
         // true for a `Rendered` built by hand.
         .raw_header(subject_header(one_line(&rendered.subject)))
         .date_now()
         .message_id(Some(message_id.to_owned()));
+    if let Some(reply_to) = &sender.reply_to {
+        builder = builder.reply_to(reply_to.clone());
+    }
+    if let Some(unsubscribe) = &sender.list_unsubscribe {
+        let header = |name, value| HeaderValue::new(HeaderName::new_from_ascii_str(name), value);
+        builder = builder.raw_header(header("List-Unsubscribe", unsubscribe.header(to)));
+        if unsubscribe.https.is_some() {
+            builder = builder.raw_header(header(
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe=One-Click".to_owned(),
+            ));
+        }
+    }
     let message = match &rendered.html {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(
             rendered.text.clone(),
@@ -299,7 +419,10 @@ mod tests {
 
     #[test]
     fn multipart_when_html_else_text_only() {
-        let from: Mailbox = "Acme <noreply@acme.example>".parse().unwrap();
+        let from: Sender = "Acme <noreply@acme.example>"
+            .parse::<Mailbox>()
+            .unwrap()
+            .into();
         let to = check_address("ann@example.com").unwrap();
         let id = message_id("c", "l1", "acme.example");
 
@@ -325,7 +448,7 @@ mod tests {
 
     #[test]
     fn crlf_in_subject_adds_no_header() {
-        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let from: Sender = "noreply@acme.example".parse::<Mailbox>().unwrap().into();
         let to = check_address("ann@example.com").unwrap();
         let r = rendered("Hi Ann\r\nBcc: eve@example.com\nX-Evil: 1", None);
         let m = build_message(&from, &to, &r, "<a@b>").unwrap();
@@ -349,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_subject_with_an_unbroken_long_word_is_encoded_in_short_lines() {
-        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let from: Sender = "noreply@acme.example".parse::<Mailbox>().unwrap().into();
         let to = check_address("ann@example.com").unwrap();
         let subject = format!("Hi {} ü{}", "x".repeat(3000), "y".repeat(100));
         let m = build_message(&from, &to, &rendered(&subject, None), "<a@b>").unwrap();
@@ -372,7 +495,7 @@ mod tests {
 
     #[test]
     fn a_subject_lettre_can_fold_is_left_to_lettre() {
-        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let from: Sender = "noreply@acme.example".parse::<Mailbox>().unwrap().into();
         let to = check_address("ann@example.com").unwrap();
         let subject = ["word"; 60].join(" ");
         let m = build_message(&from, &to, &rendered(&subject, None), "<a@b>").unwrap();
@@ -386,7 +509,10 @@ mod tests {
     fn a_header_line_over_998_characters_is_refused() {
         let long = format!("{}@acme.example", "n".repeat(60));
         let name = "N".repeat(1000);
-        let from: Mailbox = format!("{name} <{long}>").parse().unwrap();
+        let from: Sender = format!("{name} <{long}>")
+            .parse::<Mailbox>()
+            .unwrap()
+            .into();
         let to = check_address("ann@example.com").unwrap();
         let err = build_message(&from, &to, &rendered("Hi", None), "<a@b>").unwrap_err();
         let err = format!("{err:#}");
@@ -395,7 +521,7 @@ mod tests {
 
     #[test]
     fn message_id_with_newline_is_refused() {
-        let from: Mailbox = "noreply@acme.example".parse().unwrap();
+        let from: Sender = "noreply@acme.example".parse::<Mailbox>().unwrap().into();
         let to = check_address("ann@example.com").unwrap();
         assert!(build_message(&from, &to, &rendered("s", None), "<a@b>\r\nBcc: x").is_err());
     }

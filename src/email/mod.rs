@@ -14,7 +14,9 @@ mod message;
 mod template;
 mod transport;
 
-pub use message::{build_message, check_address, message_id, resend_message_id};
+pub use message::{
+    build_message, check_address, message_id, resend_message_id, ListUnsubscribe, Sender,
+};
 pub use template::{MessageContext, Rendered, Templates, FIXED_VARIABLES};
 pub(crate) use transport::send_with_retry_until;
 pub use transport::{send_with_retry, SendError, SmtpSettings, Transport};

@@ -12,6 +12,8 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, SecondsFormat, Utc};
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 
+use crate::daytime::Daytime;
+
 const SUBJECT: &str = "subject.txt";
 const TEXT: &str = "body.txt";
 const HTML: &str = "body.html";
@@ -30,6 +32,7 @@ pub const FIXED_VARIABLES: [&str; 5] = [
 pub struct Templates {
     env: Environment<'static>,
     has_html: bool,
+    daytime: Daytime,
 }
 
 /// What one lead's message is rendered from.
@@ -98,7 +101,18 @@ impl Templates {
                 .map_err(|e| anyhow::anyhow!("email template {}: {e}", path.display()))?;
             has_html |= name == HTML;
         }
-        Ok(Templates { env, has_html })
+        Ok(Templates {
+            env,
+            has_html,
+            daytime: Daytime::default(),
+        })
+    }
+
+    /// Shows `expires_at_readable` in the recipients' time zone (`--timezone`)
+    /// rather than UTC.
+    pub fn for_recipients(mut self, daytime: Daytime) -> Templates {
+        self.daytime = daytime;
+        self
     }
 
     /// True when a `body.html` was found, so messages are multipart/alternative.
@@ -149,7 +163,7 @@ impl Templates {
             portal_id: "probe",
             expires_at: DateTime::UNIX_EPOCH,
         };
-        let value = ctx.to_value();
+        let value = ctx.to_value(&self.daytime);
         for name in self.names() {
             if let Err(e) = self.env.get_template(name)?.render(&value) {
                 if matches!(
@@ -170,7 +184,7 @@ impl Templates {
     /// Renders one lead's message. The subject is folded onto one line, so a
     /// CR or LF in a CSV field cannot start a new header.
     pub fn render(&self, ctx: &MessageContext) -> Result<Rendered, minijinja::Error> {
-        let value = ctx.to_value();
+        let value = ctx.to_value(&self.daytime);
         let subject = self.env.get_template(SUBJECT)?.render(&value)?;
         let text = self.env.get_template(TEXT)?.render(&value)?;
         let html = if self.has_html {
@@ -201,9 +215,9 @@ impl std::fmt::Debug for Templates {
 }
 
 impl MessageContext<'_> {
-    fn to_value(self) -> Value {
+    fn to_value(self, daytime: &Daytime) -> Value {
         let expires_at = self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let readable = self.expires_at.format("%-d %B %Y, %H:%M UTC").to_string();
+        let readable = daytime.readable(self.expires_at);
         let fixed = [
             ("link", self.link.to_owned()),
             ("lead_id", self.lead_id.to_owned()),

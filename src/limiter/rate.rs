@@ -103,6 +103,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// The longest age [`parse_age`] takes: about a hundred years.
+const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses an age such as `90d`, `12h` or `30m` (the forms of
+/// [`parse_duration`] and days), longer than a day if need be, for
+/// `status --prune --older-than`. `None` when malformed, zero or over a
+/// hundred years.
+pub fn parse_age(s: &str) -> Option<Duration> {
+    parse_seconds(s)
+        .filter(|secs| *secs > 0.0 && *secs <= MAX_AGE.as_secs_f64())
+        .map(Duration::from_secs_f64)
+}
+
 /// A duration written as [`parse_duration`] takes, in seconds, of any size.
 fn parse_seconds(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -119,6 +132,7 @@ fn parse_seconds(s: &str) -> Option<f64> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         _ => return None,
     };
     secs.is_finite().then_some(secs)
@@ -173,10 +187,22 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("4h"), Some(Duration::from_secs(4 * 3600)));
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(parse_duration("2d"), None, "over the 24h any setting takes");
         assert_eq!(parse_duration("abc"), None);
         assert_eq!(parse_duration("24h"), Some(MAX_DURATION));
         for too_long in ["24.001h", "1441m", "99999999999999999999999h", "1e400"] {
             assert_eq!(parse_duration(too_long), None, "{too_long}");
+        }
+    }
+
+    #[test]
+    fn parses_ages_of_days() {
+        assert_eq!(parse_age("90d"), Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_age("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_age(" 1.5d "), Some(Duration::from_secs(36 * 3600)));
+        for bad in ["", "0d", "d", "90 days", "-1d", "99999d", "1y"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
         }
     }
 }

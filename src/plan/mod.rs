@@ -31,6 +31,8 @@ pub struct PlanSettings {
     pub send_before: Option<NaiveTime>,
     /// `--email`: each planned lead also gets an email.
     pub emails: bool,
+    /// The recipients' time zone and working hours, for the night check.
+    pub daytime: crate::daytime::Daytime,
 }
 
 /// The plan of a run: counts from the rows, then the estimates that
@@ -179,6 +181,14 @@ impl Plan {
                 }
                 _ => {}
             }
+        }
+        if let (true, Some(first), Some(last)) = (
+            settings.emails,
+            self.first_key_expires,
+            self.last_key_expires,
+        ) {
+            self.warnings
+                .extend(settings.daytime.night_warning(first, last));
         }
         if self.invalid > 0 {
             self.warnings.push(format!(

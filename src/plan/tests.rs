@@ -334,3 +334,34 @@ fn durations_and_counts_read_naturally() {
     assert_eq!(thousands(1000), "1,000");
     assert_eq!(thousands(1_234_567), "1,234,567");
 }
+
+#[test]
+fn an_email_plan_warns_when_its_links_would_expire_in_the_recipients_night() {
+    let daytime = crate::daytime::Daytime {
+        zone: Some(chrono_tz::Asia::Kolkata),
+        ..Default::default()
+    };
+    let run = |now, emails| {
+        let mut plan = planned(100);
+        plan.finish_in(
+            &PlanSettings {
+                emails,
+                daytime,
+                ..given(R25)
+            },
+            now,
+        );
+        plan.warnings
+    };
+    // 02:00 in Kolkata: the links die at 06:00 there.
+    let night = at(19_800, 2026, 6, 15, 2, 0);
+    let warnings = run(night, true);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("at 2026-06-15 06:00 +05:30 in Asia/Kolkata"),
+        "{warnings:?}"
+    );
+    assert!(run(night, false).is_empty(), "no email, no warning");
+    // 09:00 there: good until 13:00.
+    assert!(run(at(19_800, 2026, 6, 15, 9, 0), true).is_empty());
+}

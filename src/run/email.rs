@@ -199,7 +199,7 @@ impl Job {
     /// have. A deliberate `--resend` is a new copy that such a system must
     /// not drop, so it gets a new id.
     fn message_id(&self, mail: &Mail, lead_id: &str) -> String {
-        let domain = mail.from.email.domain();
+        let domain = mail.sender.from.email.domain();
         if self.settings.resend {
             crate::email::resend_message_id(&self.settings.campaign, lead_id, domain)
         } else {
@@ -224,7 +224,7 @@ impl Job {
             portal_id: &record.portal_id,
             expires_at: record.expires_at.unwrap_or_else(Utc::now),
         })?;
-        crate::email::build_message(&mail.from, to, &rendered, message_id)
+        crate::email::build_message(&mail.sender, to, &rendered, message_id)
     }
 }
 

@@ -84,6 +84,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         started,
     )?;
     job.check_mail().await?;
+    // Said even with --quiet: a nightly job is where it matters.
+    if let Some(warning) = job.settings.night_warning(chrono::Utc::now()) {
+        eprintln!("warning: {warning}");
+    }
     let stop = watch_signals(&job.stop);
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
     let quit = crate::signal::reached(stop.clone(), Stop::Quit);

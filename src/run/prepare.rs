@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use lettre::message::Mailbox;
 use tokio::sync::Mutex;
 
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
-use crate::email::{Templates, Transport};
+use crate::email::{Sender, Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::paths::Output;
@@ -34,7 +33,7 @@ pub(super) enum Gate {
 /// The email side of a run.
 pub(super) struct Mail {
     pub(super) templates: Templates,
-    pub(super) from: Mailbox,
+    pub(super) sender: Sender,
     pub(super) column: String,
     pub(super) transport: Transport,
     pub(super) limiter: Option<Arc<Limiter>>,
@@ -96,7 +95,12 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     )?;
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
-        Some(email) => Some(prepare_mail(email, &headers, settings.preview_outbox())?),
+        Some(email) => Some(prepare_mail(
+            email,
+            &headers,
+            settings.preview_outbox(),
+            settings.daytime,
+        )?),
         None => None,
     };
     let limiter = match (settings.connection(), &settings.tenant) {
@@ -215,9 +219,10 @@ fn prepare_mail(
     email: &EmailSettings,
     headers: &[String],
     preview_outbox: Option<&std::path::Path>,
+    daytime: crate::daytime::Daytime,
 ) -> anyhow::Result<Mail> {
     let templates = Templates::load(&email.templates)
-        .and_then(|t| t.check(headers).map(|()| t))
+        .and_then(|t| t.check(headers).map(|()| t.for_recipients(daytime)))
         .map_err(|e| UsageError(format!("{e:#}")))?;
     if email.test_address.is_none()
         && !headers
@@ -243,7 +248,7 @@ fn prepare_mail(
     });
     Ok(Mail {
         templates,
-        from: email.from.clone(),
+        sender: email.sender.clone(),
         column: email.column.clone(),
         transport,
         limiter,

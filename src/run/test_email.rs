@@ -45,7 +45,7 @@ pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
         let message_id = crate::email::message_id(
             &format!("{}/test", job.settings.campaign),
             &record.lead_id,
-            mail.from.email.domain(),
+            mail.sender.from.email.domain(),
         );
         let message = job.message(mail, &record, &row, &to, &message_id)?;
         let (result, _) =

@@ -210,24 +210,23 @@ impl LockFile {
     /// Claims `campaign` for this lock file's holder, without waiting:
     /// `false` when another holder has it.
     pub(super) fn claim(&self, campaign: &str) -> Result<bool, StateError> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, campaign.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.as_ref()[..8]);
-        // Byte 0 is left alone; offsets stay far below off_t's limit.
-        let offset = 1 + (u64::from_be_bytes(first) >> 2);
-        // SAFETY: an all-zero `flock` is a valid value of the plain C struct.
-        let mut range: libc::flock = unsafe { std::mem::zeroed() };
-        range.l_type = libc::F_WRLCK as libc::c_short;
-        range.l_whence = libc::SEEK_SET as libc::c_short;
-        range.l_start = offset as libc::off_t;
-        range.l_len = 1;
+        let range = campaign_byte(campaign);
         // SAFETY: the descriptor is valid and `range` outlives the call.
         self.retrying(|fd| unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &range) })
     }
 
+    /// Whether another holder (a run, in this process or another) has
+    /// claimed `campaign`, asked without taking or waiting for anything.
+    pub(super) fn claimed_elsewhere(&self, campaign: &str) -> Result<bool, StateError> {
+        let mut range = campaign_byte(campaign);
+        // SAFETY: the descriptor is valid and `range` outlives the call.
+        self.retrying(|fd| unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut range) })?;
+        Ok(range.l_type != libc::F_UNLCK as libc::c_short)
+    }
+
     /// Runs a non-blocking lock call until it is not interrupted: `true` when
     /// the lock was taken, `false` when someone else holds it.
-    fn retrying(&self, call: impl Fn(i32) -> i32) -> Result<bool, StateError> {
+    fn retrying(&self, mut call: impl FnMut(i32) -> i32) -> Result<bool, StateError> {
         loop {
             if call(self.file.as_raw_fd()) == 0 {
                 return Ok(true);
@@ -245,6 +244,23 @@ impl LockFile {
             }
         }
     }
+}
+
+/// The exclusive lock on the one byte of the lock file that stands for
+/// `campaign`.
+fn campaign_byte(campaign: &str) -> libc::flock {
+    let digest = ring::digest::digest(&ring::digest::SHA256, campaign.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    // Byte 0 is left alone; offsets stay far below off_t's limit.
+    let offset = 1 + (u64::from_be_bytes(first) >> 2);
+    // SAFETY: an all-zero `flock` is a valid value of the plain C struct.
+    let mut range: libc::flock = unsafe { std::mem::zeroed() };
+    range.l_type = libc::F_WRLCK as libc::c_short;
+    range.l_whence = libc::SEEK_SET as libc::c_short;
+    range.l_start = offset as libc::off_t;
+    range.l_len = 1;
+    range
 }
 
 /// The default state file, from the values of `$XDG_STATE_HOME`, the

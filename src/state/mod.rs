@@ -27,7 +27,7 @@ use rusqlite::ErrorCode;
 pub use entry::{LeadEntry, LeadState};
 pub use file::{default_path_from, APPLICATION_ID};
 pub use schema::SCHEMA_VERSION;
-pub use store::StateStore;
+pub use store::{CampaignOverview, Pruning, StateStore};
 
 /// The campaign whose rows to retry were last written to `file`, as the
 /// state file at `state` records it; `None` when the file is not a retry

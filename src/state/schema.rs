@@ -1,5 +1,5 @@
-//! The layout of a state file: the `leads` and `retry_files` tables, the
-//! version, laying out a new file or migrating an older one in place,
+//! The layout of a state file: the `leads`, `retry_files` and `campaigns`
+//! tables, the version, laying out a new file or migrating an older one in place,
 //! checking an existing one before anything writes to it, and how timestamps
 //! are written so they sort as text.
 
@@ -15,8 +15,13 @@ use super::{damaged, StateError};
 ///
 /// - 1: `leads` keyed by campaign, lead and portal.
 /// - 2: `leads` also keyed by tenant, with the `reviewed` state; the
-///   `retry_files` table. Version 1 files are migrated in place.
-pub const SCHEMA_VERSION: i64 = 2;
+///   `retry_files` table.
+/// - 3: the `campaigns` table: when a run last claimed each campaign, so a
+///   campaign whose every lead is done, and which runs nightly skipping them
+///   all, still counts as active.
+///
+/// Older files are migrated in place, one version at a time.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `leads` table under `name`. `tenant` is the fingerprint of the host
 /// and access key the entry was made with; empty for entries carried over
@@ -56,6 +61,14 @@ const INDEX_AND_RETRY_FILES: &str = "
     );
 ";
 
+/// What version 3 adds: per campaign, when a run last claimed it.
+const CAMPAIGNS: &str = "
+    CREATE TABLE campaigns (
+        campaign    TEXT PRIMARY KEY,
+        last_run_at TEXT NOT NULL
+    );
+";
+
 /// Brings the file to [`SCHEMA_VERSION`]: lays out a new (empty) file, or
 /// migrates an older one in place, in one `BEGIN IMMEDIATE` transaction, so
 /// two runs opening the same file at once take turns and the second finds it
@@ -80,8 +93,13 @@ pub(super) fn bring_up_to_date(conn: &Connection, path: &Path) -> Result<(), Sta
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.execute_batch(&leads_table("leads"))?;
             tx.execute_batch(INDEX_AND_RETRY_FILES)?;
+            tx.execute_batch(CAMPAIGNS)?;
         }
-        1 => migrate_from_1(&tx)?,
+        1 => {
+            migrate_from_1(&tx)?;
+            migrate_from_2(&tx)?;
+        }
+        2 => migrate_from_2(&tx)?,
         v if v > SCHEMA_VERSION => {
             return Err(StateError::Corrupt {
                 path: path.to_owned(),
@@ -123,6 +141,17 @@ fn migrate_from_1(tx: &rusqlite::Transaction<'_>) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Version 2 to 3: each campaign's last run is taken to be its latest lead
+/// change, the best a file that did not record runs can say.
+fn migrate_from_2(tx: &rusqlite::Transaction<'_>) -> Result<(), StateError> {
+    tx.execute_batch(CAMPAIGNS)?;
+    tx.execute_batch(
+        "INSERT INTO campaigns (campaign, last_run_at)
+         SELECT campaign, MAX(updated_at) FROM leads GROUP BY campaign;",
+    )?;
+    Ok(())
+}
+
 /// The file is at this version already: nothing to lay out or migrate.
 pub(super) fn is_current(conn: &Connection, path: &Path) -> Result<bool, StateError> {
     Ok(user_version(conn, path)? == SCHEMA_VERSION)
@@ -155,7 +184,7 @@ pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StateError> {
         path: path.to_owned(),
         detail,
     };
-    for table in ["leads", "retry_files"] {
+    for table in ["leads", "retry_files", "campaigns"] {
         let has_table: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use lsq_dispatch::email::{
     build_message, check_address, message_id, send_with_retry, MessageContext, Rendered, SendError,
-    SmtpSettings, Templates, Transport,
+    Sender, SmtpSettings, Templates, Transport,
 };
 use lsq_dispatch::secret::Secret;
 
@@ -53,8 +53,11 @@ fn render(templates: &Templates, fields: &[String]) -> Rendered {
         .unwrap()
 }
 
-fn from() -> Mailbox {
-    "Acme Portal <portal@acme.example>".parse().unwrap()
+fn from() -> Sender {
+    "Acme Portal <portal@acme.example>"
+        .parse::<Mailbox>()
+        .unwrap()
+        .into()
 }
 
 /// The sample invite for one row, with its Message-ID.

@@ -13,6 +13,7 @@
 
 mod support;
 
+mod daytime;
 mod dry_run;
 mod email;
 mod exit_codes;
@@ -22,13 +23,16 @@ mod ledger;
 mod odd_inputs;
 mod otp;
 mod paths;
+mod readme;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
 mod run_state;
 mod run_wiremock;
+mod samples;
 mod sandbox;
 mod secrets;
 mod shared_budget;
 mod state_store;
+mod status;
 mod stopping;

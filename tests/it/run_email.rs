@@ -366,3 +366,138 @@ async fn resend_gives_every_copy_a_new_message_id() {
         assert_eq!(row["message_id"], new, "the report names the new copy");
     }
 }
+
+const UNSUBSCRIBE: &str = "https://acme.example/unsubscribe?who={email},mailto:leave@acme.example";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_to_and_one_click_list_unsubscribe_reach_the_smtp_server() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 2);
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input)
+        .args(["--reply-to", "Acme Support <support@acme.example>"])
+        .args(["--list-unsubscribe", UNSUBSCRIBE]));
+    assert_eq!(out.status.code(), Some(0));
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        let to = &message.to[0];
+        assert_eq!(
+            message.header("Reply-To").unwrap(),
+            "\"Acme Support\" <support@acme.example>"
+        );
+        assert_eq!(
+            message.header("List-Unsubscribe").unwrap(),
+            format!(
+                "<https://acme.example/unsubscribe?who={}>, <mailto:leave@acme.example>",
+                to.replace('@', "%40")
+            )
+        );
+        assert_eq!(
+            message.header("List-Unsubscribe-Post").unwrap(),
+            "List-Unsubscribe=One-Click"
+        );
+    }
+}
+
+/// One lead with an email address, a sandbox, an SMTP server, and a config
+/// file `lsq.toml` holding `config`.
+struct OneLead {
+    sandbox: Sandbox,
+    smtp: SmtpServer,
+    dir: tempfile::TempDir,
+    input: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+impl OneLead {
+    async fn with_config(config: &str) -> OneLead {
+        let dir = tempfile::tempdir().unwrap();
+        OneLead {
+            sandbox: fast_sandbox().await,
+            smtp: SmtpServer::start(SmtpBehaviour::new()),
+            input: leads_with_email(dir.path(), 1),
+            config: write(dir.path(), "lsq.toml", config),
+            dir,
+        }
+    }
+
+    fn command(&self) -> std::process::Command {
+        email_command(&self.sandbox, &self.smtp, self.dir.path(), &self.input)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_config_file_sets_reply_to_and_list_unsubscribe_and_the_outbox_shows_them() {
+    let OneLead {
+        sandbox,
+        smtp,
+        dir,
+        input,
+        config,
+    } = OneLead::with_config(
+        "reply_to = \"support@acme.example\"\nlist_unsubscribe = \"mailto:leave@acme.example?subject=unsubscribe\"\n",
+    )
+    .await;
+    let out = run(email_command(&sandbox, &smtp, dir.path(), &input)
+        .args(["--outbox", "outbox", "--config"])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(0));
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let eml = ReceivedMessage {
+        from: String::new(),
+        to: Vec::new(),
+        data: std::fs::read_to_string(&files[0]).unwrap(),
+        user: None,
+    };
+    assert_eq!(eml.header("Reply-To").unwrap(), "support@acme.example");
+    assert_eq!(
+        eml.header("List-Unsubscribe").unwrap(),
+        "<mailto:leave@acme.example?subject=unsubscribe>"
+    );
+    assert_eq!(eml.header("List-Unsubscribe-Post"), None, "mailto only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_reply_to_or_list_unsubscribe_is_a_usage_error_naming_the_setting() {
+    let one = OneLead::with_config("list_unsubscribe = \"http://acme.example/leave\"\n").await;
+    let config = &one.config;
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--reply-to", "support at acme"],
+            "--reply-to \"support at acme\" is not a valid address",
+        ),
+        (
+            &["--list-unsubscribe", "http://acme.example/leave"],
+            "neither a mailto: address nor an https:// URL",
+        ),
+        (
+            &["--list-unsubscribe", "mailto:nobody"],
+            "--list-unsubscribe: \"mailto:nobody\": invalid email address",
+        ),
+        (
+            &[
+                "--list-unsubscribe",
+                "https://a.example/x,https://b.example/y",
+            ],
+            "two https:// URLs",
+        ),
+        (
+            &["--config", config.to_str().unwrap()],
+            "list_unsubscribe in ",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(one.command().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    assert_eq!(one.sandbox.stats().calls, 0);
+    assert!(one.smtp.messages().is_empty());
+}

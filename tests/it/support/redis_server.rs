@@ -20,13 +20,11 @@ impl RedisServer {
     /// Starts one, or `None` when `redis-server` is not installed outside
     /// CI. `test` names the test for the skip notice.
     pub fn start(test: &str) -> Option<RedisServer> {
-        if !installed() {
-            let advice = "install it to run this test: apt-get install redis-server \
-                          (Debian/Ubuntu), brew install redis (macOS)";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("redis-server is not installed; {advice}");
-            }
-            eprintln!("\n*** SKIPPED {test}: redis-server is not installed; {advice} ***\n");
+        if !super::installed_or_skip(
+            test,
+            "redis-server",
+            "apt-get install redis-server (Debian/Ubuntu), brew install redis (macOS)",
+        ) {
             return None;
         }
         // A port the kernel just handed out is free unless another process
@@ -97,14 +95,4 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Whether a `redis-server` binary is on the PATH.
-fn installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
