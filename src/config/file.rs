@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub(super) campaign: Option<String>,
     pub(super) state: Option<PathBuf>,
     pub(super) budget_store: Option<String>,
+    pub(super) metrics_file: Option<PathBuf>,
+    pub(super) ping_url: Option<Secret>,
 }
 
 impl FileConfig {

@@ -17,6 +17,7 @@ use super::{
 use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
 use crate::cli::RunArgs;
 use crate::limiter::{parse_duration, LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
+use crate::ping::PingUrl;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::tenant::Tenant;
@@ -156,6 +157,9 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             quiet: args.quiet,
+            log_format: args.log_format,
+            metrics_file: args.metrics_file.clone().or(file.metrics_file.clone()),
+            ping_url: ping_url(args, &file)?,
             campaign: pick(&args.campaign, &file.campaign)
                 .unwrap_or_else(|| crate::campaign::default_campaign(&args.input, state.path())),
             state,
@@ -167,6 +171,14 @@ impl Settings {
             mode,
         })
     }
+}
+
+/// `--ping-url`, `LSQ_PING_URL` or the file's `ping_url`, checked.
+fn ping_url(args: &RunArgs, file: &FileConfig) -> Result<Option<PingUrl>, UsageError> {
+    let file = file.ping_url.as_ref().map(|url| url.expose().to_owned());
+    pick(&args.ping_url, &file)
+        .map(|url| PingUrl::parse(&url).map_err(usage))
+        .transpose()
 }
 
 fn limiter_settings(
@@ -367,7 +379,7 @@ async fn sandbox_connection(
     let config = sandbox.config().clone();
     let host = super::parse_host(&sandbox.base_url())?;
     let portal_url = url::Url::parse(&sandbox.portal_url())?;
-    eprintln!(
+    tracing::info!(
         "SANDBOX RUN: no LeadSquared account is used; calls go to the built-in simulator at {} and links open its portal page",
         sandbox.base_url()
     );

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests, each kept here once.
 
 pub mod hostile_server;
+pub mod prometheus;
 pub mod redis_server;
 mod server_thread;
 pub mod smtp_server;
