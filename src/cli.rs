@@ -219,9 +219,44 @@ pub struct RunArgs {
     #[arg(long)]
     pub resend: bool,
 
-    /// No progress output, only errors and the final summary line.
-    #[arg(long, short)]
+    /// Print nothing but errors: no progress, no notices, no closing line.
+    #[arg(long, short, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Say more: a line for each row's outcome, each API attempt tried again
+    /// and each ping delivered.
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log lines as text (timestamped when stderr is not a terminal) or as
+    /// one JSON object per line, for log shippers.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Write Prometheus metrics to PATH for node_exporter's textfile
+    /// collector: at the start, every 15 s, and at the end.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Tell a cron monitor (healthchecks.io style) how the run goes: POST
+    /// URL/start at the start, URL on success, URL/fail otherwise; https
+    /// only (http to loopback).
+    #[arg(long, env = "LSQ_PING_URL", hide_env_values = true, value_name = "URL")]
+    pub ping_url: Option<String>,
+}
+
+impl Cli {
+    /// The logging flags: a run's, the defaults for other commands.
+    pub fn log_settings(&self) -> crate::logging::LogSettings {
+        match &self.command {
+            Command::Run(args) => crate::logging::LogSettings {
+                format: args.log_format,
+                verbose: args.verbose,
+                quiet: args.quiet,
+            },
+            _ => crate::logging::LogSettings::default(),
+        }
+    }
 }
 
 /// `lsq-dispatch status`.

@@ -18,18 +18,27 @@ pub enum Exit {
     Aborted,
     /// 2: a usage error (a flag, setting, template or column is wrong).
     Usage,
-    /// 3: the run finished, but some rows are failed, invalid or in doubt.
+    /// 3: the run finished, but some leads failed or are in doubt.
     Attention,
     /// 4: the campaign is busy in another run.
     Busy,
+    /// 5: every lead succeeded, but some input rows were invalid or
+    /// duplicates: the input needs fixing, not the delivery.
+    InputRejected,
     /// 130: interrupted; what was done is saved and a re-run resumes.
     Interrupted,
 }
 
-/// The exit codes as `run --help` prints them.
-pub const HELP: &str = "Exit codes: 0 every row succeeded; 3 finished with failed, invalid or \
-in-doubt rows; 1 aborted (the report keeps what was done); 2 usage error; 4 the campaign is \
-busy in another run; 130 interrupted (what was done is saved and a re-run resumes).";
+/// The exit codes as `run --help` prints them, as the README's table has
+/// them.
+pub const HELP: &str = "Exit codes:
+  0    every row succeeded
+  1    aborted by a fatal error (the report keeps what was done)
+  2    usage error (a flag, setting, template or column is missing or malformed)
+  3    finished, but some leads failed or are in doubt (rows may also be invalid)
+  4    the campaign is busy in another run
+  5    finished, every lead succeeded, but some input rows were invalid or duplicates
+  130  interrupted (what was done is saved and a re-run resumes)";
 
 impl Exit {
     /// The number the process exits with.
@@ -40,6 +49,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Attention => 3,
             Exit::Busy => 4,
+            Exit::InputRejected => 5,
             Exit::Interrupted => 130,
         }
     }
@@ -88,9 +98,10 @@ mod tests {
             Exit::Usage,
             Exit::Attention,
             Exit::Busy,
+            Exit::InputRejected,
             Exit::Interrupted,
         ] {
-            assert!(HELP.contains(&format!(" {} ", exit.code())), "{exit:?}");
+            assert!(HELP.contains(&format!("\n  {} ", exit.code())), "{exit:?}");
         }
     }
 

@@ -619,7 +619,7 @@ impl Limiter {
         };
         let wait = asked.min(MAX_PAUSE);
         if asked > MAX_PAUSE && !std::mem::replace(&mut state.capped, true) {
-            eprintln!("{}", capped_warning(asked));
+            tracing::warn!("{}", capped_warning(asked));
         }
         let until = now + wait;
         let from = match state.paused_until {
@@ -724,7 +724,7 @@ fn capped_warning(asked: Duration) -> String {
         asked => format!("{}s", asked.as_secs()),
     };
     format!(
-        "warning: the API asked every call to wait {asked} (Retry-After); waiting {} instead, \
+        "the API asked every call to wait {asked} (Retry-After); waiting {} instead, \
          the longest pause a run takes (Ctrl-C or SIGTERM stops the run meanwhile)",
         format_args!("{}m", MAX_PAUSE.as_secs() / 60)
     )

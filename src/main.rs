@@ -15,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    lsq_dispatch::logging::init(cli.log_settings());
     // A dry run makes no call: one thread does its work fastest.
     let mut runtime = match &cli.command {
         Command::Run(args) if args.dry_run => tokio::runtime::Builder::new_current_thread(),
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
     match result {
         Ok(exit) => exit.into(),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            tracing::error!("{error:#}");
             Exit::of_error(&error).into()
         }
     }

@@ -1,19 +1,17 @@
-//! Progress on stderr: a bar on a terminal, a plain line every few seconds
-//! otherwise (cron logs), nothing with `--quiet`.
+//! Progress on stderr: a bar on a terminal, a log line every few seconds
+//! otherwise (cron logs, or JSON logs), nothing with `--quiet`.
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How often a plain progress line is logged when stderr is not a terminal.
+/// How often a progress line is logged when no bar is drawn.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Progress of one run.
 #[derive(Debug)]
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
-    log_lines: bool,
     total: u64,
     done: u64,
     started: Instant,
@@ -21,10 +19,10 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// Progress over about `total` rows.
-    pub(crate) fn new(total: u64, quiet: bool) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (!quiet && terminal).then(|| {
+    /// Progress over about `total` rows, as a bar when `bar` says one may
+    /// be drawn.
+    pub(crate) fn new(total: u64, bar: bool) -> Progress {
+        let bar = bar.then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
@@ -33,12 +31,12 @@ impl Progress {
                 .expect("the template is valid"),
             );
             bar.enable_steady_tick(Duration::from_millis(250));
+            crate::console::set_bar(Some(bar.clone()));
             bar
         });
         let now = Instant::now();
         Progress {
             bar,
-            log_lines: !quiet && !terminal,
             total,
             done: 0,
             started: now,
@@ -55,18 +53,9 @@ impl Progress {
                 bar.set_length(self.total);
             }
             bar.set_position(self.done);
-        } else if self.log_lines && self.last_log.elapsed() >= LOG_EVERY {
+        } else if self.last_log.elapsed() >= LOG_EVERY {
             self.last_log = Instant::now();
-            eprintln!("{}", self.line());
-        }
-    }
-
-    /// Prints a line without breaking the bar; nothing with `--quiet`.
-    pub(crate) fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None if self.log_lines => eprintln!("{line}"),
-            None => {}
+            tracing::info!(rows = self.done, "{}", self.line());
         }
     }
 
@@ -88,6 +77,7 @@ impl Progress {
     /// Clears the bar.
     pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
+            crate::console::set_bar(None);
             bar.finish_and_clear();
         }
     }

@@ -176,6 +176,11 @@ where
         let Some(wait) = wait else {
             break error;
         };
+        tracing::debug!(
+            attempt = attempts,
+            "API attempt {attempts} failed ({error}); trying again in {}ms",
+            wait.as_millis()
+        );
         if !wait.is_zero()
             && stop
                 .unless_stopping(tokio::time::sleep(wait))

@@ -70,10 +70,10 @@ pub(crate) fn watch_signals(signal: &StopSignal) -> watch::Receiver<Stop> {
     let raised = signal.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("stopping: no new API call or email is started; those in flight are finished and recorded (press Ctrl-C again to quit at once)");
+        tracing::info!("stopping: no new API call or email is started; those in flight are finished and recorded (press Ctrl-C again to quit at once)");
         raised.raise(Stop::Finish);
         wait_for_signal().await;
-        eprintln!("quitting at once; the report holds every row finished so far");
+        tracing::info!("quitting at once; the report holds every row finished so far");
         raised.raise(Stop::Quit);
     });
     signal.0.subscribe()

@@ -1,5 +1,7 @@
-//! The run's summary: counts per status, calls, 429s, time, emails, and a
-//! dry run's plan; printed at the end and written as `--summary-json`.
+//! The run's summary: which run it was (version, campaign, input, start and
+//! end), how it ended (exit code, interrupted), counts per status, calls,
+//! 429s, time, emails, and a dry run's plan; printed at the end, written as
+//! `--summary-json` and sent with the closing ping.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +16,21 @@ use crate::report::{Record, Status};
 /// fills the fields it measures; [`Summary::record`] keeps `counts` and `rows`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
+    /// The lsq-dispatch version that ran.
+    pub version: String,
+    /// The campaign the run worked for.
+    pub campaign: String,
+    /// The input CSV, as given.
+    pub input: String,
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    /// When it ended, RFC 3339 UTC (empty until then).
+    pub finished_at: String,
+    /// The process's exit code (see the README's table).
+    pub exit_code: u8,
+    /// Stopped by a signal before every row was done: the counts are of the
+    /// rows it got to.
+    pub interrupted: bool,
     /// Rows per status; every status is present, zero when unused.
     pub counts: BTreeMap<Status, u64>,
     /// Rows reported, whatever their status.
@@ -38,6 +55,13 @@ pub struct Summary {
 impl Default for Summary {
     fn default() -> Self {
         Summary {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            campaign: String::new(),
+            input: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            exit_code: 0,
+            interrupted: false,
             counts: Status::ALL.iter().map(|&s| (s, 0)).collect(),
             rows: 0,
             elapsed_secs: 0.0,
@@ -51,7 +75,44 @@ impl Default for Summary {
     }
 }
 
+/// Now, as the summary's times are written.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 impl Summary {
+    /// The summary of a run of `campaign` over `input` starting now.
+    pub fn begin(campaign: &str, input: &Path) -> Summary {
+        Summary {
+            campaign: campaign.to_owned(),
+            input: input.display().to_string(),
+            started_at: now(),
+            ..Summary::default()
+        }
+    }
+
+    /// Notes how the run ended, now.
+    pub fn end(&mut self, exit: crate::exit::Exit) {
+        self.finished_at = now();
+        self.exit_code = exit.code();
+        self.interrupted = exit == crate::exit::Exit::Interrupted;
+    }
+
+    /// This summary, ended with `exit` now.
+    pub fn ended(mut self, exit: crate::exit::Exit) -> Summary {
+        self.end(exit);
+        self
+    }
+
+    /// The summary as the JSON that `--summary-json` and the closing ping
+    /// carry.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Strings, numbers and maps keyed by names: nothing fails to encode.
+        let mut json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        json.push(b'\n');
+        json
+    }
+
     /// Counts one reported row, and its email when it had one.
     pub fn record(&mut self, record: &Record) {
         *self.counts.entry(record.status).or_insert(0) += 1;
@@ -71,9 +132,7 @@ impl Summary {
     /// Writes the summary as pretty JSON, mode 0600, in place of any file
     /// at `path` (never through a link there), whole or not at all.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let mut json = serde_json::to_vec_pretty(self).context("cannot encode the summary")?;
-        json.push(b'\n');
-        crate::paths::write_whole(path, &json).with_context(|| {
+        crate::paths::write_whole(path, &self.to_json()).with_context(|| {
             format!(
                 "cannot write the summary {}: check that its directory exists and is \
                  writable, or choose another --summary-json path",
@@ -148,6 +207,13 @@ mod tests {
         assert_eq!(v["api_calls"], 41);
         assert_eq!(v["elapsed_secs"], 8.5);
         for key in [
+            "version",
+            "campaign",
+            "input",
+            "started_at",
+            "finished_at",
+            "exit_code",
+            "interrupted",
             "rate_limited",
             "paused_secs",
             "emails_sent",

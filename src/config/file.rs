@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub(super) working_hours: Option<String>,
     pub(super) state: Option<PathBuf>,
     pub(super) budget_store: Option<String>,
+    pub(super) metrics_file: Option<PathBuf>,
+    pub(super) ping_url: Option<Secret>,
 }
 
 impl FileConfig {

@@ -55,8 +55,14 @@ pub struct Settings {
     pub concurrency: usize,
     /// Retry policy of API calls.
     pub retry: RetryPolicy,
-    /// Quiet output.
+    /// Quiet output: errors only.
     pub quiet: bool,
+    /// How log lines are written.
+    pub log_format: crate::logging::LogFormat,
+    /// Prometheus textfile metrics.
+    pub metrics_file: Option<PathBuf>,
+    /// The cron monitor's ping URL.
+    pub ping_url: Option<crate::ping::PingUrl>,
     /// Campaign name.
     pub campaign: String,
     /// Campaign state file.

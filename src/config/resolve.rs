@@ -19,6 +19,7 @@ use crate::cli::RunArgs;
 use crate::daytime::{parse_zone, Daytime};
 use crate::email::{ListUnsubscribe, Sender};
 use crate::limiter::{parse_duration, LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
+use crate::ping::PingUrl;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::tenant::Tenant;
@@ -159,6 +160,9 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             quiet: args.quiet,
+            log_format: args.log_format,
+            metrics_file: args.metrics_file.clone().or(file.metrics_file.clone()),
+            ping_url: ping_url(args, &file)?,
             campaign: pick(&args.campaign, &file.campaign)
                 .unwrap_or_else(|| crate::campaign::default_campaign(&args.input, state.path())),
             state,
@@ -200,6 +204,14 @@ fn setting_name(flag: &str, key: &str, from_flag: bool, config: &Path) -> String
         true => flag.to_owned(),
         false => format!("{key} in {}", config.display()),
     }
+}
+
+/// `--ping-url`, `LSQ_PING_URL` or the file's `ping_url`, checked.
+fn ping_url(args: &RunArgs, file: &FileConfig) -> Result<Option<PingUrl>, UsageError> {
+    let file = file.ping_url.as_ref().map(|url| url.expose().to_owned());
+    pick(&args.ping_url, &file)
+        .map(|url| PingUrl::parse(&url).map_err(usage))
+        .transpose()
 }
 
 fn limiter_settings(
@@ -400,7 +412,7 @@ async fn sandbox_connection(
     let config = sandbox.config().clone();
     let host = super::parse_host(&sandbox.base_url())?;
     let portal_url = url::Url::parse(&sandbox.portal_url())?;
-    eprintln!(
+    tracing::info!(
         "SANDBOX RUN: no LeadSquared account is used; calls go to the built-in simulator at {} and links open its portal page",
         sandbox.base_url()
     );

@@ -193,7 +193,7 @@ impl Plan {
         if self.invalid > 0 {
             self.warnings.push(format!(
                 "{} invalid: see the error column of the report; a run skips {} and \
-                 exits with code 3",
+                 exits with code 5 (3 if a lead fails too)",
                 rows(self.invalid),
                 if self.invalid == 1 { "it" } else { "them" }
             ));

@@ -76,9 +76,16 @@ impl Status {
         }
     }
 
-    /// True for the outcomes that make a finished run exit with code 3.
-    pub fn needs_attention(self) -> bool {
-        matches!(self, Status::Failed | Status::Invalid | Status::InDoubt)
+    /// True for a lead the run could not deliver (or cannot tell it did):
+    /// a finished run with one exits with code 3.
+    pub fn is_undelivered(self) -> bool {
+        matches!(self, Status::Failed | Status::InDoubt)
+    }
+
+    /// True for an input row that needs fixing: a finished run whose leads
+    /// all succeeded exits with code 5 when it has one.
+    pub fn is_rejected_input(self) -> bool {
+        matches!(self, Status::Invalid | Status::Duplicate)
     }
 }
 

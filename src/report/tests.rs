@@ -66,12 +66,17 @@ fn status_names_match_the_report_contract() {
 }
 
 #[test]
-fn needs_attention_matches_exit_code_three() {
-    let flagged: Vec<_> = Status::ALL
+fn undelivered_leads_and_rejected_rows_are_told_apart() {
+    let undelivered: Vec<_> = Status::ALL
         .into_iter()
-        .filter(|s| s.needs_attention())
+        .filter(|s| s.is_undelivered())
         .collect();
-    assert_eq!(flagged, [Status::Failed, Status::Invalid, Status::InDoubt]);
+    assert_eq!(undelivered, [Status::Failed, Status::InDoubt]);
+    let rejected: Vec<_> = Status::ALL
+        .into_iter()
+        .filter(|s| s.is_rejected_input())
+        .collect();
+    assert_eq!(rejected, [Status::Invalid, Status::Duplicate]);
 }
 
 #[test]

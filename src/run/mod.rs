@@ -30,7 +30,9 @@ use futures::StreamExt;
 use crate::config::Settings;
 use crate::console::say;
 use crate::exit::Exit;
-use crate::report::Record;
+use crate::logging::RESULT;
+use crate::ping::Pinger;
+use crate::report::{Record, Status};
 use crate::signal::{watch_signals, Stop};
 use crate::summary::Summary;
 
@@ -60,19 +62,122 @@ pub(crate) struct Finished {
 }
 
 /// `lsq-dispatch run`: the test message when `--test-email` is given,
-/// otherwise the batch job; prints the outcome and says how it ended.
+/// otherwise the batch job, between its start line and pings and its end
+/// line and closing ping; says how it ended.
 pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     if settings.test_address().is_some() {
         say!("{}", test_email::send_test(settings).await?);
         return Ok(Exit::Success);
     }
-    let outcome = run(settings).await?;
-    say!("{}", outcome.describe());
-    Ok(outcome.exit())
+    log_start(&settings);
+    let begun = Summary::begin(&settings.campaign, &settings.input);
+    // A dry run touches no network, and is no run a monitor waits for.
+    let pinger = match settings.is_dry_run() {
+        true => None,
+        false => settings.ping_url.clone().map(Pinger::start),
+    };
+    let result = run_from(settings, begun.clone()).await;
+    let (exit, summary) = match &result {
+        Ok(outcome) => (outcome.exit(), outcome.summary.clone()),
+        Err(error) => {
+            let exit = Exit::of_error(error);
+            match error.downcast_ref::<Aborted>() {
+                Some(aborted) => (exit, aborted.summary.clone()),
+                // Stopped before its first row: nothing counted.
+                None => (exit, begun.ended(exit)),
+            }
+        }
+    };
+    if let Some(pinger) = pinger {
+        pinger.finish(exit, summary.to_json()).await;
+    }
+    let outcome = result?;
+    log_end(&outcome, exit);
+    Ok(exit)
+}
+
+/// The run's last line, its result, on standard output: what `describe`
+/// says, with the figures as fields for JSON logs.
+fn log_end(outcome: &RunOutcome, exit: Exit) {
+    let s = &outcome.summary;
+    tracing::info!(
+        target: RESULT,
+        exit_code = exit.code(),
+        interrupted = outcome.interrupted,
+        rows = s.rows,
+        planned = s.count(Status::Planned),
+        linked = s.count(Status::Linked),
+        sent = s.count(Status::Sent),
+        failed = s.count(Status::Failed),
+        invalid = s.count(Status::Invalid),
+        duplicate = s.count(Status::Duplicate),
+        skipped = s.count(Status::Skipped),
+        in_doubt = s.count(Status::InDoubt),
+        elapsed_secs = s.elapsed_secs,
+        api_calls = s.api_calls,
+        rate_limited = s.rate_limited,
+        emails_sent = s.emails_sent,
+        emails_failed = s.emails_failed,
+        "{}",
+        outcome.describe()
+    );
+}
+
+/// The run's first line: what runs, on what, where to, how fast. No
+/// secret is in any of it; the ping URL is shown by its host.
+fn log_start(settings: &Settings) {
+    let host = match settings.connection() {
+        Some(c) => c.api.host.origin().ascii_serialization(),
+        None => "none (dry run)".to_owned(),
+    };
+    let input = settings.input.display().to_string();
+    let state = settings.state.path().display().to_string();
+    let rate = settings.limiter.rate.to_string();
+    let ping_host = match settings.is_dry_run() {
+        true => None,
+        false => settings.ping_url.as_ref().map(|url| url.host()),
+    };
+    let pings = match ping_host {
+        Some(ping_host) => format!(", pings to {ping_host}"),
+        None => String::new(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        input,
+        campaign = settings.campaign,
+        state,
+        host,
+        rate,
+        dry_run = settings.is_dry_run(),
+        ping_host,
+        "lsq-dispatch {} starting: input {input}, campaign {}, state file {state}, host {host}, \
+         rate {rate}{pings}",
+        env!("CARGO_PKG_VERSION"),
+        settings.campaign,
+    );
 }
 
 /// Runs the batch job with resolved settings.
 pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
+    let begun = Summary::begin(&settings.campaign, &settings.input);
+    run_from(settings, begun).await
+}
+
+/// A run that ended aborted: the error's message, and the summary written.
+#[derive(Debug)]
+struct Aborted {
+    message: String,
+    summary: Summary,
+}
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Runs the batch job whose summary `begun` started.
+async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let prepared = prepare::prepare(settings).await?;
     let job = prepared.job;
@@ -81,7 +186,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
         prepared.reader.header_line(),
         prepared.rows_estimate,
         prepared.limiter,
-        started,
+        (started, begun),
     )?;
     job.check_mail().await?;
     // Said even with --quiet: a nightly job is where it matters.
@@ -92,11 +197,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
     let quit = crate::signal::reached(stop.clone(), Stop::Quit);
     tokio::pin!(quit);
+    let mut metrics = tokio::time::interval(crate::metrics::EVERY);
+    metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fatal = None;
     loop {
         let outcome = tokio::select! {
             outcome = outcomes.next() => outcome,
             () = &mut quit => None,
+            _ = metrics.tick() => {
+                sink.tick();
+                continue;
+            }
         };
         match outcome {
             None => break,
@@ -116,16 +227,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
     }
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
-    let outcome = sink.finish(interrupted)?;
+    let outcome = sink.finish(interrupted, fatal.as_ref())?;
     job.register_retry_file(outcome.retry_csv.as_deref())?;
     match fatal {
-        Some(e) => Err(e.context(format!(
-            "run aborted; the report {} holds every row done before{}\n{}. Cause",
-            outcome.report.display(),
-            outcome.files(),
-            outcome.resume_advice("fix the cause and re-run the same command")
-        ))),
+        Some(e) => Err(e.context(Aborted {
+            message: format!(
+                "run aborted; the report {} holds every row done before{}\n{}. Cause",
+                outcome.report.display(),
+                outcome.files(),
+                outcome.resume_advice("fix the cause and re-run the same command")
+            ),
+            summary: outcome.summary,
+        })),
         None => Ok(outcome),
+    }
+}
+
+/// 130 interrupted; 3 when a lead failed or is in doubt; 5 when every lead
+/// succeeded but input rows were invalid or duplicates; else 0.
+fn exit_of(summary: &Summary, interrupted: bool) -> Exit {
+    let any = |of: fn(Status) -> bool| summary.counts.iter().any(|(s, n)| of(*s) && *n > 0);
+    if interrupted {
+        Exit::Interrupted
+    } else if any(Status::is_undelivered) {
+        Exit::Attention
+    } else if any(Status::is_rejected_input) {
+        Exit::InputRejected
+    } else {
+        Exit::Success
     }
 }
 
@@ -138,19 +267,9 @@ fn is_budget_lost(error: &anyhow::Error) -> bool {
 }
 
 impl RunOutcome {
-    /// 130 interrupted, 3 when a row failed, was invalid or is in doubt,
-    /// else 0.
+    /// How the run ended, by the README's table of exit codes.
     pub fn exit(&self) -> Exit {
-        let attention = self
-            .summary
-            .counts
-            .iter()
-            .any(|(status, n)| status.needs_attention() && *n > 0);
-        match (self.interrupted, attention) {
-            (true, _) => Exit::Interrupted,
-            (false, true) => Exit::Attention,
-            (false, false) => Exit::Success,
-        }
+        exit_of(&self.summary, self.interrupted)
     }
 
     /// What the run prints at the end: a dry run's plan, then one line with
@@ -225,7 +344,6 @@ impl RunOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Status;
 
     fn outcome(interrupted: bool, statuses: &[Status]) -> RunOutcome {
         let mut summary = Summary::default();
@@ -246,10 +364,16 @@ mod tests {
     fn exit_codes_follow_the_contract() {
         assert_eq!(outcome(false, &[Status::Linked]).exit(), Exit::Success);
         assert_eq!(outcome(false, &[Status::Skipped]).exit(), Exit::Success);
-        for status in [Status::Failed, Status::Invalid, Status::InDoubt] {
+        for status in [Status::Failed, Status::InDoubt] {
+            assert_eq!(
+                outcome(false, &[Status::Sent, status, Status::Invalid]).exit(),
+                Exit::Attention
+            );
+        }
+        for status in [Status::Invalid, Status::Duplicate] {
             assert_eq!(
                 outcome(false, &[Status::Sent, status]).exit(),
-                Exit::Attention
+                Exit::InputRejected
             );
         }
         assert_eq!(outcome(true, &[Status::Failed]).exit(), Exit::Interrupted);

@@ -143,7 +143,8 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
 
 /// Every file the run writes, in the order a clash is told (the second of
 /// two is the one to rename): the campaign state, which was there first,
-/// then the report, the rows to retry and to fix, and the summary.
+/// then the report, the rows to retry and to fix, the summary and the
+/// metrics.
 fn outputs(settings: &Settings) -> Vec<Output> {
     let mut outputs = Output::database(settings.state.path());
     let report = &settings.report;
@@ -166,6 +167,9 @@ fn outputs(settings: &Settings) -> Vec<Output> {
     if let Some(summary) = &settings.summary_json {
         outputs.push(Output::named("--summary-json", summary));
     }
+    if let Some(metrics) = &settings.metrics_file {
+        outputs.push(Output::named("--metrics-file", metrics));
+    }
     outputs
 }
 
@@ -179,13 +183,11 @@ fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
         None => String::new(),
     };
     if settings.is_dry_run() && !path.exists() {
-        if !settings.quiet {
-            eprintln!(
-                "campaign {} (no state file yet at {}{tenant})",
-                settings.campaign,
-                path.display()
-            );
-        }
+        tracing::info!(
+            "campaign {} (no state file yet at {}{tenant})",
+            settings.campaign,
+            path.display()
+        );
         return Ok(None);
     }
     let state = if settings.is_dry_run() {
@@ -193,19 +195,17 @@ fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
     } else {
         StateStore::open(path)?
     };
-    if !settings.quiet {
-        eprintln!(
-            "campaign {} (state file {}{tenant})",
-            settings.campaign,
-            state.path().display()
-        );
-    }
+    tracing::info!(
+        "campaign {} (state file {}{tenant})",
+        settings.campaign,
+        state.path().display()
+    );
     if !settings.is_dry_run() {
         let campaign = &settings.campaign;
         state.claim(campaign)?;
         let in_doubt = state.recover_in_doubt(campaign)?;
         if in_doubt > 0 {
-            eprintln!("{in_doubt} lead(s) of campaign {campaign} were being emailed when the last run stopped: reported in_doubt, not sent again (see --resend-in-doubt)");
+            tracing::warn!("{in_doubt} lead(s) of campaign {campaign} were being emailed when the last run stopped: reported in_doubt, not sent again (see --resend-in-doubt)");
         }
         state.clear_expired_keys(Utc::now())?;
     }

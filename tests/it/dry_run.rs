@@ -50,6 +50,7 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
 fn a_dry_run_opens_no_connection_and_checks_every_row() {
     let api = trap();
     let smtp = trap();
+    let monitor = trap();
     let dir = tempfile::tempdir().unwrap();
     let input = fixture(dir.path());
     let mut cmd = lsq(dir.path());
@@ -61,13 +62,18 @@ fn a_dry_run_opens_no_connection_and_checks_every_row() {
         .args(["--portal-url", "https://apply.example.com/"])
         .args(["--report", "report.csv", "--summary-json", "summary.json"])
         .args(["--preview", "2", "--state", "state.sqlite"])
+        .env(
+            "LSQ_PING_URL",
+            format!("http://{}/ping", monitor.local_addr().unwrap()),
+        )
         .env("LSQ_ACCESS_KEY", "a")
         .env("LSQ_SECRET_KEY", "s");
     let smtp_url = format!("smtp://{}", smtp.local_addr().unwrap());
     let out = run(with_email(&mut cmd, &smtp_url, &sample("templates")));
-    assert_eq!(out.status.code(), Some(3), "invalid rows mean exit 3");
+    assert_eq!(out.status.code(), Some(5), "invalid rows alone mean exit 5");
     assert!(untouched(&api), "no connection to the API host");
     assert!(untouched(&smtp), "no connection to the SMTP server");
+    assert!(untouched(&monitor), "no ping to the cron monitor");
     assert!(
         !dir.path().join("state.sqlite").exists(),
         "a dry run creates no state"
@@ -127,7 +133,7 @@ async fn a_dry_run_after_a_real_run_leaves_the_real_report_byte_identical() {
     let out = run(lsq(dir.path())
         .arg("run")
         .arg(&input)
-        .args(["--dry-run", "--quiet"])
+        .arg("--dry-run")
         .args(["--portal-id", &sandbox.config().portal_ids[0]]));
     assert_eq!(out.status.code(), Some(0));
     assert!(

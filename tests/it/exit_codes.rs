@@ -37,7 +37,7 @@ async fn a_second_signal_quits_at_once_with_130_and_a_whole_report() {
     let dir = tempfile::tempdir().unwrap();
     let input = crate::support::leads_csv(dir.path(), &lead_ids(10));
     let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
-    cmd.args(["--report", "report.csv", "--quiet"])
+    cmd.args(["--report", "report.csv"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();

@@ -167,7 +167,7 @@ async fn an_address_smtp_cannot_deliver_to_is_invalid_before_any_key_is_minted()
         cmd.args(["--report", "report.csv", "--quiet"]);
         with_email(&mut cmd, &smtp.url(), &sample("templates"));
         let out = run(&mut cmd);
-        assert_eq!(out.status.code(), Some(3), "{address}");
+        assert_eq!(out.status.code(), Some(5), "{address}");
         let rows = read_report(&dir.path().join("report.csv"));
         assert_eq!(rows[0]["status"], "invalid", "{address}");
         assert!(rows[0]["error"].contains(address), "{:?}", rows[0]);
@@ -244,7 +244,7 @@ async fn a_closed_stdout_is_no_panic_and_the_exit_code_is_the_runs() {
     let input = crate::support::leads_csv(dir.path(), &ids);
     let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
     cmd.args(["--report", "report.csv", "--state", "state.sqlite"]);
-    assert_ended(&with_stdout_closed(&mut cmd), 3);
+    assert_ended(&with_stdout_closed(&mut cmd), 5);
 
     let mut status = lsq(dir.path());
     status.args(["status", "--state", "state.sqlite"]);

@@ -415,9 +415,11 @@ async fn a_report_on_stdout_leaves_its_side_files_in_the_working_directory() {
     let input = leads_csv(dir.path(), &ids);
     let strays = ["/dev/stdout-invalid.csv", "/dev/stdout-retry.csv"].map(Path::new);
     let stray_before: Vec<bool> = strays.iter().map(|p| p.exists()).collect();
-    let out = run(command(&sandbox, dir.path(), &input)
-        .args(["--report", "/dev/stdout", "--state", "st.sqlite"])
-        .stdout(Stdio::piped()));
+    let out = run(
+        run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url())
+            .args(["--report", "/dev/stdout", "--state", "st.sqlite"])
+            .stdout(Stdio::piped()),
+    );
     let made: Vec<&Path> = strays
         .iter()
         .zip(&stray_before)
@@ -428,7 +430,7 @@ async fn a_report_on_stdout_leaves_its_side_files_in_the_working_directory() {
         let _ = std::fs::remove_file(path);
     }
     assert!(made.is_empty(), "side files beside a device: {made:?}");
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(5));
     let text = stdout(&out);
     assert!(text.starts_with("row,lead_id,"), "{text}");
     assert_eq!(text.matches(",linked,").count(), 3, "{text}");

@@ -23,11 +23,9 @@ async fn sandbox_without_unknown() -> Sandbox {
     .await
 }
 
-/// `run INPUT` on the sandbox, quiet, with its default report in `dir`.
+/// `run INPUT` on the sandbox, with its default report in `dir`.
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
-    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
-    cmd.arg("--quiet");
-    cmd
+    run_on_sandbox(sandbox, dir, input, &sandbox.portal_url())
 }
 
 /// A file's header line and its other lines, sorted: rows finish in any

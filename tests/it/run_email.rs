@@ -251,8 +251,8 @@ async fn cr_lf_in_first_name_and_email_create_no_header() {
     let out = run(&mut email_command(&sandbox, &smtp, dir.path(), &input));
     assert_eq!(
         out.status.code(),
-        Some(3),
-        "the bad address makes its row invalid"
+        Some(5),
+        "the bad address makes its row invalid, and the other lead is sent"
     );
     let messages = smtp.messages();
     assert_eq!(messages.len(), 1);

@@ -182,8 +182,8 @@ fn the_sandbox_flag_runs_the_sample_with_no_account() {
     ]));
     assert_eq!(
         out.status.code(),
-        Some(3),
-        "the sample has bad rows on purpose"
+        Some(5),
+        "the sample has bad rows on purpose, and every lead is linked"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("SANDBOX"));
     let rows = read_report(&dir.path().join("report.csv"));

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests, each kept here once.
 
 pub mod hostile_server;
+mod installed;
+pub mod prometheus;
 pub mod redis_server;
 mod server_thread;
 pub mod smtp_server;
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 
+pub use installed::installed_or_skip;
+
 /// A command for the binary that ignores the machine's own environment and
 /// config: only PATH and a scratch HOME survive.
 pub fn lsq(dir: &Path) -> Command {
@@ -23,27 +27,6 @@ pub fn lsq(dir: &Path) -> Command {
         .env("XDG_STATE_HOME", dir.join("state"))
         .current_dir(dir);
     cmd
-}
-
-/// Whether `program --version` runs. When it does not, says loudly that
-/// `test` is skipped and how to install the program (`install`), and the test
-/// passes; under CI (`CI=true`) it fails instead, so a CI machine cannot skip
-/// it silently.
-pub fn installed_or_skip(test: &str, program: &str, install: &str) -> bool {
-    let installed = Command::new(program)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        let advice = format!("install it to run this test: {install}");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{program} is not installed; {advice}");
-        }
-        eprintln!("\n*** SKIPPED {test}: {program} is not installed; {advice} ***\n");
-    }
-    installed
 }
 
 /// Writes `name` in `dir` and returns its path.

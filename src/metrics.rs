@@ -1,0 +1,184 @@
+//! `--metrics-file`: the run's figures in Prometheus' text exposition
+//! format, for node_exporter's textfile collector. The file is written
+//! whole (a temporary file beside it, renamed into place) so the collector
+//! never reads half of it: every [`EVERY`] while the run works, and at its
+//! end. `lsq_dispatch_last_success_timestamp_seconds` is carried over from
+//! the file a previous run left when this one does not succeed, so an
+//! alert on its age fires however many runs fail in a row.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::summary::Summary;
+
+/// How often a running job rewrites its metrics.
+pub(crate) const EVERY: Duration = Duration::from_secs(15);
+
+/// The name of the metric an alert on staleness watches.
+const LAST_SUCCESS: &str = "lsq_dispatch_last_success_timestamp_seconds";
+
+/// The metrics file of one run.
+#[derive(Debug)]
+pub(crate) struct MetricsFile {
+    path: PathBuf,
+    /// A dry run's success is no run's: it never renews the last success.
+    dry_run: bool,
+    /// The last success of the campaign the previous file recorded, 0 when
+    /// none.
+    last_success: f64,
+}
+
+impl MetricsFile {
+    /// The metrics file at `path`, remembering the last success of
+    /// `campaign` that the file there records.
+    pub(crate) fn open(path: &Path, campaign: &str, dry_run: bool) -> MetricsFile {
+        let previous = std::fs::read_to_string(path).unwrap_or_default();
+        let label = format!("{LAST_SUCCESS}{{campaign=\"{}\"}} ", escape(campaign));
+        let last_success = previous
+            .lines()
+            .find_map(|line| line.strip_prefix(&label))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|value| value.is_finite())
+            .unwrap_or(0.0);
+        MetricsFile {
+            path: path.to_owned(),
+            dry_run,
+            last_success,
+        }
+    }
+
+    /// Writes the figures so far; `summary.finished_at` set means the run
+    /// has ended with `summary.exit_code`.
+    pub(crate) fn write(
+        &mut self,
+        summary: &Summary,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        let finished = !summary.finished_at.is_empty();
+        if finished && summary.exit_code == 0 && !self.dry_run {
+            self.last_success = now.timestamp() as f64;
+        }
+        let text = render(summary, finished, self.last_success);
+        crate::paths::write_whole(&self.path, text.as_bytes()).with_context(|| {
+            format!(
+                "cannot write the metrics file {}: check that its directory exists and is \
+                 writable, or choose another --metrics-file path",
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// A label value with `\`, `"` and line ends escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The exposition text.
+fn render(summary: &Summary, finished: bool, last_success: f64) -> String {
+    let campaign = format!("campaign=\"{}\"", escape(&summary.campaign));
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP lsq_dispatch_{name} {help}");
+        let _ = writeln!(out, "# TYPE lsq_dispatch_{name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "lsq_dispatch_{name}{{{labels}}} {value}");
+        }
+    };
+    let rows: Vec<(String, f64)> = summary
+        .counts
+        .iter()
+        .map(|(status, n)| (format!("{campaign},status=\"{status}\""), *n as f64))
+        .collect();
+    gauge("rows", "Rows of the last run by report status.", &rows);
+    let exit_code = finished.then_some((
+        "exit_code",
+        "The last run's exit code (0 success; see the README).",
+        f64::from(summary.exit_code),
+    ));
+    let singles = [
+        (
+            "api_calls",
+            "API requests the last run sent, retries included.",
+            summary.api_calls as f64,
+        ),
+        (
+            "rate_limited",
+            "Rate-limit answers (429) the last run received.",
+            summary.rate_limited as f64,
+        ),
+        (
+            "paused_seconds",
+            "Seconds the last run paused after rate-limit answers.",
+            summary.paused_secs,
+        ),
+        (
+            "emails_sent",
+            "Emails the last run had accepted by the SMTP server (or wrote to the outbox).",
+            summary.emails_sent as f64,
+        ),
+        (
+            "emails_failed",
+            "Emails the last run could not send.",
+            summary.emails_failed as f64,
+        ),
+        (
+            "duration_seconds",
+            "How long the last run has taken.",
+            summary.elapsed_secs,
+        ),
+        (
+            "running",
+            "1 while the run works, 0 once it has ended.",
+            if finished { 0.0 } else { 1.0 },
+        ),
+    ];
+    let last = (
+        "last_success_timestamp_seconds",
+        "When a run of the campaign last ended with exit code 0 (Unix time; 0 never).",
+        last_success,
+    );
+    for (name, help, value) in singles.into_iter().chain(exit_code).chain([last]) {
+        gauge(name, help, &[(campaign.clone(), value)]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_or_a_dry_run_keeps_the_last_success_and_a_successful_one_renews_it() {
+        use crate::exit::Exit;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lsq.prom");
+        let campaign = "night \"1\"";
+        let ended = |exit| Summary::begin(campaign, Path::new("leads.csv")).ended(exit);
+        let mut file = MetricsFile::open(&path, campaign, false);
+        assert_eq!(file.last_success, 0.0);
+        let then = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        file.write(&ended(Exit::Success), then).unwrap();
+        for (exit, dry_run, code) in [(Exit::Attention, false, 3), (Exit::Success, true, 0)] {
+            let mut next = MetricsFile::open(&path, campaign, dry_run);
+            next.write(&ended(exit), chrono::Utc::now()).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let label = "{campaign=\"night \\\"1\\\"\"}";
+            assert!(
+                text.contains(&format!(
+                    "lsq_dispatch_last_success_timestamp_seconds{label} 1700000000\n"
+                )),
+                "{text}"
+            );
+            assert!(text.contains(&format!("lsq_dispatch_exit_code{label} {code}\n")));
+        }
+        // Another campaign's success is not this one's.
+        assert_eq!(MetricsFile::open(&path, "other", false).last_success, 0.0);
+    }
+}
