@@ -19,6 +19,7 @@ mod exit_codes;
 mod hostile;
 mod input_hostile;
 mod ledger;
+mod messages;
 mod odd_inputs;
 mod otp;
 mod paths;
