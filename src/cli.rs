@@ -109,7 +109,8 @@ pub struct RunArgs {
     #[arg(long, env = "LSQ_PORTAL_ID", hide_env_values = true)]
     pub portal_id: Option<String>,
 
-    /// The portal page URL the links open, e.g. https://apply.example.lsqportal.com/.
+    /// The portal page URL the links open, e.g. https://apply.example.lsqportal.com/
+    /// (plain http only to this machine).
     #[arg(long, env = "LSQ_PORTAL_URL", hide_env_values = true)]
     pub portal_url: Option<String>,
 
