@@ -14,13 +14,18 @@ use tokio::sync::Mutex;
 
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
-use crate::email::{Templates, Transport};
+use crate::email::{SendError, Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::paths::Output;
 use crate::retry::Caller;
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
+
+/// Messages in a row whose every attempt could not connect before the run
+/// stops: the SMTP server is down or mistyped, and every other message would
+/// fail the same way, each after its retries.
+const UNREACHABLE_AFTER: u32 = 3;
 
 /// Whether the run's credentials and host have been proven by a first call.
 /// Until then one call goes alone, so that a bad key costs one call, not a burst.
@@ -42,6 +47,9 @@ pub(super) struct Mail {
     pub(super) concurrency: usize,
     /// Where a dry run's `--preview` messages go.
     pub(super) preview: Option<Transport>,
+    /// Messages in a row whose every attempt could not connect to the SMTP
+    /// server.
+    unreached: std::sync::atomic::AtomicU32,
 }
 
 /// What every row's task shares.
@@ -250,6 +258,7 @@ fn prepare_mail(
         max_attempts: email.max_attempts,
         concurrency: email.concurrency,
         preview: preview_outbox.map(Transport::outbox).transpose()?,
+        unreached: std::sync::atomic::AtomicU32::new(0),
     })
 }
 
@@ -269,6 +278,31 @@ impl Mail {
     pub(super) fn reviews(&self) -> bool {
         matches!(self.transport, Transport::Outbox(_))
     }
+
+    /// Counts messages in a row that could not connect at all; the last of
+    /// [`UNREACHABLE_AFTER`] stops the run, as the server is down or
+    /// mistyped and every other message would fail the same way.
+    pub(super) fn give_up_on_a_dead_server(
+        &self,
+        result: Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(SendError::Unconnected(cause))
+                if self.unreached.fetch_add(1, Ordering::SeqCst) + 1 >= UNREACHABLE_AFTER =>
+            {
+                Err(SendError::Fatal(format!(
+                    "{cause}. {UNREACHABLE_AFTER} messages in a row could not connect, so \
+                     the run stops"
+                )))
+            }
+            Err(SendError::Unconnected(cause)) => Err(SendError::Unconnected(cause)),
+            other => {
+                self.unreached.store(0, Ordering::SeqCst);
+                other
+            }
+        }
+    }
 }
 
 impl Job {
@@ -277,10 +311,11 @@ impl Job {
     pub(super) async fn check_mail(&self) -> anyhow::Result<()> {
         match &self.mail {
             Some(mail) if !self.settings.is_dry_run() => {
-                mail.transport.check().await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "SMTP server not usable: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
-                    )
+                mail.transport.check().await.map_err(|e| match e {
+                    SendError::Transient(_) => anyhow::anyhow!(
+                        "the SMTP server cannot be used: {e}; try again later, or check --smtp-url"
+                    ),
+                    e => anyhow::anyhow!("the SMTP server cannot be used: {e}"),
                 })
             }
             _ => Ok(()),

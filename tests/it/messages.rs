@@ -2,7 +2,14 @@
 //! what to do, with the exit code that says whether any work was done (2: a
 //! usage error before any; 1: the run stopped).
 
-use crate::support::{lsq, run, stderr, write};
+use std::time::Duration;
+
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, leads_with_email, lsq, read_report, run, run_on_sandbox, sample, sandbox, stderr,
+    wait_until, with_email, write, RefusedPort,
+};
+use lsq_dispatch::sandbox::SandboxConfig;
 
 /// A one-lead CSV without a PortalId column.
 fn one_lead(dir: &std::path::Path) -> std::path::PathBuf {
@@ -100,4 +107,101 @@ fn plain_http_is_refused_except_to_this_machine() {
         let out = plan_with(dir.path(), page, "http://127.0.0.1:9");
         assert_eq!(out.status.code(), Some(0), "{page}");
     }
+}
+
+/// `run --email` of `input` on `sandbox`, sending through `smtp_url`.
+fn email_run(
+    sandbox: &lsq_dispatch::sandbox::Sandbox,
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    smtp_url: &str,
+) -> std::process::Command {
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet"]);
+    with_email(&mut cmd, smtp_url, &sample("templates"));
+    cmd
+}
+
+/// Runs an email run through `smtp_url`, which must stop it before any API
+/// call (exit 1) with a message that does not blame the login; its stderr.
+async fn stopped_before_any_call(smtp_url: &str) -> String {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 2);
+    let out = run(&mut email_run(&sandbox, dir.path(), &input, smtp_url));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        !err.contains("LSQ_SMTP_PASSWORD"),
+        "not a login fault: {err}"
+    );
+    assert_eq!(sandbox.stats().calls, 0, "no API call before SMTP works");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtps_to_a_plaintext_server_says_it_did_not_answer_tls_and_what_to_use() {
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let err = stopped_before_any_call(&format!("smtps://{}", smtp.addr)).await;
+    assert!(err.contains("did not answer TLS"), "{err}");
+    let starttls = format!("smtp://127.0.0.1:{}?tls=required", smtp.addr.port());
+    assert!(err.contains(&starttls), "{err}");
+    assert!(!err.contains("InvalidContentType"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_smtp_connection_says_it_could_not_connect() {
+    let refused = RefusedPort::bind();
+    let err = stopped_before_any_call(&format!("smtp://{}", refused.addr)).await;
+    let expected = format!(
+        "cannot connect to the SMTP server {} (connection refused)",
+        refused.addr
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(!err.contains("temporary"), "{err}");
+}
+
+/// The server answered the check at the start and then went away: the run
+/// stops after a few messages in a row could not connect, rather than try
+/// every lead, and leaves none of them in doubt.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_smtp_server_that_goes_away_stops_the_run_with_nothing_in_doubt() {
+    let sandbox = sandbox(SandboxConfig {
+        service_time: (Duration::from_millis(400), Duration::from_millis(400)),
+        ..crate::support::fast_config()
+    })
+    .await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 12);
+    let state = dir.path().join("state.sqlite");
+    let mut cmd = email_run(&sandbox, dir.path(), &input, &smtp.url());
+    cmd.args(["--campaign", "c", "--max-attempts", "1"])
+        .arg("--state")
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The SMTP check comes before the first call.
+    wait_until("the first API call", || sandbox.stats().calls > 0).await;
+    let url = smtp.url();
+    drop(smtp);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("cannot connect to the SMTP server"), "{err}");
+    assert!(err.contains("3 messages in a row"), "{err}");
+    let failed = read_report(&dir.path().join("report.csv"))
+        .iter()
+        .filter(|r| r["status"] == "failed")
+        .count();
+    assert!(failed < 12, "every lead was tried: {failed}");
+
+    let again = SmtpServer::start(SmtpBehaviour::new());
+    let out = run(email_run(&sandbox, dir.path(), &input, &again.url())
+        .args(["--campaign", "c", "--state"])
+        .arg(&state));
+    assert_eq!(out.status.code(), Some(0), "{url}: none in doubt");
+    assert_eq!(again.messages().len(), 12);
 }
