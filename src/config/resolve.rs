@@ -125,12 +125,13 @@ impl Settings {
         } else {
             Mode::Live(Box::new(live_connection(args, &file)?))
         };
-        let portal_id = match (&portal_id, &mode) {
-            (None, Mode::Live(c)) => c
-                .sandbox
-                .as_ref()
-                .and_then(|s| s.0.config().portal_ids.first().cloned()),
-            _ => portal_id,
+        // A sandbox run (or its plan) given no portal uses the sandbox's first.
+        let portal_id = match portal_id {
+            None if args.sandbox => crate::sandbox::SandboxConfig::default()
+                .portal_ids
+                .first()
+                .cloned(),
+            given => given,
         };
         let tenant = match &mode {
             Mode::Live(c) => Some(Tenant::new(&c.api.host, &c.api.access_key)),

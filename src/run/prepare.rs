@@ -102,6 +102,15 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             ..InputOptions::default()
         },
     )?;
+    if settings.portal_id.is_none() && !reader.has_portal_column() {
+        return Err(UsageError(format!(
+            "the input {} has no PortalId column and no default portal is set, so no row \
+             could be linked: give --portal-id GUID (or LSQ_PORTAL_ID, or portal_id in the \
+             --config file), or add a PortalId column",
+            settings.input.display()
+        ))
+        .into());
+    }
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
         Some(email) => Some(prepare_mail(email, &headers, settings.preview_outbox())?),

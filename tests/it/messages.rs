@@ -205,3 +205,50 @@ async fn an_smtp_server_that_goes_away_stops_the_run_with_nothing_in_doubt() {
     assert_eq!(out.status.code(), Some(0), "{url}: none in doubt");
     assert_eq!(again.messages().len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_portal_anywhere_is_a_usage_error_before_any_row() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = one_lead(dir.path());
+    let plan =
+        run(lsq(dir.path())
+            .arg("run")
+            .arg(&input)
+            .args(["--dry-run", "--report", "plan.csv"]));
+    let config = sandbox.config();
+    let live = run(lsq(dir.path())
+        .arg("run")
+        .arg(&input)
+        .args(["--host", &sandbox.base_url()])
+        .args([
+            "--portal-url",
+            &sandbox.portal_url(),
+            "--report",
+            "report.csv",
+        ])
+        .env("LSQ_ACCESS_KEY", &config.access_key)
+        .env("LSQ_SECRET_KEY", &config.secret_key)
+        .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key));
+    for (out, report) in [(plan, "plan.csv"), (live, "report.csv")] {
+        assert_eq!(out.status.code(), Some(2), "{report}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("no PortalId column") && err.contains("--portal-id"),
+            "{err}"
+        );
+        assert!(!dir.path().join(report).exists(), "{report}");
+    }
+    assert_eq!(sandbox.stats().calls, 0);
+
+    // The sandbox's own portal stands in for a --sandbox plan, as for its run.
+    let out = run(lsq(dir.path()).arg("run").arg(&input).args([
+        "--sandbox",
+        "--dry-run",
+        "--report",
+        "plan.csv",
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    let rows = read_report(&dir.path().join("plan.csv"));
+    assert_eq!(rows[0]["status"], "planned");
+}
