@@ -132,8 +132,9 @@ pub struct EmailSettings {
     pub from: Mailbox,
     /// Recipient column.
     pub column: String,
-    /// Where messages go.
-    pub delivery: Delivery,
+    /// Where messages go; `None` only in a dry run given neither an SMTP
+    /// server nor an outbox, as a plan sends nothing.
+    pub delivery: Option<Delivery>,
     /// Optional SMTP budget.
     pub smtp_rate: Option<Rate>,
     /// Messages in flight.

@@ -433,12 +433,15 @@ fn sender(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError> {
     })
 }
 
-fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Delivery, UsageError> {
+/// Where messages go. A dry run needs neither an SMTP server nor an outbox
+/// (its `--preview` goes to `./preview` by default), but checks what it is
+/// given.
+fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Option<Delivery>, UsageError> {
     if let Some(dir) = args.outbox.clone().or(file.outbox.clone()) {
-        return Ok(Delivery::Outbox(dir));
+        return Ok(Some(Delivery::Outbox(dir)));
     }
     match pick(&args.smtp_url, &file.smtp_url) {
-        Some(url) => Ok(Delivery::Smtp(crate::email::SmtpSettings {
+        Some(url) => Ok(Some(Delivery::Smtp(crate::email::SmtpSettings {
             url,
             user: std::env::var("LSQ_SMTP_USER")
                 .ok()
@@ -450,8 +453,9 @@ fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Delivery, UsageError> {
                 file.smtp_timeout.as_deref(),
                 Duration::from_secs(30),
             )?,
-        })),
-        None if args.sandbox => Ok(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX))),
+        }))),
+        None if args.dry_run => Ok(None),
+        None if args.sandbox => Ok(Some(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX)))),
         None => Err(usage(
             "--email needs --smtp-url (or LSQ_SMTP_URL) to send, or --outbox DIR to write .eml files",
         )),

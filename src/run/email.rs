@@ -157,7 +157,7 @@ impl Job {
                 .mark_sending(key, row, to.as_ref(), message_id)?;
         }
         let (result, _attempts) = crate::email::send_with_retry_until(
-            &mail.transport,
+            mail.transport(),
             message,
             mail.max_attempts,
             &self.stop,

@@ -41,7 +41,8 @@ pub(super) struct Mail {
     pub(super) templates: Templates,
     pub(super) from: Mailbox,
     pub(super) column: String,
-    pub(super) transport: Transport,
+    /// Where messages go; a dry run may have none (see [`Mail::transport`]).
+    transport: Option<Transport>,
     pub(super) limiter: Option<Arc<Limiter>>,
     pub(super) max_attempts: u32,
     pub(super) concurrency: usize,
@@ -249,8 +250,9 @@ fn prepare_mail(
         .into());
     }
     let transport = match &email.delivery {
-        Delivery::Smtp(smtp) => Transport::smtp(smtp)?,
-        Delivery::Outbox(dir) => Transport::outbox(dir)?,
+        Some(Delivery::Smtp(smtp)) => Some(Transport::smtp(smtp)?),
+        Some(Delivery::Outbox(dir)) => Some(Transport::outbox(dir)?),
+        None => None,
     };
     let limiter = email.smtp_rate.map(|rate| {
         Limiter::new(LimiterSettings {
@@ -285,7 +287,15 @@ impl Mail {
     /// Messages go to an outbox for a person to review: nothing is sent, so
     /// nothing can be in doubt, and a later SMTP run sends the lead.
     pub(super) fn reviews(&self) -> bool {
-        matches!(self.transport, Transport::Outbox(_))
+        matches!(self.transport, Some(Transport::Outbox(_)))
+    }
+
+    /// Where messages go. Every run that sends has a transport: only a dry
+    /// run may be given none, and it sends nothing.
+    pub(super) fn transport(&self) -> &Transport {
+        self.transport
+            .as_ref()
+            .expect("settings give every run that sends an SMTP server or an outbox")
     }
 
     /// Counts messages in a row that could not connect at all; the last of
@@ -320,7 +330,7 @@ impl Job {
     pub(super) async fn check_mail(&self) -> anyhow::Result<()> {
         match &self.mail {
             Some(mail) if !self.settings.is_dry_run() => {
-                mail.transport.check().await.map_err(|e| match e {
+                mail.transport().check().await.map_err(|e| match e {
                     SendError::Transient(_) => anyhow::anyhow!(
                         "the SMTP server cannot be used: {e}; try again later, or check --smtp-url"
                     ),

@@ -49,7 +49,7 @@ pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
         );
         let message = job.message(mail, &record, &row, &to, &message_id)?;
         let (result, _) =
-            crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts).await;
+            crate::email::send_with_retry(mail.transport(), &message, mail.max_attempts).await;
         result.map_err(|e| anyhow::anyhow!("the test message was not sent: {e}"))?;
         return Ok(format!(
             "test message for the lead on row {} ({}) sent to {to}, Message-ID {message_id}",

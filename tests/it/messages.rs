@@ -252,3 +252,28 @@ async fn no_portal_anywhere_is_a_usage_error_before_any_row() {
     let rows = read_report(&dir.path().join("plan.csv"));
     assert_eq!(rows[0]["status"], "planned");
 }
+
+#[test]
+fn a_preview_needs_no_outbox_and_goes_to_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 5);
+    let out = run(lsq(dir.path())
+        .arg("run")
+        .arg(&input)
+        .args([
+            "--dry-run",
+            "--email",
+            "--preview",
+            "3",
+            "--report",
+            "plan.csv",
+        ])
+        .args(["--portal-id", "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5"])
+        .args(["--from", "Acme <invites@acme.example>", "--templates"])
+        .arg(sample("templates")));
+    assert_eq!(out.status.code(), Some(0));
+    let previews = std::fs::read_dir(dir.path().join("preview"))
+        .unwrap()
+        .count();
+    assert_eq!(previews, 3);
+}
