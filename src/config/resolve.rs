@@ -116,6 +116,14 @@ impl Settings {
                 .or(file.concurrency)
                 .unwrap_or_else(|| (rate.calls as usize * 2).clamp(4, 256)),
         )?;
+        if args.dry_run && args.test_email.is_some() {
+            return Err(usage(
+                "--test-email sends one real message and --dry-run sends nothing: drop \
+                 --dry-run to send the test message (--sandbox tries it on the built-in \
+                 sandbox), or use --dry-run --email --preview N to write messages to read",
+            )
+            .into());
+        }
         let mode = if args.dry_run {
             Mode::DryRun(dry_run(args, &file)?)
         } else if args.sandbox {

@@ -277,3 +277,54 @@ fn a_preview_needs_no_outbox_and_goes_to_preview() {
         .count();
     assert_eq!(previews, 3);
 }
+
+/// `run --sandbox --test-email qa@acme.example` of five leads.
+fn sandbox_test_email(dir: &std::path::Path) -> std::process::Command {
+    let input = leads_with_email(dir, 5);
+    let mut cmd = lsq(dir);
+    cmd.arg("run")
+        .arg(&input)
+        .args([
+            "--sandbox",
+            "--test-email",
+            "qa@acme.example",
+            "--templates",
+        ])
+        .arg(sample("templates"));
+    cmd
+}
+
+#[test]
+fn the_sandbox_sends_one_test_message_and_says_where_it_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let out = run(sandbox_test_email(dir.path()).args(["--smtp-url", &smtp.url()]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(crate::support::stdout(&out).contains("sent to qa@acme.example"));
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].to, ["qa@acme.example"]);
+
+    // Without an SMTP server the sandbox writes it to ./outbox, and says so.
+    let out = run(&mut sandbox_test_email(dir.path()));
+    assert_eq!(out.status.code(), Some(0));
+    let said = crate::support::stdout(&out);
+    assert!(said.contains("written to the outbox outbox"), "{said}");
+    assert!(!said.contains("sent to"), "{said}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // A plan sends nothing, so it cannot send a test message.
+    let out = run(sandbox_test_email(dir.path()).arg("--dry-run"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--test-email") && err.contains("--dry-run") && err.contains("--preview"),
+        "{err}"
+    );
+    assert!(!err.contains("no row could be linked"), "{err}");
+}
