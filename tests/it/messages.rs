@@ -328,3 +328,68 @@ fn the_sandbox_sends_one_test_message_and_says_where_it_went() {
     );
     assert!(!err.contains("no row could be linked"), "{err}");
 }
+
+/// The lines `lsq-dispatch sandbox` prints at start, up to its budget line.
+fn sandbox_banner(dir: &std::path::Path, access_key: Option<&str>) -> Vec<String> {
+    use std::io::BufRead as _;
+    let mut cmd = lsq(dir);
+    if let Some(key) = access_key {
+        cmd.env("LSQ_ACCESS_KEY", key);
+    }
+    let mut child = cmd
+        .args(["sandbox", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let last = line.contains("budget");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+#[test]
+fn the_sandbox_banner_pastes_into_a_shell_with_every_key_whole() {
+    use lsq_dispatch::sandbox::{DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let banner = sandbox_banner(dir.path(), None).join("\n");
+    let script = format!(
+        "set -eu\n{banner}\nprintf '%s\\n' \"$LSQ_ACCESS_KEY\" \"$LSQ_SECRET_KEY\" \"$LSQ_TENANT_AUTH_KEY\""
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{banner}\n{}", stderr(&out));
+    let keys = crate::support::stdout(&out);
+    assert_eq!(
+        keys.lines().collect::<Vec<_>>(),
+        [
+            DEFAULT_ACCESS_KEY,
+            DEFAULT_SECRET_KEY,
+            DEFAULT_TENANT_AUTH_KEY
+        ],
+        "{banner}"
+    );
+}
+
+#[test]
+fn the_sandbox_banner_never_shows_a_key_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = crate::support::planted::ACCESS;
+    let banner = sandbox_banner(dir.path(), Some(planted)).join("\n");
+    assert!(
+        banner.contains("# LSQ_ACCESS_KEY: the one in your environment (not shown)"),
+        "{banner}"
+    );
+    crate::support::planted::assert_absent(&[("banner", banner)], &[]);
+}
