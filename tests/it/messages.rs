@@ -393,3 +393,33 @@ fn the_sandbox_banner_never_shows_a_key_from_the_environment() {
     );
     crate::support::planted::assert_absent(&[("banner", banner)], &[]);
 }
+
+#[test]
+fn a_config_file_with_a_secret_that_others_can_read_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let input = one_lead(dir.path());
+    let plan = |config: &std::path::Path| {
+        run(lsq(dir.path())
+            .arg("run")
+            .arg(&input)
+            .args(["--dry-run", "--report", "plan.csv", "--config"])
+            .arg(config)
+            .args(["--portal-id", "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5"]))
+    };
+    let secret = write(dir.path(), "secret.toml", "access_key = \"AKplant$1\"\n");
+    let plain = write(dir.path(), "plain.toml", "rate = \"25/5s\"\n");
+    for (config, mode, warned) in [
+        (&secret, 0o644, true),
+        (&secret, 0o600, false),
+        (&plain, 0o644, false),
+    ] {
+        std::fs::set_permissions(config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = plan(config);
+        assert_eq!(out.status.code(), Some(0));
+        let err = stderr(&out);
+        let warning = format!("chmod 600 {}", config.display());
+        assert_eq!(err.contains(&warning), warned, "{mode:o}: {err}");
+        assert!(!err.contains("AKplant"), "{err}");
+    }
+}
