@@ -423,3 +423,13 @@ fn a_config_file_with_a_secret_that_others_can_read_gets_a_warning() {
         assert!(!err.contains("AKplant"), "{err}");
     }
 }
+
+#[test]
+fn a_missing_input_is_named_once_by_a_real_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(lsq(dir.path()).args(["run", "missing.csv", "--sandbox"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("missing.csv"), "{err}");
+}
