@@ -334,7 +334,8 @@ impl Job {
                     SendError::Transient(_) => anyhow::anyhow!(
                         "the SMTP server cannot be used: {e}; try again later, or check --smtp-url"
                     ),
-                    e => anyhow::anyhow!("the SMTP server cannot be used: {e}"),
+                    // Each says what failed and what to check.
+                    e => anyhow::anyhow!(e),
                 })
             }
             _ => Ok(()),

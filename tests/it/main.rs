@@ -4,7 +4,8 @@
 //! sandbox, a wiremock server and an in-process SMTP server (`run`, `run
 //! --dry-run`, `run --email`, campaign state across runs and kills, the rows
 //! left to retry and to fix, `otp`, secrets kept out of every output, the API
-//! budget shared by runs through its file and through Redis), and the
+//! budget shared by runs through its file and through Redis, the messages
+//! for the commonest mistakes), and the
 //! library's sandbox, email module and state store directly. Shared helpers live once, in `support`.
 //!
 //! Every test works in its own temporary directory and on ports the kernel
