@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser, Subcommand};
 
 use crate::limiter::Rate;
@@ -17,6 +18,57 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line, or exits: 0 after `--help` or `--version`,
+    /// 2 for a usage error. A secret given as a flag is told where secrets go.
+    pub fn parse_or_exit() -> Cli {
+        Cli::try_parse().unwrap_or_else(|error| match secret_flag(&error) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2)
+            }
+            None => error.exit(),
+        })
+    }
+}
+
+/// Secrets that have a variable (and a config file key) but no flag, by the
+/// flag a user might try.
+const SECRET_FLAGS: [(&str, &str, &str); 6] = [
+    ("accesskey", "LSQ_ACCESS_KEY", "access_key"),
+    ("secretkey", "LSQ_SECRET_KEY", "secret_key"),
+    ("tenantauthkey", "LSQ_TENANT_AUTH_KEY", "tenant_auth_key"),
+    ("publicauthkey", "LSQ_PUBLIC_AUTH_KEY", "public_auth_key"),
+    ("smtpuser", "LSQ_SMTP_USER", "smtp_user"),
+    ("smtppassword", "LSQ_SMTP_PASSWORD", "smtp_password"),
+];
+
+/// For an unknown flag that names a secret (`--access-key`, `--secret_key`,
+/// `--accessKey=…`), where that secret comes from instead. Clap's own advice
+/// (pass it after `--`) would make the run read it as a file name. The
+/// value is never repeated.
+fn secret_flag(error: &clap::Error) -> Option<String> {
+    if error.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = given.split('=').next().unwrap_or_default();
+    let name: String = flag
+        .trim_start_matches('-')
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let (_, variable, key) = SECRET_FLAGS.iter().find(|(n, _, _)| *n == name)?;
+    Some(format!(
+        "{flag}: secrets are never given as flags, which other users see in `ps` and \
+         which stay in the shell history; set {variable} in the environment (`run` also \
+         reads {key} from its --config file, which should have mode 0600)"
+    ))
 }
 
 /// The subcommands.
@@ -59,7 +111,8 @@ pub struct RunArgs {
     #[arg(long, env = "LSQ_PORTAL_ID", hide_env_values = true)]
     pub portal_id: Option<String>,
 
-    /// The portal page URL the links open, e.g. https://apply.example.lsqportal.com/.
+    /// The portal page URL the links open, e.g. https://apply.example.lsqportal.com/
+    /// (plain http only to this machine).
     #[arg(long, env = "LSQ_PORTAL_URL", hide_env_values = true)]
     pub portal_url: Option<String>,
 

@@ -79,3 +79,46 @@ macro_rules! say {
     };
 }
 pub(crate) use say;
+
+/// Quotes a value for a POSIX shell when it needs it (single quotes, a `'`
+/// closed, escaped and reopened), so a printed command or `export` line can
+/// be pasted as is: `$`, `&`, spaces and the rest stay as they are.
+pub(crate) fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_leaves_plain_values_and_quotes_the_rest() {
+        assert_eq!(shell_quote("+14-157415569"), "+14-157415569");
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("a$b&c"), "'a$b&c'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn a_quoted_value_reaches_a_shell_whole() {
+        let value = "x'$HOME&`id` \\ \"y\"";
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s {}", shell_quote(value))])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+    }
+}

@@ -54,6 +54,11 @@ pub(crate) fn parse_portal_url(s: &str) -> Result<Url, String> {
                 .to_owned(),
         );
     }
+    if let Some(meant) = mistyped_scheme(s) {
+        return Err(format!(
+            "the portal URL {s:?} is not a URL: its scheme needs \"://\"; write it as {meant}"
+        ));
+    }
     let url = match Url::parse(s) {
         Ok(url) => url,
         Err(url::ParseError::RelativeUrlWithoutBase) => {
@@ -65,12 +70,22 @@ pub(crate) fn parse_portal_url(s: &str) -> Result<Url, String> {
     };
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(format!(
-            "the portal URL {s:?} must start with https:// (or http://), not {}:",
+            "the portal URL {s:?} must start with https:// (or http:// to this machine), not {}:",
             url.scheme()
         ));
     }
-    if url.host_str().is_none_or(str::is_empty) {
+    let host = url.host_str().unwrap_or_default();
+    if host.is_empty() {
         return Err(format!("the portal URL {s:?} has no host"));
+    }
+    if url.scheme() == "http" && !is_loopback(host) {
+        let mut secure = url.clone();
+        let _ = secure.set_scheme("https");
+        return Err(format!(
+            "the portal URL {s:?} is plain http: every lead's login key would cross the \
+             network unencrypted (plain http is only allowed to this machine: localhost, \
+             127.0.0.1, ::1); use {secure}"
+        ));
     }
     // Every lead receives the link, so credentials in it would go to all of
     // them; for the same reason the message does not repeat them.
@@ -89,6 +104,25 @@ pub(crate) fn parse_portal_url(s: &str) -> Result<Url, String> {
         ));
     }
     Ok(url)
+}
+
+/// For a URL whose scheme lacks its colon or has the wrong number of
+/// slashes (`https//x`, `http:/x`, `https:x`, `https:///x`), the URL it was
+/// meant to be. A URL parser reads some of these as a host name (`https`)
+/// and others as the right URL, so they are caught by hand.
+pub(crate) fn mistyped_scheme(s: &str) -> Option<String> {
+    let lower = s.to_ascii_lowercase();
+    let scheme = ["https", "http"]
+        .into_iter()
+        .find(|p| lower.starts_with(p))?;
+    let rest = &s[scheme.len()..];
+    let end = rest.find(|c| c != ':' && c != '/').unwrap_or(rest.len());
+    let (separator, tail) = rest.split_at(end);
+    // At most one colon, first, then slashes: `//`, `:/`, `:`, `:///`.
+    let slashes = separator.strip_prefix(':').unwrap_or(separator);
+    let typo =
+        !separator.is_empty() && separator != "://" && !slashes.contains(':') && !tail.is_empty();
+    typo.then(|| format!("{scheme}://{tail}"))
 }
 
 /// The query parameters [`login_link`] appends.
@@ -228,6 +262,10 @@ mod tests {
             ("https://p.example.com/?authKey=X", "\"authKey\""),
             ("https://p.example.com/?a=1&LEADID=L", "\"LEADID\""),
             ("https://p.example.com/?portal%49d=P", "\"portalId\""),
+            (
+                "http://portal.example.com/",
+                "use https://portal.example.com/",
+            ),
         ] {
             let err = parse_portal_url(input).unwrap_err();
             assert!(err.contains(expect), "{input:?}: {err}");
@@ -238,6 +276,26 @@ mod tests {
             "https://p.example.com/#authKey=X",
         ] {
             assert!(parse_portal_url(harmless).is_ok(), "{harmless}");
+        }
+    }
+
+    #[test]
+    fn a_scheme_without_its_colon_or_slashes_is_caught() {
+        for (typed, meant) in [
+            ("https//a.example", Some("https://a.example")),
+            ("HTTP//a.example", Some("http://a.example")),
+            ("http:/a.example/x", Some("http://a.example/x")),
+            ("https:a.example", Some("https://a.example")),
+            ("https:///a.example", Some("https://a.example")),
+            ("https/a.example", Some("https://a.example")),
+            ("https://a.example", None),
+            ("httpbin.org", None),
+            ("http.example.com", None),
+            ("https-portal.example.com", None),
+            ("https//", None),
+            ("https:/:x", None),
+        ] {
+            assert_eq!(mistyped_scheme(typed).as_deref(), meant, "{typed}");
         }
     }
 }

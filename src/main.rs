@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::Settings;
 use lsq_dispatch::exit::Exit;
@@ -14,7 +13,7 @@ use lsq_dispatch::{otp, run, sandbox, status};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     lsq_dispatch::logging::init(cli.log_settings());
     // A dry run makes no call: one thread does its work fastest.
     let mut runtime = match &cli.command {

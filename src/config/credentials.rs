@@ -49,6 +49,11 @@ pub fn env_secret(name: &str) -> Option<Secret> {
 /// allowed to loopback, since the secret key travels in the query.
 pub fn parse_host(value: &str) -> Result<Url, UsageError> {
     let value = value.trim();
+    if let Some(meant) = crate::link::mistyped_scheme(value) {
+        return Err(usage(format!(
+            "--host {value:?} is not a host or URL: its scheme needs \"://\"; write it as {meant}"
+        )));
+    }
     let with_scheme = if value.contains("://") {
         value.to_owned()
     } else {

@@ -139,8 +139,9 @@ pub struct EmailSettings {
     pub sender: crate::email::Sender,
     /// Recipient column.
     pub column: String,
-    /// Where messages go.
-    pub delivery: Delivery,
+    /// Where messages go; `None` only in a dry run given neither an SMTP
+    /// server nor an outbox, as a plan sends nothing.
+    pub delivery: Option<Delivery>,
     /// Optional SMTP budget.
     pub smtp_rate: Option<Rate>,
     /// Messages in flight.
@@ -255,7 +256,7 @@ impl Settings {
     pub fn night_warning(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
         // An outbox is a review: the links are mailed by a later run.
         let mails = self.email.as_ref().is_some_and(|email| {
-            email.test_address.is_none() && matches!(email.delivery, Delivery::Smtp(_))
+            email.test_address.is_none() && matches!(email.delivery, Some(Delivery::Smtp(_)))
         });
         if self.is_dry_run() || !mails {
             return None;

@@ -119,6 +119,14 @@ impl Settings {
                 .or(file.concurrency)
                 .unwrap_or_else(|| (rate.calls as usize * 2).clamp(4, 256)),
         )?;
+        if args.dry_run && args.test_email.is_some() {
+            return Err(usage(
+                "--test-email sends one real message and --dry-run sends nothing: drop \
+                 --dry-run to send the test message (--sandbox tries it on the built-in \
+                 sandbox), or use --dry-run --email --preview N to write messages to read",
+            )
+            .into());
+        }
         let mode = if args.dry_run {
             Mode::DryRun(dry_run(args, &file)?)
         } else if args.sandbox {
@@ -128,12 +136,13 @@ impl Settings {
         } else {
             Mode::Live(Box::new(live_connection(args, &file)?))
         };
-        let portal_id = match (&portal_id, &mode) {
-            (None, Mode::Live(c)) => c
-                .sandbox
-                .as_ref()
-                .and_then(|s| s.0.config().portal_ids.first().cloned()),
-            _ => portal_id,
+        // A sandbox run (or its plan) given no portal uses the sandbox's first.
+        let portal_id = match portal_id {
+            None if args.sandbox => crate::sandbox::SandboxConfig::default()
+                .portal_ids
+                .first()
+                .cloned(),
+            given => given,
         };
         let tenant = match &mode {
             Mode::Live(c) => Some(Tenant::new(&c.api.host, &c.api.access_key)),
@@ -511,12 +520,15 @@ fn from_address(args: &RunArgs, file: &FileConfig) -> Result<Mailbox, UsageError
     })
 }
 
-fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Delivery, UsageError> {
+/// Where messages go. A dry run needs neither an SMTP server nor an outbox
+/// (its `--preview` goes to `./preview` by default), but checks what it is
+/// given.
+fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Option<Delivery>, UsageError> {
     if let Some(dir) = args.outbox.clone().or(file.outbox.clone()) {
-        return Ok(Delivery::Outbox(dir));
+        return Ok(Some(Delivery::Outbox(dir)));
     }
     match pick(&args.smtp_url, &file.smtp_url) {
-        Some(url) => Ok(Delivery::Smtp(crate::email::SmtpSettings {
+        Some(url) => Ok(Some(Delivery::Smtp(crate::email::SmtpSettings {
             url,
             user: std::env::var("LSQ_SMTP_USER")
                 .ok()
@@ -528,8 +540,9 @@ fn delivery(args: &RunArgs, file: &FileConfig) -> Result<Delivery, UsageError> {
                 file.smtp_timeout.as_deref(),
                 Duration::from_secs(30),
             )?,
-        })),
-        None if args.sandbox => Ok(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX))),
+        }))),
+        None if args.dry_run => Ok(None),
+        None if args.sandbox => Ok(Some(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX)))),
         None => Err(usage(
             "--email needs --smtp-url (or LSQ_SMTP_URL) to send, or --outbox DIR to write .eml files",
         )),

@@ -35,6 +35,10 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// No retry waits longer than this.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
+/// What a TLS failure's message says to check.
+const TLS_ADVICE: &str = "smtps:// expects implicit TLS (usually port 465), \
+    smtp://…?tls=required expects STARTTLS (usually port 587)";
+
 /// How to reach the SMTP server.
 #[derive(Clone)]
 pub struct SmtpSettings {
@@ -77,6 +81,9 @@ pub struct SmtpRelay {
     builder: Box<AsyncSmtpTransportBuilder>,
     /// `host:port`, for messages.
     endpoint: String,
+    /// For an `smtps://` URL, the STARTTLS URL to suggest when the server
+    /// answers in plain text: `None` for a URL that already uses STARTTLS.
+    starttls: Option<String>,
     timeout: Duration,
     /// Kept only to scrub it from any text a server or library hands back.
     password: Option<Secret>,
@@ -85,10 +92,15 @@ pub struct SmtpRelay {
 /// Why a message was not delivered, or may not have been.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// Worth another attempt: the server answered 4xx, or no connection could
-    /// be made, so it does not have the message.
+    /// Worth another attempt: the server answered 4xx, so it does not have
+    /// the message.
     #[error("temporary SMTP failure: {0}")]
     Transient(String),
+    /// No connection could be made (refused, no route, no such host, no
+    /// answer to connecting), so the server does not have the message.
+    /// Retried like [`SendError::Transient`]; says what to check.
+    #[error("{0}")]
+    Unconnected(String),
     /// The message may or may not have been delivered: the connection failed
     /// or the server went silent at a point that could be after it had the
     /// whole message. Never retried, as a retry could deliver it twice.
@@ -140,15 +152,20 @@ impl Transport {
         if tokio::runtime::Handle::try_current().is_err() {
             bail!("the SMTP transport must be built inside a tokio runtime");
         }
-        let endpoint = if host.contains(':') {
-            format!("[{host}]:{port}")
+        let host = if host.contains(':') {
+            format!("[{host}]")
         } else {
-            format!("{host}:{port}")
+            host
         };
+        // STARTTLS is usually on 587; a server speaking plain text on
+        // another port offers it there.
+        let starttls_port = if port == 465 { 587 } else { port };
         Ok(Transport::Smtp(SmtpRelay {
             mailer: std::sync::Mutex::new(builder.clone().build()),
             builder: Box::new(builder),
-            endpoint,
+            endpoint: format!("{host}:{port}"),
+            starttls: (url.scheme() == "smtps")
+                .then(|| format!("smtp://{host}:{starttls_port}?tls=required")),
             timeout: settings.timeout,
             password,
         }))
@@ -276,11 +293,11 @@ impl SmtpRelay {
                 None => e.to_string(),
             }
         };
-        let error = if e.is_tls() {
+        let error = if let Some(failure) = connect_failure(e) {
+            self.connect_failed(failure)
+        } else if e.is_tls() {
             SendError::Fatal(format!(
-                "TLS failure with the SMTP server {endpoint}: {e}. smtps:// expects implicit \
-                 TLS (usually port 465), smtp://…?tls=required expects STARTTLS (usually \
-                 port 587)"
+                "TLS failure with the SMTP server {endpoint}: {e}. {TLS_ADVICE}"
             ))
         } else if let Some(code) = e.status() {
             let code: u16 = code.to_string().parse().unwrap_or(0);
@@ -299,8 +316,18 @@ impl SmtpRelay {
             }
         } else if e.is_client() {
             let text = e.to_string();
-            if text.contains("authentication mechanism") || text.contains("STARTTLS") {
-                SendError::Fatal(format!("SMTP server {endpoint}: {text}"))
+            if text.contains("STARTTLS") {
+                SendError::Fatal(format!(
+                    "SMTP server {endpoint}: {text}: the URL asks for STARTTLS \
+                     (?tls=required), which the server does not offer on this port; check \
+                     the port in --smtp-url, or use smtps:// if the server speaks implicit \
+                     TLS (usually port 465)"
+                ))
+            } else if text.contains("authentication mechanism") {
+                SendError::Fatal(format!(
+                    "SMTP server {endpoint}: {text}; check --smtp-url and LSQ_SMTP_USER / \
+                     LSQ_SMTP_PASSWORD"
+                ))
             } else {
                 SendError::Permanent(text)
             }
@@ -312,6 +339,31 @@ impl SmtpRelay {
         self.scrub(error)
     }
 
+    /// What to say when no SMTP conversation could start.
+    fn connect_failed(&self, failure: ConnectFailure) -> SendError {
+        let endpoint = &self.endpoint;
+        match (failure, &self.starttls) {
+            (ConnectFailure::PlainText, Some(starttls)) => SendError::Fatal(format!(
+                "the SMTP server {endpoint} did not answer TLS: an smtps:// URL starts \
+                 with TLS (implicit TLS, usually port 465), but the server speaks plain SMTP \
+                 on this port. Use {starttls} (STARTTLS), or smtps:// to the port where the \
+                 server speaks implicit TLS"
+            )),
+            (ConnectFailure::PlainText, None) => SendError::Fatal(format!(
+                "the SMTP server {endpoint} did not answer TLS after STARTTLS; check \
+                 --smtp-url"
+            )),
+            (ConnectFailure::Tls(cause), _) => SendError::Fatal(format!(
+                "TLS failure with the SMTP server {endpoint}: {cause}. {TLS_ADVICE}"
+            )),
+            (ConnectFailure::Unreached(why), _) => SendError::Unconnected(format!(
+                "cannot connect to the SMTP server {endpoint} ({why}): check that \
+                 --smtp-url names the right host and port, and that the server is running \
+                 and accepts connections from this machine"
+            )),
+        }
+    }
+
     /// A server may echo what it was sent (an `AUTH PLAIN` line holds the
     /// password in base64); the password must not reach a report.
     fn scrub(&self, error: SendError) -> SendError {
@@ -319,11 +371,58 @@ impl SmtpRelay {
         let clean = |s: String| scrubber.scrub(&s);
         match error {
             SendError::Transient(s) => SendError::Transient(clean(s)),
+            SendError::Unconnected(s) => SendError::Unconnected(clean(s)),
             SendError::InDoubt(s) => SendError::InDoubt(clean(s)),
             SendError::Permanent(s) => SendError::Permanent(clean(s)),
             SendError::Fatal(s) => SendError::Fatal(clean(s)),
         }
     }
+}
+
+/// Why no SMTP conversation could start.
+#[derive(Debug, PartialEq)]
+enum ConnectFailure {
+    /// The TLS handshake met plain text: the server does not speak TLS there.
+    PlainText,
+    /// Another TLS failure (a certificate, say).
+    Tls(String),
+    /// No connection: refused, unreachable, no such host, timed out.
+    Unreached(String),
+}
+
+/// For a failure to connect or to set up TLS (lettre's connection errors,
+/// which come before any SMTP command), what it was. lettre has no
+/// `is_connection()`, so such errors are told by their text, as in
+/// [`may_have_been_delivered`]; the cause is the first I/O error below.
+fn connect_failure(e: &lettre::transport::smtp::Error) -> Option<ConnectFailure> {
+    use std::io::ErrorKind;
+    if !e.to_string().starts_with("Connection error") {
+        return None;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            return Some(match (tls, io.kind()) {
+                (
+                    Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)),
+                    _,
+                ) => ConnectFailure::PlainText,
+                (Some(tls), _) => ConnectFailure::Tls(tls.to_string()),
+                (None, ErrorKind::ConnectionRefused) => {
+                    ConnectFailure::Unreached("connection refused".into())
+                }
+                (None, ErrorKind::TimedOut) => {
+                    ConnectFailure::Unreached("no answer to connecting".into())
+                }
+                (None, _) => ConnectFailure::Unreached(io.to_string()),
+            });
+        }
+        source = cause.source();
+    }
+    let text = e.to_string();
+    let cause = text.trim_start_matches("Connection error: ");
+    Some(ConnectFailure::Unreached(cause.to_owned()))
 }
 
 /// Whether a failed send may have delivered the message anyway.
@@ -379,7 +478,7 @@ pub(crate) async fn send_with_retry_until(
 ) -> (Result<(), SendError>, u32) {
     with_backoff(
         &smtp_policy(max_attempts),
-        |e| matches!(e, SendError::Transient(_)),
+        |e| matches!(e, SendError::Transient(_) | SendError::Unconnected(_)),
         stop,
         || transport.send(message),
     )

@@ -138,6 +138,11 @@ impl LeadReader {
         &self.headers
     }
 
+    /// Whether the header has the PortalId column.
+    pub(crate) fn has_portal_column(&self) -> bool {
+        self.portal_idx.is_some()
+    }
+
     /// The header line as it is in the file.
     pub(crate) fn header_line(&self) -> &HeaderLine {
         &self.header_line

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::api::{ApiError, KEY_LIFETIME};
 use crate::cli::{OtpCommand, RequestArgs, SigninArgs};
 use crate::config::UsageError;
-use crate::console::say;
+use crate::console::{say, shell_quote};
 use crate::exit::Exit;
 use crate::retry::with_retry;
 use crate::secret::Secret;
@@ -209,20 +209,6 @@ fn next_command(otp: &Otp, phone: &str, code_arg: &str) -> String {
     line
 }
 
-/// Quotes a value for a POSIX shell when it needs it, so the printed command
-/// can be pasted as is.
-fn shell_quote(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
-    if plain {
-        value.to_owned()
-    } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
-    }
-}
-
 /// A flag's value, trimmed, or a usage error when it is blank.
 fn required<'a>(flag: &str, value: &'a str) -> Result<&'a str, UsageError> {
     let value = value.trim();
@@ -286,18 +272,6 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
-
-    #[test]
-    fn shell_quote_leaves_plain_values_and_quotes_the_rest() {
-        assert_eq!(shell_quote("+14-157415569"), "+14-157415569");
-        assert_eq!(
-            shell_quote("http://127.0.0.1:8080"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 
     #[test]
     fn refusals_that_need_a_new_code_are_told_apart_from_typos() {

@@ -32,8 +32,9 @@ pub(super) enum Delivered {
     /// The server may or may not have this row's message; it is not sent
     /// again, and the run goes on.
     InDoubt(RowError),
-    /// The server refuses every message (authentication, TLS): stop the run.
-    Fatal(String),
+    /// The server refuses every message (authentication, TLS, no
+    /// connection): stop the run.
+    Fatal(SendError),
     /// Not attempted: the run began stopping first. The lead stays `linked`.
     NotStarted,
 }
@@ -42,9 +43,7 @@ pub(super) enum Delivered {
 pub(super) fn delivered(result: Result<(), SendError>) -> Delivered {
     match result {
         Ok(()) => Delivered::Sent,
-        Err(e) if e.is_fatal() => Delivered::Fatal(format!(
-            "SMTP: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
-        )),
+        Err(e) if e.is_fatal() => Delivered::Fatal(e),
         Err(SendError::InDoubt(what)) => Delivered::InDoubt(RowError::EmailInDoubt(what)),
         Err(e) => Delivered::Failed(RowError::Email(e.to_string())),
     }
@@ -107,7 +106,18 @@ impl Job {
                 record.message_id = message_id;
                 record.error = Some(error);
             }
-            Delivered::Fatal(message) => return Err(anyhow::anyhow!(message)),
+            Delivered::Fatal(error) => {
+                // No message may start now. This one was not sent (no
+                // login, no TLS, no connection): the lead is not in doubt,
+                // and the next run sends it.
+                self.stop.raise(crate::signal::Stop::Finish);
+                if !review {
+                    let reason = error.to_string();
+                    self.store()
+                        .mark_failed(&key, record.row, &reason, record.attempts)?;
+                }
+                return Err(error.into());
+            }
             Delivered::Failed(error) => {
                 self.store()
                     .mark_failed(&key, record.row, &error.to_string(), record.attempts)?;
@@ -147,7 +157,7 @@ impl Job {
                 .mark_sending(key, row, to.as_ref(), message_id)?;
         }
         let (result, _attempts) = crate::email::send_with_retry_until(
-            &mail.transport,
+            mail.transport(),
             message,
             mail.max_attempts,
             &self.stop,
@@ -156,7 +166,7 @@ impl Job {
         if let Some(permit) = permit {
             permit.completed();
         }
-        Ok(delivered(result))
+        Ok(delivered(mail.give_up_on_a_dead_server(result)))
     }
 
     /// Dry run: builds the row's message with a stand-in link, so a template
@@ -278,9 +288,6 @@ mod tests {
     #[test]
     fn a_login_failure_stops_the_run() {
         let got = delivered(Err(SendError::Fatal("535 authentication failed".into())));
-        assert!(
-            matches!(&got, Delivered::Fatal(m) if m.contains("LSQ_SMTP_USER")),
-            "{got:?}"
-        );
+        assert!(matches!(&got, Delivered::Fatal(_)), "{got:?}");
     }
 }

@@ -212,10 +212,11 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         match outcome {
             None => break,
             Some(Ok(finished)) => sink.record(finished)?,
-            // The budget shared with other processes is gone: no call may
-            // start, but those in flight are finished and recorded, as after
-            // a first signal; the run then ends aborted.
-            Some(Err(e)) if is_budget_lost(&e) => {
+            // The budget shared with other processes is gone, or the SMTP
+            // server takes no message: no call or message may start, but
+            // those in flight are finished and recorded, as after a first
+            // signal; the run then ends aborted.
+            Some(Err(e)) if is_budget_lost(&e) || is_smtp_fatal(&e) => {
                 job.stop.raise(Stop::Finish);
                 fatal.get_or_insert(e);
             }
@@ -256,6 +257,13 @@ fn exit_of(summary: &Summary, interrupted: bool) -> Exit {
     } else {
         Exit::Success
     }
+}
+
+/// A row's error says that no message can be sent.
+fn is_smtp_fatal(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<crate::email::SendError>()
+        .is_some_and(crate::email::SendError::is_fatal)
 }
 
 /// A row's error says the shared API budget cannot be used.

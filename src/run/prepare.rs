@@ -13,13 +13,18 @@ use tokio::sync::Mutex;
 
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
-use crate::email::{Sender, Templates, Transport};
+use crate::email::{SendError, Sender, Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::paths::Output;
 use crate::retry::Caller;
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
+
+/// Messages in a row whose every attempt could not connect before the run
+/// stops: the SMTP server is down or mistyped, and every other message would
+/// fail the same way, each after its retries.
+const UNREACHABLE_AFTER: u32 = 3;
 
 /// Whether the run's credentials and host have been proven by a first call.
 /// Until then one call goes alone, so that a bad key costs one call, not a burst.
@@ -35,12 +40,16 @@ pub(super) struct Mail {
     pub(super) templates: Templates,
     pub(super) sender: Sender,
     pub(super) column: String,
-    pub(super) transport: Transport,
+    /// Where messages go; a dry run may have none (see [`Mail::transport`]).
+    transport: Option<Transport>,
     pub(super) limiter: Option<Arc<Limiter>>,
     pub(super) max_attempts: u32,
     pub(super) concurrency: usize,
     /// Where a dry run's `--preview` messages go.
     pub(super) preview: Option<Transport>,
+    /// Messages in a row whose every attempt could not connect to the SMTP
+    /// server.
+    unreached: std::sync::atomic::AtomicU32,
 }
 
 /// What every row's task shares.
@@ -93,6 +102,15 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             ..InputOptions::default()
         },
     )?;
+    if settings.portal_id.is_none() && !reader.has_portal_column() {
+        return Err(UsageError(format!(
+            "the input {} has no PortalId column and no default portal is set, so no row \
+             could be linked: give --portal-id GUID (or LSQ_PORTAL_ID, or portal_id in the \
+             --config file), or add a PortalId column",
+            settings.input.display()
+        ))
+        .into());
+    }
     let headers = reader.headers().to_vec();
     let mail = match &settings.email {
         Some(email) => Some(prepare_mail(
@@ -237,8 +255,9 @@ fn prepare_mail(
         .into());
     }
     let transport = match &email.delivery {
-        Delivery::Smtp(smtp) => Transport::smtp(smtp)?,
-        Delivery::Outbox(dir) => Transport::outbox(dir)?,
+        Some(Delivery::Smtp(smtp)) => Some(Transport::smtp(smtp)?),
+        Some(Delivery::Outbox(dir)) => Some(Transport::outbox(dir)?),
+        None => None,
     };
     let limiter = email.smtp_rate.map(|rate| {
         Limiter::new(LimiterSettings {
@@ -255,6 +274,7 @@ fn prepare_mail(
         max_attempts: email.max_attempts,
         concurrency: email.concurrency,
         preview: preview_outbox.map(Transport::outbox).transpose()?,
+        unreached: std::sync::atomic::AtomicU32::new(0),
     })
 }
 
@@ -272,7 +292,40 @@ impl Mail {
     /// Messages go to an outbox for a person to review: nothing is sent, so
     /// nothing can be in doubt, and a later SMTP run sends the lead.
     pub(super) fn reviews(&self) -> bool {
-        matches!(self.transport, Transport::Outbox(_))
+        matches!(self.transport, Some(Transport::Outbox(_)))
+    }
+
+    /// Where messages go. Every run that sends has a transport: only a dry
+    /// run may be given none, and it sends nothing.
+    pub(super) fn transport(&self) -> &Transport {
+        self.transport
+            .as_ref()
+            .expect("settings give every run that sends an SMTP server or an outbox")
+    }
+
+    /// Counts messages in a row that could not connect at all; the last of
+    /// [`UNREACHABLE_AFTER`] stops the run, as the server is down or
+    /// mistyped and every other message would fail the same way.
+    pub(super) fn give_up_on_a_dead_server(
+        &self,
+        result: Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(SendError::Unconnected(cause))
+                if self.unreached.fetch_add(1, Ordering::SeqCst) + 1 >= UNREACHABLE_AFTER =>
+            {
+                Err(SendError::Fatal(format!(
+                    "{cause}. {UNREACHABLE_AFTER} messages in a row could not connect, so \
+                     the run stops"
+                )))
+            }
+            Err(SendError::Unconnected(cause)) => Err(SendError::Unconnected(cause)),
+            other => {
+                self.unreached.store(0, Ordering::SeqCst);
+                other
+            }
+        }
     }
 }
 
@@ -282,10 +335,12 @@ impl Job {
     pub(super) async fn check_mail(&self) -> anyhow::Result<()> {
         match &self.mail {
             Some(mail) if !self.settings.is_dry_run() => {
-                mail.transport.check().await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "SMTP server not usable: {e}; check --smtp-url and LSQ_SMTP_USER / LSQ_SMTP_PASSWORD"
-                    )
+                mail.transport().check().await.map_err(|e| match e {
+                    SendError::Transient(_) => anyhow::anyhow!(
+                        "the SMTP server cannot be used: {e}; try again later, or check --smtp-url"
+                    ),
+                    // Each says what failed and what to check.
+                    e => anyhow::anyhow!(e),
                 })
             }
             _ => Ok(()),

@@ -5,6 +5,7 @@
 use anyhow::Context;
 
 use crate::config::Settings;
+use crate::email::Transport;
 use crate::input::RowKind;
 use crate::report::Status;
 
@@ -49,10 +50,17 @@ pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
         );
         let message = job.message(mail, &record, &row, &to, &message_id)?;
         let (result, _) =
-            crate::email::send_with_retry(&mail.transport, &message, mail.max_attempts).await;
+            crate::email::send_with_retry(mail.transport(), &message, mail.max_attempts).await;
         result.map_err(|e| anyhow::anyhow!("the test message was not sent: {e}"))?;
+        let delivered = match mail.transport() {
+            Transport::Outbox(dir) => format!(
+                "written to the outbox {} (give --smtp-url to send it), addressed to {to}",
+                dir.display()
+            ),
+            Transport::Smtp(_) => format!("sent to {to}"),
+        };
         return Ok(format!(
-            "test message for the lead on row {} ({}) sent to {to}, Message-ID {message_id}",
+            "test message for the lead on row {} ({}) {delivered}, Message-ID {message_id}",
             record.row, record.lead_id
         ));
     }

@@ -12,7 +12,7 @@ use super::{
     DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_EMAIL, DEMO_LEAD_ID, DEMO_LEAD_PHONE,
     TENANT_KEY_PATH,
 };
-use crate::console::say;
+use crate::console::{say, shell_quote};
 use crate::limiter::{parse_duration, Rate};
 
 /// Flags of `lsq-dispatch sandbox`. Credentials are not flags: they come from
@@ -233,52 +233,40 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
     let sandbox = Sandbox::start_with(config, true).await?;
     let c = sandbox.config();
     // Only the documented defaults are printed; credentials taken from the
-    // environment are secrets and stay out of the output.
-    let shown = |value: &str, default: &str, var: &str| {
-        if value == default {
-            value.to_owned()
-        } else {
-            format!("(from {var})")
-        }
+    // environment are secrets and stay out of the output. Every line pastes
+    // into a shell: the values as quoted words, the rest as comments.
+    let export = |var: &str, value: &str| say!("export {var}={}", shell_quote(value));
+    let key = |var: &str, value: &str, default: &str| match value == default {
+        true => export(var, value),
+        false => say!("# {var}: the one in your environment (not shown)"),
     };
-    say!("lsq-dispatch sandbox listening on {}", sandbox.base_url());
-    say!("  LSQ_HOST={}", sandbox.base_url());
-    say!(
-        "  LSQ_ACCESS_KEY={}",
-        shown(&c.access_key, DEFAULT_ACCESS_KEY, "LSQ_ACCESS_KEY")
+    say!("# lsq-dispatch sandbox listening on {}", sandbox.base_url());
+    say!("# paste these lines into a shell to point lsq-dispatch at it:");
+    export("LSQ_HOST", &sandbox.base_url());
+    key("LSQ_ACCESS_KEY", &c.access_key, DEFAULT_ACCESS_KEY);
+    key("LSQ_SECRET_KEY", &c.secret_key, DEFAULT_SECRET_KEY);
+    key(
+        "LSQ_TENANT_AUTH_KEY",
+        &c.tenant_auth_key,
+        DEFAULT_TENANT_AUTH_KEY,
     );
-    say!(
-        "  LSQ_SECRET_KEY={}",
-        shown(&c.secret_key, DEFAULT_SECRET_KEY, "LSQ_SECRET_KEY")
+    key(
+        "LSQ_PUBLIC_AUTH_KEY",
+        &c.public_auth_key,
+        DEFAULT_PUBLIC_AUTH_KEY,
     );
-    say!(
-        "  LSQ_TENANT_AUTH_KEY={}",
-        shown(
-            &c.tenant_auth_key,
-            DEFAULT_TENANT_AUTH_KEY,
-            "LSQ_TENANT_AUTH_KEY"
-        )
-    );
-    say!(
-        "  LSQ_PUBLIC_AUTH_KEY={}",
-        shown(
-            &c.public_auth_key,
-            DEFAULT_PUBLIC_AUTH_KEY,
-            "LSQ_PUBLIC_AUTH_KEY"
-        )
-    );
-    say!("  LSQ_PORTAL_ID={}", c.portal_ids[0]);
+    export("LSQ_PORTAL_ID", &c.portal_ids[0]);
     for other in &c.portal_ids[1..] {
-        say!("  also portal id {other}");
+        say!("# also portal id {other}");
     }
-    say!("  LSQ_PORTAL_URL={}", sandbox.portal_url());
+    export("LSQ_PORTAL_URL", &sandbox.portal_url());
     say!(
-        "  tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
+        "# tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
         sandbox.base_url()
     );
-    say!("  demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}");
+    say!("# demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}");
     say!(
-        "  budget {}, key ttl {:?}, admin: {}/admin/stats",
+        "# budget {}, key ttl {:?}, admin: {}/admin/stats",
         c.budget,
         c.key_ttl,
         sandbox.base_url()

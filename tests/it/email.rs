@@ -300,7 +300,7 @@ async fn right_password_from_settings_or_url_logs_in() {
 }
 
 #[tokio::test]
-async fn no_server_is_transient_and_retried() {
+async fn no_server_is_unconnected_and_retried() {
     let refused = RefusedPort::bind();
     let transport = Transport::smtp(&SmtpSettings {
         url: format!("smtp://{}", refused.addr),
@@ -310,13 +310,15 @@ async fn no_server_is_transient_and_retried() {
     })
     .unwrap();
     let err = transport.check().await.unwrap_err();
-    assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+    assert!(matches!(err, SendError::Unconnected(_)), "{err:?}");
+    let refusal = format!("{} (connection refused)", refused.addr);
+    assert!(err.to_string().contains(&refusal), "{err}");
 
     // Nothing reached a server, so a send is retried.
     let (message, _) = invite(&row("l-1", "Ada", "ada@example.com"));
     let (outcome, attempts) = send_with_retry(&transport, &message, 2).await;
     assert!(
-        matches!(outcome, Err(SendError::Transient(_))),
+        matches!(outcome, Err(SendError::Unconnected(_))),
         "{outcome:?}"
     );
     assert_eq!(attempts, 2);

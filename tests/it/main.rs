@@ -5,7 +5,8 @@
 //! --dry-run`, `run --email`, campaign state across runs and kills, the rows
 //! left to retry and to fix, `otp`, secrets kept out of every output, the API
 //! budget shared by runs through its file and through Redis, what a run tells
-//! its watchers: logs, summary, exit codes, metrics and pings), and the
+//! its watchers: logs, summary, exit codes, metrics and pings, the messages
+//! for the commonest mistakes), and the
 //! library's sandbox, email module and state store directly. Shared helpers live once, in `support`.
 //!
 //! Every test works in its own temporary directory and on ports the kernel
@@ -22,6 +23,7 @@ mod hostile;
 mod input_hostile;
 mod ledger;
 mod monitoring;
+mod messages;
 mod odd_inputs;
 mod otp;
 mod paths;
