@@ -70,7 +70,7 @@ impl FileConfig {
         let config: FileConfig =
             toml::from_str(&text).map_err(|e| usage(parse_error(path, &text, &e)))?;
         if let Some(warning) = config.exposure(path, mode) {
-            eprintln!("warning: {warning}");
+            tracing::warn!("{warning}");
         }
         Ok(config)
     }

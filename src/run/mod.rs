@@ -189,9 +189,8 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         (started, begun),
     )?;
     job.check_mail().await?;
-    // Said even with --quiet: a nightly job is where it matters.
     if let Some(warning) = job.settings.night_warning(chrono::Utc::now()) {
-        eprintln!("warning: {warning}");
+        tracing::warn!("{warning}");
     }
     let stop = watch_signals(&job.stop);
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
