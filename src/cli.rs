@@ -138,9 +138,26 @@ pub struct RunArgs {
     #[arg(long)]
     pub sandbox: bool,
 
-    /// Name of the LeadId column [default: LeadId].
+    /// Name of the LeadId column [default: the one column named LeadId,
+    /// ProspectID or Lead ID, in any case, with or without spaces].
     #[arg(long, value_name = "NAME")]
     pub lead_column: Option<String>,
+
+    /// The input's encoding when it has no byte-order mark: utf-8, latin1,
+    /// windows-1252 or utf-16 [default: UTF-8, or UTF-16 shown by a mark or
+    /// NUL bytes].
+    #[arg(long, value_name = "NAME")]
+    pub encoding: Option<String>,
+
+    /// The input's cell separator, one character (`tab` or `\t` for a tab)
+    /// [default: whichever of , ; tab | the header line uses most].
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<String>,
+
+    /// Process only the first N valid rows this campaign has not done; the
+    /// rest are reported skipped and a later run continues with them.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
 
     /// Put leadId and portalId in the link before authKey, as newer docs show.
     #[arg(long)]

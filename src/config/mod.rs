@@ -25,6 +25,7 @@ pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
 pub use file::FileConfig;
 
 pub use crate::exit::UsageError;
+pub use crate::input::TextEncoding;
 
 fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
@@ -47,8 +48,15 @@ pub struct Settings {
     pub report: PathBuf,
     /// Summary JSON path.
     pub summary_json: Option<PathBuf>,
-    /// LeadId column name.
-    pub lead_column: String,
+    /// LeadId column name; `None` finds it by the names it goes by.
+    pub lead_column: Option<String>,
+    /// The input's encoding when it has no byte-order mark; `None` for
+    /// UTF-8 (or UTF-16 its NUL bytes show).
+    pub encoding: Option<TextEncoding>,
+    /// The input's cell separator; `None` finds it from the header line.
+    pub delimiter: Option<u8>,
+    /// Rows this run works on at most (`--limit`).
+    pub limit: Option<u64>,
     /// leadId and portalId in the link.
     pub link_ids: bool,
     /// Calls in flight at most.

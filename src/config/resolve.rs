@@ -38,6 +38,30 @@ pub(super) fn pick(flag: &Option<String>, file: &Option<String>) -> Option<Strin
         .filter(|v| !v.trim().is_empty())
 }
 
+/// The flag's value, else the file's, as given: a tab is blank, yet a
+/// separator.
+fn pick_raw(flag: &Option<String>, file: &Option<String>) -> Option<String> {
+    flag.clone()
+        .or_else(|| file.clone())
+        .filter(|v| !v.is_empty())
+}
+
+/// `--delimiter`: one character other than a quote or a line break; `tab`
+/// and `\t` name a tab.
+fn delimiter_setting(value: &str) -> Result<u8, UsageError> {
+    let byte = match value {
+        "tab" | "TAB" | "\\t" | "\t" => Some(b'\t'),
+        v if v.len() == 1 => v.bytes().next().filter(|b| !b"\"\r\n".contains(b)),
+        _ => None,
+    };
+    byte.ok_or_else(|| {
+        usage(format!(
+            "--delimiter {value:?}: give one ASCII character other than a quote, such as , ; | \
+             or tab"
+        ))
+    })
+}
+
 /// A duration setting: a timeout (above zero, at most 24h) or the arrival
 /// margin (zero allowed, at most a minute: it stands for network delay).
 fn duration_setting(
@@ -160,8 +184,18 @@ impl Settings {
                 .or(file.report.clone())
                 .unwrap_or_else(|| super::default_report_path(&args.input, args.dry_run)),
             summary_json: args.summary_json.clone().or(file.summary_json.clone()),
-            lead_column: pick(&args.lead_column, &file.lead_column)
-                .unwrap_or_else(|| "LeadId".into()),
+            lead_column: pick(&args.lead_column, &file.lead_column),
+            encoding: pick(&args.encoding, &file.encoding)
+                .map(|e| e.parse().map_err(|e| usage(format!("--encoding: {e}"))))
+                .transpose()?,
+            delimiter: pick_raw(&args.delimiter, &file.delimiter)
+                .map(|d| delimiter_setting(&d))
+                .transpose()?,
+            limit: args
+                .limit
+                .or(file.limit)
+                .map(|n| positive("--limit", n))
+                .transpose()?,
             link_ids: args.link_ids || file.link_ids.unwrap_or(false),
             concurrency,
             retry: RetryPolicy {

@@ -170,3 +170,111 @@ fn the_budget_is_shared_beside_the_state_file_unless_a_redis_server_is_named() {
     assert!(err.is::<UsageError>(), "{err}");
     assert!(err.to_string().contains("--budget-store"), "{err}");
 }
+
+#[test]
+fn the_input_settings_come_from_flags_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "encoding = \"latin1\"\ndelimiter = \"tab\"\nlimit = 50\nlead_column = \"ProspectID\"\n",
+    )
+    .unwrap();
+    let mut args = RunArgs {
+        input: "leads.csv".into(),
+        config: Some(file),
+        dry_run: true,
+        ..RunArgs::default()
+    };
+    let s = resolve(&args);
+    assert_eq!(s.encoding, Some(TextEncoding::Windows1252));
+    assert_eq!(s.delimiter, Some(b'\t'));
+    assert_eq!(s.limit, Some(50));
+    assert_eq!(s.lead_column.as_deref(), Some("ProspectID"));
+    args.encoding = Some("utf-16".into());
+    args.delimiter = Some(";".into());
+    args.limit = Some(5);
+    let s = resolve(&args);
+    assert_eq!(
+        (s.encoding, s.delimiter, s.limit),
+        (Some(TextEncoding::Utf16), Some(b';'), Some(5))
+    );
+    let unset = resolve(&RunArgs {
+        input: "leads.csv".into(),
+        dry_run: true,
+        ..RunArgs::default()
+    });
+    assert_eq!(
+        (
+            unset.encoding,
+            unset.delimiter,
+            unset.limit,
+            unset.lead_column
+        ),
+        (None, None, None, None),
+        "found from the file itself"
+    );
+}
+
+#[test]
+fn bad_input_settings_are_usage_errors_naming_the_flag() {
+    let error = |args: RunArgs| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let args = RunArgs {
+            input: "leads.csv".into(),
+            dry_run: true,
+            ..args
+        };
+        let err = runtime.block_on(Settings::resolve(&args)).unwrap_err();
+        assert!(err.is::<UsageError>(), "{err}");
+        err.to_string()
+    };
+    for (given, said) in [
+        (
+            RunArgs {
+                encoding: Some("ebcdic".into()),
+                ..RunArgs::default()
+            },
+            "--encoding: unknown encoding \"ebcdic\": use utf-8, latin1, windows-1252 or utf-16",
+        ),
+        (
+            RunArgs {
+                delimiter: Some(";;".into()),
+                ..RunArgs::default()
+            },
+            "--delimiter \";;\": give one ASCII character other than a quote",
+        ),
+        (
+            RunArgs {
+                delimiter: Some("\"".into()),
+                ..RunArgs::default()
+            },
+            "--delimiter \"\\\"\"",
+        ),
+        (
+            RunArgs {
+                limit: Some(0),
+                ..RunArgs::default()
+            },
+            "--limit must be at least 1",
+        ),
+    ] {
+        let message = error(given);
+        assert!(message.starts_with(said), "{message}");
+    }
+}
+
+#[test]
+fn a_tab_is_written_three_ways() {
+    for tab in ["tab", "\\t", "\t"] {
+        let s = resolve(&RunArgs {
+            input: "leads.csv".into(),
+            dry_run: true,
+            delimiter: Some(tab.into()),
+            ..RunArgs::default()
+        });
+        assert_eq!(s.delimiter, Some(b'\t'), "{tab:?}");
+    }
+}

@@ -72,6 +72,8 @@ const CHUNK: usize = 64 << 10;
 pub(super) struct Framing {
     inner: Box<dyn Read + Send>,
     limits: Limits,
+    /// The cell separator.
+    delimiter: u8,
     index: Arc<Mutex<LineIndex>>,
     /// Bytes read: `input[at..end]` are not scanned yet, and
     /// `input[copied..at]` are scanned but not yet copied to `out` or `held`
@@ -103,16 +105,18 @@ pub(super) struct Framing {
 }
 
 impl Framing {
-    /// Frames `inner`; the bytes handed on, and every stray quote closed,
-    /// are noted in `index`.
+    /// Frames `inner`, whose cells `delimiter` separates; the bytes handed
+    /// on, and every stray quote closed, are noted in `index`.
     pub(super) fn new(
         inner: Box<dyn Read + Send>,
         limits: Limits,
+        delimiter: u8,
         index: Arc<Mutex<LineIndex>>,
     ) -> Framing {
         Framing {
             inner,
             limits,
+            delimiter,
             index,
             input: Vec::new(),
             copied: 0,
@@ -189,7 +193,7 @@ impl Framing {
         while self.at < self.end && self.fault.is_none() {
             let rest = &self.input[self.at..self.end];
             let run = match self.state {
-                State::InField => memchr3(b',', b'\r', b'\n', rest),
+                State::InField => memchr3(self.delimiter, b'\r', b'\n', rest),
                 State::InQuoted => memchr3(b'"', b'\r', b'\n', rest),
                 _ => Some(0),
             }
@@ -259,10 +263,11 @@ impl Framing {
         self.grow(1);
     }
 
-    /// A byte outside quotes: a comma ends the cell, a line break the row.
+    /// A byte outside quotes: the separator ends the cell, a line break the
+    /// row.
     fn unquoted(&mut self, b: u8) {
         match b {
-            b',' => {
+            b if b == self.delimiter => {
                 self.state = State::StartField;
                 self.row.cells += 1;
                 self.row.cell_len = 0;
@@ -280,7 +285,7 @@ impl Framing {
     }
 
     /// The byte after a quote inside a quoted cell: another quote makes
-    /// `""`, a comma or a line break ends the cell; anything else follows a
+    /// `""`, the separator or a line break ends the cell; anything else follows a
     /// closing quote, which the parser allows but which, after a line break,
     /// shows the quote for a stray one.
     fn after_quote(&mut self, b: u8) {
@@ -289,7 +294,7 @@ impl Framing {
                 self.state = State::InQuoted;
                 self.grow(1);
             }
-            b',' | b'\r' | b'\n' => {
+            b if b == self.delimiter || is_break(b) => {
                 self.quote_closed();
                 self.unquoted(b);
             }

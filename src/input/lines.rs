@@ -7,12 +7,23 @@
 use std::collections::VecDeque;
 
 use super::framing::Repair;
+use super::Encoding;
 
 /// Line breaks in a byte string: `\n`, `\r\n` or a lone `\r` each count once.
 pub(super) fn count_breaks(bytes: &[u8]) -> u64 {
+    count_breaks_after(bytes, false)
+}
+
+/// [`count_breaks`] in bytes that follow a `\r` when `after_cr`, so that a
+/// `\n` first among them ends no line of its own.
+pub(super) fn count_breaks_after(bytes: &[u8], after_cr: bool) -> u64 {
     let mut n = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+    for i in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        let cr_before = match i {
+            0 => after_cr,
+            _ => bytes[i - 1] == b'\r',
+        };
+        if bytes[i] == b'\r' || !cr_before {
             n += 1;
         }
     }
@@ -122,14 +133,30 @@ impl LineIndex {
     }
 }
 
-/// The input's header line as it is in the file, so that files of input
-/// rows read back exactly as the input does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The input's header line as it is in the file, and how the file is
+/// written, so that files of input rows read back exactly as the input does.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HeaderLine {
-    /// The line's bytes, a byte-order mark included, without its line break.
+    /// The line's text as UTF-8, a byte-order mark (U+FEFF) included,
+    /// without its line break; [`Encoding::encode`] gives back its bytes.
     pub(crate) bytes: Vec<u8>,
     /// Whether the line ends with `\r\n` rather than `\n`.
     pub(crate) crlf: bool,
+    /// The file's encoding.
+    pub(crate) encoding: Encoding,
+    /// The cell separator.
+    pub(crate) delimiter: u8,
+}
+
+impl Default for HeaderLine {
+    fn default() -> Self {
+        HeaderLine {
+            bytes: Vec::new(),
+            crlf: false,
+            encoding: Encoding::Utf8,
+            delimiter: b',',
+        }
+    }
 }
 
 impl HeaderLine {
@@ -150,6 +177,7 @@ impl HeaderLine {
         HeaderLine {
             bytes: bytes.to_vec(),
             crlf,
+            ..HeaderLine::default()
         }
     }
 }

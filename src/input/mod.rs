@@ -2,12 +2,19 @@
 //! GUIDs, and classifies every row as valid, invalid (with the reason) or a
 //! duplicate of an earlier valid row, keeping the input's line numbers.
 //!
+//! The file may be UTF-8, UTF-16 or Windows-1252 (see `encoding`), its cells
+//! separated by commas, semicolons, tabs or bars (found from the header line
+//! when not given), and its LeadId column called by any of the names
+//! LeadSquared and people give it (see [`LeadColumn`]).
+//!
 //! A bad row is data, never an error: only faults that make the rest of the file
-//! unreadable (cannot open, no header, no LeadId column, two columns of one
+//! unreadable (cannot open, a workbook rather than CSV, a line not in the
+//! file's encoding, no header, no LeadId column or two, two columns of one
 //! name, a row or cell larger than any lead needs, I/O error) are
 //! [`InputError`]s. A stray quote is a bad row: the lines after it are read
 //! on, never swallowed into its cell.
 
+mod encoding;
 mod framing;
 mod guid;
 #[cfg(test)]
@@ -17,16 +24,25 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use encoding::Encoding;
+pub use encoding::TextEncoding;
+pub(crate) use encoding::Workbook;
 pub(crate) use guid::normalize_guid;
 pub(crate) use lines::HeaderLine;
-pub(crate) use reader::{open_input, LeadReader};
+pub(crate) use reader::{check_text, open_input, LeadReader};
 
-/// Which columns hold the lead and portal ids, and the portal to use when a row
-/// names none.
+/// How the file is written, which columns hold the lead and portal ids, and
+/// the portal to use when a row names none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InputOptions {
-    /// Header of the LeadId column, matched case-insensitively.
-    pub lead_column: String,
+    /// Header of the LeadId column, matched case-insensitively; `None` looks
+    /// for any of [`LEAD_COLUMNS`].
+    pub lead_column: Option<String>,
+    /// The file's encoding when it has no byte-order mark; `None` for UTF-8,
+    /// or UTF-16 when its NUL bytes show it.
+    pub encoding: Option<TextEncoding>,
+    /// The cell separator; `None` finds it from the header line.
+    pub delimiter: Option<u8>,
     /// Header of the optional PortalId column, matched case-insensitively.
     pub portal_column: String,
     /// Portal for rows whose PortalId cell is missing or empty (`--portal-id`).
@@ -47,7 +63,9 @@ pub(crate) struct InputOptions {
 impl Default for InputOptions {
     fn default() -> Self {
         InputOptions {
-            lead_column: "LeadId".to_owned(),
+            lead_column: None,
+            encoding: None,
+            delimiter: None,
             portal_column: "PortalId".to_owned(),
             default_portal: None,
             expected_rows: 0,
@@ -130,6 +148,31 @@ impl std::fmt::Display for StraySign {
 /// Part of the input that no reading can get past.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Fault {
+    /// The file is a spreadsheet workbook, not CSV.
+    #[error(
+        "it is {0}, not a CSV file; in Excel use File > Save As > \"CSV UTF-8 (Comma \
+         delimited)\" and give the .csv file it saves"
+    )]
+    Workbook(Workbook),
+    /// A line is not UTF-8, and no other encoding was given.
+    #[error(
+        "line {line} is not UTF-8; if Excel or another Windows program saved it, give \
+         --encoding windows-1252 (for Latin-1 text too), or save it as \"CSV UTF-8\""
+    )]
+    NotUtf8 {
+        /// The first line that is not.
+        line: u64,
+    },
+    /// A line is not in the encoding given or marked.
+    #[error(
+        "line {line} is not valid {encoding}; check --encoding, or save the file as \"CSV UTF-8\""
+    )]
+    NotInEncoding {
+        /// The first line that is not.
+        line: u64,
+        /// The encoding the file was read in.
+        encoding: Encoding,
+    },
     /// The header row is longer than its limit.
     #[error(
         "its header row (line {line}) is longer than {}; the first line must name the \
@@ -208,18 +251,40 @@ pub(crate) enum InputError {
         /// The input as named by the user.
         path: String,
     },
-    /// The header has no column with the LeadId column's name.
+    /// The header has no column with the LeadId column's name (or, when
+    /// none was given, any of the names it goes by).
     #[error(
-        "the input {path} has no {column:?} column (found: {}); name the column with --lead-column",
+        "the input {path} has no {} column (found: {}); name the column with --lead-column",
+        match column {
+            Some(column) => format!("{column:?}"),
+            None => format!("LeadId (nor {})", lead_column_names()),
+        },
         found_list(found)
     )]
     MissingColumn {
         /// The input as named by the user.
         path: String,
-        /// The column that was looked for.
-        column: String,
+        /// The column that was looked for, when one was named.
+        column: Option<String>,
         /// The header names that are there.
         found: Vec<String>,
+    },
+    /// No LeadId column was named and more than one column has a name the
+    /// LeadId column goes by.
+    #[error(
+        "the input {path} has more than one LeadId column: {}; name the one to use with \
+         --lead-column",
+        columns
+            .iter()
+            .map(|(name, at)| format!("{name:?} (column {at})"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    )]
+    LeadColumns {
+        /// The input as named by the user.
+        path: String,
+        /// Each such column's name and place, from 1.
+        columns: Vec<(String, usize)>,
     },
     /// Two columns have one name (trimmed, in any case): which of them a
     /// template or the run reads would be a guess.
@@ -263,13 +328,21 @@ pub(crate) enum InputError {
 }
 
 impl InputError {
-    /// Whether the fault is the command's: a column named wrong, which the
-    /// user fixes in the file or with a flag (exit 2, before any call).
+    /// Whether the fault is the command's: a column named wrong, a workbook
+    /// given for a CSV file, a file read in the wrong encoding, which the
+    /// user fixes in the file or with a flag (exit 2; before any call, but
+    /// for an encoding fault deep in a pipe, which no check can read ahead).
     pub(crate) fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            InputError::MissingColumn { .. } | InputError::SameName { .. }
-        )
+        match self {
+            InputError::MissingColumn { .. }
+            | InputError::LeadColumns { .. }
+            | InputError::SameName { .. } => true,
+            InputError::Framing { fault, .. } => matches!(
+                fault,
+                Fault::Workbook(_) | Fault::NotUtf8 { .. } | Fault::NotInEncoding { .. }
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -326,13 +399,6 @@ pub enum Invalid {
         /// Columns in the header.
         columns: usize,
     },
-    /// A cell that is not UTF-8.
-    NotUtf8 {
-        /// The cell's position, from 1.
-        cell: usize,
-        /// Its column.
-        column: String,
-    },
     /// The LeadId cell is empty.
     Empty {
         /// The LeadId column's name.
@@ -362,7 +428,6 @@ impl Invalid {
     pub(crate) fn kind(&self) -> String {
         match self {
             Invalid::Ragged { .. } => "wrong number of cells".to_owned(),
-            Invalid::NotUtf8 { column, .. } => format!("{column} not UTF-8"),
             Invalid::Empty { column } => format!("{column} is empty"),
             Invalid::NotGuid { column, .. } => format!("{column} is not a GUID"),
             Invalid::StrayQuote { .. } => "stray quote".to_owned(),
@@ -377,10 +442,6 @@ impl std::fmt::Display for Invalid {
                 f,
                 "row has {cells} cell{}, header has {columns}",
                 if *cells == 1 { "" } else { "s" }
-            ),
-            Invalid::NotUtf8 { cell, column } => write!(
-                f,
-                "cell {cell} ({column}) is not valid UTF-8; save the file as UTF-8"
             ),
             Invalid::Empty { column } => write!(f, "{column} is empty"),
             Invalid::NotGuid { column, value } => write!(f, "{column} {value:?} is not a GUID"),
@@ -425,6 +486,41 @@ impl InputRow {
         let idx = column_index(headers, name)?;
         self.fields.get(idx).map(String::as_str)
     }
+}
+
+/// The names the LeadId column goes by when `--lead-column` names none,
+/// compared in any case and without spaces: LeadSquared's own exports call
+/// it `ProspectID`, and people write `Lead ID`.
+pub(crate) const LEAD_COLUMNS: [&str; 2] = ["LeadId", "ProspectID"];
+
+/// "ProspectID, Lead ID" for messages.
+fn lead_column_names() -> String {
+    format!("{}, Lead ID", LEAD_COLUMNS[1..].join(", "))
+}
+
+/// Which column holds the LeadIds, and whether it was found by its name
+/// rather than named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeadColumn {
+    /// The column's name as the header writes it.
+    pub(crate) name: String,
+    /// Found among [`LEAD_COLUMNS`], not named by `--lead-column`.
+    pub(crate) found: bool,
+}
+
+/// The columns whose names the LeadId column goes by, with their places
+/// from 0.
+fn lead_columns(headers: &[String]) -> Vec<usize> {
+    let squeeze = |name: &str| -> String {
+        name.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let known: Vec<String> = LEAD_COLUMNS.iter().map(|n| squeeze(n)).collect();
+    (0..headers.len())
+        .filter(|&i| known.contains(&squeeze(&headers[i])))
+        .collect()
 }
 
 fn column_index(headers: &[String], name: &str) -> Option<usize> {

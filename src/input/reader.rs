@@ -8,10 +8,14 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::encoding::Decode;
 use super::framing::{Framing, Repair};
 use super::guid::{hyphenated, parse_guid, GuidHashBuilder};
 use super::lines::{count_breaks, HeaderLine, LineIndex};
-use super::{column_index, Fault, InputError, InputOptions, InputRow, Invalid, RowKind};
+use super::{
+    column_index, lead_columns, Fault, InputError, InputOptions, InputRow, Invalid, LeadColumn,
+    RowKind, TextEncoding,
+};
 
 /// Streams the rows of an input CSV.
 ///
@@ -22,6 +26,7 @@ pub(crate) struct LeadReader {
     reader: csv::Reader<Box<dyn Read + Send>>,
     headers: Vec<String>,
     header_line: HeaderLine,
+    lead_column: LeadColumn,
     lead_idx: usize,
     portal_idx: Option<usize>,
     default_portal: Option<(String, u128)>,
@@ -80,12 +85,25 @@ impl LeadReader {
                 }
             },
         };
+        let mut decode = Decode::new(reader, opts.encoding);
+        let first_line = first_line(&mut decode, opts.limits.header)
+            .map_err(|e| read_error(source.clone(), 1, csv::Error::from(e)))?;
+        let encoding = decode.encoding();
+        let delimiter = opts
+            .delimiter
+            .unwrap_or_else(|| sniff_delimiter(&first_line));
+        let text: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(first_line).chain(decode));
         let lines = Arc::new(Mutex::new(LineIndex::keeping_the_header()));
-        let framed: Box<dyn Read + Send> =
-            Box::new(Framing::new(reader, opts.limits, Arc::clone(&lines)));
+        let framed: Box<dyn Read + Send> = Box::new(Framing::new(
+            text,
+            opts.limits,
+            delimiter,
+            Arc::clone(&lines),
+        ));
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
+            .delimiter(delimiter)
             .from_reader(framed);
         let raw_headers = match reader.byte_headers() {
             Ok(h) => h.clone(),
@@ -94,10 +112,14 @@ impl LeadReader {
                 return Err(read_error(source, line, err));
             }
         };
-        let header_line = lines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .header_line(reader.position().byte());
+        let header_line = HeaderLine {
+            encoding,
+            delimiter,
+            ..lines
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .header_line(reader.position().byte())
+        };
         let headers = header_names(&raw_headers);
         if headers.iter().all(String::is_empty) {
             return Err(InputError::NoHeader { path: source });
@@ -109,18 +131,14 @@ impl LeadReader {
                 names,
             });
         }
-        let lead_idx =
-            column_index(&headers, &opts.lead_column).ok_or_else(|| InputError::MissingColumn {
-                path: source.clone(),
-                column: opts.lead_column.trim().to_owned(),
-                found: headers.iter().filter(|h| !h.is_empty()).cloned().collect(),
-            })?;
+        let (lead_idx, lead_column) = lead_column(&headers, opts.lead_column.as_deref(), &source)?;
         let portal_idx = column_index(&headers, &opts.portal_column);
         Ok(LeadReader {
             source,
             reader,
             headers,
             header_line,
+            lead_column,
             lead_idx,
             portal_idx,
             default_portal,
@@ -143,9 +161,14 @@ impl LeadReader {
         self.portal_idx.is_some()
     }
 
-    /// The header line as it is in the file.
+    /// The header line as it is in the file, and how the file is written.
     pub(crate) fn header_line(&self) -> &HeaderLine {
         &self.header_line
+    }
+
+    /// The column the LeadIds are read from.
+    pub(crate) fn lead_column(&self) -> &LeadColumn {
+        &self.lead_column
     }
 
     /// The line the current record starts on, and the stray quote closed
@@ -239,21 +262,11 @@ impl LeadReader {
         // Ragged rows come first: once cells are shifted, any other verdict
         // would be about the wrong column.
         let cells = self.record.len();
-        let utf8_bad = || {
-            self.record
-                .iter()
-                .position(|c| std::str::from_utf8(c).is_err())
-        };
         let lead_name = || self.headers[self.lead_idx].clone();
         if cells != self.headers.len() {
             Some(Invalid::Ragged {
                 cells,
                 columns: self.headers.len(),
-            })
-        } else if let Some(i) = utf8_bad() {
-            Some(Invalid::NotUtf8 {
-                cell: i + 1,
-                column: self.headers[i].clone(),
             })
         } else if lead_cell.is_empty() {
             Some(Invalid::Empty {
@@ -364,14 +377,85 @@ impl Iterator for LeadReader {
     }
 }
 
+/// The column the LeadIds are in, as `--lead-column` names it (`named`) or,
+/// when it names none, the one column whose name the LeadId column goes by.
+fn lead_column(
+    headers: &[String],
+    named: Option<&str>,
+    source: &str,
+) -> Result<(usize, LeadColumn), InputError> {
+    let found = match named {
+        Some(name) => column_index(headers, name).map(|i| (i, false)),
+        None => match lead_columns(headers).as_slice() {
+            [] => None,
+            [one] => Some((*one, true)),
+            many => {
+                return Err(InputError::LeadColumns {
+                    path: source.to_owned(),
+                    columns: many.iter().map(|&i| (headers[i].clone(), i + 1)).collect(),
+                })
+            }
+        },
+    };
+    match found {
+        Some((i, found)) => Ok((
+            i,
+            LeadColumn {
+                name: headers[i].clone(),
+                found,
+            },
+        )),
+        None => Err(InputError::MissingColumn {
+            path: source.to_owned(),
+            column: named.map(|n| n.trim().to_owned()),
+            found: headers.iter().filter(|h| !h.is_empty()).cloned().collect(),
+        }),
+    }
+}
+
+/// The text up to and with the first line break (or `limit` bytes past it,
+/// or the whole text when shorter), read ahead to find the separator.
+fn first_line(text: &mut impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    while line.len() <= limit && !line.iter().any(|&b| b == b'\n' || b == b'\r') {
+        match text.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(line)
+}
+
+/// The separator the header line uses most, outside quotes, of `,` `;` tab
+/// and `|`; a comma when it uses none (a header of one column) or on a tie.
+fn sniff_delimiter(text: &[u8]) -> u8 {
+    const CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
+    let mut counts = [0usize; 4];
+    let mut quoted = false;
+    for &b in text {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' | b'\r' if !quoted => break,
+            _ if !quoted => {
+                if let Some(i) = CANDIDATES.iter().position(|&c| c == b) {
+                    counts[i] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let best = (0..4).rev().max_by_key(|&i| counts[i]).unwrap_or(0);
+    CANDIDATES[best]
+}
+
 /// A read that failed: on a fault the framing found, that fault (it names
 /// its line), else the parser's error at `line`.
 fn read_error(path: String, line: u64, err: csv::Error) -> InputError {
     let fault = match err.kind() {
-        csv::ErrorKind::Io(io) => io
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<Fault>())
-            .cloned(),
+        csv::ErrorKind::Io(io) => fault_of(io),
         _ => None,
     };
     match fault {
@@ -381,6 +465,75 @@ fn read_error(path: String, line: u64, err: csv::Error) -> InputError {
             line,
             cause: err,
         },
+    }
+}
+
+/// The fault a reader found, when an I/O error is one.
+fn fault_of(error: &std::io::Error) -> Option<Fault> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Fault>())
+        .cloned()
+}
+
+/// Reads a regular file (`file`, a copy of the one the reader reads) to
+/// its end in its encoding before any row is read, so that a line deep in the file that is not in it stops the run
+/// before its first call rather than half-way. The file's own position is
+/// left alone; a pipe or a device, which cannot be read twice, is checked
+/// as it is read. A read error, and a line longer than a row may be (a
+/// binary, a sparse file of zeros), are left for the reader to meet where
+/// it stops, without this reading any further.
+pub(crate) fn check_text(
+    file: File,
+    path: &Path,
+    asked: Option<TextEncoding>,
+    limits: super::Limits,
+) -> Result<(), InputError> {
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    // Every byte is a Windows-1252 character: nothing to find.
+    if !regular || asked == Some(TextEncoding::Windows1252) {
+        return Ok(());
+    }
+    let mut text = Decode::new(Box::new(ReadAt { file, at: 0 }), asked);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut since_break = 0;
+    loop {
+        match text.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                since_break = match memchr::memrchr2(b'\n', b'\r', &buf[..n]) {
+                    Some(at) => n - at - 1,
+                    None => since_break + n,
+                };
+                if since_break > limits.row.max(limits.header) {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                return match fault_of(&e) {
+                    Some(fault) => Err(InputError::Framing {
+                        path: path.display().to_string(),
+                        fault,
+                    }),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Reads a file from `at` on without moving the file's own position.
+struct ReadAt {
+    file: File,
+    at: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 

@@ -182,30 +182,165 @@ fn ragged_rows_are_invalid_and_keep_their_cells() {
 }
 
 #[test]
-fn invalid_utf8_is_a_row_fault_not_a_run_fault() {
-    // "Jérôme" saved as Latin-1, as older spreadsheet exports do.
-    let mut bytes = format!("LeadId,FirstName\n{A},J").into_bytes();
+fn a_file_not_in_utf8_stops_at_its_line_and_names_the_encoding_to_give() {
+    // "Jérôme" saved as Latin-1, as older spreadsheet exports do: read as
+    // UTF-8 it would reach templates garbled, so it is read only when asked.
+    let mut bytes = format!("LeadId,FirstName\n{B},Ann\n{A},J").into_bytes();
     bytes.extend_from_slice(b"\xE9r\xF4me\n");
-    bytes.extend_from_slice(format!("{B},Ann\n").as_bytes());
+    let read = |encoding| {
+        let r = LeadReader::from_reader(
+            Box::new(std::io::Cursor::new(bytes.clone())),
+            "leads.csv".into(),
+            InputOptions {
+                encoding,
+                ..InputOptions::default()
+            },
+        )
+        .unwrap();
+        r.collect::<Result<Vec<_>, _>>()
+    };
+    let err = read(None).unwrap_err();
+    assert!(err.is_usage());
+    assert_eq!(
+        err.to_string(),
+        "cannot read the input leads.csv: line 3 is not UTF-8; if Excel or another Windows \
+         program saved it, give --encoding windows-1252 (for Latin-1 text too), or save it as \
+         \"CSV UTF-8\""
+    );
+    let rows = read(Some(TextEncoding::Windows1252)).unwrap();
+    assert_eq!(rows[1].fields, [A, "Jérôme"]);
+    assert_eq!(rows[1].kind, RowKind::Valid);
+}
+
+#[test]
+fn a_workbook_is_refused_whatever_its_name() {
+    let err = reader_with(
+        "PK\u{3}\u{4}\u{14}\0\u{6}\0[Content_Types].xml",
+        InputOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.is_usage());
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot read the input leads.csv: it is an Excel workbook (.xlsx)"),
+        "{msg}"
+    );
+    assert!(msg.contains("\"CSV UTF-8 (Comma delimited)\""), "{msg}");
+}
+
+#[test]
+fn the_lead_column_is_found_by_the_names_it_goes_by() {
+    for header in [
+        "LeadId",
+        "ProspectID",
+        "ProspectId",
+        "Lead ID",
+        "lead id",
+        " Lead Id ",
+    ] {
+        let r = reader_with(
+            &format!("Email,{header}\nann@example.com,{A}\n"),
+            InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(r.lead_column().name, header.trim());
+        assert!(r.lead_column().found);
+        let rows: Vec<_> = r.map(Result::unwrap).collect();
+        assert_eq!(rows[0].lead_id, A, "{header}");
+    }
+    let named = InputOptions {
+        lead_column: Some("ProspectID".into()),
+        ..InputOptions::default()
+    };
+    let r = reader_with(&format!("LeadId,ProspectID\nx,{A}\n"), named).unwrap();
+    assert!(!r.lead_column().found, "named, not found");
+}
+
+#[test]
+fn two_columns_that_could_hold_the_lead_are_a_usage_error_naming_them() {
+    let err = reader_with("LeadId,Email,Prospect ID\n", InputOptions::default()).unwrap_err();
+    assert!(err.is_usage());
+    assert_eq!(
+        err.to_string(),
+        "the input leads.csv has more than one LeadId column: \"LeadId\" (column 1) and \
+         \"Prospect ID\" (column 3); name the one to use with --lead-column"
+    );
+}
+
+#[test]
+fn the_separator_is_found_from_the_header_line() {
+    for (sep, name) in [
+        (",", "comma"),
+        (";", "semicolon"),
+        ("\t", "tab"),
+        ("|", "bar"),
+    ] {
+        let csv = format!("LeadId{sep}\"First{sep}Name\"{sep}Email\n{A}{sep}Ann{sep}a@x.example\n");
+        let r = reader_with(&csv, InputOptions::default()).unwrap();
+        assert_eq!(
+            r.headers(),
+            ["LeadId", &format!("First{sep}Name"), "Email"],
+            "{name}"
+        );
+        assert_eq!(r.header_line().delimiter, sep.as_bytes()[0], "{name}");
+        let rows: Vec<_> = r.map(Result::unwrap).collect();
+        assert_eq!(rows[0].fields, [A, "Ann", "a@x.example"], "{name}");
+    }
+    assert_eq!(sniff("LeadId\n"), b',', "one column");
+    assert_eq!(sniff("LeadId;Name,Email;x\n"), b';', "the most used");
+    assert_eq!(sniff("LeadId,\"a;b;c\"\n"), b',', "outside quotes");
+    let given = InputOptions {
+        delimiter: Some(b'|'),
+        ..InputOptions::default()
+    };
+    let r = reader_with(&format!("LeadId|Name,Surname;x\n{A}|Ann,B;x\n"), given).unwrap();
+    assert_eq!(r.headers(), ["LeadId", "Name,Surname;x"]);
+}
+
+/// The separator found in `csv`, whose header names a LeadId column.
+fn sniff(csv: &str) -> u8 {
+    reader_with(csv, InputOptions::default())
+        .unwrap()
+        .header_line()
+        .delimiter
+}
+
+#[test]
+fn a_utf16_file_reads_as_its_utf8_twin() {
+    let text = format!("LeadId;FirstName\r\n{A};Zoë\r\n");
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
     let r = LeadReader::from_reader(
         Box::new(std::io::Cursor::new(bytes)),
         "leads.csv".into(),
         InputOptions::default(),
     )
     .unwrap();
+    assert_eq!(r.headers(), ["LeadId", "FirstName"]);
+    let line = r.header_line().clone();
+    assert_eq!(
+        (line.bytes, line.crlf, line.encoding, line.delimiter),
+        (
+            "\u{feff}LeadId;FirstName".as_bytes().to_vec(),
+            true,
+            super::Encoding::Utf16Le,
+            b';'
+        )
+    );
     let rows: Vec<_> = r.map(Result::unwrap).collect();
-    assert!(invalid_reason(&rows[0]).contains("not valid UTF-8"));
-    assert!(invalid_reason(&rows[0]).contains("FirstName"));
-    assert_eq!(rows[1].kind, RowKind::Valid);
+    assert_eq!(
+        (rows[0].line, &rows[0].fields[..]),
+        (2, &[A.to_owned(), "Zoë".into()][..])
+    );
 }
 
 #[test]
 fn custom_lead_column_and_field_lookup() {
     let opts = InputOptions {
-        lead_column: "Prospect ID".into(),
+        lead_column: Some("Contact".into()),
         ..InputOptions::default()
     };
-    let r = reader_with(&format!("Email,Prospect ID\nann@example.com,{A}\n"), opts).unwrap();
+    let r = reader_with(&format!("Email,Contact\nann@example.com,{A}\n"), opts).unwrap();
     let headers = r.headers().to_vec();
     let rows: Vec<_> = r.map(Result::unwrap).collect();
     assert_eq!(rows[0].lead_id, A);
@@ -219,11 +354,15 @@ fn missing_lead_column_lists_the_headers_and_the_flag() {
     let msg = err.to_string();
     match &err {
         InputError::MissingColumn { column, found, .. } => {
-            assert_eq!(column, "LeadId");
+            assert_eq!(column, &None);
             assert_eq!(found, &["Id", "Email"]);
         }
         other => panic!("unexpected {other:?}"),
     }
+    assert!(
+        msg.contains("no LeadId (nor ProspectID, Lead ID) column"),
+        "{msg}"
+    );
     assert!(msg.contains("\"Id\", \"Email\""), "{msg}");
     assert!(msg.contains("--lead-column"), "{msg}");
     assert!(msg.contains("leads.csv"), "{msg}");
@@ -361,12 +500,21 @@ fn the_header_line_is_kept_as_it_is_in_the_file() {
     ] {
         assert_eq!(line(csv.as_bytes()), (header.into(), crlf), "{csv:?}");
     }
-    let latin1 = line(b"LeadId,Pr\xe9nom\n");
-    assert_eq!(
-        latin1,
-        (b"LeadId,Pr\xe9nom".to_vec(), false),
-        "not re-encoded"
-    );
+    let r = LeadReader::from_reader(
+        Box::new(std::io::Cursor::new(b"LeadId,Pr\xe9nom\n".to_vec())),
+        "leads.csv".to_owned(),
+        InputOptions {
+            encoding: Some(TextEncoding::Windows1252),
+            ..InputOptions::default()
+        },
+    )
+    .unwrap();
+    let line = r.header_line();
+    assert_eq!(line.bytes, "LeadId,Prénom".as_bytes(), "decoded");
+    let mut bytes = Vec::new();
+    line.encoding
+        .encode(std::str::from_utf8(&line.bytes).unwrap(), &mut bytes);
+    assert_eq!(bytes, b"LeadId,Pr\xe9nom", "and encoded back as it was");
 }
 
 #[test]
@@ -385,4 +533,26 @@ fn raw_cells_are_kept_only_when_asked_for() {
         raw,
         &csv::ByteRecord::from(vec![format!(" {A} "), " Ann ".into()])
     );
+}
+
+#[test]
+fn the_check_of_a_files_text_stops_where_the_reader_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leads.csv");
+    let check = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        check_text(file, &path, None, Limits::default())
+    };
+    let mut deep = format!("LeadId\n{}", format!("{A}\n").repeat(3000)).into_bytes();
+    deep.extend_from_slice(b"\xe9\n");
+    let err = check(&deep).unwrap_err();
+    assert!(err.is_usage());
+    assert!(err.to_string().contains("line 3002 is not UTF-8"), "{err}");
+    // A row longer than any row may be is the reader's to stop at; the
+    // check reads no further than the reader will.
+    let mut long = b"LeadId\n".to_vec();
+    long.resize(long.len() + (2 << 20), b'0');
+    long.extend_from_slice(b"\xe9\n");
+    assert!(check(&long).is_ok());
 }

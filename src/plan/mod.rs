@@ -42,7 +42,7 @@ pub struct PlanSettings {
 pub struct Plan {
     /// Data rows read from the CSV, whatever became of them.
     pub rows_read: u64,
-    /// Usable rows: planned + already done + in doubt.
+    /// Usable rows: planned + already done + in doubt + beyond the limit.
     pub valid: u64,
     /// Rows that cannot be processed.
     pub invalid: u64,
@@ -54,6 +54,8 @@ pub struct Plan {
     pub already_done: u64,
     /// Leads whose email's fate is unknown after a crash; not re-sent.
     pub in_doubt: u64,
+    /// Usable rows past `--limit`, left for a later run.
+    pub beyond_limit: u64,
     /// Leads this run would link (and email, in an email run).
     pub planned: u64,
     /// Of those, leads whose stored key of this tenant is still good: their
@@ -111,7 +113,10 @@ impl Plan {
             }
             Status::Skipped => {
                 self.valid += 1;
-                self.already_done += 1;
+                match record.error {
+                    Some(RowError::BeyondLimit { .. }) => self.beyond_limit += 1,
+                    _ => self.already_done += 1,
+                }
             }
             Status::InDoubt => {
                 self.valid += 1;
@@ -216,18 +221,21 @@ impl Plan {
     /// The plan for a person: one aligned line per figure, then one line per
     /// warning. Times are shown in local time.
     pub fn render(&self) -> String {
-        let counts = [
+        let mut counts = vec![
             ("rows read", self.rows_read),
             ("valid", self.valid),
             ("invalid", self.invalid),
             ("duplicates", self.duplicates),
             ("already done", self.already_done),
             ("in doubt", self.in_doubt),
+            ("beyond --limit", self.beyond_limit),
             ("planned", self.planned),
             ("links reused", self.links_reused),
             ("API calls needed", self.api_calls_needed),
             ("emails needed", self.emails_needed),
         ];
+        // Only a run with --limit has rows beyond it.
+        counts.retain(|(label, n)| *n > 0 || *label != "beyond --limit");
         let width = counts
             .iter()
             .map(|(_, n)| thousands(*n).len())

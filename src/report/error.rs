@@ -50,6 +50,12 @@ pub enum RowError {
     },
     /// A run stopped while this lead's email was being sent.
     InDoubt,
+    /// Past the rows `--limit` lets this run take on; a later run of the
+    /// campaign does it.
+    BeyondLimit {
+        /// The limit.
+        limit: u64,
+    },
     /// The lead is linked, but the run stopped before its email was started.
     NotEmailed,
     /// The SMTP connection failed or went silent when the server may already
@@ -75,6 +81,7 @@ impl RowError {
             RowError::EmailNotBuilt(_) => "email not built".into(),
             RowError::Email(_) => "email not sent".into(),
             RowError::AlreadySent { .. } => "already sent".into(),
+            RowError::BeyondLimit { .. } => "beyond --limit".into(),
             RowError::InDoubt | RowError::EmailInDoubt(_) => "in doubt".into(),
             RowError::NotEmailed => "not emailed: the run was interrupted".into(),
         }
@@ -114,6 +121,10 @@ impl fmt::Display for RowError {
                 "already sent in campaign {campaign} at {}",
                 sent_at.to_rfc3339_opts(SecondsFormat::Secs, true)
             ),
+            RowError::BeyondLimit { limit } => write!(
+                f,
+                "beyond --limit {limit}; a later run of this campaign continues with it"
+            ),
             RowError::InDoubt => f.write_str(
                 "a run stopped while this email was being sent: it may or may not have been \
                  delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
@@ -144,6 +155,10 @@ mod tests {
         assert_eq!(
             RowError::Email("timed out".into()).to_string(),
             "email: timed out"
+        );
+        assert_eq!(
+            RowError::BeyondLimit { limit: 50 }.to_string(),
+            "beyond --limit 50; a later run of this campaign continues with it"
         );
         let bad = RowError::BadAddress {
             column: "Email".into(),
@@ -193,13 +208,7 @@ mod tests {
             (address("ann@"), "Email is not a valid address"),
             (address("a:b\"c"), "Email is not a valid address"),
             (RowError::NoPortal, "no PortalId"),
-            (
-                RowError::Invalid(Invalid::NotUtf8 {
-                    cell: 12,
-                    column: "Notes".into(),
-                }),
-                "Notes not UTF-8",
-            ),
+            (RowError::BeyondLimit { limit: 50 }, "beyond --limit"),
         ];
         for (error, kind) in cases {
             assert_eq!(error.kind(), kind, "{error}");

@@ -2,8 +2,9 @@
 //! `X-retry.csv` holds the rows to run again (`failed`), `X-invalid.csv` the
 //! rows no run can do as they are (`invalid`, `duplicate`). Both hold the
 //! input's own bytes: its header line as it is in the file, and each row's
-//! cells as read (untrimmed, in the input's encoding) with the input's line
-//! breaks, ready to be fed back into `run` (the invalid ones once fixed).
+//! cells as read (untrimmed), with the input's separator and line breaks,
+//! in the input's encoding (its byte-order mark too), ready to be fed back
+//! into `run` (the invalid ones once fixed).
 //!
 //! A report written to the standard output or a device has no directory
 //! of its own: its files go to the working directory, named after the input
@@ -23,7 +24,7 @@ use anyhow::Context;
 use tempfile::NamedTempFile;
 
 use super::Status;
-use crate::input::HeaderLine;
+use crate::input::{Encoding, HeaderLine};
 
 /// Where the rows to retry and the invalid rows of a run of `input` go:
 /// for the report `DIR/X-report.csv`, `DIR/X-retry.csv` and
@@ -114,7 +115,7 @@ impl RerunFiles {
 /// file stays whole until this one's is complete.
 struct RowsFile {
     path: PathBuf,
-    writer: Option<csv::Writer<NamedTempFile>>,
+    writer: Option<csv::Writer<Encoded<NamedTempFile>>>,
 }
 
 impl RowsFile {
@@ -134,9 +135,10 @@ impl RowsFile {
 
     /// The temporary file, created new (never through an existing file or
     /// link) with mode 0600, with the header line written.
-    fn create(&self, header: &HeaderLine) -> anyhow::Result<csv::Writer<NamedTempFile>> {
+    fn create(&self, header: &HeaderLine) -> anyhow::Result<csv::Writer<Encoded<NamedTempFile>>> {
         let fail = || format!("cannot create a file beside {}", self.path.display());
-        let mut file = crate::paths::temp_beside(&self.path).with_context(fail)?;
+        let file = crate::paths::temp_beside(&self.path).with_context(fail)?;
+        let mut file = Encoded::new(file, header.encoding);
         let (line_break, terminator): (&[u8], _) = match header.crlf {
             true => (b"\r\n", csv::Terminator::CRLF),
             false => (b"\n", csv::Terminator::Any(b'\n')),
@@ -146,6 +148,7 @@ impl RowsFile {
             .with_context(fail)?;
         Ok(csv::WriterBuilder::new()
             .flexible(true)
+            .delimiter(header.delimiter)
             .terminator(terminator)
             .from_writer(file))
     }
@@ -161,12 +164,69 @@ impl RowsFile {
         let temp = writer
             .into_inner()
             .map_err(|e| e.into_error())
+            .and_then(Encoded::finish)
             .with_context(fail)?;
         temp.as_file().sync_all().with_context(fail)?;
         temp.persist(&self.path)
             .map_err(|e| e.error)
             .with_context(fail)?;
         Ok(Some(self.path))
+    }
+}
+
+/// A writer that takes UTF-8 and writes it in the input's encoding. The
+/// csv writer hands on its buffer whole or cut anywhere, even inside a
+/// character: the start of a cut character waits for the rest.
+struct Encoded<W> {
+    inner: W,
+    encoding: Encoding,
+    cut: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<W: Write> Encoded<W> {
+    fn new(inner: W, encoding: Encoding) -> Encoded<W> {
+        Encoded {
+            inner,
+            encoding,
+            cut: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The writer, once every character has been written whole.
+    fn finish(self) -> std::io::Result<W> {
+        match self.cut.is_empty() {
+            true => Ok(self.inner),
+            false => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a character was cut short",
+            )),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoded<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.encoding == Encoding::Utf8 {
+            return self.inner.write(buf);
+        }
+        self.cut.extend_from_slice(buf);
+        let whole = match std::str::from_utf8(&self.cut) {
+            Ok(text) => text.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        };
+        let text = std::str::from_utf8(&self.cut[..whole]).expect("checked above");
+        self.out.clear();
+        self.encoding.encode(text, &mut self.out);
+        self.inner.write_all(&self.out)?;
+        self.cut.drain(..whole);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -159,7 +159,24 @@ impl Job {
             }
         };
         let stored = self.stored(&self.key(&record.lead_id, &record.portal_id))?;
-        match resume(stored, &self.settings.campaign, self.flags(), Utc::now()) {
+        let resume = resume(stored, &self.settings.campaign, self.flags(), Utc::now());
+        // Work for this run (a key to mint, or an email to send with a key
+        // kept) counts against --limit; a row past it is left untouched for
+        // a later run.
+        let work = match &resume {
+            Resume::Mint => true,
+            Resume::Reuse(..) => self.mail.is_some(),
+            Resume::Report { .. } => false,
+        };
+        if work && !self.take_on() {
+            record.status = Status::Skipped;
+            record.error = self
+                .settings
+                .limit
+                .map(|limit| RowError::BeyondLimit { limit });
+            return Ok((record, None));
+        }
+        match resume {
             Resume::Report {
                 status,
                 message_id,

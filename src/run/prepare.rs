@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -67,6 +67,8 @@ pub(super) struct Job {
     pub(super) known: Option<HashMap<(String, String), LeadEntry>>,
     /// Messages previewed so far in a dry run.
     pub(super) previews: AtomicUsize,
+    /// Rows taken on so far, against `--limit`.
+    pub(super) taken: AtomicU64,
     pub(super) gate: Mutex<Gate>,
     /// Asked before every API attempt and SMTP transaction.
     pub(super) stop: StopSignal,
@@ -88,13 +90,16 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
     // The one open of the input, read once: a pipe or a FIFO has no second
-    // reading.
+    // reading (a regular file's text is checked through a copy of it).
+    let copy = input.try_clone();
     let (rows_estimate, input) = crate::progress::estimate_rows(input);
     let reader = LeadReader::from_reader(
         Box::new(input),
         settings.input.display().to_string(),
         InputOptions {
             lead_column: settings.lead_column.clone(),
+            encoding: settings.encoding,
+            delimiter: settings.delimiter,
             default_portal: settings.portal_id.clone(),
             expected_rows: usize::try_from(rows_estimate).unwrap_or(0),
             keep_cells: settings.email.is_some(),
@@ -102,6 +107,16 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             ..InputOptions::default()
         },
     )?;
+    if let Ok(copy) = copy {
+        let limits = crate::input::Limits::default();
+        crate::input::check_text(copy, &settings.input, settings.encoding, limits)?;
+    }
+    tracing::info!(
+        encoding = %reader.header_line().encoding,
+        lead_column = reader.lead_column().name,
+        "{}",
+        describe_input(&settings, &reader)
+    );
     if settings.portal_id.is_none() && !reader.has_portal_column() {
         return Err(UsageError(format!(
             "the input {} has no PortalId column and no default portal is set, so no row \
@@ -150,6 +165,7 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             state: state.map(std::sync::Mutex::new),
             known,
             previews: AtomicUsize::new(0),
+            taken: AtomicU64::new(0),
             gate: Mutex::new(Gate::Unproven),
             stop: StopSignal::new(),
         }),
@@ -157,6 +173,31 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         rows_estimate,
         limiter,
     })
+}
+
+/// One line on how the input is read: `input leads.csv: UTF-16LE,
+/// semicolon-separated, LeadIds in column "ProspectID"`.
+fn describe_input(settings: &Settings, reader: &LeadReader) -> String {
+    let form = reader.header_line();
+    let separator = match form.delimiter {
+        b',' => "comma".to_owned(),
+        b';' => "semicolon".to_owned(),
+        b'\t' => "tab".to_owned(),
+        b'|' => "bar".to_owned(),
+        other => format!("{:?}", char::from(other)),
+    };
+    let column = reader.lead_column();
+    format!(
+        "input {}: {}, {separator}-separated, LeadIds in column {:?}{}",
+        settings.input.display(),
+        form.encoding,
+        column.name,
+        if column.found {
+            " (give --lead-column to use another)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Every file the run writes, in the order a clash is told (the second of
@@ -286,6 +327,18 @@ fn build_caller(
     let client = ApiClient::new(connection.api.clone())?;
     let tenant = TenantKey::new(connection.tenant.clone());
     Ok(Caller::new(client, limiter, settings.retry, tenant))
+}
+
+impl Job {
+    /// Takes one more row on, if `--limit` leaves room for it. Rows ask in
+    /// input order: the link stage starts each row's task in that order and
+    /// a task asks before its first wait.
+    pub(super) fn take_on(&self) -> bool {
+        match self.settings.limit {
+            None => true,
+            Some(limit) => self.taken.fetch_add(1, Ordering::Relaxed) < limit,
+        }
+    }
 }
 
 impl Mail {

@@ -28,6 +28,7 @@ mod odd_inputs;
 mod otp;
 mod paths;
 mod readme;
+mod real_files;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
