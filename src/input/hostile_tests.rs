@@ -23,8 +23,12 @@ impl Read for OneByte {
     }
 }
 
-fn reader(csv: &str, opts: InputOptions, byte_by_byte: bool) -> Result<LeadReader, InputError> {
-    let bytes = std::io::Cursor::new(csv.as_bytes().to_vec());
+fn reader(
+    csv: impl AsRef<[u8]>,
+    opts: InputOptions,
+    byte_by_byte: bool,
+) -> Result<LeadReader, InputError> {
+    let bytes = std::io::Cursor::new(csv.as_ref().to_vec());
     let source: Box<dyn Read + Send> = if byte_by_byte {
         Box::new(OneByte(bytes))
     } else {
@@ -36,6 +40,11 @@ fn reader(csv: &str, opts: InputOptions, byte_by_byte: bool) -> Result<LeadReade
 /// Every item the reader gives, read whole and byte by byte (which must
 /// agree).
 fn items(csv: &str, limits: Limits) -> Vec<Result<InputRow, String>> {
+    items_of(csv.as_bytes(), limits)
+}
+
+/// [`items`] of a file's bytes.
+fn items_of(csv: &[u8], limits: Limits) -> Vec<Result<InputRow, String>> {
     let opts = InputOptions {
         limits,
         keep_raw: true,
@@ -48,7 +57,8 @@ fn items(csv: &str, limits: Limits) -> Vec<Result<InputRow, String>> {
             .collect()
     };
     let whole = read(false);
-    assert_eq!(whole, read(true), "read whole and byte by byte: {csv:?}");
+    let shown = String::from_utf8_lossy(csv);
+    assert_eq!(whole, read(true), "read whole and byte by byte: {shown:?}");
     whole
 }
 
@@ -156,6 +166,45 @@ fn a_quote_that_runs_into_a_row_of_other_width_is_a_stray_quote() {
             (4, RowKind::Valid)
         ]
     );
+}
+
+#[test]
+fn hostile_files_read_alike_in_utf16_and_with_semicolons() {
+    let limits = Limits {
+        header: 100,
+        cell: 60,
+        row: 200,
+    };
+    let long = "x".repeat(61);
+    let cells = vec!["y"; 150].join(",");
+    for csv in [
+        format!("LeadId,Name\n{A},\"Bob\n{B},Ann\n\n{C},Cy\n"),
+        format!("LeadId,Name\r\n{A},\"Bob\r\nx\" Jr,1\r\n{B},Ann\r\n"),
+        format!("LeadId,Name\n{A},\"Bob\n{B},Ann,extra\n{C},Cy\n"),
+        format!("LeadId,Name\n{A},\"Bob\n{B},Ann\n{C},Cy\n"),
+        format!("LeadId,\"Na,me\"\n{A},\"two\r\nlines, \"\"quoted\"\"\"\n{B},O\"Brien\n"),
+        format!("LeadId,Name\n{A},ok\n{B},{long}\n{C},ok\n"),
+        format!("LeadId,Name\n{A},ok\n\n{B},{cells}\n"),
+    ] {
+        let plain = items(&csv, limits);
+        let semicolons = items(&csv.replace(',', ";"), limits);
+        // The cells, with the commas in their text put back.
+        let cells_of = |items: Vec<Result<InputRow, String>>| -> Vec<Result<Vec<String>, String>> {
+            let commas = |cells: Vec<String>| cells.iter().map(|c| c.replace(';', ",")).collect();
+            items
+                .into_iter()
+                .map(|i| i.map(|row| commas(row.fields)))
+                .collect()
+        };
+        assert_eq!(
+            cells_of(semicolons),
+            cells_of(plain.clone()),
+            "{csv:?} with semicolons"
+        );
+        let mut utf16 = vec![0xFF, 0xFE];
+        utf16.extend(csv.encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(items_of(&utf16, limits), plain, "{csv:?} in UTF-16");
+    }
 }
 
 #[test]
@@ -267,7 +316,7 @@ fn a_header_past_its_limit_or_with_a_stray_quote_stops_before_any_row() {
     };
     let long = format!("LeadId,{}\n{A},x\n", vec!["Name"; 30].join(","));
     for byte_by_byte in [false, true] {
-        let err = reader(&long, opts.clone(), byte_by_byte).unwrap_err();
+        let err = reader(long.as_bytes(), opts.clone(), byte_by_byte).unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot read the input leads.csv: its header row (line 1) is longer than 100 bytes; \
@@ -275,7 +324,7 @@ fn a_header_past_its_limit_or_with_a_stray_quote_stops_before_any_row() {
              leads?"
         );
         let err = reader(
-            &format!("LeadId,\"Name\n{A},x\n"),
+            format!("LeadId,\"Name\n{A},x\n"),
             opts.clone(),
             byte_by_byte,
         )

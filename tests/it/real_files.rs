@@ -571,3 +571,24 @@ fn plan_figure(out: &std::process::Output, label: &str) -> u64 {
         })
         .map_or(0, |rest| rest.trim().replace(',', "").parse().unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_email_a_limit_counts_the_messages_and_the_next_run_sends_the_rest() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_with_email(dir.path(), 5);
+    for (report, sent, skipped) in [
+        ("first.csv", 2, 3),
+        ("second.csv", 2, 3),
+        ("third.csv", 1, 4),
+    ] {
+        let out = run(command(&sandbox, &smtp, dir.path(), &input, report).args(["--limit", "2"]));
+        assert_eq!(out.status.code(), Some(0), "{report}");
+        let by = leads_by_status(&dir.path().join(report));
+        assert_eq!(by["sent"].len(), sent, "{report}: {by:?}");
+        assert_eq!(by["skipped"].len(), skipped, "{report}: {by:?}");
+    }
+    assert_eq!(smtp.messages().len(), 5, "each lead emailed once");
+    assert_eq!(sandbox.stats().calls, 5, "each lead minted once");
+}
