@@ -69,6 +69,13 @@ fn rows(csv: &str) -> Vec<InputRow> {
         .collect()
 }
 
+/// Limits small enough for a test to reach.
+const SMALL: Limits = Limits {
+    header: 100,
+    cell: 60,
+    row: 200,
+};
+
 fn stray(line: u64, sign: StraySign) -> RowKind {
     RowKind::Invalid(Invalid::StrayQuote { line, sign })
 }
@@ -170,11 +177,7 @@ fn a_quote_that_runs_into_a_row_of_other_width_is_a_stray_quote() {
 
 #[test]
 fn hostile_files_read_alike_in_utf16_and_with_semicolons() {
-    let limits = Limits {
-        header: 100,
-        cell: 60,
-        row: 200,
-    };
+    let limits = SMALL;
     let long = "x".repeat(61);
     let cells = vec!["y"; 150].join(",");
     for csv in [
@@ -209,11 +212,7 @@ fn hostile_files_read_alike_in_utf16_and_with_semicolons() {
 
 #[test]
 fn a_quote_that_runs_on_past_a_limit_is_a_stray_quote() {
-    let limits = Limits {
-        header: 100,
-        cell: 60,
-        row: 200,
-    };
+    let limits = SMALL;
     let csv = format!("LeadId,Name\n{A},\"Bob\n{B},Ann\n{C},Cy\n");
     let rows: Vec<_> = items(&csv, limits)
         .into_iter()
@@ -278,11 +277,7 @@ fn well_formed_files_read_as_the_csv_parser_reads_them() {
 
 #[test]
 fn a_cell_or_row_past_its_limit_stops_the_input_at_its_line() {
-    let limits = Limits {
-        header: 100,
-        cell: 60,
-        row: 200,
-    };
+    let limits = SMALL;
     let long = "x".repeat(61);
     let csv = format!("LeadId,Name\n{A},ok\n{B},{long}\n{C},ok\n");
     let got = items(&csv, limits);
@@ -305,11 +300,7 @@ fn a_cell_or_row_past_its_limit_stops_the_input_at_its_line() {
 
 #[test]
 fn a_header_past_its_limit_or_with_a_stray_quote_stops_before_any_row() {
-    let limits = Limits {
-        header: 100,
-        cell: 60,
-        row: 200,
-    };
+    let limits = SMALL;
     let opts = InputOptions {
         limits,
         ..InputOptions::default()
