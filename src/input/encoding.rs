@@ -247,9 +247,8 @@ impl Decode {
         self.out.truncate(written);
         self.flushed = self.eof && self.raw_at >= self.raw.len();
         if let encoding_rs::DecoderResult::Malformed(..) = result {
-            let line = 1 + self.breaks + count_breaks_after(&self.out, self.after_cr);
             self.fault = Some(Fault::NotInEncoding {
-                line,
+                line: self.line_in(&self.out),
                 encoding: self.encoding,
             });
         }
