@@ -113,11 +113,56 @@ fn start_record(row: &mut InputRow) -> Record {
     )
 }
 
+/// A row whose fate is decided, before anything that waits: its record so
+/// far, the address to email once linked, and what is left to do.
+pub(super) struct Decided {
+    record: Record,
+    to: Option<Address>,
+    next: Next,
+}
+
+/// What is left to do for a decided row.
+enum Next {
+    /// Nothing: the record is final.
+    Nothing,
+    /// Build the link from a stored key of this tenant that is still good.
+    Reuse(Secret, DateTime<Utc>),
+    /// Mint a key.
+    Mint,
+}
+
+impl Decided {
+    fn done(record: Record) -> Decided {
+        Decided {
+            record,
+            to: None,
+            next: Next::Nothing,
+        }
+    }
+}
+
 impl Job {
-    /// The link stage: one row to a report record (or to its email step), or
-    /// `Err` for a run-level fault.
-    pub(super) async fn process(&self, mut row: InputRow) -> anyhow::Result<Step> {
-        let (record, to) = self.link(&mut row).await?;
+    /// Decides a row read from the input, or passes on the fault that
+    /// stopped the reading. Rows are decided one after another, in input
+    /// order, before their tasks start, so that `--limit` takes the first
+    /// rows however the tasks interleave.
+    pub(super) fn decide_read(
+        &self,
+        item: Result<InputRow, anyhow::Error>,
+    ) -> anyhow::Result<(InputRow, Decided)> {
+        let mut row = item?;
+        let decided = self.decide(&mut row)?;
+        Ok((row, decided))
+    }
+
+    /// The link stage: one decided row to a report record (or to its email
+    /// step), or `Err` for a run-level fault.
+    pub(super) async fn process(
+        &self,
+        mut row: InputRow,
+        decided: Decided,
+    ) -> anyhow::Result<Step> {
+        let (record, to) = self.carry_out(&mut row, decided).await?;
         Ok(match to {
             Some(to) if record.status == Status::Linked => Step::Email { record, row, to },
             _ => Step::Done(Finished {
@@ -133,6 +178,14 @@ impl Job {
         &self,
         row: &mut InputRow,
     ) -> anyhow::Result<(Record, Option<Address>)> {
+        let decided = self.decide(row)?;
+        self.carry_out(row, decided).await
+    }
+
+    /// What becomes of a row, as far as can be known without a call: its
+    /// verdict, its recipient, what the campaign state holds for it and
+    /// whether `--limit` leaves room for it.
+    fn decide(&self, row: &mut InputRow) -> anyhow::Result<Decided> {
         let has_portal = row.portal_id.is_some();
         let mut record = start_record(row);
         let problem = match &row.kind {
@@ -149,13 +202,13 @@ impl Job {
         if let Some((status, error)) = problem {
             record.status = status;
             record.error = Some(error);
-            return Ok((record, None));
+            return Ok(Decided::done(record));
         }
         let to = match self.recipient(row, &mut record) {
             Ok(to) => to,
             Err(error) => {
                 record.error = Some(error);
-                return Ok((record, None));
+                return Ok(Decided::done(record));
             }
         };
         let stored = self.stored(&self.key(&record.lead_id, &record.portal_id))?;
@@ -174,9 +227,9 @@ impl Job {
                 .settings
                 .limit
                 .map(|limit| RowError::BeyondLimit { limit });
-            return Ok((record, None));
+            return Ok(Decided::done(record));
         }
-        match resume {
+        let next = match resume {
             Resume::Report {
                 status,
                 message_id,
@@ -185,14 +238,34 @@ impl Job {
                 record.status = status;
                 record.message_id = message_id;
                 record.error = Some(error);
-                Ok((record, None))
+                return Ok(Decided::done(record));
             }
-            Resume::Reuse(_, expires_at) if self.caller.is_none() => {
+            Resume::Reuse(auth_key, expires_at) => Next::Reuse(auth_key, expires_at),
+            Resume::Mint => Next::Mint,
+        };
+        Ok(Decided { record, to, next })
+    }
+
+    /// Does what is left of a decided row: uses a stored key again, mints
+    /// one, or, in a dry run, plans.
+    async fn carry_out(
+        &self,
+        row: &mut InputRow,
+        decided: Decided,
+    ) -> anyhow::Result<(Record, Option<Address>)> {
+        let Decided {
+            mut record,
+            to,
+            next,
+        } = decided;
+        match next {
+            Next::Nothing => Ok((record, None)),
+            Next::Reuse(_, expires_at) if self.caller.is_none() => {
                 // The plan tells a reused key by its expiry: no call needed.
                 record.expires_at = Some(expires_at);
                 self.plan(record, row, to).await
             }
-            Resume::Reuse(auth_key, expires_at) => {
+            Next::Reuse(auth_key, expires_at) => {
                 let link =
                     self.settings
                         .login_link(auth_key.expose(), &record.lead_id, &record.portal_id);
@@ -210,7 +283,7 @@ impl Job {
                 record.expires_at = Some(expires_at);
                 Ok((record, to))
             }
-            Resume::Mint => self.mint(record, row, to).await,
+            Next::Mint => self.mint(record, row, to).await,
         }
     }
 

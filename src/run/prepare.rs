@@ -331,8 +331,7 @@ fn build_caller(
 
 impl Job {
     /// Takes one more row on, if `--limit` leaves room for it. Rows ask in
-    /// input order: the link stage starts each row's task in that order and
-    /// a task asks before its first wait.
+    /// input order, as they are decided (see `Job::decide_read`).
     pub(super) fn take_on(&self) -> bool {
         match self.settings.limit {
             None => true,

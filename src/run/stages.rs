@@ -53,7 +53,13 @@ fn staged(
             .take_until(stopped)
             .map(move |item| {
                 let job = Arc::clone(&job);
-                async move { job.process(item?).await }
+                // Decided here, in input order, before the row's task
+                // starts (see `Job::decide_read`).
+                let decided = job.decide_read(item);
+                async move {
+                    let (row, decided) = decided?;
+                    job.process(row, decided).await
+                }
             })
             .buffer_unordered(concurrency)
             .filter(|step| futures::future::ready(!not_started(step)));
@@ -112,7 +118,11 @@ fn planned(
                         return None;
                     }
                 }
-                Some(async { job.finish(job.process(item?).await?).await }.await)
+                let (row, decided) = match job.decide_read(item) {
+                    Ok(decided) => decided,
+                    Err(e) => return Some(Err(e)),
+                };
+                Some(async { job.finish(job.process(row, decided).await?).await }.await)
             }
         })
         .take_while(|outcome| futures::future::ready(outcome.is_some()))
