@@ -642,33 +642,30 @@ impl Limiter {
         }
     }
 
+    /// The call holding `slot` reached the server at the latest at
+    /// `anchor`: the slot is blocked for a window from then.
     fn free(&self, slot: usize, token: Option<u64>, anchor: Instant) {
         // One more millisecond keeps a call that lands exactly on the
         // window's edge out of the older call's window.
         let at = anchor + self.settings.rate.window + Duration::from_millis(1);
-        let mut state = self.lock();
-        state.slots[slot] = Slot::Free { at, warm: true };
-        drop(state);
+        self.free_from(slot, token, at, true);
+    }
+
+    /// The call holding `slot` never reached the server: the slot is free
+    /// at once, as warm as it was.
+    fn give_back(&self, slot: usize, token: Option<u64>, warm: bool) {
+        self.free_from(slot, token, Instant::now(), warm);
+    }
+
+    /// `slot` is free from `at` on, here and in the shared budget.
+    fn free_from(&self, slot: usize, token: Option<u64>, at: Instant, warm: bool) {
+        self.lock().slots[slot] = Slot::Free { at, warm };
         self.changed.notify_waiters();
         if let (Some((shared, _)), Some(token)) = (&self.shared, token) {
             let shared = Arc::clone(shared);
             let blocked_for = at.saturating_duration_since(Instant::now());
             // Best effort: an entry never released expires by itself.
             tokio::spawn(async move { shared.release(token, blocked_for).await });
-        }
-    }
-
-    fn give_back(&self, slot: usize, token: Option<u64>, warm: bool) {
-        let mut state = self.lock();
-        state.slots[slot] = Slot::Free {
-            at: Instant::now(),
-            warm,
-        };
-        drop(state);
-        self.changed.notify_waiters();
-        if let (Some((shared, _)), Some(token)) = (&self.shared, token) {
-            let shared = Arc::clone(shared);
-            tokio::spawn(async move { shared.release(token, Duration::ZERO).await });
         }
     }
 
