@@ -245,6 +245,21 @@ impl Caller {
         }
     }
 
+    /// [`with_retry_until`] through this caller's limiter and policy, each
+    /// attempt [`Caller::watching`] for a dead host.
+    async fn watched_with_retry<T, F, Fut>(&self, stop: &StopSignal, mut attempt: F) -> Attempted<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let mut tries = 0;
+        with_retry_until(&self.limiter, &self.policy, stop, || {
+            tries += 1;
+            self.watching(tries > 1, attempt())
+        })
+        .await
+    }
+
     /// Runs one attempt (`retry` when it is not the lead's first) and counts
     /// the calls in a row that could not connect: enough of them, one a
     /// retry, make the failure fatal. Any answer from the host, or any other
@@ -291,12 +306,9 @@ impl Caller {
             return (Ok(lease), 0);
         }
         let (path, method) = self.tenant.mint_endpoint();
-        let mut tries = 0;
-        let minted = with_retry_until(&self.limiter, &self.policy, stop, || {
-            tries += 1;
-            self.watching(tries > 1, self.client.mint_tenant_key(path, method))
-        })
-        .await;
+        let minted = self
+            .watched_with_retry(stop, || self.client.mint_tenant_key(path, method))
+            .await;
         match minted.result {
             Ok(key) => {
                 self.tenant.install(key, None).await;
@@ -334,15 +346,11 @@ impl Caller {
                     }
                 }
             };
-            let mut tries = 0;
-            let call = with_retry_until(&self.limiter, &self.policy, stop, || {
-                tries += 1;
-                self.watching(
-                    tries > 1,
-                    self.client.generate(&lease.key, lead_id, portal_id),
-                )
-            })
-            .await;
+            let call = self
+                .watched_with_retry(stop, || {
+                    self.client.generate(&lease.key, lead_id, portal_id)
+                })
+                .await;
             attempts += call.attempts;
             rate_limited += call.rate_limited;
             if let Err(ApiError::Unauthorized { .. }) = &call.result {
