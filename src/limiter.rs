@@ -24,20 +24,23 @@
 //! default burst of `N` it never binds, a smaller `--burst` smooths bursts for
 //! servers that dislike them.
 
+mod connection;
 mod rate;
+mod share;
+mod shared;
 
-use std::cell::Cell;
 use std::fmt;
-use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use connection::{note_connection, note_setup, observing, Connection};
 pub use rate::{parse_age, parse_duration, Rate, MAX_DURATION};
+use share::Share;
+pub use shared::{BudgetError, SharedBudget, Taken};
 
 /// How the limiter paces calls.
 #[derive(Clone, Copy, Debug)]
@@ -69,73 +72,6 @@ pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
 /// Retry-After of hours, or one no clock can hold) gets this, with a warning.
 pub const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
 
-/// How a call reached the server, as the HTTP client saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connection {
-    /// Over a connection an earlier call used.
-    Reused,
-    /// Over a connection opened for it, which took `setup` to open (name
-    /// lookup, TCP and TLS handshakes) when the client timed it.
-    New {
-        /// How long opening the connection took.
-        setup: Option<Duration>,
-    },
-    /// Not known: a slot's first call is taken to have opened a connection.
-    Unknown,
-}
-
-/// What the client noted while a call ran.
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    connection: Connection,
-    setup: Option<Duration>,
-}
-
-tokio::task_local! {
-    static SEEN: Cell<Seen>;
-}
-
-/// Runs `call` and says which connection it used, as the client noted with
-/// [`note_connection`] and [`note_setup`] while it ran.
-pub async fn observing<F: Future>(call: F) -> (F::Output, Connection) {
-    let nothing = Seen {
-        connection: Connection::Unknown,
-        setup: None,
-    };
-    SEEN.scope(Cell::new(nothing), async {
-        let output = call.await;
-        let seen = SEEN.with(Cell::get);
-        let connection = match seen.connection {
-            Connection::New { .. } => Connection::New { setup: seen.setup },
-            other => other,
-        };
-        (output, connection)
-    })
-    .await
-}
-
-/// The HTTP client notes which connection the call under way used; outside
-/// [`observing`] this does nothing.
-pub fn note_connection(connection: Connection) {
-    let _ = SEEN.try_with(|seen| {
-        seen.set(Seen {
-            connection,
-            ..seen.get()
-        })
-    });
-}
-
-/// The HTTP client notes how long opening a connection for the call under
-/// way took; outside [`observing`] this does nothing.
-pub fn note_setup(setup: Duration) {
-    let _ = SEEN.try_with(|seen| {
-        seen.set(Seen {
-            setup: Some(setup),
-            ..seen.get()
-        })
-    });
-}
-
 /// A `governor` clock that reads tokio's clock, so that pacing follows
 /// `tokio::time::pause` in tests like every other timer here.
 #[derive(Clone, Debug)]
@@ -166,50 +102,6 @@ enum Slot {
         warm: bool,
     },
     Busy,
-}
-
-/// A budget shared with other processes: a file on this machine, or Redis
-/// across machines. Every call takes one of its slots after the local limiter
-/// let it through, and gives it back (blocked for the rest of its window)
-/// when it completes. Times are the store's own clock, as durations from its
-/// now, so processes never compare clocks.
-pub trait SharedBudget: Send + Sync + fmt::Debug {
-    /// Takes one of `allowed` slots of a sliding `window` for a call about to
-    /// be sent, held for at most `hold` plus a window unless released first:
-    /// a token, or how long to wait before asking again.
-    fn take(
-        &self,
-        allowed: u32,
-        window: Duration,
-        hold: Duration,
-    ) -> BoxFuture<'_, Result<Taken, BudgetError>>;
-
-    /// The call holding `token` completed: its slot stays blocked for
-    /// `blocked_for` from now.
-    fn release(&self, token: u64, blocked_for: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
-
-    /// A 429 arrived: every process holds its calls for `wait` from now.
-    fn pause(&self, wait: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
-}
-
-/// What [`SharedBudget::take`] gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    /// A slot, to release with this token.
-    Slot(u64),
-    /// Every slot is taken or blocked: ask again after this long.
-    Wait(Duration),
-}
-
-/// The shared budget cannot be used: the run stops taking new calls.
-#[derive(Debug, thiserror::Error)]
-#[error("the shared API budget {store} cannot be used: {reason}")]
-pub struct BudgetError {
-    /// Which store, as a person would name it (a file path, a Redis URL
-    /// without its password).
-    pub store: String,
-    /// What went wrong.
-    pub reason: String,
 }
 
 #[derive(Debug)]
@@ -254,62 +146,6 @@ impl State {
                 Slot::Free { at, .. } => *at > now,
             })
             .count()
-    }
-}
-
-/// Our share of the budget, learnt from 429s: additive-increase,
-/// multiplicative-decrease style. A 429 when the server counted only `k < N`
-/// of our calls in its window (our window, less the calls it refused) means
-/// it counted others' calls too: the share drops to `k`.
-/// Each window without a 429 climbs back by 1, then 4, then 8…, so a
-/// competitor that stops frees the whole budget again within three windows,
-/// while one that stays sees us probe with one call about once every two
-/// windows.
-#[derive(Debug)]
-struct Share {
-    budget: usize,
-    allowed: usize,
-    clean_windows: u32,
-    since: Instant,
-}
-
-impl Share {
-    fn new(budget: u32, now: Instant) -> Share {
-        Share {
-            budget: budget as usize,
-            allowed: budget as usize,
-            clean_windows: 0,
-            since: now,
-        }
-    }
-
-    /// A 429 when the server counted `ours` of our calls in its window.
-    fn shrink(&mut self, ours: usize, now: Instant) {
-        self.allowed = self.allowed.min(ours).max(1);
-        self.clean_windows = 0;
-        self.since = now;
-    }
-
-    /// When the share next climbs, if it is below the budget.
-    fn next_climb(&self, window: Duration) -> Option<Instant> {
-        (self.allowed < self.budget).then_some(self.since + window)
-    }
-
-    /// Climbs back once per window that passed without a 429.
-    fn climb(&mut self, now: Instant, window: Duration) {
-        while self.allowed < self.budget && now >= self.since + window {
-            self.clean_windows += 1;
-            // One call more to probe the first window; then 4, 8, 16…
-            let step = match self.clean_windows {
-                1 => 1,
-                n => 1usize << n.min(6),
-            };
-            self.allowed = (self.allowed + step).min(self.budget);
-            self.since += window;
-        }
-        if self.allowed == self.budget {
-            self.since = now;
-        }
     }
 }
 
