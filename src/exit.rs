@@ -2,12 +2,7 @@
 //! signal path and `--help` all read, so the codes cannot drift apart.
 
 use crate::state::StateError;
-
-/// A flag, setting, template or column is missing or malformed: a usage
-/// error (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+use crate::usage::UsageError;
 
 /// How a command ended, as the exit code scripts and cron read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

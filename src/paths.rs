@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use crate::exit::UsageError;
+use crate::usage::UsageError;
 
 /// One file a run writes, as a message names it.
 #[derive(Debug, Clone)]

@@ -10,8 +10,9 @@ use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::console::say;
-use crate::exit::{Exit, UsageError};
+use crate::exit::Exit;
 use crate::state::{CampaignOverview, StateStore};
+use crate::usage::UsageError;
 
 /// `lsq-dispatch status`: prints the campaign counts (and exports, or prunes).
 pub fn execute(args: &StatusArgs) -> anyhow::Result<Exit> {

@@ -24,8 +24,8 @@ pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
 pub use file::FileConfig;
 
-pub use crate::exit::UsageError;
 pub use crate::input::TextEncoding;
+pub use crate::usage::UsageError;
 
 fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
