@@ -4,6 +4,7 @@
 //! One call here is one attempt. Pacing and retrying live in `limiter` and
 //! `retry`; the tenant key's lifetime lives in [`TenantKey`].
 
+mod caller;
 mod client;
 mod error;
 mod otp;
@@ -11,6 +12,7 @@ mod tenant;
 
 use std::time::Duration;
 
+pub(crate) use caller::{with_retry, Attempted, Caller};
 pub(crate) use client::{ApiClient, ApiSettings, GeneratedKey};
 pub(crate) use error::ApiError;
 pub(crate) use otp::OtpHeaders;

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::anyhow;
 use url::Url;
 
+use crate::api::with_retry;
 use crate::api::{ApiClient, ApiError, ApiSettings, OtpHeaders};
 use crate::config::{parse_host, portal_id_setting, BudgetStore, Credentials, UsageError};
 use crate::limiter::{Limiter, LimiterSettings};
-use crate::retry::{with_retry, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::secret::{Scrubber, Secret};
 use crate::tenant::Tenant;
 

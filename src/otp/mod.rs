@@ -17,12 +17,12 @@ use anyhow::Context as _;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::api::with_retry;
 use crate::api::{ApiError, KEY_LIFETIME};
 use crate::cli::{OtpCommand, RequestArgs, SigninArgs};
 use crate::config::UsageError;
 use crate::console::{say, shell_quote};
 use crate::exit::Exit;
-use crate::retry::with_retry;
 use crate::secret::Secret;
 
 mod client;

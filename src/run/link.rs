@@ -8,9 +8,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lettre::Address;
 
 use crate::api::{ApiError, GeneratedKey, KEY_LIFETIME};
+use crate::api::{Attempted, Caller};
 use crate::input::{InputRow, RowKind};
 use crate::report::{Record, RowError, Status};
-use crate::retry::{Attempted, Caller};
 use crate::secret::Secret;
 use crate::state::{LeadEntry, LeadKey, LeadState};
 

@@ -11,13 +11,13 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::Mutex;
 
+use crate::api::Caller;
 use crate::api::{ApiClient, TenantKey};
 use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
 use crate::email::{SendError, Sender, Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
 use crate::paths::Output;
-use crate::retry::Caller;
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
 
