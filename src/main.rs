@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::Settings;
 use lsq_dispatch::exit::Exit;
-use lsq_dispatch::{otp, run, sandbox, status};
+use lsq_dispatch::{run, sandbox, signin, status};
 
 /// mimalloc frees memory made on another thread cheaply: rows are parsed on
 /// the reader thread and dropped on the runtime's.
@@ -39,7 +39,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run(args) => run::execute(Settings::resolve(&args).await?).await,
         Command::Status(args) => status::execute(&args),
-        Command::Otp(command) => otp::execute(command).await,
+        Command::Otp(command) => signin::execute(command).await,
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),
     }
 }

@@ -39,7 +39,7 @@ impl PingUrl {
         let host = url.host_str().unwrap_or_default().to_owned();
         match url.scheme() {
             "https" if !host.is_empty() => Ok(PingUrl(url)),
-            "http" if crate::link::is_loopback(&host) => Ok(PingUrl(url)),
+            "http" if crate::portal_url::is_loopback(&host) => Ok(PingUrl(url)),
             "http" => Err(format!(
                 "--ping-url (or LSQ_PING_URL) to {host} uses plain http, which would send its \
                  token in clear: use https (plain http only to loopback)"

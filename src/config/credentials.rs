@@ -5,7 +5,7 @@
 use url::Url;
 
 use super::{usage, FileConfig, UsageError};
-use crate::link::is_loopback;
+use crate::portal_url::is_loopback;
 use crate::secret::Secret;
 
 /// The tenant's secrets, each from its variable or else the config file.
@@ -49,7 +49,7 @@ pub fn env_secret(name: &str) -> Option<Secret> {
 /// allowed to loopback, since the secret key travels in the query.
 pub fn parse_host(value: &str) -> Result<Url, UsageError> {
     let value = value.trim();
-    if let Some(meant) = crate::link::mistyped_scheme(value) {
+    if let Some(meant) = crate::portal_url::mistyped_scheme(value) {
         return Err(usage(format!(
             "--host {value:?} is not a host or URL: its scheme needs \"://\"; write it as {meant}"
         )));

@@ -284,12 +284,12 @@ impl Settings {
     /// A lead's login link, built from the current portal page.
     pub fn login_link(&self, auth_key: &str, lead_id: &str, portal_id: &str) -> String {
         let ids = self.link_ids.then_some((lead_id, portal_id));
-        crate::link::login_link(self.page(), auth_key, ids).into()
+        crate::portal_url::login_link(self.page(), auth_key, ids).into()
     }
 
     /// The link a dry run puts in a planned message.
     pub fn planned_link(&self) -> String {
-        crate::link::login_link(self.page(), "PLANNED-KEY", None).into()
+        crate::portal_url::login_link(self.page(), "PLANNED-KEY", None).into()
     }
 }
 

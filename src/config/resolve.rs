@@ -347,7 +347,7 @@ fn planned_tenant(args: &RunArgs, file: &FileConfig) -> Result<Option<Tenant>, U
 }
 
 fn portal_url_setting(value: &str) -> Result<url::Url, UsageError> {
-    crate::link::parse_portal_url(value).map_err(|e| usage(format!("--portal-url: {e}")))
+    crate::portal_url::parse_portal_url(value).map_err(|e| usage(format!("--portal-url: {e}")))
 }
 
 fn api_settings(

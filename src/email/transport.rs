@@ -514,7 +514,7 @@ fn encryption(url: &Url, host: &str, shown: &str) -> anyhow::Result<(Tls, u16)> 
     Ok(match url.scheme() {
         "smtps" => (Tls::Wrapper(tls_parameters(host)?), 465),
         "smtp" if require_tls => (Tls::Required(tls_parameters(host)?), 587),
-        "smtp" if url.host_str().is_some_and(crate::link::is_loopback) => (Tls::None, 25),
+        "smtp" if url.host_str().is_some_and(crate::portal_url::is_loopback) => (Tls::None, 25),
         "smtp" => {
             let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
             bail!(

@@ -138,7 +138,8 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
         .as_deref()
         .filter(|u| !u.trim().is_empty())
         .map(|u| {
-            crate::link::parse_portal_url(u).map_err(|e| UsageError(format!("--portal-url: {e}")))
+            crate::portal_url::parse_portal_url(u)
+                .map_err(|e| UsageError(format!("--portal-url: {e}")))
         })
         .transpose()?;
     let mut otp = Otp::connect(&args.connection).await?;
@@ -175,7 +176,7 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
     let expires_at = (Utc::now() + KEY_LIFETIME).to_rfc3339_opts(SecondsFormat::Secs, true);
     let link = portal_url
         .as_ref()
-        .map(|url| crate::link::login_link(url, signed.auth_key.expose(), None).to_string());
+        .map(|url| crate::portal_url::login_link(url, signed.auth_key.expose(), None).to_string());
     if args.connection.json {
         let output = SigninOutput {
             lead_id: &signed.lead_id,
