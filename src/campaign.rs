@@ -11,7 +11,7 @@ use std::path::Path;
 ///   fingerprint of its full real path: `/x/march/leads.csv` and
 ///   `/x/april/leads.csv` are two campaigns, and re-running the same file
 ///   resumes the same one.
-pub fn default_campaign(input: &Path, state: &Path) -> String {
+pub(crate) fn default_campaign(input: &Path, state: &Path) -> String {
     if let Some(campaign) = crate::state::retry_file_campaign(state, input) {
         return campaign;
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Local, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// Working hours when `--working-hours` is not given.
-pub const DEFAULT_WORKING_HOURS: &str = "08:00-20:00";
+pub(crate) const DEFAULT_WORKING_HOURS: &str = "08:00-20:00";
 
 /// The recipients' time zone (`None`: UTC for readable times, and the
 /// machine's own zone for the night check) and their working hours.
@@ -72,7 +72,7 @@ impl fmt::Display for WorkingHours {
 
 /// Parses an IANA time zone name such as `Europe/Berlin`; the error suggests
 /// the names that differ only in case or that end the same way.
-pub fn parse_zone(name: &str) -> Result<Tz, String> {
+pub(crate) fn parse_zone(name: &str) -> Result<Tz, String> {
     let name = name.trim();
     if let Ok(zone) = name.parse::<Tz>() {
         return Ok(zone);

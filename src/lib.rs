@@ -5,16 +5,22 @@
 //! The binary (`src/main.rs`) only parses, runs and maps the outcome to an exit
 //! code; everything else lives in the modules below, each named after the concept
 //! it owns.
+//!
+//! Modules are private unless the binary or the tests in `tests/` need them:
+//! `cli`, `config`, `exit`, `logging`, `run`, `signin`, `status` and `sandbox`
+//! for `main.rs`; `email`, `limiter` (`Rate`), `report` (`Status`), `secret`,
+//! `state` and `tenant` for the tests that drive a part on its own (an SMTP
+//! send, a ledger opened by two runs, a budget).
 
 #![warn(unreachable_pub, missing_docs)]
 
 mod api;
 mod budget;
-pub mod campaign;
+mod campaign;
 pub mod cli;
 pub mod config;
 mod console;
-pub mod daytime;
+mod daytime;
 pub mod email;
 pub mod exit;
 mod input;
@@ -22,8 +28,8 @@ pub mod limiter;
 pub mod logging;
 mod metrics;
 mod paths;
-pub mod ping;
-pub mod plan;
+mod ping;
+mod plan;
 mod portal_url;
 mod progress;
 pub mod report;
@@ -35,6 +41,6 @@ mod signal;
 pub mod signin;
 pub mod state;
 pub mod status;
-pub mod summary;
+mod summary;
 pub mod tenant;
 mod usage;

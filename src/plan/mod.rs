@@ -294,7 +294,7 @@ const LABEL: usize = 20;
 /// The shortest time `calls` can take under a budget of `N` per sliding `W`:
 /// `W·⌊(calls−1)/N⌋`. The first `N` go at once, and each later group of `N`
 /// must wait a full window after the group before it. Zero for 0 or 1 call.
-pub fn window_bound(calls: u64, rate: Rate) -> Duration {
+pub(crate) fn window_bound(calls: u64, rate: Rate) -> Duration {
     let groups = calls.saturating_sub(1) / u64::from(rate.calls.max(1));
     let nanos = rate.window.as_nanos().saturating_mul(u128::from(groups));
     let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
