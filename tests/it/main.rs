@@ -38,6 +38,7 @@ mod samples;
 mod sandbox;
 mod secrets;
 mod shared_budget;
+mod state_locks;
 mod state_store;
 mod status;
 mod stopping;

@@ -1,14 +1,12 @@
 //! The campaign state store against real SQLite files in temporary
-//! directories: every state round-trips, writes survive a reopen, the lock
-//! keeps a second store out (in this process and from another one), and a
-//! file that is not ours is refused and left byte for byte as it was.
+//! directories: every state round-trips, writes survive a reopen, and a file
+//! that is not ours is refused and left byte for byte as it was. The locks
+//! are `state_locks`.
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::support::mode;
 use chrono::{DateTime, TimeZone, Utc};
@@ -16,7 +14,7 @@ use lsq_dispatch::report::Status;
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{default_path_from, LeadKey, LeadState, StateError, StateStore};
 
-const CAMPAIGN: &str = "march";
+pub(crate) const CAMPAIGN: &str = "march";
 
 fn key(lead_id: &str) -> LeadKey<'_> {
     LeadKey {
@@ -31,7 +29,7 @@ fn at(hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, hour, 0, 0).unwrap()
 }
 
-fn state_path(dir: &tempfile::TempDir) -> PathBuf {
+pub(crate) fn state_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.sqlite")
 }
 
@@ -48,7 +46,7 @@ const KEY: &str = "key";
 
 /// Marks `lead` linked from input row `row` after one attempt, with the link
 /// `https://p/LEAD` and a key expiring at `at(hour)`.
-fn link(store: &StateStore, lead: &str, row: u64, hour: u32) {
+pub(crate) fn link(store: &StateStore, lead: &str, row: u64, hour: u32) {
     let url = format!("https://p/{lead}");
     store
         .mark_linked(&key(lead), row, &Secret::new(KEY), &url, at(hour), 1)
@@ -348,97 +346,6 @@ fn a_reopened_store_sees_earlier_writes() {
     assert_eq!(store.get(&key("a")).unwrap().unwrap().state.name(), "sent");
     assert_eq!(store.recover_in_doubt(CAMPAIGN).unwrap(), 1);
     assert_eq!(store.campaigns().unwrap(), [CAMPAIGN]);
-}
-
-#[test]
-fn a_campaign_is_claimed_by_one_store_at_a_time_and_others_stay_free() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = state_path(&dir);
-    let first = StateStore::open(&path).unwrap();
-    first.claim(CAMPAIGN).unwrap();
-
-    // A reader, or a run of another campaign, opens the same file meanwhile.
-    let second = StateStore::open(&path).unwrap();
-    second.claim("april").unwrap();
-    let err = second.claim(CAMPAIGN).unwrap_err();
-    assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
-    let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("campaign march is being run"), "{msg}");
-    assert!(msg.contains("--campaign"), "{msg}");
-    link(&second, "written-meanwhile", 2, 4);
-
-    drop(first);
-    second.claim(CAMPAIGN).unwrap();
-}
-
-#[test]
-fn a_symlink_to_the_state_file_shares_its_campaign_locks() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = state_path(&dir);
-    let alias = dir.path().join("alias.sqlite");
-    let first = StateStore::open(&path).unwrap();
-    first.claim(CAMPAIGN).unwrap();
-    std::os::unix::fs::symlink(&path, &alias).unwrap();
-    let second = StateStore::open(&alias).unwrap();
-    assert_eq!(second.path(), first.path());
-    assert!(matches!(
-        second.claim(CAMPAIGN),
-        Err(StateError::Busy { .. })
-    ));
-}
-
-/// Set to a state path, it makes `lock_holder_child` hold that store until
-/// its stdin closes; the cross-process lock test runs this test binary so.
-const CHILD_ENV: &str = "LSQ_DISPATCH_TEST_HOLD_STATE";
-const HELD: &str = "state store held";
-
-#[test]
-fn lock_holder_child() {
-    let Some(path) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let store = StateStore::open(Path::new(&path)).unwrap();
-    store.claim(CAMPAIGN).unwrap();
-    println!("{HELD}");
-    std::io::stdout().flush().unwrap();
-    // Returns at EOF, when the parent closes our stdin.
-    std::io::stdin().lines().for_each(drop);
-}
-
-#[test]
-fn another_process_holding_the_campaign_locks_this_one_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = state_path(&dir);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "state_store::lock_holder_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let held = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains(HELD));
-    assert!(held, "the child process did not open the store");
-
-    let store = StateStore::open(&path).unwrap();
-    let err = store.claim(CAMPAIGN).unwrap_err();
-    assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
-    store.claim("april").unwrap();
-
-    drop(child.stdin.take());
-    // Read the child's output to the end so its last lines find a reader.
-    lines.for_each(drop);
-    assert!(child.wait().unwrap().success());
-    store.claim(CAMPAIGN).unwrap();
 }
 
 #[test]
