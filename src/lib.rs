@@ -37,3 +37,4 @@ pub mod state;
 pub mod status;
 pub mod summary;
 pub mod tenant;
+pub mod units;

@@ -24,8 +24,6 @@
 //! default burst of `N` it never binds, a smaller `--burst` smooths bursts for
 //! servers that dislike them.
 
-mod rate;
-
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
@@ -37,7 +35,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use rate::{parse_age, parse_duration, Rate, MAX_DURATION};
+pub use crate::units::Rate;
 
 /// How the limiter paces calls.
 #[derive(Clone, Copy, Debug)]
