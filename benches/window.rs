@@ -158,11 +158,11 @@ async fn ours_in_process(
         templates: smtp
             .as_ref()
             .map(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/templates")),
-        from: Some("Bench <bench@example.com>".into()),
+        from: Some("Bench <bench@example.com>".parse().unwrap()),
         input,
-        host: Some(sandbox.base_url()),
+        host: Some(sandbox.base_url().parse().unwrap()),
         portal_id: Some(config.portal_ids[0].clone()),
-        portal_url: Some(sandbox.portal_url()),
+        portal_url: Some(sandbox.portal_url().parse().unwrap()),
         report: Some(dir.join("bench-report.csv")),
         // A fresh state (and budget file) each run, so nothing is reused.
         state: Some(
@@ -174,7 +174,8 @@ async fn ours_in_process(
         ..RunArgs::default()
     };
     std::fs::create_dir_all(args.state.as_ref().unwrap().parent().unwrap()).unwrap();
-    let settings = Settings::resolve(&args).await.expect("settings");
+    let args = lsq_dispatch::config::merge(args).expect("settings");
+    let settings = Settings::resolve(&args).expect("settings");
     let started = Instant::now();
     let outcome = lsq_dispatch::run::run(settings)
         .await

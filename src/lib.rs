@@ -43,4 +43,5 @@ pub mod state;
 pub mod status;
 mod summary;
 pub mod tenant;
+pub mod units;
 mod usage;

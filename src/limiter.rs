@@ -25,7 +25,6 @@
 //! servers that dislike them.
 
 mod connection;
-mod rate;
 mod share;
 mod shared;
 
@@ -37,8 +36,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use crate::units::Rate;
 pub use connection::{note_connection, note_setup, observing, Connection};
-pub use rate::{parse_age, parse_duration, Rate, MAX_DURATION};
 use share::Share;
 pub use shared::{BudgetError, SharedBudget, Taken};
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use lsq_dispatch::cli::{Cli, Command};
-use lsq_dispatch::config::Settings;
+use lsq_dispatch::config::{self, Settings};
 use lsq_dispatch::exit::Exit;
 use lsq_dispatch::{run, sandbox, signin, status};
 
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 /// One line per subcommand: settings, then the job; each says how it ended.
 async fn execute(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        Command::Run(args) => run::execute(Settings::resolve(&args).await?).await,
+        Command::Run(args) => run::execute(Settings::resolve(&config::merge(*args)?)?).await,
         Command::Status(args) => status::execute(&args),
         Command::Otp(command) => signin::execute(command).await,
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),

@@ -12,6 +12,7 @@ use crate::cli::StatusArgs;
 use crate::console::say;
 use crate::exit::Exit;
 use crate::state::{CampaignOverview, StateStore};
+use crate::units::Age;
 use crate::usage::UsageError;
 
 /// `lsq-dispatch status`: prints the campaign counts (and exports, or prunes).
@@ -72,13 +73,14 @@ pub fn status(
 /// `status --prune --older-than AGE`: removes the finished campaigns (or
 /// `campaign` alone) whose last activity is older than `age`, and says what
 /// it removed and what it kept because a run is in progress.
-pub fn prune(path: &Path, campaign: Option<&str>, age: &str, json: bool) -> anyhow::Result<String> {
-    let cutoff = crate::limiter::parse_age(age)
-        .and_then(|age| TimeDelta::from_std(age).ok())
+pub fn prune(path: &Path, campaign: Option<&str>, age: &Age, json: bool) -> anyhow::Result<String> {
+    let cutoff = TimeDelta::from_std(age.length)
+        .ok()
         .and_then(|age| Utc::now().checked_sub_signed(age))
         .ok_or_else(|| {
             UsageError(format!(
-                "--older-than {age:?}: use a number of days or hours such as 90d or 12h"
+                "--older-than {:?}: use a number of days or hours such as 90d or 12h",
+                age.given
             ))
         })?;
     let store = open(path, true)?;
@@ -89,7 +91,7 @@ pub fn prune(path: &Path, campaign: Option<&str>, age: &str, json: bool) -> anyh
     if json {
         return Ok(json!({
             "state_file": store.path(),
-            "older_than": age.trim(),
+            "older_than": age.given,
             "cutoff": rfc3339(&cutoff),
             "removed": pruning.removed.iter().map(overview_json).collect::<Vec<_>>(),
             "in_progress": pruning.in_progress.iter().map(overview_json).collect::<Vec<_>>(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
+use super::value::Invalid;
 use super::{usage, UsageError};
 
 /// Where the tenant's API budget is shared.
@@ -34,7 +35,9 @@ impl BudgetStore {
     /// `--budget-store URL` when given, else the budget file beside `state`.
     pub fn from_setting(url: Option<&str>, state: &Path) -> Result<BudgetStore, UsageError> {
         match url.map(str::trim).filter(|u| !u.is_empty()) {
-            Some(url) => RedisUrl::parse(url).map(BudgetStore::Redis),
+            Some(url) => RedisUrl::parse(url)
+                .map(BudgetStore::Redis)
+                .map_err(|e| usage(e.named("--budget-store"))),
             None => Ok(BudgetStore::beside(state)),
         }
     }
@@ -47,11 +50,11 @@ pub struct RedisUrl(Url);
 
 impl RedisUrl {
     /// Checks the form: a Redis scheme, a host, at most a database number.
-    pub fn parse(text: &str) -> Result<RedisUrl, UsageError> {
+    pub(crate) fn parse(text: &str) -> Result<RedisUrl, Invalid> {
         let form = "expected redis://HOST:PORT[/DB], or rediss://… for TLS";
         // The text may hold a password: it is not repeated in a complaint.
         let url = Url::parse(text)
-            .map_err(|e| usage(format!("--budget-store: not a URL ({e}); {form}")))?;
+            .map_err(|e| Invalid::new(|name| format!("{name}: not a URL ({e}); {form}")))?;
         let url = RedisUrl(url);
         let db = url.0.path().trim_start_matches('/');
         let fine = matches!(url.0.scheme(), "redis" | "rediss")
@@ -59,7 +62,7 @@ impl RedisUrl {
             && (db.is_empty() || db.parse::<u32>().is_ok())
             && url.0.query().is_none();
         if !fine {
-            return Err(usage(format!("--budget-store {url}: {form}")));
+            return Err(Invalid::new(|name| format!("{name} {url}: {form}")));
         }
         Ok(url)
     }
@@ -113,7 +116,8 @@ mod tests {
             assert!(RedisUrl::parse(bad).is_err(), "{bad}");
         }
         let err = RedisUrl::parse("ftp://u:s3cret-pw@h").unwrap_err();
-        assert!(!err.0.contains("s3cret-pw"), "{err}");
+        let err = err.named("--budget-store");
+        assert!(!err.contains("s3cret-pw"), "{err}");
         let blank = BudgetStore::from_setting(Some(" "), Path::new("d/state.sqlite"));
         assert_eq!(blank.unwrap(), BudgetStore::Machine("d".into()));
     }

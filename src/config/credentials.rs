@@ -4,7 +4,9 @@
 
 use url::Url;
 
-use super::{usage, FileConfig, UsageError};
+use super::value::Invalid;
+use super::{usage, UsageError};
+use crate::cli::RunArgs;
 use crate::portal_url::is_loopback;
 use crate::secret::Secret;
 
@@ -23,9 +25,8 @@ pub struct Credentials {
 
 impl Credentials {
     /// Reads every secret: the environment first, then the file, if any.
-    pub fn load(file: Option<&FileConfig>) -> Credentials {
-        let from_file =
-            |pick: fn(&FileConfig) -> &Option<Secret>| file.and_then(|f| pick(f).clone());
+    pub fn load(file: Option<&RunArgs>) -> Credentials {
+        let from_file = |pick: fn(&RunArgs) -> &Option<Secret>| file.and_then(|f| pick(f).clone());
         Credentials {
             access_key: env_secret("LSQ_ACCESS_KEY").or_else(|| from_file(|f| &f.access_key)),
             secret_key: env_secret("LSQ_SECRET_KEY").or_else(|| from_file(|f| &f.secret_key)),
@@ -48,10 +49,16 @@ pub fn env_secret(name: &str) -> Option<Secret> {
 /// Parses `--host`: a URL, or a bare host meaning https. Plain http is only
 /// allowed to loopback, since the secret key travels in the query.
 pub fn parse_host(value: &str) -> Result<Url, UsageError> {
+    host(value).map_err(|e| usage(e.named("--host")))
+}
+
+/// A host setting's value, checked as [`parse_host`] says.
+pub(super) fn host(value: &str) -> Result<Url, Invalid> {
     let value = value.trim();
+    let invalid = |text: String| Invalid::new(|name| text.replace("{name}", name));
     if let Some(meant) = crate::portal_url::mistyped_scheme(value) {
-        return Err(usage(format!(
-            "--host {value:?} is not a host or URL: its scheme needs \"://\"; write it as {meant}"
+        return Err(invalid(format!(
+            "{{name}} {value:?} is not a host or URL: its scheme needs \"://\"; write it as {meant}"
         )));
     }
     let with_scheme = if value.contains("://") {
@@ -60,23 +67,23 @@ pub fn parse_host(value: &str) -> Result<Url, UsageError> {
         format!("https://{value}")
     };
     let url = Url::parse(&with_scheme)
-        .map_err(|e| usage(format!("--host {value:?} is not a host or URL: {e}")))?;
+        .map_err(|e| invalid(format!("{{name}} {value:?} is not a host or URL: {e}")))?;
     let host = url
         .host_str()
-        .ok_or_else(|| usage(format!("--host {value:?} has no host name")))?;
+        .ok_or_else(|| invalid(format!("{{name}} {value:?} has no host name")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(host) => {}
         "http" => {
-            return Err(usage(format!(
-                "--host {value:?}: plain http would send the secret key unencrypted; use https:// (http is only allowed to loopback)"
+            return Err(invalid(format!(
+                "{{name}} {value:?}: plain http would send the secret key unencrypted; use https:// (http is only allowed to loopback)"
             )))
         }
-        other => return Err(usage(format!("--host {value:?}: unsupported scheme {other:?}, use https://"))),
+        other => return Err(invalid(format!("{{name}} {value:?}: unsupported scheme {other:?}, use https://"))),
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(usage(format!(
-            "--host {value:?} must not carry a query or fragment"
+        return Err(invalid(format!(
+            "{{name}} {value:?} must not carry a query or fragment"
         )));
     }
     Ok(url)
@@ -84,6 +91,5 @@ pub fn parse_host(value: &str) -> Result<Url, UsageError> {
 
 /// Parses `--portal-id`: a GUID in any common spelling, normalised.
 pub fn portal_id_setting(value: &str) -> Result<String, UsageError> {
-    crate::input::normalize_guid(value)
-        .ok_or_else(|| usage(format!("--portal-id {value:?} is not a GUID")))
+    super::value::portal_id(value).map_err(|e| usage(e.named("--portal-id")))
 }

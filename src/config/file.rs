@@ -1,89 +1,78 @@
-//! The `--config` TOML file: every setting a flag or variable can give, plus
-//! the secrets and the few settings that have no flag.
+//! The `--config` TOML file (every setting a flag or variable can give, plus
+//! the secrets and the few settings that have no flag), and the one place it
+//! is merged under the flags and the environment.
 
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
-
-use super::{usage, UsageError};
+use super::value::Invalid;
+use super::{env_secret, usage, Credentials, UsageError};
+use crate::cli::RunArgs;
 use crate::secret::{Scrubber, Secret};
 
-/// The `--config` TOML file. Unknown keys are an error, so a typo cannot be
-/// silently ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub(super) host: Option<String>,
-    pub(super) portal_id: Option<String>,
-    pub(super) portal_url: Option<String>,
-    pub(super) rate: Option<String>,
-    pub(super) report: Option<PathBuf>,
-    pub(super) summary_json: Option<PathBuf>,
-    pub(super) lead_column: Option<String>,
-    pub(super) encoding: Option<String>,
-    pub(super) delimiter: Option<String>,
-    pub(super) limit: Option<u64>,
-    pub(super) link_ids: Option<bool>,
-    pub(super) concurrency: Option<usize>,
-    pub(super) max_attempts: Option<u32>,
-    pub(super) timeout: Option<String>,
-    pub(super) connect_timeout: Option<String>,
-    pub(super) arrival_margin: Option<String>,
-    pub(super) burst: Option<u32>,
-    pub(super) tenant_key_path: Option<String>,
-    pub(super) tenant_key_method: Option<String>,
-    pub(super) access_key: Option<Secret>,
-    pub(super) secret_key: Option<Secret>,
-    pub(super) tenant_auth_key: Option<Secret>,
-    pub(super) public_auth_key: Option<Secret>,
-    pub(super) email: Option<bool>,
-    pub(super) smtp_url: Option<String>,
-    pub(super) smtp_user: Option<String>,
-    pub(super) smtp_password: Option<Secret>,
-    pub(super) smtp_timeout: Option<String>,
-    pub(super) smtp_rate: Option<String>,
-    pub(super) email_concurrency: Option<usize>,
-    pub(super) outbox: Option<PathBuf>,
-    pub(super) templates: Option<PathBuf>,
-    pub(super) from: Option<String>,
-    pub(super) reply_to: Option<String>,
-    pub(super) list_unsubscribe: Option<String>,
-    pub(super) email_column: Option<String>,
-    pub(super) campaign: Option<String>,
-    pub(super) timezone: Option<String>,
-    pub(super) working_hours: Option<String>,
-    pub(super) state: Option<PathBuf>,
-    pub(super) budget_store: Option<String>,
-    pub(super) metrics_file: Option<PathBuf>,
-    pub(super) ping_url: Option<Secret>,
+/// Reads and parses a settings file into the settings it gives; warns when
+/// it holds a secret that other users can read. Unknown keys are an error,
+/// so a typo cannot be silently ignored.
+pub fn load(path: &Path) -> Result<RunArgs, UsageError> {
+    let unreadable = |e| usage(format!("cannot read config file {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    // The mode of the file read, not of whatever the path names later.
+    let mode = file.metadata().map_err(unreadable)?.permissions().mode();
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    let config: RunArgs = toml::from_str(&text).map_err(|e| usage(parse_error(path, &text, &e)))?;
+    if let Some(warning) = config.exposure(path, mode) {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
-impl FileConfig {
-    /// Reads and parses a settings file; warns when it holds a secret that
-    /// other users can read.
-    pub fn load(path: &Path) -> Result<FileConfig, UsageError> {
-        let unreadable = |e| usage(format!("cannot read config file {}: {e}", path.display()));
-        let mut file = std::fs::File::open(path).map_err(unreadable)?;
-        // The mode of the file read, not of whatever the path names later.
-        let mode = file.metadata().map_err(unreadable)?.permissions().mode();
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(unreadable)?;
-        let config: FileConfig =
-            toml::from_str(&text).map_err(|e| usage(parse_error(path, &text, &e)))?;
-        if let Some(warning) = config.exposure(path, mode) {
-            tracing::warn!("{warning}");
-        }
-        Ok(config)
+/// The settings of a run: the flags (clap has folded in the environment for
+/// the flags that have a variable), then the secrets' variables, then the
+/// `--config` file. Defaults come after, where the settings are read.
+pub fn merge(flags: RunArgs) -> Result<RunArgs, UsageError> {
+    let file = match &flags.config {
+        Some(path) => load(path)?,
+        None => RunArgs::default(),
+    };
+    let secrets = Credentials::load(Some(&file));
+    let env = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v: &String| !v.trim().is_empty())
+    };
+    let mut merged = flags;
+    macro_rules! under_the_flags {
+        ($($setting:ident),*; $($switch:ident),*) => {
+            $(merged.$setting = merged.$setting.or(file.$setting);)*
+            $(merged.$switch |= file.$switch;)*
+        };
     }
+    under_the_flags!(
+        host, portal_id, portal_url, rate, report, summary_json, lead_column, encoding,
+        delimiter, limit, concurrency, max_attempts, timeout, arrival_margin, burst,
+        tenant_key_path, smtp_url, outbox, templates, from, reply_to, list_unsubscribe,
+        email_column, smtp_rate, email_concurrency, campaign, timezone, working_hours, state,
+        budget_store, metrics_file, ping_url, connect_timeout, tenant_key_method,
+        smtp_timeout;
+        link_ids, email
+    );
+    merged.access_key = secrets.access_key;
+    merged.secret_key = secrets.secret_key;
+    merged.tenant_auth_key = secrets.tenant_auth_key;
+    merged.public_auth_key = secrets.public_auth_key;
+    merged.smtp_user = env("LSQ_SMTP_USER").or(file.smtp_user);
+    merged.smtp_password = env_secret("LSQ_SMTP_PASSWORD").or(file.smtp_password);
+    Ok(merged)
+}
 
+impl RunArgs {
     /// The settings of the file that hold a secret: a key, a password, or a
     /// URL with a password in it.
     fn secrets(&self) -> Vec<&'static str> {
-        let with_password = |url: &Option<String>| {
-            url.as_deref()
-                .and_then(|u| url::Url::parse(u).ok())
+        let with_password = |url: Option<&str>| {
+            url.and_then(|u| url::Url::parse(u).ok())
                 .is_some_and(|u| u.password().is_some())
         };
         [
@@ -92,8 +81,11 @@ impl FileConfig {
             ("tenant_auth_key", self.tenant_auth_key.is_some()),
             ("public_auth_key", self.public_auth_key.is_some()),
             ("smtp_password", self.smtp_password.is_some()),
-            ("smtp_url", with_password(&self.smtp_url)),
-            ("budget_store", with_password(&self.budget_store)),
+            ("smtp_url", with_password(self.smtp_url.as_deref())),
+            (
+                "budget_store",
+                with_password(self.budget_store.as_ref().map(|u| u.expose().as_str())),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, held)| held.then_some(name))
@@ -121,22 +113,28 @@ impl FileConfig {
 /// would show may hold a key, and so may a value its message quotes, so every
 /// value in the file is scrubbed from the message.
 fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let key = error.span().and_then(|span| {
+        let line = text[..span.start.min(text.len())].matches('\n').count();
+        text.lines()
+            .nth(line)
+            .and_then(|l| l.split_once('='))
+            .map(|(key, _)| key.trim())
+            // A name like ours; anything else might be a key pasted in.
+            .filter(|key| {
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    });
+    // A value of the wrong form, worded as for its flag; it quotes no secret.
+    if let Some(invalid) = Invalid::in_message(error.message()) {
+        let key = key.unwrap_or("a setting");
+        return invalid.named(&format!("{key} in {}", path.display()));
+    }
     let place = match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-            let setting = text
-                .lines()
-                .nth(line - 1)
-                .and_then(|l| l.split_once('='))
-                .map(|(key, _)| key.trim())
-                // A name like ours; anything else might be a key pasted in.
-                .filter(|key| {
-                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                })
-                .map(|key| format!(" ({key})"))
-                .unwrap_or_default();
+            let setting = key.map(|key| format!(" ({key})")).unwrap_or_default();
             format!(", line {line}, column {column}{setting}")
         }
         None => String::new(),
@@ -158,7 +156,7 @@ mod tests {
     use super::*;
 
     fn exposure(text: &str, mode: u32) -> Option<String> {
-        let config: FileConfig = toml::from_str(text).unwrap();
+        let config: RunArgs = toml::from_str(text).unwrap();
         config.exposure(Path::new("/etc/lsq.toml"), mode)
     }
 

@@ -1,13 +1,15 @@
 //! Settings: flags beat the environment, which beats the `--config` TOML file,
-//! which beats the defaults. Everything is resolved once, before any file is
-//! written or any call is made, into one immutable [`Settings`] whose [`Mode`]
-//! says what the run is; every complaint names the setting and is a
-//! [`UsageError`] (exit 2).
+//! which beats the defaults. Each value is parsed into its type as it is read
+//! ([`value`]), the sources are merged once ([`merge`]), and the result is
+//! resolved, before any file is written or any call is made, into one
+//! immutable [`Settings`] whose [`Mode`] says what the run is; every
+//! complaint names the setting and is a [`UsageError`] (exit 2).
 
 mod budget_store;
 mod credentials;
 mod file;
-pub(crate) mod resolve;
+mod resolve;
+pub(crate) mod value;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,10 +21,11 @@ use crate::api::{ApiSettings, TenantKeySource};
 use crate::limiter::{LimiterSettings, Rate};
 use crate::plan::PlanSettings;
 use crate::retry::RetryPolicy;
+use crate::secret::Secret;
 
 pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
-pub use file::FileConfig;
+pub use file::{load, merge};
 
 pub use crate::input::TextEncoding;
 pub use crate::usage::UsageError;
@@ -99,6 +102,43 @@ pub enum Mode {
     DryRun(DryRun),
     /// Calls LeadSquared's API, or the built-in sandbox's.
     Live(Box<Connection>),
+    /// `--sandbox`: calls the built-in sandbox, which the run starts and
+    /// then calls through [`Settings::calling`].
+    Sandbox(Box<SandboxPlan>),
+}
+
+/// What a `--sandbox` run needs of its sandbox, before it runs.
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    /// The sandbox enforces the run's budget.
+    pub budget: Rate,
+    /// A PortalId the sandbox must know besides its own.
+    pub portal_id: Option<String>,
+    /// Timeouts of calls to it.
+    pub connect_timeout: std::time::Duration,
+    /// Whole-request timeout of calls to it.
+    pub timeout: std::time::Duration,
+    /// Its tenant key endpoint's path and method.
+    pub mint_path: String,
+    /// See `mint_path`.
+    pub mint_method: String,
+}
+
+impl SandboxPlan {
+    /// `config` (the sandbox's settings from the environment) with the run's
+    /// budget and portal.
+    pub fn config(
+        &self,
+        mut config: crate::sandbox::SandboxConfig,
+    ) -> crate::sandbox::SandboxConfig {
+        config.budget = self.budget;
+        if let Some(portal) = &self.portal_id {
+            if !config.portal_ids.contains(portal) {
+                config.portal_ids.push(portal.clone());
+            }
+        }
+        config
+    }
 }
 
 /// The settings only a dry run has.
@@ -210,6 +250,41 @@ impl StatePath {
 }
 
 impl Settings {
+    /// The settings of a `--sandbox` run once `sandbox` runs: the run calls
+    /// it, with its keys, and links open its portal page. Other settings are
+    /// returned as they are.
+    pub fn calling(self, sandbox: crate::sandbox::Sandbox) -> anyhow::Result<Settings> {
+        let Mode::Sandbox(plan) = &self.mode else {
+            return Ok(self);
+        };
+        let config = sandbox.config().clone();
+        let connection = Connection {
+            api: ApiSettings {
+                host: parse_host(&sandbox.base_url())?,
+                access_key: Secret::new(config.access_key),
+                secret_key: Secret::new(config.secret_key),
+                connect_timeout: plan.connect_timeout,
+                timeout: plan.timeout,
+            },
+            tenant: TenantKeySource {
+                given: Some(Secret::new(config.tenant_auth_key)),
+                mint_path: plan.mint_path.clone(),
+                mint_method: plan.mint_method.clone(),
+                lifetime: crate::api::KEY_LIFETIME,
+            },
+            portal_url: Url::parse(&sandbox.portal_url())?,
+            sandbox: Some(SandboxHandle(Arc::new(sandbox))),
+        };
+        Ok(Settings {
+            tenant: Some(crate::tenant::Tenant::new(
+                &connection.api.host,
+                &connection.api.access_key,
+            )),
+            mode: Mode::Live(Box::new(connection)),
+            ..self
+        })
+    }
+
     /// True for `--dry-run`.
     pub fn is_dry_run(&self) -> bool {
         matches!(self.mode, Mode::DryRun(_))
@@ -219,7 +294,7 @@ impl Settings {
     pub fn connection(&self) -> Option<&Connection> {
         match &self.mode {
             Mode::Live(connection) => Some(connection),
-            Mode::DryRun(_) => None,
+            Mode::DryRun(_) | Mode::Sandbox(_) => None,
         }
     }
 
@@ -232,7 +307,7 @@ impl Settings {
     pub fn preview(&self) -> usize {
         match &self.mode {
             Mode::DryRun(dry) => dry.preview.as_ref().map_or(0, |(n, _)| *n),
-            Mode::Live(_) => 0,
+            Mode::Live(_) | Mode::Sandbox(_) => 0,
         }
     }
 
@@ -240,7 +315,7 @@ impl Settings {
     pub fn preview_outbox(&self) -> Option<&Path> {
         match &self.mode {
             Mode::DryRun(dry) => dry.preview.as_ref().map(|(_, dir)| dir.as_path()),
-            Mode::Live(_) => None,
+            Mode::Live(_) | Mode::Sandbox(_) => None,
         }
     }
 
@@ -249,6 +324,7 @@ impl Settings {
         let (tenant_key_given, send_before) = match &self.mode {
             Mode::DryRun(dry) => (dry.tenant_key_given, dry.send_before),
             Mode::Live(connection) => (connection.tenant.given.is_some(), None),
+            Mode::Sandbox(_) => (true, None),
         };
         PlanSettings {
             rate: self.limiter.rate,
@@ -278,6 +354,7 @@ impl Settings {
         match &self.mode {
             Mode::Live(connection) => &connection.portal_url,
             Mode::DryRun(dry) => dry.portal_url.as_ref().unwrap_or(&*STAND_IN_PAGE),
+            Mode::Sandbox(_) => &STAND_IN_PAGE,
         }
     }
 

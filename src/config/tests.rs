@@ -1,4 +1,4 @@
-//! Unit tests of settings resolution.
+//! Unit tests of settings merging and resolution.
 
 use std::path::{Path, PathBuf};
 
@@ -6,12 +6,15 @@ use super::*;
 use crate::cli::RunArgs;
 
 fn resolve(args: &RunArgs) -> Settings {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(Settings::resolve(args))
-        .unwrap()
+    Settings::resolve(&merge(args.clone()).unwrap()).unwrap()
+}
+
+fn dry(args: RunArgs) -> RunArgs {
+    RunArgs {
+        input: "leads.csv".into(),
+        dry_run: true,
+        ..args
+    }
 }
 
 #[test]
@@ -26,6 +29,7 @@ fn host_forms() {
     assert!(parse_host("http://localhost:8080").is_ok());
     let err = parse_host("http://portalapi.leadsquared.com").unwrap_err();
     assert!(err.0.contains("unencrypted"), "{err}");
+    assert!(err.0.starts_with("--host \"http://"), "{err}");
     assert!(parse_host("ftp://x").is_err());
     assert!(parse_host("https://").is_err());
 }
@@ -36,26 +40,36 @@ fn flags_beat_the_file_and_the_file_beats_defaults() {
     let file = dir.path().join("c.toml");
     std::fs::write(
         &file,
-        "host = \"portalapi-us11.leadsquared.com\"\nrate = \"10/5s\"\nconcurrency = 7\n",
+        "host = \"portalapi-us11.leadsquared.com\"\nrate = \"10/5s\"\nconcurrency = 7\n\
+         timeout = \"1m\"\nlink_ids = true\n",
     )
     .unwrap();
-    let mut args = RunArgs {
-        input: "leads.csv".into(),
+    let mut args = dry(RunArgs {
         config: Some(file.clone()),
-        dry_run: true,
         ..RunArgs::default()
-    };
+    });
+    let merged = merge(args.clone()).unwrap();
+    assert_eq!(merged.timeout, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(
+        merged.host.unwrap().as_str(),
+        "https://portalapi-us11.leadsquared.com/"
+    );
     let s = resolve(&args);
     assert_eq!(s.limiter.rate.calls, 10);
     assert_eq!(s.concurrency, 7);
+    assert!(s.link_ids);
     assert_eq!(
         s.report,
         PathBuf::from("leads-plan.csv"),
         "a dry run's plan"
     );
     args.concurrency = Some(3);
+    args.rate = Some("20/5s".parse().unwrap());
     let s = resolve(&args);
-    assert_eq!(s.concurrency, 3);
+    assert_eq!((s.concurrency, s.limiter.rate.calls), (3, 20));
+    let defaults = resolve(&dry(RunArgs::default()));
+    assert_eq!(defaults.limiter.rate, crate::limiter::Rate::DEFAULT);
+    assert_eq!(defaults.concurrency, 50);
 }
 
 #[test]
@@ -81,22 +95,52 @@ fn unknown_keys_in_the_file_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "hots = \"x\"\n").unwrap();
-    let err = FileConfig::load(&file).unwrap_err();
+    let err = load(&file).unwrap_err();
     assert!(err.0.contains("hots") && err.0.contains("c.toml"), "{err}");
 }
 
 #[test]
-fn the_sample_config_parses() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/lsq-dispatch.toml");
-    FileConfig::load(&path).unwrap();
+fn a_bad_value_in_the_file_is_named_by_its_key_and_worded_as_for_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let at = file.display();
+    for (text, said) in [
+        (
+            "rate = \"25/2h\"",
+            format!("rate in {at}: invalid rate \"25/2h\""),
+        ),
+        (
+            "timeout = \"25h\"",
+            format!("timeout in {at}: invalid duration \"25h\" (use e.g."),
+        ),
+        (
+            "arrival_margin = \"2m\"",
+            format!("arrival_margin in {at}: invalid duration \"2m\""),
+        ),
+        ("limit = 0", format!("limit in {at} must be at least 1")),
+        (
+            "delimiter = \";;\"",
+            format!("delimiter in {at} \";;\": give one ASCII character"),
+        ),
+        (
+            "encoding = \"ebcdic\"",
+            format!("encoding in {at}: unknown encoding"),
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(err.0.starts_with(&said), "{text}: {err}");
+    }
+    std::fs::write(&file, "delimiter = \"\\t\"\nhost = \" \"\n").unwrap();
+    let blank = load(&file).unwrap();
+    assert_eq!((blank.delimiter, blank.host), (Some(b'\t'), None));
 }
 
-#[test]
-fn every_setting_the_sample_config_comments_out_is_a_real_one() {
+/// Every setting the sample config gives or comments out, uncommented.
+fn sample_uncommented() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/lsq-dispatch.toml");
     let text = std::fs::read_to_string(path).unwrap();
-    let uncommented: String = text
-        .lines()
+    text.lines()
         .map(|line| {
             let setting = line.strip_prefix("# ").filter(|rest| {
                 rest.split_once(" = ")
@@ -104,38 +148,68 @@ fn every_setting_the_sample_config_comments_out_is_a_real_one() {
             });
             format!("{}\n", setting.unwrap_or(line))
         })
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("all.toml");
-    std::fs::write(&file, &uncommented).unwrap();
-    FileConfig::load(&file).unwrap();
-    assert!(
-        uncommented.contains("\nlist_unsubscribe = "),
-        "{uncommented}"
+        .collect()
+}
+
+#[test]
+fn the_sample_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/lsq-dispatch.toml");
+    let sample = load(&path).unwrap();
+    assert_eq!(sample.rate, Some(crate::limiter::Rate::DEFAULT));
+    assert_eq!(
+        sample.arrival_margin,
+        Some(std::time::Duration::from_millis(150))
     );
 }
 
 #[test]
-fn flag_beats_file_for_every_picked_setting() {
-    let flag = Some("flag".to_owned());
-    let file = Some("file".to_owned());
-    assert_eq!(resolve::pick(&flag, &file).as_deref(), Some("flag"));
-    assert_eq!(resolve::pick(&None, &file).as_deref(), Some("file"));
-    assert_eq!(resolve::pick(&Some("  ".into()), &None), None);
+fn every_setting_the_sample_config_comments_out_is_a_real_one() {
+    let uncommented = sample_uncommented();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.toml");
+    std::fs::write(&file, &uncommented).unwrap();
+    let all = load(&file).unwrap();
+    assert!(
+        uncommented.contains("\nlist_unsubscribe = "),
+        "{uncommented}"
+    );
+    // Each typed value is read, not only its key known.
+    assert_eq!(all.delimiter, Some(b';'));
+    assert_eq!(all.smtp_rate.map(|r| r.calls), Some(10));
+    assert_eq!(all.timezone, Some(chrono_tz::Europe::Berlin));
+    assert!(all.budget_store.is_some() && all.list_unsubscribe.is_some());
+    assert!(all.ping_url.is_some() && all.reply_to.is_some() && all.from.is_some());
+}
+
+#[test]
+fn flag_beats_the_environment_beats_the_file_for_secrets_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "campaign = \"from-file\"\nemail_column = \"Mail\"\nsmtp_user = \"file-user\"\n",
+    )
+    .unwrap();
+    let args = dry(RunArgs {
+        config: Some(file),
+        campaign: Some("from-flag".into()),
+        ..RunArgs::default()
+    });
+    let merged = merge(args).unwrap();
+    assert_eq!(merged.campaign.as_deref(), Some("from-flag"));
+    assert_eq!(merged.email_column.as_deref(), Some("Mail"));
+    // No test sets LSQ_SMTP_USER, so the file's stands.
+    assert_eq!(merged.smtp_user.as_deref(), Some("file-user"));
 }
 
 #[test]
 fn a_live_run_names_every_missing_setting() {
     let args = RunArgs {
         input: "leads.csv".into(),
-        host: Some("portalapi-in21.leadsquared.com".into()),
+        host: Some(parse_host("portalapi-in21.leadsquared.com").unwrap()),
         ..RunArgs::default()
     };
-    let err = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(Settings::resolve(&args))
-        .unwrap_err();
+    let err = Settings::resolve(&args).unwrap_err();
     let text = err.to_string();
     assert!(err.is::<UsageError>(), "{text}");
     assert!(
@@ -145,30 +219,43 @@ fn a_live_run_names_every_missing_setting() {
 }
 
 #[test]
-fn the_budget_is_shared_beside_the_state_file_unless_a_redis_server_is_named() {
-    let mut args = RunArgs {
+fn a_sandbox_run_is_planned_here_and_started_by_the_run() {
+    let args = RunArgs {
         input: "leads.csv".into(),
-        dry_run: true,
-        state: Some("/var/lib/lsq-dispatch/state.sqlite".into()),
+        sandbox: true,
+        state: Some("state.sqlite".into()),
         ..RunArgs::default()
     };
+    let s = Settings::resolve(&args).unwrap();
+    let Mode::Sandbox(plan) = &s.mode else {
+        panic!("no sandbox plan: {:?}", s.mode);
+    };
+    assert_eq!(plan.budget, crate::limiter::Rate::DEFAULT);
+    assert!(s.connection().is_none() && !s.is_dry_run());
+    assert_eq!(s.budget_store, BudgetStore::Own);
+}
+
+#[test]
+fn the_budget_is_shared_beside_the_state_file_unless_a_redis_server_is_named() {
+    let mut args = dry(RunArgs {
+        state: Some("/var/lib/lsq-dispatch/state.sqlite".into()),
+        ..RunArgs::default()
+    });
     assert_eq!(
         resolve(&args).budget_store,
         BudgetStore::Machine("/var/lib/lsq-dispatch".into())
     );
-    args.budget_store = Some("redis://:pw-of-redis@10.0.0.5:6379/1".into());
+    args.budget_store = Some(value::budget_store("redis://:pw-of-redis@10.0.0.5:6379/1").unwrap());
     let BudgetStore::Redis(url) = resolve(&args).budget_store else {
         panic!("no Redis store");
     };
     assert_eq!(url.to_string(), "redis://10.0.0.5:6379/1");
-    args.budget_store = Some("http://10.0.0.5:6379".into());
-    let err = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(Settings::resolve(&args))
-        .unwrap_err();
-    assert!(err.is::<UsageError>(), "{err}");
-    assert!(err.to_string().contains("--budget-store"), "{err}");
+    let err = value::budget_store("http://10.0.0.5:6379").unwrap_err();
+    assert!(
+        err.named("--budget-store")
+            .starts_with("--budget-store http://"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -180,30 +267,24 @@ fn the_input_settings_come_from_flags_or_the_file() {
         "encoding = \"latin1\"\ndelimiter = \"tab\"\nlimit = 50\nlead_column = \"ProspectID\"\n",
     )
     .unwrap();
-    let mut args = RunArgs {
-        input: "leads.csv".into(),
+    let mut args = dry(RunArgs {
         config: Some(file),
-        dry_run: true,
         ..RunArgs::default()
-    };
+    });
     let s = resolve(&args);
     assert_eq!(s.encoding, Some(TextEncoding::Windows1252));
     assert_eq!(s.delimiter, Some(b'\t'));
     assert_eq!(s.limit, Some(50));
     assert_eq!(s.lead_column.as_deref(), Some("ProspectID"));
-    args.encoding = Some("utf-16".into());
-    args.delimiter = Some(";".into());
+    args.encoding = Some(value::encoding("utf-16").unwrap());
+    args.delimiter = Some(value::delimiter(";").unwrap());
     args.limit = Some(5);
     let s = resolve(&args);
     assert_eq!(
         (s.encoding, s.delimiter, s.limit),
         (Some(TextEncoding::Utf16), Some(b';'), Some(5))
     );
-    let unset = resolve(&RunArgs {
-        input: "leads.csv".into(),
-        dry_run: true,
-        ..RunArgs::default()
-    });
+    let unset = resolve(&dry(RunArgs::default()));
     assert_eq!(
         (
             unset.encoding,
@@ -217,64 +298,52 @@ fn the_input_settings_come_from_flags_or_the_file() {
 }
 
 #[test]
-fn bad_input_settings_are_usage_errors_naming_the_flag() {
-    let error = |args: RunArgs| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let args = RunArgs {
-            input: "leads.csv".into(),
-            dry_run: true,
-            ..args
-        };
-        let err = runtime.block_on(Settings::resolve(&args)).unwrap_err();
-        assert!(err.is::<UsageError>(), "{err}");
-        err.to_string()
-    };
-    for (given, said) in [
+fn bad_input_settings_are_named_by_the_flag() {
+    let said = |invalid: value::Invalid, flag| invalid.named(flag);
+    let cases = [
         (
-            RunArgs {
-                encoding: Some("ebcdic".into()),
-                ..RunArgs::default()
-            },
+            said(value::encoding("ebcdic").unwrap_err(), "--encoding"),
             "--encoding: unknown encoding \"ebcdic\": use utf-8, latin1, windows-1252 or utf-16",
         ),
         (
-            RunArgs {
-                delimiter: Some(";;".into()),
-                ..RunArgs::default()
-            },
+            said(value::delimiter(";;").unwrap_err(), "--delimiter"),
             "--delimiter \";;\": give one ASCII character other than a quote",
         ),
         (
-            RunArgs {
-                delimiter: Some("\"".into()),
-                ..RunArgs::default()
-            },
+            said(value::delimiter("\"").unwrap_err(), "--delimiter"),
             "--delimiter \"\\\"\"",
         ),
-        (
-            RunArgs {
-                limit: Some(0),
-                ..RunArgs::default()
-            },
-            "--limit must be at least 1",
-        ),
-    ] {
-        let message = error(given);
-        assert!(message.starts_with(said), "{message}");
+    ];
+    for (message, expected) in cases {
+        assert!(message.starts_with(expected), "{message}");
     }
+    let zero = value::at_least_one::<u64>("0").unwrap_err();
+    let zero = zero.downcast_ref::<value::Invalid>().unwrap();
+    assert_eq!(zero.named("--limit"), "--limit must be at least 1");
+    assert!(value::at_least_one::<u64>("x")
+        .unwrap_err()
+        .downcast_ref::<value::Invalid>()
+        .is_none());
 }
 
 #[test]
 fn a_tab_is_written_three_ways() {
     for tab in ["tab", "\\t", "\t"] {
-        let s = resolve(&RunArgs {
-            input: "leads.csv".into(),
-            dry_run: true,
-            delimiter: Some(tab.into()),
-            ..RunArgs::default()
-        });
-        assert_eq!(s.delimiter, Some(b'\t'), "{tab:?}");
+        assert_eq!(value::delimiter(tab), Ok(b'\t'), "{tab:?}");
     }
+}
+
+#[test]
+fn durations_keep_their_bounds() {
+    let second = std::time::Duration::from_secs(1);
+    assert_eq!(value::timeout("1.5s"), Ok(second + second / 2));
+    assert_eq!(
+        value::timeout("3"),
+        Ok(second * 3),
+        "a bare number is seconds"
+    );
+    assert!(value::timeout("0s").is_err() && value::timeout("25h").is_err());
+    assert_eq!(value::margin("0ms"), Ok(std::time::Duration::ZERO));
+    let long = value::margin("2m").unwrap_err().named("--arrival-margin");
+    assert!(long.ends_with("at most 1m)"), "{long}");
 }

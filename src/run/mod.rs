@@ -25,9 +25,10 @@ mod test_email;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use futures::StreamExt;
 
-use crate::config::Settings;
+use crate::config::{Mode, Settings};
 use crate::console::say;
 use crate::exit::Exit;
 use crate::logging::RESULT;
@@ -65,6 +66,7 @@ pub(crate) struct Finished {
 /// otherwise the batch job, between its start line and pings and its end
 /// line and closing ping; says how it ended.
 pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
+    let settings = start_sandbox(settings).await?;
     if settings.test_address().is_some() {
         say!("{}", test_email::send_test(settings).await?);
         return Ok(Exit::Success);
@@ -157,8 +159,26 @@ fn log_start(settings: &Settings) {
     );
 }
 
+/// Starts the built-in sandbox a `--sandbox` run calls, and points the run
+/// at it; other runs go on as they are.
+async fn start_sandbox(settings: Settings) -> anyhow::Result<Settings> {
+    let Mode::Sandbox(plan) = &settings.mode else {
+        return Ok(settings);
+    };
+    let config = plan.config(crate::sandbox::SandboxConfig::from_env());
+    let sandbox = crate::sandbox::Sandbox::start(config)
+        .await
+        .context("cannot start the built-in sandbox")?;
+    tracing::info!(
+        "SANDBOX RUN: no LeadSquared account is used; calls go to the built-in simulator at {} and links open its portal page",
+        sandbox.base_url()
+    );
+    settings.calling(sandbox)
+}
+
 /// Runs the batch job with resolved settings.
 pub async fn run(settings: Settings) -> anyhow::Result<RunOutcome> {
+    let settings = start_sandbox(settings).await?;
     let begun = Summary::begin(&settings.campaign, &settings.input);
     run_from(settings, begun).await
 }

@@ -13,7 +13,7 @@ use super::{
     TENANT_KEY_PATH,
 };
 use crate::console::{say, shell_quote};
-use crate::limiter::{parse_duration, Rate};
+use crate::units::{parse_duration, Rate};
 
 /// Flags of `lsq-dispatch sandbox`. Credentials are not flags: they come from
 /// `LSQ_ACCESS_KEY`, `LSQ_SECRET_KEY`, `LSQ_TENANT_AUTH_KEY` and

@@ -190,7 +190,7 @@ fn prune_needs_an_age_it_can_read() {
     assert_eq!(out.status.code(), Some(0), "a bare number is seconds");
     let out = run(&mut status(
         dir.path(),
-        &["--prune", "--older-than", "3 months"],
+        &["--prune", "--older-than", "3 moons"],
     ));
     assert_eq!(out.status.code(), Some(2));
     assert!(

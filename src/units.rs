@@ -1,4 +1,5 @@
-//! Writing a budget and a duration: `25/5s`, `250ms`, `4h`, and the limits
+//! Writing a budget and a length of time: `25/5s`, `250ms`, `1.5s`, `4h`,
+//! `90d` (humantime's forms, and a bare number of seconds), and the limits
 //! that keep an absurd value (a typo, an extra digit) a usage error instead
 //! of a panic or a limiter that reserves memory for billions of calls.
 
@@ -66,8 +67,12 @@ impl FromStr for Rate {
             Err(_) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => u32::MAX,
             Err(_) => return Err(bad()),
         };
-        let window = parse_seconds(window.trim()).ok_or_else(bad)?;
-        if calls == 0 || window == 0.0 {
+        let window = match length(window) {
+            Ok(window) => window,
+            Err(Length::TooLong) => Rate::MAX_WINDOW * 2,
+            Err(Length::Malformed) => return Err(bad()),
+        };
+        if calls == 0 || window.is_zero() {
             return Err(format!(
                 "invalid rate {s:?}: calls and window must be above zero"
             ));
@@ -78,64 +83,65 @@ impl FromStr for Rate {
                 Rate::MAX_CALLS
             ));
         }
-        let (shortest, longest) = (Rate::MIN_WINDOW, Rate::MAX_WINDOW);
-        if !(shortest.as_secs_f64()..=longest.as_secs_f64()).contains(&window) {
+        if !(Rate::MIN_WINDOW..=Rate::MAX_WINDOW).contains(&window) {
             return Err(format!(
                 "invalid rate {s:?}: the window must be from 1ms to 1h"
             ));
         }
-        Ok(Rate {
-            calls,
-            window: Duration::from_secs_f64(window),
-        })
+        Ok(Rate { calls, window })
     }
 }
 
 /// The longest duration any setting takes: a longer timeout, key lifetime
 /// or delay is a typo, and a much longer one would overflow the clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// Parses `250ms`, `5s`, `1.5s`, `2m`, `4h`; a bare number is seconds.
-/// `None` when malformed or longer than [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    parse_seconds(s)
-        .filter(|secs| *secs <= MAX_DURATION.as_secs_f64())
-        .map(Duration::from_secs_f64)
+/// Parses a length of time no longer than [`MAX_DURATION`]: `None` when
+/// malformed or longer.
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    length(s).ok().filter(|d| *d <= MAX_DURATION)
 }
 
 /// The longest age [`parse_age`] takes: about a hundred years.
 const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Parses an age such as `90d`, `12h` or `30m` (the forms of
-/// [`parse_duration`] and days), longer than a day if need be, for
-/// `status --prune --older-than`. `None` when malformed, zero or over a
-/// hundred years.
-pub fn parse_age(s: &str) -> Option<Duration> {
-    parse_seconds(s)
-        .filter(|secs| *secs > 0.0 && *secs <= MAX_AGE.as_secs_f64())
-        .map(Duration::from_secs_f64)
+/// Parses an age such as `90d`, `12h` or `30m`, longer than a day if need
+/// be, for `status --prune --older-than`. `None` when malformed, zero or
+/// over a hundred years.
+pub(crate) fn parse_age(s: &str) -> Option<Duration> {
+    length(s).ok().filter(|d| !d.is_zero() && *d <= MAX_AGE)
 }
 
-/// A duration written as [`parse_duration`] takes, in seconds, of any size.
-fn parse_seconds(s: &str) -> Option<f64> {
+/// An age as given (for messages and output) and as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Age {
+    /// The text given, trimmed.
+    pub given: String,
+    /// What it says.
+    pub length: Duration,
+}
+
+/// Why a length of time was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Length {
+    /// Not written as one.
+    Malformed,
+    /// More than a `Duration` holds.
+    TooLong,
+}
+
+/// A length of time as humantime writes it (`250ms`, `1.5s`, `2m`, `4h`,
+/// `90d`, `1h 30m`); a bare number is seconds, as earlier releases took it.
+fn length(s: &str) -> Result<Duration, Length> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    if !value.is_finite() || value < 0.0 {
-        return None;
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let seconds: f64 = s.parse().map_err(|_| Length::Malformed)?;
+        return Duration::try_from_secs_f64(seconds).map_err(|_| Length::TooLong);
     }
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        _ => return None,
-    };
-    secs.is_finite().then_some(secs)
+    humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => Length::TooLong,
+        _ => Length::Malformed,
+    })
 }
 
 #[cfg(test)]
@@ -201,7 +207,9 @@ mod tests {
         assert_eq!(parse_age("90d"), Some(Duration::from_secs(90 * 86400)));
         assert_eq!(parse_age("12h"), Some(Duration::from_secs(12 * 3600)));
         assert_eq!(parse_age(" 1.5d "), Some(Duration::from_secs(36 * 3600)));
-        for bad in ["", "0d", "d", "90 days", "-1d", "99999d", "1y"] {
+        assert_eq!(parse_age("1y"), Some(Duration::from_secs(31_557_600)));
+        assert_eq!(parse_age("90 days"), parse_age("90d"));
+        for bad in ["", "0d", "d", "90 dayz", "-1d", "99999d", "3 moons"] {
             assert_eq!(parse_age(bad), None, "{bad}");
         }
     }
