@@ -2,18 +2,49 @@
 //! (as text or JSON), the export of one campaign's leads as a report CSV, and
 //! the pruning of finished campaigns no run has touched for a while.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::StatusArgs;
 use crate::console::say;
 use crate::exit::Exit;
 use crate::state::{CampaignOverview, StateStore};
 use crate::units::Age;
 use crate::usage::UsageError;
+
+/// `lsq-dispatch status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The campaign [default: every campaign in the state file].
+    #[arg(long, value_name = "NAME")]
+    pub campaign: Option<String>,
+
+    /// Campaign state file [default: $XDG_STATE_HOME/lsq-dispatch/state.sqlite].
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Write the campaign's leads as a report CSV (needs --campaign).
+    #[arg(long, value_name = "PATH", conflicts_with = "prune")]
+    pub export: Option<PathBuf>,
+
+    /// Print one JSON object on stdout: counts per campaign, or what
+    /// --prune removed.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Remove the leads of finished campaigns (or of --campaign) whose last
+    /// activity is older than --older-than; a campaign a run holds, or with
+    /// leads in `sending`, is kept.
+    #[arg(long, requires = "older_than")]
+    pub prune: bool,
+
+    /// With --prune: how long ago a campaign last ran, e.g. 90d or 12h.
+    #[arg(long, value_name = "AGE", requires = "prune", value_parser = crate::config::value::age)]
+    pub older_than: Option<crate::units::Age>,
+}
 
 /// `lsq-dispatch status`: prints the campaign counts (and exports, or prunes).
 pub fn execute(args: &StatusArgs) -> anyhow::Result<Exit> {

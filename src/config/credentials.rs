@@ -5,8 +5,8 @@
 use url::Url;
 
 use super::value::Invalid;
+use super::RunArgs;
 use super::{usage, UsageError};
-use crate::cli::RunArgs;
 use crate::portal_url::is_loopback;
 use crate::secret::Secret;
 

@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use super::value::Invalid;
+use super::RunArgs;
 use super::{env_secret, usage, Credentials, UsageError};
-use crate::cli::RunArgs;
 use crate::secret::{Scrubber, Secret};
 
 /// Reads and parses a settings file into the settings it gives; warns when

@@ -5,6 +5,7 @@
 //! immutable [`Settings`] whose [`Mode`] says what the run is; every
 //! complaint names the setting and is a [`UsageError`] (exit 2).
 
+mod args;
 mod budget_store;
 mod credentials;
 mod file;
@@ -23,6 +24,7 @@ use crate::plan::PlanSettings;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
+pub use args::RunArgs;
 pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
 pub use file::{load, merge};

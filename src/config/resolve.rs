@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use lettre::message::Mailbox;
 
+use super::RunArgs;
 use super::{
     usage, BudgetStore, Connection, Delivery, DryRun, EmailSettings, Mode, SandboxPlan, Settings,
     StatePath, UsageError, DEFAULT_TENANT_KEY_PATH,
 };
 use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
-use crate::cli::RunArgs;
 use crate::daytime::Daytime;
 use crate::email::Sender;
 use crate::limiter::{LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::cli::RunArgs;
+use crate::config::RunArgs;
 
 fn resolve(args: &RunArgs) -> Settings {
     Settings::resolve(&merge(args.clone()).unwrap()).unwrap()

@@ -16,7 +16,7 @@ use crate::retry::RetryPolicy;
 use crate::secret::{Scrubber, Secret};
 use crate::tenant::Tenant;
 
-use crate::cli::OtpConnection;
+use super::OtpConnection;
 
 /// Whole-request timeout of each call.
 const TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,14 +19,15 @@ use serde::Serialize;
 
 use crate::api::with_retry;
 use crate::api::{ApiError, KEY_LIFETIME};
-use crate::cli::{OtpCommand, RequestArgs, SigninArgs};
 use crate::config::UsageError;
 use crate::console::{say, shell_quote};
 use crate::exit::Exit;
 use crate::secret::Secret;
 
+mod args;
 mod client;
 
+pub use args::{OtpCommand, OtpConnection, RequestArgs, SigninArgs};
 #[cfg(test)]
 use client::{describe_failure, needs_new_code};
 use client::{Otp, Step};
@@ -271,8 +272,14 @@ impl CodeFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser as _;
+    use clap::Parser;
+
+    /// The `otp` subcommands as the command line parses them.
+    #[derive(Parser)]
+    struct Command {
+        #[command(subcommand)]
+        otp: OtpCommand,
+    }
 
     #[test]
     fn refusals_that_need_a_new_code_are_told_apart_from_typos() {
@@ -297,21 +304,12 @@ mod tests {
 
     #[test]
     fn a_signin_needs_a_code_and_only_one_form_of_it() {
-        let base = [
-            "lsq-dispatch",
-            "otp",
-            "signin",
-            "--phone",
-            "+1",
-            "--otp",
-            "1",
-        ];
-        assert!(Cli::try_parse_from(base).is_err());
+        let base = ["otp", "signin", "--phone", "+1", "--otp", "1"];
+        assert!(Command::try_parse_from(base).is_err());
         let both = [&base[..], &["--code", "c", "--code-file", "f"]].concat();
-        assert!(Cli::try_parse_from(both).is_err());
+        assert!(Command::try_parse_from(both).is_err());
         let one = [&base[..], &["--code", "c"]].concat();
-        let cli = Cli::try_parse_from(one).unwrap();
-        let Command::Otp(OtpCommand::Signin(args)) = cli.command else {
+        let OtpCommand::Signin(args) = Command::try_parse_from(one).unwrap().otp else {
             panic!("parsed as another command");
         };
         assert_eq!(args.code.as_deref(), Some("c"));
