@@ -50,6 +50,12 @@ pub enum Command {
     Otp(OtpCommand),
     /// Serve the built-in LeadSquared simulator on loopback.
     Sandbox(Box<crate::sandbox::SandboxArgs>),
+    /// The link service: verify redirect links (BASE/l/TOKEN) and send each
+    /// person on to the portal with a live key.
+    Serve(Box<crate::serve::ServeArgs>),
+    /// Redirect link secrets.
+    #[command(subcommand)]
+    Links(crate::serve::LinksCommand),
 }
 
 impl Cli {
@@ -61,6 +67,7 @@ impl Cli {
                 verbose: args.verbose,
                 quiet: args.quiet,
             },
+            Command::Serve(args) => args.log_settings(),
             _ => crate::logging::LogSettings::default(),
         }
     }

@@ -7,8 +7,8 @@
 //! it owns.
 //!
 //! Modules are private unless the binary or the tests in `tests/` need them:
-//! `cli`, `config`, `exit`, `logging`, `run`, `signin`, `status` and `sandbox`
-//! for `main.rs`; `email`, `limiter` (`Rate`), `report` (`Status`), `secret`,
+//! `cli`, `config`, `exit`, `logging`, `run`, `serve`, `signin`, `status` and
+//! `sandbox` for `main.rs`; `redirect` for the tests that seal links for `serve`; `email`, `limiter` (`Rate`), `report` (`Status`), `secret`,
 //! `state` and `tenant` for the tests that drive a part on its own (an SMTP
 //! send, a ledger opened by two runs, a budget).
 
@@ -32,11 +32,13 @@ mod ping;
 mod plan;
 mod portal_url;
 mod progress;
+pub mod redirect;
 pub mod report;
 mod retry;
 pub mod run;
 pub mod sandbox;
 pub mod secret;
+pub mod serve;
 mod signal;
 pub mod signin;
 pub mod state;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::{self, Settings};
 use lsq_dispatch::exit::Exit;
-use lsq_dispatch::{run, sandbox, signin, status};
+use lsq_dispatch::{run, sandbox, serve, signin, status};
 
 /// mimalloc frees memory made on another thread cheaply: rows are parsed on
 /// the reader thread and dropped on the runtime's.
@@ -41,5 +41,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => status::execute(&args),
         Command::Otp(command) => signin::execute(command).await,
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),
+        Command::Serve(args) => serve::execute(*args).await,
+        Command::Links(command) => Ok(serve::links(command)),
     }
 }

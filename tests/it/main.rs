@@ -37,6 +37,7 @@ mod run_wiremock;
 mod samples;
 mod sandbox;
 mod secrets;
+mod serve;
 mod shared_budget;
 mod state_locks;
 mod state_store;

@@ -38,7 +38,11 @@ fn the_sample_systemd_units_pass_systemd_analyze_verify() {
         .collect();
     assert_eq!(
         names,
-        ["lsq-dispatch-nightly.service", "lsq-dispatch-nightly.timer"]
+        [
+            "lsq-dispatch-nightly.service",
+            "lsq-dispatch-nightly.timer",
+            "lsq-dispatch-serve.service"
+        ]
     );
 
     let out = run(Command::new("systemd-analyze")
@@ -75,6 +79,37 @@ fn the_sample_service_is_hardened_and_keeps_its_secrets_in_a_private_file() {
     assert!(
         !unit.contains("LSQ_ACCESS_KEY="),
         "no secret in the unit itself"
+    );
+}
+
+#[test]
+fn the_sample_link_service_is_hardened_listens_on_loopback_and_believes_only_its_proxy() {
+    let unit = std::fs::read_to_string(sample("systemd/lsq-dispatch-serve.service")).unwrap();
+    for setting in [
+        "DynamicUser=yes",
+        "EnvironmentFile=/etc/lsq-dispatch/lsq-dispatch-serve.env",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "--listen 127.0.0.1:8080",
+        "--trusted-proxy 127.0.0.1",
+        "LSQ_LINK_SECRET",
+    ] {
+        assert!(unit.contains(setting), "{setting:?} in the service");
+    }
+    assert!(unit.contains("MUST be mode"));
+    assert!(
+        !unit.contains("LSQ_ACCESS_KEY="),
+        "no secret in the unit itself"
+    );
+    let caddy = std::fs::read_to_string(sample("caddy/Caddyfile")).unwrap();
+    assert!(
+        caddy.contains("handle /l/* {"),
+        "only the links are proxied"
+    );
+    assert!(
+        caddy.contains("reverse_proxy 127.0.0.1:8080"),
+        "to the unit's --listen"
     );
 }
 
