@@ -84,7 +84,7 @@ pub enum Command {
     #[command(subcommand)]
     Otp(OtpCommand),
     /// Serve the built-in LeadSquared simulator on loopback.
-    Sandbox(Box<crate::sandbox::SandboxArgs>),
+    Sandbox(Box<lsq_sandbox::SandboxArgs>),
 }
 
 /// `lsq-dispatch run LEADS.csv`.

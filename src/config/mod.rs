@@ -130,7 +130,7 @@ pub struct Connection {
 /// The built-in sandbox a `--sandbox` run started; it stops when the last
 /// copy of the settings goes.
 #[derive(Clone)]
-pub struct SandboxHandle(pub Arc<crate::sandbox::Sandbox>);
+pub struct SandboxHandle(pub Arc<lsq_sandbox::Sandbox>);
 
 impl fmt::Debug for SandboxHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

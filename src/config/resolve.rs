@@ -162,7 +162,7 @@ impl Settings {
         };
         // A sandbox run (or its plan) given no portal uses the sandbox's first.
         let portal_id = match portal_id {
-            None if args.sandbox => crate::sandbox::SandboxConfig::default()
+            None if args.sandbox => lsq_sandbox::SandboxConfig::default()
                 .portal_ids
                 .first()
                 .cloned(),
@@ -442,14 +442,17 @@ async fn sandbox_connection(
     rate: Rate,
     portal_id: &Option<String>,
 ) -> anyhow::Result<Connection> {
-    let mut config = crate::sandbox::SandboxConfig::from_env();
-    config.budget = rate;
+    let mut config = lsq_sandbox::SandboxConfig::from_env();
+    config.budget = lsq_sandbox::Budget {
+        calls: rate.calls,
+        window: rate.window,
+    };
     if let Some(portal) = portal_id {
         if !config.portal_ids.contains(portal) {
             config.portal_ids.push(portal.clone());
         }
     }
-    let sandbox = crate::sandbox::Sandbox::start(config)
+    let sandbox = lsq_sandbox::Sandbox::start(config)
         .await
         .context("cannot start the built-in sandbox")?;
     let config = sandbox.config().clone();

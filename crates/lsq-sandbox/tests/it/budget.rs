@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use lsq_dispatch::sandbox::{SandboxConfig, Stats};
+use lsq_sandbox::{SandboxConfig, Stats};
 use reqwest::StatusCode;
 
-use super::{count, error_of, range, rate, send, Api, LEAD};
+use super::{budget, count, error_of, range, send, Api, LEAD};
 
 #[tokio::test]
 async fn window_admits_n_then_429_until_it_slides() {
-    let api = Api::with(|c| c.budget = rate(25, 1000)).await;
+    let api = Api::with(|c| c.budget = budget(25, 1000)).await;
     let burst = join_all((0..25).map(|_| api.generate_status(LEAD))).await;
     assert_eq!(count(&burst, StatusCode::OK), 25);
 
@@ -50,7 +50,7 @@ async fn default_budget_is_25_in_5_seconds() {
 #[tokio::test]
 async fn competitor_takes_part_of_every_window() {
     let config = SandboxConfig {
-        budget: rate(10, 1000),
+        budget: budget(10, 1000),
         competitor: 5,
         ..SandboxConfig::default()
     };
@@ -66,7 +66,7 @@ async fn competitor_takes_part_of_every_window() {
     // Competitor calls are counted but are not ours.
     assert_eq!(api.sandbox.arrivals().len(), ok);
 
-    let alone = Api::with(|c| c.budget = rate(10, 1000)).await;
+    let alone = Api::with(|c| c.budget = budget(10, 1000)).await;
     let burst = join_all((0..10).map(|_| alone.generate_status(LEAD))).await;
     assert_eq!(count(&burst, StatusCode::OK), 10);
 }
@@ -74,7 +74,7 @@ async fn competitor_takes_part_of_every_window() {
 #[tokio::test]
 async fn a_competitor_that_stops_leaves_the_whole_budget() {
     let config = SandboxConfig {
-        budget: rate(10, 1000),
+        budget: budget(10, 1000),
         competitor: 5,
         competitor_stops_after: Some(Duration::from_millis(500)),
         ..SandboxConfig::default()
@@ -104,7 +104,7 @@ async fn hammer(api: &Api) -> Vec<StatusCode> {
 #[tokio::test]
 async fn counting_rejected_calls_keeps_a_hammering_client_out() {
     let config = |count_rejected| SandboxConfig {
-        budget: rate(5, 1000),
+        budget: budget(5, 1000),
         count_rejected,
         ..SandboxConfig::default()
     };
@@ -137,7 +137,7 @@ async fn jitter_reorders_arrivals() {
         .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
         .collect();
     let config = |jitter| SandboxConfig {
-        budget: rate(10, 60_000),
+        budget: budget(10, 60_000),
         jitter,
         seed: Some(3),
         ..SandboxConfig::default()
@@ -188,7 +188,7 @@ async fn error_rate_answers_500() {
 
     let half = |seed| {
         Api::start(SandboxConfig {
-            budget: rate(1000, 1000),
+            budget: budget(1000, 1000),
             error_rate: 0.5,
             seed: Some(seed),
             ..SandboxConfig::default()
@@ -221,7 +221,7 @@ async fn drop_rate_cuts_connections_without_an_answer() {
     assert!(stats.by_status.is_empty(), "{stats:?}");
 
     let some = Api::start(SandboxConfig {
-        budget: rate(1000, 1000),
+        budget: budget(1000, 1000),
         drop_rate: 0.5,
         seed: Some(5),
         ..SandboxConfig::default()
@@ -242,7 +242,7 @@ async fn drop_rate_cuts_connections_without_an_answer() {
 
 #[tokio::test]
 async fn admin_reports_and_resets_without_being_counted() {
-    let api = Api::with(|c| c.budget = rate(3, 60_000)).await;
+    let api = Api::with(|c| c.budget = budget(3, 60_000)).await;
     for _ in 0..4 {
         api.generate(LEAD).await.unwrap();
     }

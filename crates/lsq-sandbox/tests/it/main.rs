@@ -1,15 +1,15 @@
-//! The sandbox over real HTTP: every documented answer of every call, the key
-//! alphabet, the portal page and the OTP flow; `budget` covers the
-//! sliding-window budget and each fault setting, asserted by counts.
+//! The sandbox's tests, in one binary: the sandbox over real HTTP, every
+//! documented answer of every call, the key alphabet, the portal page and the
+//! OTP flow; `budget` covers the sliding-window budget and each fault setting,
+//! asserted by counts; `idle` the closing of idle connections.
 
 mod budget;
 mod idle;
 
 use std::time::Duration;
 
-use lsq_dispatch::limiter::Rate;
-use lsq_dispatch::sandbox::{
-    Sandbox, SandboxConfig, SandboxLead, DEFAULT_ACCESS_KEY, DEFAULT_PORTAL_ID,
+use lsq_sandbox::{
+    Budget, Sandbox, SandboxConfig, SandboxLead, DEFAULT_ACCESS_KEY, DEFAULT_PORTAL_ID,
     DEFAULT_PUBLIC_AUTH_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_ID,
     DEMO_LEAD_PHONE, TENANT_KEY_PATH,
 };
@@ -28,7 +28,7 @@ struct Api {
 impl Api {
     async fn start(config: SandboxConfig) -> Api {
         Api {
-            sandbox: crate::support::sandbox(config).await,
+            sandbox: Sandbox::start(config).await.expect("the sandbox starts"),
             http: reqwest::Client::new(),
         }
     }
@@ -138,8 +138,8 @@ fn body(lead: &str) -> Value {
     json!({ "LeadId": lead, "PortalId": DEFAULT_PORTAL_ID })
 }
 
-fn rate(calls: u32, ms: u64) -> Rate {
-    Rate {
+fn budget(calls: u32, ms: u64) -> Budget {
+    Budget {
         calls,
         window: Duration::from_millis(ms),
     }
@@ -368,7 +368,7 @@ async fn public_token_returns_the_configured_key() {
 
 #[tokio::test]
 async fn portal_page_tells_which_lead_a_key_logs_in() {
-    let api = Api::with(|c| c.budget = rate(1, 60_000)).await;
+    let api = Api::with(|c| c.budget = budget(1, 60_000)).await;
     let key = api.generate_key(LEAD).await;
 
     let page = api.portal(&[("authKey", &key)]).await;
