@@ -12,6 +12,8 @@
 
 mod args;
 mod budget;
+#[cfg(test)]
+mod budget_tests;
 mod conn;
 mod faults;
 mod guid;
@@ -23,7 +25,9 @@ mod window;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
@@ -327,7 +331,7 @@ async fn compete(shared: Arc<Shared>, period: Duration) {
     let stops_at = shared
         .config
         .competitor_stops_after
-        .map(|after| tokio::time::Instant::now() + after);
+        .map(|after| Instant::now() + after);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

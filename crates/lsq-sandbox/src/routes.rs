@@ -4,7 +4,9 @@
 //! and the admin endpoints themselves.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -121,7 +123,7 @@ fn find_api(path: &str, method: &Method, uri: &Uri) -> Result<Api, Box<Response>
 
 /// Whether the budget's window takes one more call now; a counted arrival is
 /// noted in the ledger for the admin endpoints.
-fn admit(shared: &Shared) -> bool {
+pub(crate) fn admit(shared: &Shared) -> bool {
     let mut ledger = shared.ledger();
     let now = Instant::now();
     let admission = ledger.window.admit(now);

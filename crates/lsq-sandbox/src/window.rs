@@ -4,7 +4,9 @@
 //! eats into the same budget.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::Budget;
 
