@@ -10,6 +10,8 @@
 //! so a client that passes here also works against the real service.
 //! The README's sandbox section lists the routes, settings and what is not simulated.
 
+#![warn(unreachable_pub, missing_docs)]
+
 mod args;
 mod budget;
 #[cfg(test)]
@@ -60,7 +62,7 @@ pub const DEMO_LEAD_EMAIL: &str = "demo.lead@example.com";
 /// query). The real path is not in LeadSquared's public docs.
 pub const TENANT_KEY_PATH: &str = "/api/Authentication/TenantAuthKey";
 /// The portal page's path; any path under `/portal/` works.
-pub const PORTAL_PATH: &str = "/portal/login";
+pub(crate) const PORTAL_PATH: &str = "/portal/login";
 
 /// Everything the sandbox can be told. Start from [`SandboxConfig::default`] or
 /// [`SandboxConfig::from_env`] and change what a test needs.
@@ -118,7 +120,7 @@ pub struct SandboxConfig {
 
 /// How long the sandbox keeps an idle connection open by default: longer
 /// than a run's pauses between calls, far shorter than forever.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for SandboxConfig {
     fn default() -> Self {
