@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use lsq_dispatch::cli::RunArgs;
 use lsq_dispatch::config::Settings;
 use lsq_dispatch::limiter::Rate;
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 mod common;
 #[path = "../tests/it/support/installed.rs"]
@@ -96,7 +96,7 @@ struct Figures {
 
 fn sandbox_config(scenario: &Scenario, seed: u64) -> SandboxConfig {
     SandboxConfig {
-        budget: Rate::DEFAULT,
+        budget: lsq_sandbox::Budget::DEFAULT,
         jitter: (Duration::ZERO, Duration::from_millis(100)),
         service_time: (
             Duration::from_millis(scenario.service.0),

@@ -49,7 +49,7 @@ pub enum Command {
     #[command(subcommand)]
     Otp(OtpCommand),
     /// Serve the built-in LeadSquared simulator on loopback.
-    Sandbox(Box<crate::sandbox::SandboxArgs>),
+    Sandbox(Box<lsq_sandbox::SandboxArgs>),
     /// The link service: verify redirect links (BASE/l/TOKEN) and send each
     /// person on to the portal with a live key.
     Serve(Box<crate::serve::ServeArgs>),

@@ -340,7 +340,7 @@ mod tests {
     #[tokio::test]
     async fn says_which_calls_opened_a_connection() {
         use crate::limiter::observing;
-        use crate::sandbox::{Sandbox, SandboxConfig};
+        use lsq_sandbox::{Sandbox, SandboxConfig};
         // The sandbox closes a connection idle for this long.
         let idle = Duration::from_millis(300);
         let sandbox = Sandbox::start(SandboxConfig {

@@ -129,11 +129,11 @@ pub struct SandboxPlan {
 impl SandboxPlan {
     /// `config` (the sandbox's settings from the environment) with the run's
     /// budget and portal.
-    pub fn config(
-        &self,
-        mut config: crate::sandbox::SandboxConfig,
-    ) -> crate::sandbox::SandboxConfig {
-        config.budget = self.budget;
+    pub fn config(&self, mut config: lsq_sandbox::SandboxConfig) -> lsq_sandbox::SandboxConfig {
+        config.budget = lsq_sandbox::Budget {
+            calls: self.budget.calls,
+            window: self.budget.window,
+        };
         if let Some(portal) = &self.portal_id {
             if !config.portal_ids.contains(portal) {
                 config.portal_ids.push(portal.clone());
@@ -172,7 +172,7 @@ pub struct Connection {
 /// The built-in sandbox a `--sandbox` run started; it stops when the last
 /// copy of the settings goes.
 #[derive(Clone)]
-pub struct SandboxHandle(pub Arc<crate::sandbox::Sandbox>);
+pub struct SandboxHandle(pub Arc<lsq_sandbox::Sandbox>);
 
 impl fmt::Debug for SandboxHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -255,7 +255,7 @@ impl Settings {
     /// The settings of a `--sandbox` run once `sandbox` runs: the run calls
     /// it, with its keys, and links open its portal page. Other settings are
     /// returned as they are.
-    pub fn calling(self, sandbox: crate::sandbox::Sandbox) -> anyhow::Result<Settings> {
+    pub fn calling(self, sandbox: lsq_sandbox::Sandbox) -> anyhow::Result<Settings> {
         let Mode::Sandbox(plan) = &self.mode else {
             return Ok(self);
         };

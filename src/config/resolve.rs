@@ -68,7 +68,7 @@ impl Settings {
         };
         // A sandbox run (or its plan) given no portal uses the sandbox's first.
         let portal_id = match &args.portal_id {
-            None if args.sandbox => crate::sandbox::SandboxConfig::default()
+            None if args.sandbox => lsq_sandbox::SandboxConfig::default()
                 .portal_ids
                 .first()
                 .cloned(),

@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn the_sandbox_portal_id_normalises() {
-        use crate::sandbox::DEFAULT_PORTAL_ID;
+        use lsq_sandbox::DEFAULT_PORTAL_ID;
         let want = Some(DEFAULT_PORTAL_ID.to_owned());
         assert_eq!(normalize_guid(&DEFAULT_PORTAL_ID.to_uppercase()), want);
         assert_eq!(normalize_guid(&format!("{{{DEFAULT_PORTAL_ID}}}")), want);

@@ -165,8 +165,8 @@ async fn start_sandbox(settings: Settings) -> anyhow::Result<Settings> {
     let Mode::Sandbox(plan) = &settings.mode else {
         return Ok(settings);
     };
-    let config = plan.config(crate::sandbox::SandboxConfig::from_env());
-    let sandbox = crate::sandbox::Sandbox::start(config)
+    let config = plan.config(lsq_sandbox::SandboxConfig::from_env());
+    let sandbox = lsq_sandbox::Sandbox::start(config)
         .await
         .context("cannot start the built-in sandbox")?;
     tracing::info!(

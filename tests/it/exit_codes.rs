@@ -8,7 +8,7 @@ use crate::support::{
     fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sandbox,
     with_email, write_templates,
 };
-use lsq_dispatch::sandbox::SandboxConfig;
+use lsq_sandbox::SandboxConfig;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_template_variable_is_a_usage_error_before_any_call() {

@@ -13,7 +13,7 @@ use crate::support::{
     fast_config, fast_sandbox, lead_ids, leads_csv, leads_with_email, login, lsq, read_report, run,
     run_ok, run_on_sandbox, sample, sandbox, statuses, stdout, write,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 fn state(dir: &Path) -> PathBuf {
     dir.join("state.sqlite")

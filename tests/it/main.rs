@@ -7,7 +7,8 @@
 //! budget shared by runs through its file and through Redis, what a run tells
 //! its watchers: logs, summary, exit codes, metrics and pings, the messages
 //! for the commonest mistakes), and the
-//! library's sandbox, email module and state store directly. Shared helpers live once, in `support`.
+//! library's email module and state store directly (the sandbox's own tests
+//! live with it, in `crates/lsq-sandbox`). Shared helpers live once, in `support`.
 //!
 //! Every test works in its own temporary directory and on ports the kernel
 //! picks, and a spawned binary gets its environment per `Command`, so the
@@ -35,7 +36,6 @@ mod run_sandbox;
 mod run_state;
 mod run_wiremock;
 mod samples;
-mod sandbox;
 mod secrets;
 mod serve;
 mod shared_budget;

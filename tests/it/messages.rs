@@ -9,7 +9,7 @@ use crate::support::{
     fast_sandbox, leads_with_email, lsq, read_report, run, run_on_sandbox, sample, sandbox, stderr,
     wait_until, with_email, write, RefusedPort,
 };
-use lsq_dispatch::sandbox::SandboxConfig;
+use lsq_sandbox::SandboxConfig;
 
 /// A one-lead CSV without a PortalId column.
 fn one_lead(dir: &std::path::Path) -> std::path::PathBuf {
@@ -111,7 +111,7 @@ fn plain_http_is_refused_except_to_this_machine() {
 
 /// `run --email` of `input` on `sandbox`, sending through `smtp_url`.
 fn email_run(
-    sandbox: &lsq_dispatch::sandbox::Sandbox,
+    sandbox: &lsq_sandbox::Sandbox,
     dir: &std::path::Path,
     input: &std::path::Path,
     smtp_url: &str,
@@ -358,7 +358,7 @@ fn sandbox_banner(dir: &std::path::Path, access_key: Option<&str>) -> Vec<String
 
 #[test]
 fn the_sandbox_banner_pastes_into_a_shell_with_every_key_whole() {
-    use lsq_dispatch::sandbox::{DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY};
+    use lsq_sandbox::{DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY};
     let dir = tempfile::tempdir().unwrap();
     let banner = sandbox_banner(dir.path(), None).join("\n");
     let script = format!(

@@ -14,7 +14,7 @@ use crate::support::{
     fast_config, fast_sandbox, lead_ids, leads_csv, planted, run, run_on_sandbox, sandbox, sigterm,
     stderr, stdout, wait_until, RefusedPort,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 /// A LeadId the sandbox answers with 400 `Lead does not exist`: its row fails.
 const UNKNOWN: &str = "0badbad0-1111-4222-8333-000000000000";

@@ -13,7 +13,7 @@ use crate::support::{
     fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox, sample, stderr, with_email,
     write, write_templates,
 };
-use lsq_dispatch::sandbox::{Sandbox, DEMO_LEAD_PHONE};
+use lsq_sandbox::{Sandbox, DEMO_LEAD_PHONE};
 
 /// RFC 5322's hard limit on a line, without its CRLF.
 const MAX_LINE: usize = 998;

@@ -7,9 +7,7 @@ use std::process::{Command, Output};
 
 use crate::support::planted::{self, ACCESS, PUBLIC, REGISTER, SECRET};
 use crate::support::{login, lsq, mode, run, stderr, stdout, RefusedPort};
-use lsq_dispatch::sandbox::{
-    Sandbox, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID,
-};
+use lsq_sandbox::{Sandbox, DEFAULT_PORTAL_ID, DEMO_LEAD_ID, DEMO_LEAD_PHONE, SECOND_PORTAL_ID};
 
 /// A fast sandbox that knows the planted credentials.
 async fn sandbox() -> Sandbox {

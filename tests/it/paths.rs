@@ -15,7 +15,7 @@ use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, mode, read_report, run, run_ok,
     run_on_sandbox, sample, stderr, stdout, wait_until, with_email, write, RefusedPort,
 };
-use lsq_dispatch::sandbox::Sandbox;
+use lsq_sandbox::Sandbox;
 
 /// `run INPUT` on the sandbox, quiet, in `dir`.
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {
@@ -346,7 +346,7 @@ fn plan(dir: &Path, input: &Path) -> Command {
     cmd.arg("run")
         .arg(input)
         .args(["--dry-run", "--quiet", "--report", "plan.csv"])
-        .args(["--portal-id", lsq_dispatch::sandbox::DEFAULT_PORTAL_ID]);
+        .args(["--portal-id", lsq_sandbox::DEFAULT_PORTAL_ID]);
     cmd
 }
 

@@ -14,7 +14,7 @@ use crate::support::{
     fast_config, fast_sandbox, lead_ids, read_report, run, run_on_sandbox, sandbox, stderr,
     with_email, write, write_templates,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 /// A LeadId the sandbox answers with 400 `Lead does not exist`: its row
 /// fails, and goes to the rows to retry.

@@ -9,7 +9,7 @@ use crate::support::{
     lead_ids, leads_csv, read_report, run, run_ok, run_on_mock, run_on_sandbox, sandbox, stdout,
     unauthorized, write, write_templates,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 /// A LeadId the sandbox answers with 400 `Lead does not exist`: its row fails.
 const UNKNOWN: &str = "0badbad0-1111-4222-8333-000000000000";

@@ -8,8 +8,8 @@ use crate::support::{
     fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sample, tenant_of,
     with_email, write, write_templates,
 };
-use lsq_dispatch::sandbox::Sandbox;
 use lsq_dispatch::state::{LeadKey, LeadState, StateStore};
+use lsq_sandbox::Sandbox;
 
 fn email_command(
     sandbox: &Sandbox,

@@ -7,7 +7,7 @@ use crate::support::{
     fast_config, fast_sandbox, lead_ids, leads_csv, login, lsq, read_report, run, run_on_sandbox,
     sample, sandbox, write,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 fn command_for(
     sandbox: &Sandbox,

@@ -11,9 +11,9 @@ use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
     run_on_sandbox, sample, sandbox, statuses, tenant_of,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 use rand::{Rng, SeedableRng};
 
 fn state_path(dir: &Path) -> PathBuf {

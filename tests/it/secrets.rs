@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::planted::{self, ACCESS, SECRET, TENANT};
 use crate::support::{lead_ids, leads_csv, lsq, run};
 use crate::support::{sandbox, RefusedPort};
-use lsq_dispatch::sandbox::SandboxConfig;
+use lsq_sandbox::SandboxConfig;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const PORTAL: &str = "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37";

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lsq_dispatch::redirect::{LinkClaims, LinkSecrets};
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::secret::Secret;
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 use crate::support::{fast_config, lead_ids, lsq, sandbox, sigterm, wait_until};
 

@@ -15,7 +15,7 @@ use crate::support::{
     lead_ids, leads_csv, lsq, mode, read_report, run, run_on_sandbox, sandbox, statuses, stderr,
     tenant_of, RefusedPort,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 /// Calls allowed per window in these tests: small, so that two runs at once
 /// would overrun it many times over if they did not share it.
@@ -202,7 +202,7 @@ async fn an_otp_request_takes_its_call_from_the_tenants_budget_file() {
     let config = sandbox.config();
     let out = run(lsq(dir.path())
         .args(["otp", "request", "--host", &sandbox.base_url()])
-        .args(["--phone", lsq_dispatch::sandbox::DEMO_LEAD_PHONE])
+        .args(["--phone", lsq_sandbox::DEMO_LEAD_PHONE])
         .env("LSQ_ACCESS_KEY", &config.access_key)
         .env("LSQ_SECRET_KEY", &config.secret_key)
         .env("LSQ_PUBLIC_AUTH_KEY", &config.public_auth_key));

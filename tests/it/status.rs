@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::support::{fast_sandbox, lead_ids, lsq, run, run_on_sandbox, stderr, stdout, write};
-use lsq_dispatch::sandbox::Sandbox;
 use lsq_dispatch::state::StateStore;
+use lsq_sandbox::Sandbox;
 
 fn state(dir: &Path) -> PathBuf {
     dir.join("state.sqlite")

@@ -16,8 +16,8 @@ use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, read_report, run_on_sandbox, sample,
     sandbox, sigterm, wait_until, with_email,
 };
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
 use lsq_dispatch::state::StateStore;
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 /// The run on `sandbox`, writing `report.csv` and `state.sqlite` in `dir`.
 fn command(sandbox: &Sandbox, dir: &Path, input: &Path) -> Command {

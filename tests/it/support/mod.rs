@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lsq_dispatch::sandbox::{Sandbox, SandboxConfig};
+use lsq_sandbox::{Sandbox, SandboxConfig};
 
 pub use installed::installed_or_skip;
 
@@ -270,7 +270,7 @@ pub fn stderr(output: &Output) -> String {
 /// for. Each holds `$ + / = &`, which encoding changes, after a seven-letter
 /// prefix that no other text contains.
 pub mod planted {
-    use lsq_dispatch::sandbox::SandboxConfig;
+    use lsq_sandbox::SandboxConfig;
 
     pub const ACCESS: &str = "AKplantA$+/=&1";
     pub const SECRET: &str = "SKplantS&=+/$2";

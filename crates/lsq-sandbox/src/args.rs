@@ -1,19 +1,13 @@
-//! The `lsq-dispatch sandbox` subcommand: its flags, turning them into a
-//! [`SandboxConfig`], and running the sandbox in the foreground until Ctrl-C or
-//! SIGTERM, printing what a user needs to point a run at it.
+//! The flags of the `lsq-dispatch sandbox` subcommand, and turning them into
+//! a [`SandboxConfig`]. Durations are written as `humantime` reads them
+//! (`300ms`, `5s`, `4h`), at most a day.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use super::{
-    Sandbox, SandboxConfig, SandboxLead, DEFAULT_ACCESS_KEY, DEFAULT_PUBLIC_AUTH_KEY,
-    DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_EMAIL, DEMO_LEAD_ID, DEMO_LEAD_PHONE,
-    TENANT_KEY_PATH,
-};
-use crate::console::{say, shell_quote};
-use crate::units::{parse_duration, Rate};
+use crate::{guid, Budget, SandboxConfig, SandboxLead};
 
 /// Flags of `lsq-dispatch sandbox`. Credentials are not flags: they come from
 /// `LSQ_ACCESS_KEY`, `LSQ_SECRET_KEY`, `LSQ_TENANT_AUTH_KEY` and
@@ -30,7 +24,7 @@ pub struct SandboxArgs {
 
     /// API budget: calls per sliding window.
     #[arg(long, value_name = "CALLS/WINDOW", default_value = "25/5s")]
-    pub budget: Option<Rate>,
+    pub budget: Option<Budget>,
 
     /// Lifetime of issued lead keys and minted tenant keys.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "4h")]
@@ -148,7 +142,7 @@ fn parse_late(text: &str) -> Result<(f64, Duration), String> {
 /// Parses a delay range: `0-100ms`, `50ms-300ms`, `1s-2s`, or one value for a
 /// fixed delay. A bare number before the dash takes the unit after it, so
 /// `0-100ms` means 0 ms to 100 ms, not 0 s to 100 ms.
-pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
     let bad =
         || format!("invalid range {text:?}: expected e.g. 0-100ms, 50ms-300ms or 1s, at most 24h");
     let text = text.trim();
@@ -173,6 +167,16 @@ pub(super) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
         ));
     }
     Ok((lo_d, hi_d))
+}
+
+/// The longest duration a flag takes: a longer delay or lifetime is a typo.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration as `humantime` writes it, up to [`MAX_DURATION`].
+fn parse_duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -212,7 +216,7 @@ fn read_leads(path: &Path) -> anyhow::Result<Vec<SandboxLead>> {
             phone: cell(phone_col),
             email: cell(email_col),
         };
-        if crate::input::normalize_guid(&lead.lead_id).is_none() {
+        if guid::parse(&lead.lead_id).is_none() {
             bail!(
                 "{shown} line {line}: LeadId {:?} is not a GUID",
                 lead.lead_id
@@ -226,83 +230,10 @@ fn read_leads(path: &Path) -> anyhow::Result<Vec<SandboxLead>> {
     Ok(leads)
 }
 
-/// Runs `lsq-dispatch sandbox`: starts the sandbox, prints where it listens and
-/// what to point a run at, and serves until Ctrl-C or SIGTERM.
-pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
-    let sandbox = Sandbox::start_with(config, true).await?;
-    let c = sandbox.config();
-    // Only the documented defaults are printed; credentials taken from the
-    // environment are secrets and stay out of the output. Every line pastes
-    // into a shell: the values as quoted words, the rest as comments.
-    let export = |var: &str, value: &str| say!("export {var}={}", shell_quote(value));
-    let key = |var: &str, value: &str, default: &str| match value == default {
-        true => export(var, value),
-        false => say!("# {var}: the one in your environment (not shown)"),
-    };
-    say!("# lsq-dispatch sandbox listening on {}", sandbox.base_url());
-    say!("# paste these lines into a shell to point lsq-dispatch at it:");
-    export("LSQ_HOST", &sandbox.base_url());
-    key("LSQ_ACCESS_KEY", &c.access_key, DEFAULT_ACCESS_KEY);
-    key("LSQ_SECRET_KEY", &c.secret_key, DEFAULT_SECRET_KEY);
-    key(
-        "LSQ_TENANT_AUTH_KEY",
-        &c.tenant_auth_key,
-        DEFAULT_TENANT_AUTH_KEY,
-    );
-    key(
-        "LSQ_PUBLIC_AUTH_KEY",
-        &c.public_auth_key,
-        DEFAULT_PUBLIC_AUTH_KEY,
-    );
-    export("LSQ_PORTAL_ID", &c.portal_ids[0]);
-    for other in &c.portal_ids[1..] {
-        say!("# also portal id {other}");
-    }
-    export("LSQ_PORTAL_URL", &sandbox.portal_url());
-    say!(
-        "# tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
-        sandbox.base_url()
-    );
-    say!("# demo lead: phone {DEMO_LEAD_PHONE}, LeadId {DEMO_LEAD_ID}, email {DEMO_LEAD_EMAIL}");
-    say!(
-        "# budget {}, key ttl {:?}, admin: {}/admin/stats",
-        c.budget,
-        c.key_ttl,
-        sandbox.base_url()
-    );
-
-    wait_for_stop().await?;
-    eprintln!("sandbox: stopping");
-    let stats = sandbox.stats();
-    sandbox.shutdown().await;
-    eprintln!(
-        "sandbox: {} calls, by status {:?}, {} dropped, at most {} in one window",
-        stats.calls, stats.by_status, stats.dropped, stats.max_in_window
-    );
-    Ok(())
-}
-
-async fn wait_for_stop() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot watch for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot watch for Ctrl-C")?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DEMO_LEAD_ID;
     use std::io::Write as _;
 
     fn ms(n: u64) -> Duration {
@@ -396,8 +327,8 @@ mod tests {
         assert_eq!(
             c.portal_ids,
             vec![
-                super::super::DEFAULT_PORTAL_ID.to_owned(),
-                super::super::SECOND_PORTAL_ID.to_owned()
+                crate::DEFAULT_PORTAL_ID.to_owned(),
+                crate::SECOND_PORTAL_ID.to_owned()
             ]
         );
         assert!(c.count_rejected);

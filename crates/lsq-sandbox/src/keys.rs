@@ -4,7 +4,9 @@
 //! percent-encode a key in a link or a query is caught on its first call.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use rand::RngCore as _;

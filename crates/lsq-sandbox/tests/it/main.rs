@@ -1,15 +1,15 @@
-//! The sandbox over real HTTP: every documented answer of every call, the key
-//! alphabet, the portal page and the OTP flow; `budget` covers the
-//! sliding-window budget and each fault setting, asserted by counts.
+//! The sandbox's tests, in one binary: the sandbox over real HTTP, every
+//! documented answer of every call, the key alphabet, the portal page and the
+//! OTP flow; `budget` covers the sliding-window budget and each fault setting,
+//! asserted by counts; `idle` the closing of idle connections.
 
 mod budget;
 mod idle;
 
 use std::time::Duration;
 
-use lsq_dispatch::limiter::Rate;
-use lsq_dispatch::sandbox::{
-    Sandbox, SandboxConfig, SandboxLead, DEFAULT_ACCESS_KEY, DEFAULT_PORTAL_ID,
+use lsq_sandbox::{
+    Budget, Sandbox, SandboxConfig, SandboxLead, DEFAULT_ACCESS_KEY, DEFAULT_PORTAL_ID,
     DEFAULT_PUBLIC_AUTH_KEY, DEFAULT_SECRET_KEY, DEFAULT_TENANT_AUTH_KEY, DEMO_LEAD_ID,
     DEMO_LEAD_PHONE, TENANT_KEY_PATH,
 };
@@ -28,7 +28,7 @@ struct Api {
 impl Api {
     async fn start(config: SandboxConfig) -> Api {
         Api {
-            sandbox: crate::support::sandbox(config).await,
+            sandbox: Sandbox::start(config).await.expect("the sandbox starts"),
             http: reqwest::Client::new(),
         }
     }
@@ -138,8 +138,8 @@ fn body(lead: &str) -> Value {
     json!({ "LeadId": lead, "PortalId": DEFAULT_PORTAL_ID })
 }
 
-fn rate(calls: u32, ms: u64) -> Rate {
-    Rate {
+fn budget(calls: u32, ms: u64) -> Budget {
+    Budget {
         calls,
         window: Duration::from_millis(ms),
     }
@@ -231,9 +231,11 @@ async fn unencoded_credentials_are_refused() {
     assert_eq!(error_of(response).await.0, 401);
 }
 
-#[tokio::test]
-async fn minted_tenant_keys_work_until_they_expire() {
-    let api = Api::with(|c| c.key_ttl = Duration::from_millis(300)).await;
+/// A key that lives this long has died by the next call, with no waiting.
+const DEAD_ON_ARRIVAL: Duration = Duration::from_nanos(1);
+
+/// Mints a tenant key, then answers Generate's status with it.
+async fn generate_with_minted_key(api: &Api) -> u16 {
     let response = send(api.post(TENANT_KEY_PATH).query(&[
         ("accessKey", DEFAULT_ACCESS_KEY),
         ("secretKey", DEFAULT_SECRET_KEY),
@@ -242,22 +244,23 @@ async fn minted_tenant_keys_work_until_they_expire() {
     assert_eq!(response.status(), StatusCode::OK);
     let minted: String = response.json().await.expect("a bare JSON string");
     assert!(minted.contains('+') && minted.contains('/') && minted.ends_with('='));
+    let query = [
+        ("accessKey", DEFAULT_ACCESS_KEY),
+        ("secretKey", DEFAULT_SECRET_KEY),
+        ("authkey", &minted),
+    ];
+    let response = send(api.post(GENERATE).query(&query).json(&body(LEAD))).await;
+    response.status().as_u16()
+}
 
-    let with = |key: &str| {
-        vec![
-            ("accessKey", DEFAULT_ACCESS_KEY.to_owned()),
-            ("secretKey", DEFAULT_SECRET_KEY.to_owned()),
-            ("authkey", key.to_owned()),
-        ]
-    };
-    let generate_with = |query: Vec<(&'static str, String)>| {
-        send(api.post(GENERATE).query(&query).json(&body(LEAD)))
-    };
-    assert_eq!(generate_with(with(&minted)).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(error_of(generate_with(with(&minted)).await).await.0, 401);
+#[tokio::test]
+async fn minted_tenant_keys_work_until_they_expire() {
+    let api = Api::default().await;
+    assert_eq!(generate_with_minted_key(&api).await, 200);
+    let short_lived = Api::with(|c| c.key_ttl = DEAD_ON_ARRIVAL).await;
+    assert_eq!(generate_with_minted_key(&short_lived).await, 401);
     // The configured tenant key never expires.
-    let configured = generate_with(with(DEFAULT_TENANT_AUTH_KEY)).await;
+    let configured = send(short_lived.post(GENERATE).query(&creds()).json(&body(LEAD))).await;
     assert_eq!(configured.status(), StatusCode::OK);
 
     let bad = send(
@@ -368,7 +371,7 @@ async fn public_token_returns_the_configured_key() {
 
 #[tokio::test]
 async fn portal_page_tells_which_lead_a_key_logs_in() {
-    let api = Api::with(|c| c.budget = rate(1, 60_000)).await;
+    let api = Api::with(|c| c.budget = budget(1, 60_000)).await;
     let key = api.generate_key(LEAD).await;
 
     let page = api.portal(&[("authKey", &key)]).await;
@@ -410,16 +413,17 @@ async fn portal_page_tells_which_lead_a_key_logs_in() {
 
 #[tokio::test]
 async fn portal_page_refuses_expired_keys() {
-    let api = Api::with(|c| c.key_ttl = Duration::from_millis(300)).await;
+    let api = Api::with(|c| c.key_ttl = DEAD_ON_ARRIVAL).await;
+    let key = api.generate_key(LEAD).await;
+    let (status, _, message) = error_of(api.portal(&[("authKey", &key)]).await).await;
+    assert_eq!(status, 401);
+    assert!(message.contains("expired"), "{message}");
+    // The same call with a live key is let in.
+    let api = Api::default().await;
     let key = api.generate_key(LEAD).await;
     assert_eq!(
         api.portal(&[("authKey", &key)]).await.status(),
         StatusCode::OK
-    );
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        error_of(api.portal(&[("authKey", &key)]).await).await.0,
-        401
     );
 }
 

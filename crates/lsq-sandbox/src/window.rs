@@ -4,9 +4,11 @@
 //! eats into the same budget.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::limiter::Rate;
+use tokio::time::Instant;
+
+use crate::Budget;
 
 /// What the window decided for one client call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,18 +23,18 @@ pub(crate) struct Admission {
 /// Counted arrivals in the last `W`, oldest first.
 #[derive(Debug)]
 pub(crate) struct Window {
-    rate: Rate,
+    budget: Budget,
     count_rejected: bool,
     recent: VecDeque<Instant>,
     max_in_window: u32,
 }
 
 impl Window {
-    pub(super) fn new(rate: Rate, count_rejected: bool) -> Self {
+    pub(super) fn new(budget: Budget, count_rejected: bool) -> Self {
         Window {
-            rate,
+            budget,
             count_rejected,
-            recent: VecDeque::with_capacity(rate.calls as usize + 1),
+            recent: VecDeque::with_capacity(budget.calls as usize + 1),
             max_in_window: 0,
         }
     }
@@ -41,7 +43,7 @@ impl Window {
     /// an arrival exactly `W` old has left it.
     pub(super) fn admit(&mut self, now: Instant) -> Admission {
         self.evict(now);
-        if self.recent.len() < self.rate.calls as usize {
+        if self.recent.len() < self.budget.calls as usize {
             self.push(now);
             Admission {
                 accepted: true,
@@ -78,7 +80,7 @@ impl Window {
 
     fn evict(&mut self, now: Instant) {
         while let Some(&oldest) = self.recent.front() {
-            if now.saturating_duration_since(oldest) >= self.rate.window {
+            if now.saturating_duration_since(oldest) >= self.budget.window {
                 self.recent.pop_front();
             } else {
                 break;
@@ -94,25 +96,25 @@ impl Window {
 
 /// The 429 message LeadSquared sends, with this budget's numbers. The window is
 /// printed in whole seconds, rounded up so a sub-second window never reads "0".
-pub(crate) fn limit_message(rate: Rate) -> String {
-    let secs = rate.window.as_secs_f64().ceil().max(1.0) as u64;
+pub(crate) fn limit_message(budget: Budget) -> String {
+    let secs = budget.window.as_secs_f64().ceil().max(1.0) as u64;
     format!(
         "API calls exceeded the limit of {} in {} second(s)",
-        rate.calls, secs
+        budget.calls, secs
     )
 }
 
 /// The competitor's spacing: `K` calls spread evenly over each window.
-pub(crate) fn competitor_period(rate: Rate, competitor: u32) -> Option<Duration> {
-    (competitor > 0).then(|| rate.window / competitor)
+pub(crate) fn competitor_period(budget: Budget, competitor: u32) -> Option<Duration> {
+    (competitor > 0).then(|| budget.window / competitor)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rate(calls: u32, ms: u64) -> Rate {
-        Rate {
+    fn budget(calls: u32, ms: u64) -> Budget {
+        Budget {
             calls,
             window: Duration::from_millis(ms),
         }
@@ -121,7 +123,7 @@ mod tests {
     #[test]
     fn admits_n_then_rejects_until_the_oldest_leaves() {
         let t0 = Instant::now();
-        let mut w = Window::new(rate(3, 1000), false);
+        let mut w = Window::new(budget(3, 1000), false);
         for i in 0..3 {
             assert!(w.admit(t0 + Duration::from_millis(i * 10)).accepted);
         }
@@ -135,7 +137,7 @@ mod tests {
     #[test]
     fn counted_rejections_keep_the_window_full() {
         let t0 = Instant::now();
-        let mut w = Window::new(rate(2, 1000), true);
+        let mut w = Window::new(budget(2, 1000), true);
         w.admit(t0);
         w.admit(t0);
         let r = w.admit(t0 + Duration::from_millis(600));
@@ -154,7 +156,7 @@ mod tests {
     #[test]
     fn competitor_always_counts() {
         let t0 = Instant::now();
-        let mut w = Window::new(rate(2, 1000), false);
+        let mut w = Window::new(budget(2, 1000), false);
         w.admit(t0);
         w.admit(t0);
         w.take(t0);
@@ -164,11 +166,11 @@ mod tests {
     #[test]
     fn message_uses_the_budget() {
         assert_eq!(
-            limit_message(Rate::DEFAULT),
+            limit_message(Budget::DEFAULT),
             "API calls exceeded the limit of 25 in 5 second(s)"
         );
         assert_eq!(
-            limit_message(rate(10, 500)),
+            limit_message(budget(10, 500)),
             "API calls exceeded the limit of 10 in 1 second(s)"
         );
     }

@@ -3,7 +3,9 @@
 //! minutes, for the same phone or email, a few wrong guesses at most).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng as _;
 use serde::Serialize;

@@ -4,7 +4,9 @@
 //! and the admin endpoints themselves.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -16,8 +18,7 @@ use serde_json::{json, Map, Value};
 use super::conn::Conn;
 use super::faults::Fault;
 use super::otp::OtpRecord;
-use super::{window, SandboxLead, Shared};
-use crate::input::normalize_guid;
+use super::{guid, window, SandboxLead, Shared};
 
 /// The whole app: one fallback handler, because routing by lower-cased path
 /// is simpler than teaching a router to ignore case.
@@ -122,7 +123,7 @@ fn find_api(path: &str, method: &Method, uri: &Uri) -> Result<Api, Box<Response>
 
 /// Whether the budget's window takes one more call now; a counted arrival is
 /// noted in the ledger for the admin endpoints.
-fn admit(shared: &Shared) -> bool {
+pub(crate) fn admit(shared: &Shared) -> bool {
     let mut ledger = shared.ledger();
     let now = Instant::now();
     let admission = ledger.window.admit(now);
@@ -362,7 +363,7 @@ fn portal_page(shared: &Shared, method: &Method, uri: &Uri, query: &Query) -> Re
     };
     for (name, want) in [("leadid", &found.lead_id), ("portalid", &found.portal_id)] {
         if let Some(given) = query.get(name) {
-            if normalize_guid(&given).as_ref() != Some(want) {
+            if guid::parse(&given).as_ref() != Some(want) {
                 return refuse(&format!("{name} in the link does not match the authKey"));
             }
         }
@@ -430,7 +431,7 @@ fn portal_header(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>,
     let Some(given) = header_text(headers, "x-lsq-portalid") else {
         return Ok(None);
     };
-    match normalize_guid(&given) {
+    match guid::parse(&given) {
         Some(id) if shared.portals.contains(&id) => Ok(Some(id)),
         _ => Err(ApiError::bad_input(format!(
             "x-lsq-portalid {given:?} is not a portal of this account"
@@ -499,7 +500,7 @@ fn string_field(body: &Map<String, Value>, name: &str) -> Result<String, ApiErro
 
 fn guid_field(body: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
     let text = string_field(body, name)?;
-    normalize_guid(&text)
+    guid::parse(&text)
         .ok_or_else(|| ApiError::bad_input(format!("{name} {text:?} is not a valid GUID")))
 }
 

@@ -10,9 +10,15 @@
 //! so a client that passes here also works against the real service.
 //! The README's sandbox section lists the routes, settings and what is not simulated.
 
-mod command;
+#![warn(unreachable_pub, missing_docs)]
+
+mod args;
+mod budget;
+#[cfg(test)]
+mod budget_tests;
 mod conn;
 mod faults;
+mod guid;
 mod keys;
 mod otp;
 mod routes;
@@ -21,17 +27,17 @@ mod window;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use tokio::time::Instant;
+
+use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::input::normalize_guid;
-use crate::limiter::Rate;
-
-pub use command::{serve, SandboxArgs};
+pub use args::SandboxArgs;
+pub use budget::Budget;
 pub use otp::OtpRecord;
 
 /// The portal the sandbox knows when none is configured.
@@ -56,7 +62,7 @@ pub const DEMO_LEAD_EMAIL: &str = "demo.lead@example.com";
 /// query). The real path is not in LeadSquared's public docs.
 pub const TENANT_KEY_PATH: &str = "/api/Authentication/TenantAuthKey";
 /// The portal page's path; any path under `/portal/` works.
-pub const PORTAL_PATH: &str = "/portal/login";
+pub(crate) const PORTAL_PATH: &str = "/portal/login";
 
 /// Everything the sandbox can be told. Start from [`SandboxConfig::default`] or
 /// [`SandboxConfig::from_env`] and change what a test needs.
@@ -75,7 +81,7 @@ pub struct SandboxConfig {
     /// The public key the OTP calls expect in `Authorization`.
     pub public_auth_key: String,
     /// At most `calls` counted API calls in any sliding `window`.
-    pub budget: Rate,
+    pub budget: Budget,
     /// Lifetime of issued lead keys and minted tenant keys.
     pub key_ttl: Duration,
     /// Inbound delay range, applied before the arrival is counted, as network
@@ -114,7 +120,7 @@ pub struct SandboxConfig {
 
 /// How long the sandbox keeps an idle connection open by default: longer
 /// than a run's pauses between calls, far shorter than forever.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -125,7 +131,7 @@ impl Default for SandboxConfig {
             secret_key: DEFAULT_SECRET_KEY.to_owned(),
             tenant_auth_key: DEFAULT_TENANT_AUTH_KEY.to_owned(),
             public_auth_key: DEFAULT_PUBLIC_AUTH_KEY.to_owned(),
-            budget: Rate::DEFAULT,
+            budget: Budget::DEFAULT,
             key_ttl: Duration::from_secs(4 * 3600),
             jitter: (Duration::ZERO, Duration::ZERO),
             service_time: (Duration::ZERO, Duration::ZERO),
@@ -215,9 +221,14 @@ impl Sandbox {
         Sandbox::start_with(config, false).await
     }
 
-    /// `log` sends notable events (429s, injected faults, refused credentials)
-    /// to stderr, for the `sandbox` subcommand; OTPs are always logged.
-    pub(crate) async fn start_with(config: SandboxConfig, log: bool) -> anyhow::Result<Sandbox> {
+    /// [`Sandbox::start`] that also tells of notable events (429s, injected
+    /// faults, refused credentials) on stderr, for the `sandbox` subcommand.
+    pub async fn start_logging(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        Sandbox::start_with(config, true).await
+    }
+
+    /// `log` sends notable events to stderr; OTPs are always logged.
+    async fn start_with(config: SandboxConfig, log: bool) -> anyhow::Result<Sandbox> {
         let shared = Arc::new(Shared::new(config, log)?);
         let port = shared.config.port;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
@@ -322,7 +333,7 @@ async fn compete(shared: Arc<Shared>, period: Duration) {
     let stops_at = shared
         .config
         .competitor_stops_after
-        .map(|after| tokio::time::Instant::now() + after);
+        .map(|after| Instant::now() + after);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -381,19 +392,21 @@ impl Shared {
         if config.idle_timeout.is_zero() {
             bail!("the idle timeout must be above zero");
         }
+        config
+            .budget
+            .checked()
+            .map_err(|why| anyhow!("budget: {why}"))?;
         if config.portal_ids.is_empty() {
             bail!("the sandbox needs at least one portal id");
         }
         for id in &mut config.portal_ids {
-            *id = normalize_guid(id).with_context(|| format!("portal id {id:?} is not a GUID"))?;
+            *id = guid::parse(id).with_context(|| format!("portal id {id:?} is not a GUID"))?;
         }
         let portals = config.portal_ids.iter().cloned().collect();
         let unknown_leads = config
             .unknown_leads
             .iter()
-            .map(|id| {
-                normalize_guid(id).with_context(|| format!("unknown lead {id:?} is not a GUID"))
-            })
+            .map(|id| guid::parse(id).with_context(|| format!("unknown lead {id:?} is not a GUID")))
             .collect::<anyhow::Result<_>>()?;
 
         let demo = SandboxLead {
@@ -404,7 +417,7 @@ impl Shared {
         let mut leads_by_phone = HashMap::new();
         let mut leads_by_email = HashMap::new();
         for lead in std::iter::once(demo).chain(config.leads.iter().cloned()) {
-            let lead_id = normalize_guid(&lead.lead_id)
+            let lead_id = guid::parse(&lead.lead_id)
                 .with_context(|| format!("lead id {:?} is not a GUID", lead.lead_id))?;
             let lead = SandboxLead { lead_id, ..lead };
             if !lead.phone.is_empty() {

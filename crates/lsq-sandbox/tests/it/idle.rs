@@ -61,6 +61,6 @@ async fn a_call_served_slower_than_the_idle_timeout_is_answered() {
 
 #[test]
 fn the_default_is_a_minute() {
-    let config = lsq_dispatch::sandbox::SandboxConfig::default();
+    let config = lsq_sandbox::SandboxConfig::default();
     assert_eq!(config.idle_timeout, Duration::from_secs(60));
 }
