@@ -390,17 +390,60 @@ impl StateStore {
             updates.join(", ")
         );
         let params: Vec<&dyn ToSql> = values.iter().map(|(_, value)| *value).collect();
-        let tx = self.conn.unchecked_transaction()?;
-        tx.prepare_cached(&sql)?.execute(params.as_slice())?;
-        if !key.tenant.is_empty() {
-            tx.prepare_cached(
-                "DELETE FROM leads WHERE campaign = ?1 AND tenant = '' \
-                 AND lead_id = ?2 AND portal_id = ?3",
-            )?
-            .execute(params![key.campaign, key.lead_id, key.portal_id])?;
+        self.atomically(|| {
+            self.conn.prepare_cached(&sql)?.execute(params.as_slice())?;
+            if !key.tenant.is_empty() {
+                self.conn
+                    .prepare_cached(
+                        "DELETE FROM leads WHERE campaign = ?1 AND tenant = '' \
+                         AND lead_id = ?2 AND portal_id = ?3",
+                    )?
+                    .execute(params![key.campaign, key.lead_id, key.portal_id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `step` as one whole: alone, in a transaction of its own; inside
+    /// [`StateStore::batch`], undone alone when it fails, so the batch's
+    /// other steps stand.
+    pub fn atomically<T>(
+        &self,
+        step: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.conn.execute_batch("SAVEPOINT step")?;
+        match step() {
+            Ok(value) => {
+                self.conn.execute_batch("RELEASE step")?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The step's changes go; the failure reported is the step's.
+                let _ = self.conn.execute_batch("ROLLBACK TO step; RELEASE step");
+                Err(e)
+            }
         }
-        tx.commit()?;
-        Ok(())
+    }
+
+    /// Runs `steps` in one transaction and commits it: many leads' changes
+    /// for the price of one fsync. Each step should be
+    /// [atomic](StateStore::atomically), so that one that fails is undone
+    /// alone. Returns what the steps gave, and whether they are on disk: an
+    /// `Err` is a failed commit, and none of the steps happened. When no
+    /// transaction can begin, each step runs as its own.
+    pub fn batch<T>(&self, steps: impl FnOnce() -> T) -> (T, Result<(), StateError>) {
+        let began = self.conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let done = steps();
+        if !began {
+            return (done, Ok(()));
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => (done, Ok(())),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                (done, Err(e.into()))
+            }
+        }
     }
 
     /// Turns every `sending` lead of the campaign into `in_doubt` and returns
