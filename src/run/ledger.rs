@@ -11,9 +11,14 @@
 //! took it. A step once queued is carried out even if its caller is dropped
 //! (a stage aborted on a second signal), and dropping the ledger waits for
 //! the writer to commit what is queued: no step is cut short.
+//!
+//! Looking a lead up, as each row is decided in input order, goes to a
+//! second connection on the blocking pool: in WAL mode it reads what is
+//! committed without waiting for the writer's batch, so rows already done
+//! are skipped at the pace of a read, not of a commit.
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -35,6 +40,9 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 pub(super) struct Ledger {
     queue: Option<mpsc::Sender<Step>>,
     writer: Option<JoinHandle<()>>,
+    /// A second connection for lookups; without one they queue for the
+    /// writer.
+    reader: Option<Arc<Mutex<StateStore>>>,
     path: PathBuf,
     campaign: Arc<str>,
     /// The tenant's fingerprint; empty for a dry run with no tenant.
@@ -43,8 +51,14 @@ pub(super) struct Ledger {
 
 impl Ledger {
     /// Hands the store of a run for `campaign` and `tenant` (a fingerprint)
-    /// to its writer thread.
-    pub(super) fn new(store: StateStore, campaign: &str, tenant: &str) -> Ledger {
+    /// to its writer thread; `reader`, the same file opened again, serves
+    /// [`Ledger::look_up`].
+    pub(super) fn new(
+        store: StateStore,
+        reader: Option<StateStore>,
+        campaign: &str,
+        tenant: &str,
+    ) -> Ledger {
         let path = store.path().to_owned();
         let (queue, steps) = mpsc::channel::<Step>();
         let writer = std::thread::Builder::new()
@@ -54,6 +68,7 @@ impl Ledger {
         Ledger {
             queue: Some(queue),
             writer: Some(writer),
+            reader: reader.map(|reader| Arc::new(Mutex::new(reader))),
             path,
             campaign: campaign.into(),
             tenant: tenant.into(),
@@ -117,6 +132,43 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// What the campaign holds for one lead, as committed: read on the
+    /// blocking pool through the reader connection.
+    pub(super) async fn look_up(
+        &self,
+        lead_id: &str,
+        portal_id: &str,
+    ) -> Result<Option<crate::state::LeadEntry>, StateError> {
+        let Some(reader) = &self.reader else {
+            return self
+                .with_lead(lead_id, portal_id, |store, key| store.get(key))
+                .await;
+        };
+        let reader = Arc::clone(reader);
+        let (campaign, tenant) = (Arc::clone(&self.campaign), Arc::clone(&self.tenant));
+        let (lead_id, portal_id) = (lead_id.to_owned(), portal_id.to_owned());
+        let read = tokio::task::spawn_blocking(move || {
+            let key = LeadKey {
+                campaign: &campaign,
+                tenant: &tenant,
+                lead_id: &lead_id,
+                portal_id: &portal_id,
+            };
+            // A failed read leaves the connection whole.
+            let store = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            store.get(&key)
+        });
+        match read.await {
+            Ok(entry) => entry,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(not_committed(self.path.clone(), "the run is shutting down")),
+            },
+        }
+    }
+}
+
 impl Drop for Ledger {
     /// Closes the queue and waits for the writer to commit what is in it.
     fn drop(&mut self) {
@@ -169,7 +221,8 @@ mod tests {
     fn ledger(dir: &std::path::Path) -> Ledger {
         let store = StateStore::open(&dir.join("s.sqlite")).unwrap();
         store.claim("c").unwrap();
-        Ledger::new(store, "c", "t")
+        let reader = StateStore::open_to_read(&dir.join("s.sqlite")).unwrap();
+        Ledger::new(store, Some(reader), "c", "t")
     }
 
     /// A write awaited on a single-threaded runtime: the only worker is free
@@ -232,5 +285,10 @@ mod tests {
         let counts = ledger.with(|store| store.counts("c")).await.unwrap();
         assert_eq!(counts["failed"], 40);
         assert_eq!(counts.values().sum::<u64>(), 40, "{counts:?}");
+        let entry = ledger.look_up("lead-1", "portal").await.unwrap();
+        assert!(
+            matches!(entry.map(|e| e.state), Some(LeadState::Failed { .. })),
+            "the reader sees what the writer committed"
+        );
     }
 }

@@ -317,9 +317,7 @@ impl Job {
             return Ok(known.get(&id).cloned());
         }
         match &self.state {
-            Some(ledger) => Ok(ledger
-                .with_lead(key.lead_id, key.portal_id, |store, key| store.get(key))
-                .await?),
+            Some(ledger) => Ok(ledger.look_up(key.lead_id, key.portal_id).await?),
             None => Ok(None),
         }
     }

@@ -276,7 +276,13 @@ fn open_state(settings: &Settings) -> anyhow::Result<OpenState> {
         true => Some(state.lookup_table(&settings.campaign, fingerprint)?),
         false => None,
     };
-    let ledger = Ledger::new(state, &settings.campaign, fingerprint.unwrap_or(""));
+    // Rows are looked up through a second connection (see `Ledger`); a dry
+    // run reads its table above instead.
+    let reader = match settings.is_dry_run() {
+        true => None,
+        false => Some(StateStore::open_to_read(path)?),
+    };
+    let ledger = Ledger::new(state, reader, &settings.campaign, fingerprint.unwrap_or(""));
     Ok((Some(ledger), known))
 }
 
