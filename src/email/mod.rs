@@ -11,6 +11,8 @@
 //! which must stop the run before anything else is sent.
 
 mod message;
+mod outbox;
+mod smtp_url;
 mod template;
 mod transport;
 

@@ -11,15 +11,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use anyhow::{anyhow, bail};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use percent_encoding::percent_decode_str;
-use rand::Rng as _;
-use url::{Host, Url};
+use url::Url;
+
+use super::smtp_url::{encryption, login, redact_url, url_host};
 
 use crate::retry::{with_backoff, RetryPolicy};
 use crate::secret::{Scrubber, Secret};
@@ -175,15 +173,7 @@ impl Transport {
     /// (mode 0600 on Unix: the files hold login links). Creates the folder and
     /// checks it is writable now, before any API call.
     pub fn outbox(dir: &Path) -> anyhow::Result<Transport> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the outbox folder {}", dir.display()))?;
-        // A new file of a random name, removed when dropped: nothing that
-        // was in the folder is touched.
-        tempfile::Builder::new()
-            .prefix(".lsq-dispatch-write-check")
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot write to the outbox folder {}", dir.display()))?;
-        Ok(Transport::Outbox(dir.to_owned()))
+        super::outbox::open(dir).map(Transport::Outbox)
     }
 
     /// Connects and logs in once, so wrong credentials, a TLS mismatch or an
@@ -212,7 +202,8 @@ impl Transport {
     /// Makes one attempt to deliver `message`.
     pub async fn send(&self, message: &Message) -> Result<(), SendError> {
         match self {
-            Transport::Outbox(dir) => write_eml(dir, message)
+            Transport::Outbox(dir) => super::outbox::write(dir, message)
+                .await
                 .map_err(|e| SendError::Fatal(format!("outbox {}: {e:#}", dir.display()))),
             Transport::Smtp(relay) => relay.send(message).await,
         }
@@ -497,144 +488,6 @@ fn smtp_policy(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-/// The SMTP URL's host, as lettre wants it (an IPv6 address without brackets).
-fn url_host(url: &Url, shown: &str) -> anyhow::Result<String> {
-    Ok(match url.host() {
-        Some(Host::Domain(d)) if !d.is_empty() => d.to_owned(),
-        Some(Host::Ipv4(ip)) => ip.to_string(),
-        Some(Host::Ipv6(ip)) => ip.to_string(),
-        _ => bail!("SMTP URL {shown} has no host"),
-    })
-}
-
-/// The encryption the URL asks for, and the port that goes with it. Plain
-/// `smtp://` is refused unless the server is on this machine.
-fn encryption(url: &Url, host: &str, shown: &str) -> anyhow::Result<(Tls, u16)> {
-    let require_tls = requires_tls(url, shown)?;
-    Ok(match url.scheme() {
-        "smtps" => (Tls::Wrapper(tls_parameters(host)?), 465),
-        "smtp" if require_tls => (Tls::Required(tls_parameters(host)?), 587),
-        "smtp" if url.host_str().is_some_and(crate::portal_url::is_loopback) => (Tls::None, 25),
-        "smtp" => {
-            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-            bail!(
-                "refusing to send mail in plaintext to {host}{port}: the messages carry \
-                 login links. Use smtps://{host}:465 (implicit TLS) or \
-                 smtp://{host}:587?tls=required (STARTTLS); plain smtp:// is only \
-                 allowed to a server on this machine (localhost, 127.0.0.1, ::1)"
-            )
-        }
-        other => bail!(
-            "SMTP URL {shown}: unknown scheme {other:?}; use smtps:// or smtp://…?tls=required"
-        ),
-    })
-}
-
-/// Whether the URL's query says `tls=required`; any other option is refused,
-/// so a misspelt one does not silently fall back to no encryption.
-fn requires_tls(url: &Url, shown: &str) -> anyhow::Result<bool> {
-    let mut require_tls = false;
-    for (key, value) in url.query_pairs() {
-        match (&*key, &*value) {
-            ("tls", "required") => require_tls = true,
-            ("tls", other) => bail!(
-                "SMTP URL {shown}: tls={other} is not supported; use ?tls=required \
-                 (STARTTLS that must succeed) or an smtps:// URL"
-            ),
-            (other, _) => {
-                bail!("SMTP URL {shown}: unknown option {other:?}; the only option is tls=required")
-            }
-        }
-    }
-    Ok(require_tls)
-}
-
-/// The login, from the URL's `user:password@`, else from the settings; and
-/// the password alone, kept to scrub it from server replies. A user without a
-/// password, or the reverse, is refused rather than tried.
-fn login(
-    url: &Url,
-    settings: &SmtpSettings,
-    shown: &str,
-) -> anyhow::Result<(Option<Credentials>, Option<Secret>)> {
-    let url_user = decode(url.username(), "user name", shown)?;
-    let url_password = match url.password() {
-        Some(p) => Some(Secret::new(decode(p, "password", shown)?)),
-        None => None,
-    };
-    let user = Some(url_user)
-        .filter(|u| !u.is_empty())
-        .or_else(|| settings.user.clone().filter(|u| !u.is_empty()));
-    let password = url_password
-        .or_else(|| settings.password.clone())
-        .filter(|p| !p.is_empty());
-    let credentials = match (user, &password) {
-        (Some(user), Some(password)) => Some(Credentials::new(user, password.expose().to_owned())),
-        (Some(user), None) => {
-            bail!("SMTP user {user:?} has no password: set LSQ_SMTP_PASSWORD")
-        }
-        (None, Some(_)) => bail!(
-            "an SMTP password is set but no user: set LSQ_SMTP_USER or put the user in \
-             --smtp-url"
-        ),
-        (None, None) => None,
-    };
-    Ok((credentials, password))
-}
-
-fn tls_parameters(host: &str) -> anyhow::Result<TlsParameters> {
-    TlsParameters::new(host.to_owned())
-        .map_err(|e| anyhow!("cannot set up TLS for the SMTP server {host}: {e}"))
-}
-
-fn decode(s: &str, what: &str, shown: &str) -> anyhow::Result<String> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| anyhow!("SMTP URL {shown}: the {what} is not valid percent-encoded UTF-8"))
-}
-
-/// The URL with any `user:password@` replaced, for messages. Works on the raw
-/// text, so even a URL that does not parse never shows its password.
-fn redact_url(url: &str) -> String {
-    let url = url.trim();
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    match url[start..authority_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..start], &url[start + at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
-fn write_eml(dir: &Path, message: &Message) -> anyhow::Result<()> {
-    let id = message
-        .headers()
-        .get_raw("Message-ID")
-        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
-        .filter(|id| !id.is_empty());
-    let stem: String = match id {
-        Some(id) => id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect(),
-        None => format!("message-{:016x}", rand::rng().random::<u64>()),
-    };
-    let path = dir.join(format!("{stem}.eml"));
-    // Written under a new name and renamed, so a crash never leaves a
-    // half-written message that looks complete, and a link where the
-    // message goes is refused rather than written through.
-    crate::paths::write_whole(&path, &message.formatted())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,19 +499,6 @@ mod tests {
             password: None,
             timeout: Duration::from_secs(5),
         }
-    }
-
-    #[test]
-    fn redacts_credentials_in_urls() {
-        assert_eq!(
-            redact_url("smtps://me:p%40ss@mail.example.com:465"),
-            "smtps://***@mail.example.com:465"
-        );
-        assert_eq!(
-            redact_url("smtp://mail.example.com:587?tls=required"),
-            "smtp://mail.example.com:587?tls=required"
-        );
-        assert_eq!(redact_url("not a url :pw@x"), "***@x");
     }
 
     #[test]

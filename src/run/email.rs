@@ -16,7 +16,6 @@ use crate::api::KEY_LIFETIME;
 use crate::email::{MessageContext, SendError};
 use crate::input::InputRow;
 use crate::report::{Record, RowError, Status};
-use crate::state::LeadKey;
 
 use super::link::Step;
 use super::prepare::{Job, Mail};
@@ -78,30 +77,44 @@ impl Job {
             .as_ref()
             .expect("only linked rows of an email run get here");
         let message_id = self.message_id(mail, &record.lead_id);
-        let key = self.key(&record.lead_id, &record.portal_id);
         let review = mail.reviews();
         let outcome = match self.message(mail, &record, row, to, &message_id) {
             Err(e) => Delivered::Failed(RowError::EmailNotBuilt(format!("{e:#}"))),
             Ok(message) => {
-                self.deliver(mail, &key, record.row, to, &message, &message_id)
+                self.deliver(mail, &record, to, &message, &message_id)
                     .await?
             }
         };
+        let ledger = self.ledger();
+        let (lead, portal) = (&record.lead_id, &record.portal_id);
+        let (line, attempts) = (record.row, record.attempts);
         match outcome {
             Delivered::Sent if review => {
-                self.store()
-                    .mark_reviewed(&key, record.row, to.as_ref(), &message_id)?;
+                let (email, id) = (to.to_string(), message_id.clone());
+                ledger
+                    .with_lead(lead, portal, move |store, key| {
+                        store.mark_reviewed(key, line, &email, &id)
+                    })
+                    .await?;
                 record.message_id = message_id;
             }
             Delivered::Sent => {
-                self.store().mark_sent(&key, &message_id)?;
+                let id = message_id.clone();
+                ledger
+                    .with_lead(lead, portal, move |store, key| store.mark_sent(key, &id))
+                    .await?;
                 record.status = Status::Sent;
                 record.message_id = message_id;
             }
             // Still `linked`, in the state as in the report.
             Delivered::NotStarted => record.error = Some(RowError::NotEmailed),
             Delivered::InDoubt(error) => {
-                self.store().mark_in_doubt(&key, &message_id)?;
+                let id = message_id.clone();
+                ledger
+                    .with_lead(lead, portal, move |store, key| {
+                        store.mark_in_doubt(key, &id)
+                    })
+                    .await?;
                 record.status = Status::InDoubt;
                 record.message_id = message_id;
                 record.error = Some(error);
@@ -113,14 +126,21 @@ impl Job {
                 self.stop.raise(crate::signal::Stop::Finish);
                 if !review {
                     let reason = error.to_string();
-                    self.store()
-                        .mark_failed(&key, record.row, &reason, record.attempts)?;
+                    ledger
+                        .with_lead(lead, portal, move |store, key| {
+                            store.mark_failed(key, line, &reason, attempts)
+                        })
+                        .await?;
                 }
                 return Err(error.into());
             }
             Delivered::Failed(error) => {
-                self.store()
-                    .mark_failed(&key, record.row, &error.to_string(), record.attempts)?;
+                let reason = error.to_string();
+                ledger
+                    .with_lead(lead, portal, move |store, key| {
+                        store.mark_failed(key, line, &reason, attempts)
+                    })
+                    .await?;
                 record.status = Status::Failed;
                 record.error = Some(error);
             }
@@ -133,8 +153,7 @@ impl Job {
     async fn deliver(
         &self,
         mail: &Mail,
-        key: &LeadKey<'_>,
-        row: u64,
+        record: &Record,
         to: &Address,
         message: &lettre::Message,
         message_id: &str,
@@ -153,8 +172,12 @@ impl Job {
         // On disk before the SMTP step: a crash from here on leaves the lead
         // in doubt, never silently unsent or sent twice.
         if !mail.reviews() {
-            self.store()
-                .mark_sending(key, row, to.as_ref(), message_id)?;
+            let (line, email, id) = (record.row, to.to_string(), message_id.to_owned());
+            self.ledger()
+                .with_lead(&record.lead_id, &record.portal_id, move |store, key| {
+                    store.mark_sending(key, line, &email, &id)
+                })
+                .await?;
         }
         let (result, _attempts) = crate::email::send_with_retry_until(
             mail.transport(),

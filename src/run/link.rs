@@ -146,12 +146,12 @@ impl Job {
     /// stopped the reading. Rows are decided one after another, in input
     /// order, before their tasks start, so that `--limit` takes the first
     /// rows however the tasks interleave.
-    pub(super) fn decide_read(
+    pub(super) async fn decide_read(
         &self,
         item: Result<InputRow, anyhow::Error>,
     ) -> anyhow::Result<(InputRow, Decided)> {
         let mut row = item?;
-        let decided = self.decide(&mut row)?;
+        let decided = self.decide(&mut row).await?;
         Ok((row, decided))
     }
 
@@ -178,14 +178,14 @@ impl Job {
         &self,
         row: &mut InputRow,
     ) -> anyhow::Result<(Record, Option<Address>)> {
-        let decided = self.decide(row)?;
+        let decided = self.decide(row).await?;
         self.carry_out(row, decided).await
     }
 
     /// What becomes of a row, as far as can be known without a call: its
     /// verdict, its recipient, what the campaign state holds for it and
     /// whether `--limit` leaves room for it.
-    fn decide(&self, row: &mut InputRow) -> anyhow::Result<Decided> {
+    async fn decide(&self, row: &mut InputRow) -> anyhow::Result<Decided> {
         let has_portal = row.portal_id.is_some();
         let mut record = start_record(row);
         let problem = match &row.kind {
@@ -211,7 +211,9 @@ impl Job {
                 return Ok(Decided::done(record));
             }
         };
-        let stored = self.stored(&self.key(&record.lead_id, &record.portal_id))?;
+        let stored = self
+            .stored(&self.key(&record.lead_id, &record.portal_id))
+            .await?;
         let resume = resume(stored, &self.settings.campaign, self.flags(), Utc::now());
         // Work for this run (a key to mint, or an email to send with a key
         // kept) counts against --limit; a row past it is left untouched for
@@ -270,14 +272,12 @@ impl Job {
                     self.settings
                         .login_link(auth_key.expose(), &record.lead_id, &record.portal_id);
                 // The ledger keeps the link as last given out.
-                self.store().mark_linked(
-                    &self.key(&record.lead_id, &record.portal_id),
-                    row.line,
-                    &auth_key,
-                    &link,
-                    expires_at,
-                    0,
-                )?;
+                let (line, shown) = (row.line, link.clone());
+                self.ledger()
+                    .with_lead(&record.lead_id, &record.portal_id, move |store, key| {
+                        store.mark_linked(key, line, &auth_key, &shown, expires_at, 0)
+                    })
+                    .await?;
                 record.status = Status::Linked;
                 record.portal_url = link;
                 record.expires_at = Some(expires_at);
@@ -311,13 +311,13 @@ impl Job {
 
     /// What the campaign holds for the lead: a dry run looks in the table it
     /// read at the start, a real run asks the store.
-    fn stored(&self, key: &LeadKey) -> anyhow::Result<Option<LeadEntry>> {
+    async fn stored(&self, key: &LeadKey<'_>) -> anyhow::Result<Option<LeadEntry>> {
         if let Some(known) = &self.known {
             let id = (key.lead_id.to_owned(), key.portal_id.to_owned());
             return Ok(known.get(&id).cloned());
         }
         match &self.state {
-            Some(_) => Ok(self.store().get(key)?),
+            Some(ledger) => Ok(ledger.look_up(key.lead_id, key.portal_id).await?),
             None => Ok(None),
         }
     }
@@ -373,14 +373,13 @@ impl Job {
                     self.settings
                         .login_link(&generated.auth_key, key.lead_id, key.portal_id);
                 let expires_at = Utc::now() + KEY_LIFETIME;
-                self.store().mark_linked(
-                    &key,
-                    row.line,
-                    &Secret::new(generated.auth_key),
-                    &link,
-                    expires_at,
-                    record.attempts,
-                )?;
+                let (line, attempts, shown) = (row.line, record.attempts, link.clone());
+                let auth_key = Secret::new(generated.auth_key);
+                self.ledger()
+                    .with_lead(key.lead_id, key.portal_id, move |store, key| {
+                        store.mark_linked(key, line, &auth_key, &shown, expires_at, attempts)
+                    })
+                    .await?;
                 record.status = Status::Linked;
                 record.portal_url = link;
                 record.expires_at = Some(expires_at);
@@ -395,8 +394,12 @@ impl Job {
             Err(e @ ApiError::NotStarted) => return Err(e.into()),
             Err(e) => RowError::Api(e.to_string()),
         };
-        self.store()
-            .mark_failed(&key, row.line, &error.to_string(), record.attempts)?;
+        let (line, reason, attempts) = (row.line, error.to_string(), record.attempts);
+        self.ledger()
+            .with_lead(key.lead_id, key.portal_id, move |store, key| {
+                store.mark_failed(key, line, &reason, attempts)
+            })
+            .await?;
         record.status = Status::Failed;
         record.error = Some(error);
         Ok((record, None))

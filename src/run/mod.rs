@@ -11,11 +11,13 @@
 //! - `prepare`: everything checked and opened before the first call.
 //! - `link`: one row to its link (or the reason it has none).
 //! - `email`: one linked row to its sent (or planned) message.
+//! - `ledger`: the campaign state, written off the async workers.
 //! - `stages`: how rows flow between the two, for real and dry runs.
 //! - `sink`: the report, summary, rows to retry, invalid rows, plan and progress.
 //! - `test_email`: `--test-email`, one message to one address.
 
 mod email;
+mod ledger;
 mod link;
 mod prepare;
 mod sink;
@@ -248,7 +250,8 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
     let outcome = sink.finish(interrupted, fatal.as_ref())?;
-    job.register_retry_file(outcome.retry_csv.as_deref())?;
+    job.register_retry_file(outcome.retry_csv.as_deref())
+        .await?;
     match fatal {
         Some(e) => Err(e.context(Aborted {
             message: format!(

@@ -21,6 +21,8 @@ use crate::paths::Output;
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
 
+use super::ledger::Ledger;
+
 /// Messages in a row whose every attempt could not connect before the run
 /// stops: the SMTP server is down or mistyped, and every other message would
 /// fail the same way, each after its retries.
@@ -61,7 +63,7 @@ pub(super) struct Job {
     pub(super) mail: Option<Mail>,
     /// The campaign state; a dry run without a state file opens (and so
     /// creates) none.
-    pub(super) state: Option<std::sync::Mutex<StateStore>>,
+    pub(super) state: Option<Ledger>,
     /// A dry run's view of the campaign, read once at the start: a plan of a
     /// million rows must not query the store a million times.
     pub(super) known: Option<HashMap<(String, String), LeadEntry>>,
@@ -144,13 +146,10 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         }
         _ => Limiter::new(settings.limiter),
     };
-    let state = open_state(&settings)?;
-    let known = match (&state, settings.is_dry_run()) {
-        (Some(store), true) => Some(store.lookup_table(
-            &settings.campaign,
-            settings.tenant.as_ref().map(|t| t.fingerprint()),
-        )?),
-        _ => None,
+    let (state, known) = {
+        // Opening checks, migrates and claims: file work, off the workers.
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || open_state(&settings)).await??
     };
     let caller = match settings.connection() {
         Some(connection) => Some(build_caller(&settings, connection, Arc::clone(&limiter))?),
@@ -162,7 +161,7 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             headers,
             caller,
             mail,
-            state: state.map(std::sync::Mutex::new),
+            state,
             known,
             previews: AtomicUsize::new(0),
             taken: AtomicU64::new(0),
@@ -232,10 +231,14 @@ fn outputs(settings: &Settings) -> Vec<Output> {
     outputs
 }
 
+/// A run's view of its campaign: the ledger, and for a dry run every entry
+/// read at once.
+type OpenState = (Option<Ledger>, Option<HashMap<(String, String), LeadEntry>>);
+
 /// The campaign state, claimed for this run's campaign, with the leads a
 /// crashed run left mid-send marked in doubt. A dry run opens it only when it
-/// exists, claims nothing and changes nothing.
-fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
+/// exists, claims nothing and changes nothing, and reads its entries at once.
+fn open_state(settings: &Settings) -> anyhow::Result<OpenState> {
     let path = settings.state.path();
     let tenant = match &settings.tenant {
         Some(tenant) => format!(", tenant {}", tenant.host()),
@@ -247,7 +250,7 @@ fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
             settings.campaign,
             path.display()
         );
-        return Ok(None);
+        return Ok((None, None));
     }
     let state = if settings.is_dry_run() {
         StateStore::open_to_read(path)?
@@ -268,7 +271,19 @@ fn open_state(settings: &Settings) -> anyhow::Result<Option<StateStore>> {
         }
         state.clear_expired_keys(Utc::now())?;
     }
-    Ok(Some(state))
+    let fingerprint = settings.tenant.as_ref().map(|t| t.fingerprint());
+    let known = match settings.is_dry_run() {
+        true => Some(state.lookup_table(&settings.campaign, fingerprint)?),
+        false => None,
+    };
+    // Rows are looked up through a second connection (see `Ledger`); a dry
+    // run reads its table above instead.
+    let reader = match settings.is_dry_run() {
+        true => None,
+        false => Some(StateStore::open_to_read(path)?),
+    };
+    let ledger = Ledger::new(state, reader, &settings.campaign, fingerprint.unwrap_or(""));
+    Ok((Some(ledger), known))
 }
 
 /// Loads the templates and checks them against the input's columns (a
@@ -402,24 +417,27 @@ impl Job {
     /// Records which campaign the rows to retry were written for, so that a
     /// run of that file without `--campaign` resumes the campaign rather
     /// than start another that would email its leads again.
-    pub(super) fn register_retry_file(&self, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    pub(super) async fn register_retry_file(
+        &self,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
         let (Some(file), Some(_), false) = (file, &self.state, self.settings.is_dry_run()) else {
             return Ok(());
         };
         let real = std::fs::canonicalize(file)
             .with_context(|| format!("cannot resolve the retry file {}", file.display()))?;
-        self.store()
-            .register_retry_file(&real, &self.settings.campaign)?;
+        let campaign = self.settings.campaign.clone();
+        self.ledger()
+            .with(move |store| store.register_retry_file(&real, &campaign))
+            .await?;
         Ok(())
     }
 
-    /// The state store; only a dry run may have none, and a dry run writes
-    /// nothing to it.
-    pub(super) fn store(&self) -> std::sync::MutexGuard<'_, StateStore> {
+    /// The campaign state; only a dry run may have none, and a dry run
+    /// writes nothing to it.
+    pub(super) fn ledger(&self) -> &Ledger {
         self.state
             .as_ref()
             .expect("every real run opens the campaign state")
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 }

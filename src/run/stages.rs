@@ -51,15 +51,18 @@ fn staged(
         let concurrency = job.settings.concurrency;
         let steps = read_in_background(reader)
             .take_until(stopped)
-            .map(move |item| {
+            .then(move |item| {
                 let job = Arc::clone(&job);
                 // Decided here, in input order, before the row's task
                 // starts (see `Job::decide_read`).
-                let decided = job.decide_read(item);
                 async move {
-                    let (row, decided) = decided?;
-                    job.process(row, decided).await
+                    let decided = job.decide_read(item).await;
+                    (job, decided)
                 }
+            })
+            .map(|(job, decided)| async move {
+                let (row, decided) = decided?;
+                job.process(row, decided).await
             })
             .buffer_unordered(concurrency)
             .filter(|step| futures::future::ready(!not_started(step)));
@@ -118,7 +121,7 @@ fn planned(
                         return None;
                     }
                 }
-                let (row, decided) = match job.decide_read(item) {
+                let (row, decided) = match job.decide_read(item).await {
                     Ok(decided) => decided,
                     Err(e) => return Some(Err(e)),
                 };

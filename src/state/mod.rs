@@ -15,6 +15,7 @@
 //! The store records; it does not decide. What a re-run skips, re-mints or
 //! re-sends is the pipeline's policy.
 
+mod campaigns;
 mod entry;
 mod file;
 mod schema;
@@ -24,10 +25,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::ErrorCode;
 
+pub use campaigns::{CampaignOverview, Pruning};
 pub use entry::{LeadEntry, LeadState};
 pub use file::{default_path_from, APPLICATION_ID};
 pub use schema::SCHEMA_VERSION;
-pub use store::{CampaignOverview, Pruning, StateStore};
+pub use store::StateStore;
 
 /// The campaign whose rows to retry were last written to `file`, as the
 /// state file at `state` records it; `None` when the file is not a retry

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::watch::Captured;
 use crate::support::{
-    fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sandbox,
-    with_email, write_templates,
+    fast_sandbox, lead_ids, leads_with_email, read_report, run, run_on_sandbox, sandbox, sigterm,
+    wait_until, with_email, write_templates,
 };
 use lsq_sandbox::SandboxConfig;
 
@@ -40,18 +41,21 @@ async fn a_second_signal_quits_at_once_with_130_and_a_whole_report() {
     cmd.args(["--report", "report.csv"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as i32;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut child = cmd.spawn().unwrap();
+    let stderr = Captured::start(child.stderr.take().unwrap());
+    // The first call is in flight: the sandbox counted its arrival.
+    wait_until("the first call", || sandbox.stats().max_in_window >= 1).await;
     let signalled = Instant::now();
-    for _ in 0..2 {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    sigterm(&child);
+    // The run took the first signal before the second is sent, so the two
+    // are not seen as one.
+    wait_until("the first signal taken", || stderr.contains("stopping:")).await;
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
+    let out = std::process::Output {
+        stderr: stderr.finish(),
+        ..out
+    };
     assert_eq!(out.status.code(), Some(130));
     assert!(
         signalled.elapsed() < Duration::from_secs(15),

@@ -17,9 +17,6 @@ use crate::support::{
 
 const PORTAL: &str = "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5";
 
-/// Memory a run may peak at, whatever its input.
-const RSS_BOUND_MB: f64 = 100.0;
-
 /// `LeadId,FirstName` with `n` leads, the cell of lead `i` given by `name`.
 fn leads_named(dir: &Path, n: usize, name: impl Fn(usize) -> String) -> std::path::PathBuf {
     let mut csv = String::from("LeadId,FirstName\n");
@@ -38,20 +35,42 @@ fn plan(dir: &Path, input: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
-/// Runs `cmd` measured, prints its peak memory and checks it against
-/// [`RSS_BOUND_MB`].
-fn run_bounded(cmd: &Command, dir: &Path, what: &str) -> Measured {
+/// Runs `cmd` measured, prints its peak memory and checks it against the
+/// peak of `ordinary` (the same kind of run on an ordinary input, measured
+/// now) plus half of `guarded_mb`, what the run would hold on top if it read
+/// what it must not: a whole oversized cell, the whole file ahead. The bound
+/// moves with whatever the machine under its present load adds to every
+/// run, and stays far below the failure it guards.
+fn run_bounded(cmd: &Command, ordinary: &Command, what: &str, guarded_mb: f64) -> Measured {
+    let ordinary = run_measured(ordinary, ordinary.get_current_dir().unwrap());
+    assert_eq!(
+        ordinary.code,
+        Some(0),
+        "the ordinary run: {}",
+        ordinary.stderr
+    );
+    let dir = cmd.get_current_dir().unwrap();
     let measured = run_measured(cmd, dir);
+    let bound = ordinary.peak_rss_mb + guarded_mb / 2.0;
     println!(
-        "{what}: peak RSS {:.1} MB, exit {:?}",
-        measured.peak_rss_mb, measured.code
+        "{what}: peak RSS {:.1} MB (an ordinary run {:.1} MB, bound {bound:.1} MB), exit {:?}",
+        measured.peak_rss_mb, ordinary.peak_rss_mb, measured.code
     );
     assert!(
-        measured.peak_rss_mb < RSS_BOUND_MB,
-        "{what}: peak RSS {:.1} MB",
+        measured.peak_rss_mb < bound,
+        "{what}: peak RSS {:.1} MB, over {bound:.1} MB",
         measured.peak_rss_mb
     );
     measured
+}
+
+/// A plan of three ordinary leads in a folder of its own inside `dir`: the
+/// run a hostile input is measured against.
+fn ordinary_plan(dir: &Path) -> Command {
+    let own = dir.join("ordinary");
+    std::fs::create_dir(&own).unwrap();
+    let input = leads_named(&own, 3, |i| format!("Lead{i}"));
+    plan(&own, &input)
 }
 
 /// The report's rows by input line.
@@ -184,7 +203,9 @@ async fn two_email_columns_are_a_usage_error_before_any_call_or_message() {
 fn dev_zero_as_input_is_refused_with_bounded_reads() {
     let dir = tempfile::tempdir().unwrap();
     let cmd = plan(dir.path(), "/dev/zero");
-    let measured = run_bounded(&cmd, dir.path(), "run /dev/zero --dry-run");
+    // Reads without a bound would go on to the run's 1 GiB address space.
+    let ordinary = ordinary_plan(dir.path());
+    let measured = run_bounded(&cmd, &ordinary, "run /dev/zero --dry-run", 1024.0);
     assert_eq!(measured.code, Some(1), "{}", measured.stderr);
     assert!(
         measured.stderr.contains("/dev/zero") && measured.stderr.contains("line 1"),
@@ -208,7 +229,9 @@ fn a_50_mb_cell_is_refused_naming_its_line_with_bounded_memory() {
     file.into_inner().unwrap().sync_all().unwrap();
 
     let cmd = plan(dir.path(), &input);
-    let measured = run_bounded(&cmd, dir.path(), "run with a 50 MB cell --dry-run");
+    let ordinary = ordinary_plan(dir.path());
+    let what = "run with a 50 MB cell --dry-run";
+    let measured = run_bounded(&cmd, &ordinary, what, 50.0);
     assert_eq!(measured.code, Some(1), "{}", measured.stderr);
     assert!(
         measured.stderr.contains("line 3") && measured.stderr.contains("longer than"),
@@ -256,29 +279,39 @@ fn a_plan_counts_ragged_rows_under_a_readable_reason() {
     assert_eq!(rows[&3]["error"], "row has 1 cell, header has 2");
 }
 
-#[test]
-fn rows_near_the_size_limit_are_not_read_far_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    // 100 rows of 14 cells of 60 KB: 84 MB, each row under the 1 MiB limit.
-    let input = dir.path().join("leads.csv");
+/// A plan with email, to an outbox, of `rows` rows of 14 cells of 60 KB
+/// (840 KB each, under the 1 MiB limit), in `dir`.
+fn near_limit_plan(dir: &Path, rows: usize) -> Command {
+    let input = dir.join("leads.csv");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
     let columns: Vec<String> = (0..14).map(|i| format!("Note{i}")).collect();
     writeln!(file, "LeadId,Email,{}", columns.join(",")).unwrap();
     let cells = vec!["y".repeat(60_000); 14].join(",");
-    for (i, id) in lead_ids(100).iter().enumerate() {
+    for (i, id) in lead_ids(rows).iter().enumerate() {
         writeln!(file, "{id},lead{i}@example.com,{cells}").unwrap();
     }
     file.into_inner().unwrap().sync_all().unwrap();
-    let templates = write_templates(dir.path(), "Hi", "{{ link }}");
-    std::fs::create_dir(dir.path().join("outbox")).unwrap();
+    let templates = write_templates(dir, "Hi", "{{ link }}");
+    std::fs::create_dir(dir.join("outbox")).unwrap();
 
-    let mut cmd = plan(dir.path(), &input);
+    let mut cmd = plan(dir, &input);
     cmd.args(["--portal-url", "https://apply.example.com/login", "--email"])
         .arg("--templates")
         .arg(&templates)
         .args(["--from", "invites@acme.example", "--outbox", "outbox"]);
+    cmd
+}
+
+#[test]
+fn rows_near_the_size_limit_are_not_read_far_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 rows: 84 MB, all of it held if the file were read far ahead.
+    let cmd = near_limit_plan(dir.path(), 100);
+    let own = dir.path().join("ordinary");
+    std::fs::create_dir(&own).unwrap();
+    let ordinary = near_limit_plan(&own, 2);
     let what = "run with 100 rows of 840 KB --dry-run --email";
-    let measured = run_bounded(&cmd, dir.path(), what);
+    let measured = run_bounded(&cmd, &ordinary, what, 84.0);
     assert_eq!(measured.code, Some(0), "{}", measured.stderr);
     assert_eq!(read_report(&dir.path().join("plan.csv")).len(), 100);
 }

@@ -9,9 +9,10 @@ use std::process::{Command, Output, Stdio};
 use base64::Engine as _;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::watch::catches_sigterm;
 use crate::support::{
-    fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox, sample, stderr, with_email,
-    write, write_templates,
+    fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox, sample, sigterm, stderr,
+    with_email, write, write_templates,
 };
 use lsq_sandbox::{Sandbox, DEMO_LEAD_PHONE};
 
@@ -263,16 +264,32 @@ fn the_sandbox_keeps_serving_with_a_closed_stdout() {
     let mut child = lsq(dir.path())
         .args(["sandbox", "--port", "0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     drop(child.stdout.take());
-    // A panic while printing its settings would end it at once.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let ended = child.try_wait().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(ended, None, "the sandbox ended");
+    // It watches for SIGTERM only once its settings are printed; a panic
+    // while printing them would end it first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !catches_sigterm(child.id()) {
+        if let Some(ended) = child.try_wait().unwrap() {
+            panic!("the sandbox ended ({ended}) before it served");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(child.try_wait().unwrap(), None, "the sandbox ended");
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sandbox: stopping"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Runs `cmd` with its address space capped at 4 GB, so a value that makes

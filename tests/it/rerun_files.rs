@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::watch::rows_so_far;
 use crate::support::{
     lead_ids, leads_csv, read_report, run, run_ok, run_on_mock, run_on_sandbox, sandbox, stdout,
-    unauthorized, write, write_templates,
+    unauthorized, wait_until, write, write_templates,
 };
 use lsq_sandbox::{Sandbox, SandboxConfig};
 
@@ -280,7 +281,10 @@ async fn ctrl_c_says_how_to_resume_and_keeps_invalid_rows_out_of_the_retry_file(
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // At 5 calls a second, 28 leads take over 5 s: three rows in the
+    // report leave most of them undone.
+    let report = dir.path().join("leads-report.csv");
+    wait_until("three rows in the report", || rows_so_far(&report) >= 3).await;
     // SAFETY: kill has no memory effects; the child is ours and still running.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);

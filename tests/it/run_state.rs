@@ -7,9 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::watch::rows_so_far;
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
-    run_on_sandbox, sample, sandbox, statuses, tenant_of,
+    run_on_sandbox, sample, sandbox, statuses, tenant_of, wait_until,
 };
 use lsq_dispatch::secret::Secret;
 use lsq_dispatch::state::{LeadKey, StateStore};
@@ -173,7 +174,11 @@ async fn sigterm_exits_130_and_the_next_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let input = leads_csv(dir.path(), &lead_ids(30));
     let child = command(&sandbox, dir.path(), &input).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // At 5 calls a second, 30 leads take 6 s: the first row in the report
+    // leaves most of them undone.
+    let report = dir.path().join("report.csv");
+    wait_until("a row in the report", || rows_so_far(&report) >= 1).await;
+    // SAFETY: kill has no memory-safety preconditions.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }

@@ -109,9 +109,9 @@ async fn after_sigterm_no_smtp_transaction_starts_and_unsent_leads_stay_linked()
         .spawn()
         .unwrap();
 
-    // Halfway through the second wave: two transactions are in flight.
+    // The second wave has begun: two transactions are in flight, each a
+    // second from its answer.
     wait_until("the second wave", || smtp.transactions() >= 4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = smtp.transactions();
     sigterm(&child);
     interrupted(child);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{command, finish, limited, wait_until};
 use crate::support::hostile_server::HostileServer;
+use crate::support::watch::Captured;
 use crate::support::{read_report, sigterm, stderr};
 
 /// Runs one lead against a server that answers every call with a 429 asking
@@ -14,14 +15,16 @@ use crate::support::{read_report, sigterm, stderr};
 fn signalled_in_a_pause(retry_after: &'static str) -> (std::process::Output, Duration) {
     let server = HostileServer::start(move |_| limited(retry_after));
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(&server, dir.path(), 1).spawn().unwrap();
-    wait_until("the first call", || {
-        !server.requests().is_empty() || child.try_wait().unwrap().is_some()
+    // -v: the run says when the 429 is taken and the pause has begun.
+    let mut child = command(&server, dir.path(), 1).arg("-v").spawn().unwrap();
+    let stderr = Captured::start(child.stderr.take().unwrap());
+    wait_until("the pause", || {
+        stderr.contains("API attempt 1 failed") || child.try_wait().unwrap().is_some()
     });
-    std::thread::sleep(Duration::from_millis(500));
     sigterm(&child);
     let signalled = Instant::now();
-    let out = finish(child, Duration::from_secs(20));
+    let mut out = finish(child, Duration::from_secs(20));
+    out.stderr = stderr.finish();
     let took = signalled.elapsed();
     let calls = server.requests();
     assert_eq!(calls.len(), 1, "no call after the 429");

@@ -6,6 +6,7 @@ pub mod prometheus;
 pub mod redis_server;
 mod server_thread;
 pub mod smtp_server;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
