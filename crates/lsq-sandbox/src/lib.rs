@@ -21,6 +21,7 @@ mod faults;
 mod guid;
 mod keys;
 mod otp;
+mod request;
 mod routes;
 mod window;
 
