@@ -32,7 +32,7 @@ mod ping;
 mod plan;
 mod portal_url;
 mod progress;
-mod redirect;
+pub mod redirect;
 pub mod report;
 mod retry;
 pub mod run;

@@ -34,21 +34,24 @@ const MAX_TOKEN: usize = 2048;
 
 /// What a token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LinkClaims {
-    pub(crate) lead_id: String,
-    pub(crate) portal_id: String,
-    pub(crate) campaign: String,
+pub struct LinkClaims {
+    /// The lead.
+    pub lead_id: String,
+    /// The portal.
+    pub portal_id: String,
+    /// The campaign.
+    pub campaign: String,
     /// Unix seconds.
-    pub(crate) issued: u64,
+    pub issued: u64,
     /// Unix seconds after which the link answers 410.
-    pub(crate) expires: u64,
+    pub expires: u64,
     /// The lead's key minted at send time, with its expiry (Unix seconds).
-    pub(crate) key: Option<(Secret, u64)>,
+    pub key: Option<(Secret, u64)>,
 }
 
 /// Why a token did not open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum TokenError {
+pub enum TokenError {
     /// Not a token of ours: wrong shape, unknown secret, or altered.
     #[error("the link is not valid")]
     Invalid,
@@ -58,7 +61,7 @@ pub(crate) enum TokenError {
 }
 
 /// The operator's link secrets: the first seals new links, every one opens.
-pub(crate) struct LinkSecrets {
+pub struct LinkSecrets {
     keys: Vec<([u8; ID_LEN], LessSafeKey)>,
 }
 
@@ -72,7 +75,7 @@ impl LinkSecrets {
     /// Reads `LSQ_LINK_SECRET`'s value: one or more secrets, each base64 (or
     /// base64url) of at least 32 random bytes, separated by commas or spaces;
     /// the first seals new links.
-    pub(crate) fn parse(value: &Secret) -> Result<LinkSecrets, String> {
+    pub fn parse(value: &Secret) -> Result<LinkSecrets, String> {
         let mut keys = Vec::new();
         for (n, part) in value
             .expose()
@@ -105,7 +108,7 @@ impl LinkSecrets {
     }
 
     /// Seals `claims` into a token with the first secret.
-    pub(crate) fn seal(&self, claims: &LinkClaims) -> String {
+    pub fn seal(&self, claims: &LinkClaims) -> String {
         let (id, key) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
@@ -130,7 +133,7 @@ impl LinkSecrets {
 
     /// Opens `token`, and says whether it is past its expiry at `now`
     /// (Unix seconds).
-    pub(crate) fn open(&self, token: &str, now: u64) -> Result<LinkClaims, TokenError> {
+    pub fn open(&self, token: &str, now: u64) -> Result<LinkClaims, TokenError> {
         if token.len() > MAX_TOKEN {
             return Err(TokenError::Invalid);
         }
@@ -162,7 +165,7 @@ impl LinkSecrets {
 }
 
 /// A new secret: 32 random bytes, base64url.
-pub(crate) fn new_secret() -> String {
+pub fn new_secret() -> String {
     let mut bytes = [0u8; SECRET_MIN_BYTES];
     SystemRandom::new()
         .fill(&mut bytes)
