@@ -178,11 +178,17 @@ impl Plan {
         let lifetime = delta(key_lifetime);
         let finish = start.checked_add_signed(delta(duration));
         self.warnings.clear();
-        if self.planned > 0 {
+        // At-click links carry no key: the link service mints it later.
+        let keys = settings.links != crate::redirect::LinkMode::AtClick;
+        if self.planned > 0 && keys {
             // The first call goes out at once; the last one when the window
             // bound says, and each key lives --key-lifetime from its call.
             self.first_key_expires = start.checked_add_signed(lifetime);
             self.last_key_expires = finish.and_then(|f| f.checked_add_signed(lifetime));
+            self.finish_by = finish;
+        } else if self.planned > 0 {
+            self.first_key_expires = None;
+            self.last_key_expires = None;
             self.finish_by = finish;
         } else {
             self.first_key_expires = None;

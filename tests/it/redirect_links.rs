@@ -222,8 +222,10 @@ fn mint_at_click_needs_no_host_or_api_keys() {
             .args(["--state", "state.sqlite"])
             .env("LSQ_LINK_SECRET", new_secret()),
     );
+    let said = stderr(&out) + &stdout(&out);
+    assert!(said.contains("host none (keys minted at click)"), "{said}");
     let rows = read_report(&dir.path().join("report.csv"));
-    assert_eq!(rows.len(), 2, "{}", stderr(&out));
+    assert_eq!(rows.len(), 2, "{said}");
     for row in rows {
         assert!(
             row["portal_url"].starts_with("http://127.0.0.1:8080/l/1"),
