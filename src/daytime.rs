@@ -118,11 +118,17 @@ impl Daytime {
 
     /// A warning when a link expiring at any moment from `first` to `last`
     /// would expire outside the recipients' working hours: the email would
-    /// arrive, and the link die, before they start their day.
-    pub fn night_warning(&self, first: DateTime<Utc>, last: DateTime<Utc>) -> Option<String> {
+    /// arrive, and the link die, before they start their day. `lifetime` is
+    /// how long a link lives (`--key-lifetime`).
+    pub fn night_warning(
+        &self,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+        lifetime: std::time::Duration,
+    ) -> Option<String> {
         match self.zone {
-            Some(zone) => self.night_warning_in(&zone, first, last),
-            None => self.night_warning_in(&Local, first, last),
+            Some(zone) => self.night_warning_in(&zone, first, last, lifetime),
+            None => self.night_warning_in(&Local, first, last, lifetime),
         }
     }
 
@@ -131,6 +137,7 @@ impl Daytime {
         zone: &Z,
         first: DateTime<Utc>,
         last: DateTime<Utc>,
+        lifetime: std::time::Duration,
     ) -> Option<String>
     where
         Z::Offset: fmt::Display,
@@ -143,11 +150,11 @@ impl Daytime {
         };
         Some(format!(
             "emailed links would expire during the recipients' night: at {} {whose}, outside \
-             the working hours {}; a link lives {} h from when it is made, so schedule the run \
+             the working hours {}; a link lives {} from when it is made, so schedule the run \
              for the recipients' morning (or set --working-hours)",
             local.format("%Y-%m-%d %H:%M %:z"),
             self.hours,
-            crate::api::KEY_LIFETIME.as_secs() / 3600
+            crate::units::lifetime_text(lifetime)
         ))
     }
 
@@ -178,6 +185,8 @@ impl Daytime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FOUR_HOURS: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
@@ -243,15 +252,21 @@ mod tests {
     fn links_expiring_before_the_working_day_are_warned_about() {
         // Made at 02:00 Berlin (CET, UTC+1): dead at 06:00.
         let expires = utc("2026-01-15T05:00:00Z");
-        let warning = berlin().night_warning(expires, expires).unwrap();
+        let warning = berlin()
+            .night_warning(expires, expires, FOUR_HOURS)
+            .unwrap();
         assert!(
             warning.contains("at 2026-01-15 06:00 +01:00 in Europe/Berlin"),
             "{warning}"
         );
         assert!(warning.contains("08:00-20:00"), "{warning}");
+        assert!(warning.contains("a link lives 4 h from"), "{warning}");
+        let short = std::time::Duration::from_secs(90 * 60);
+        let warning = berlin().night_warning(expires, expires, short).unwrap();
+        assert!(warning.contains("a link lives 1h 30m from"), "{warning}");
         // Made at 07:30: good until 11:30.
         let morning = utc("2026-01-15T10:30:00Z");
-        assert_eq!(berlin().night_warning(morning, morning), None);
+        assert_eq!(berlin().night_warning(morning, morning, FOUR_HOURS), None);
     }
 
     #[test]
@@ -259,12 +274,12 @@ mod tests {
         // The first link expires at 18:00 Berlin, the last at 21:00.
         let first = utc("2026-01-15T17:00:00Z");
         let last = utc("2026-01-15T20:00:00Z");
-        let warning = berlin().night_warning(first, last).unwrap();
+        let warning = berlin().night_warning(first, last, FOUR_HOURS).unwrap();
         assert!(warning.contains("2026-01-15 20:00 +01:00"), "{warning}");
         let late = Daytime {
             hours: "08:00-22:00".parse().unwrap(),
             ..berlin()
         };
-        assert_eq!(late.night_warning(first, last), None);
+        assert_eq!(late.night_warning(first, last, FOUR_HOURS), None);
     }
 }

@@ -10,7 +10,8 @@
 //! `cli`, `config`, `exit`, `logging`, `run`, `serve`, `signin`, `status` and
 //! `sandbox` for `main.rs`; `redirect` for the tests that seal links for `serve`; `email`, `limiter` (`Rate`), `report` (`Status`), `secret`,
 //! `state` and `tenant` for the tests that drive a part on its own (an SMTP
-//! send, a ledger opened by two runs, a budget).
+//! send, a ledger opened by two runs, a budget); `redirect` for the tests
+//! that open the links a run wrote.
 
 #![warn(unreachable_pub, missing_docs)]
 

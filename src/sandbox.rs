@@ -44,6 +44,10 @@ pub async fn serve(args: SandboxArgs) -> anyhow::Result<()> {
         say!("# also portal id {other}");
     }
     export("LSQ_PORTAL_URL", &sandbox.portal_url());
+    export(
+        "LSQ_KEY_LIFETIME",
+        &humantime::format_duration(c.key_ttl).to_string(),
+    );
     say!(
         "# tenant key: POST {}{TENANT_KEY_PATH}?accessKey=&secretKey=",
         sandbox.base_url()

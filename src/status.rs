@@ -220,10 +220,11 @@ fn text(overviews: &[CampaignOverview], path: &Path) -> String {
                 .map(|(state, n)| format!("{state} {n}"))
                 .collect();
             format!(
-                "{}: {} leads: {}; last active {}{}",
+                "{}: {} leads: {}{}; last active {}{}",
                 c.name,
                 c.leads,
                 parts.join(", "),
+                links_text(c),
                 rfc3339(&c.last_activity),
                 if c.running {
                     "; a run holds it now"
@@ -236,11 +237,30 @@ fn text(overviews: &[CampaignOverview], path: &Path) -> String {
     lines.join("\n")
 }
 
+/// "; links: 2 direct, 5 redirect at-click" for the modes the campaign's
+/// links were made in; nothing for a campaign that gave out none.
+fn links_text(c: &CampaignOverview) -> String {
+    let parts: Vec<String> = c
+        .links
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(mode, n)| match mode.as_str() {
+            "direct" => format!("{n} direct"),
+            redirect => format!("{n} redirect {redirect}"),
+        })
+        .collect();
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("; links: {}", parts.join(", ")),
+    }
+}
+
 fn overview_json(c: &CampaignOverview) -> serde_json::Value {
     json!({
         "campaign": c.name,
         "leads": c.leads,
         "counts": c.counts,
+        "links": c.links,
         "last_activity": rfc3339(&c.last_activity),
         "running": c.running,
     })

@@ -96,6 +96,17 @@ impl FromStr for Rate {
 /// or delay is a typo, and a much longer one would overflow the clock.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// A key lifetime as messages show it: `4 h` for whole hours, as LeadSquared
+/// words it, else as humantime writes it (`90m`, `3s`).
+pub(crate) fn lifetime_text(d: Duration) -> String {
+    match d.as_secs() {
+        secs if secs > 0 && secs % 3600 == 0 && d.subsec_nanos() == 0 => {
+            format!("{} h", secs / 3600)
+        }
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 /// Parses a length of time no longer than [`MAX_DURATION`]: `None` when
 /// malformed or longer.
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {

@@ -1,5 +1,6 @@
 //! The tenant auth key: given or minted, leased to each call, and re-minted
-//! before its four hours are up on a long run.
+//! before its lifetime (`--key-lifetime`, four hours by default) is up on a
+//! long run.
 
 use std::time::Duration;
 
@@ -35,7 +36,9 @@ pub(crate) struct TenantKey {
     held: RwLock<Option<HeldKey>>,
 }
 
-/// Re-mint this long before a key's end of life.
+/// Re-mint this long before a key's end of life: 15 minutes, or for a short
+/// lifetime (`--key-lifetime`) a quarter of it, so a key is used for most of
+/// its life however short that is.
 const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
 
 /// A tenant key as handed to one call, with the generation to name it when
@@ -68,13 +71,18 @@ impl TenantKey {
         (&self.source.mint_path, &self.source.mint_method)
     }
 
+    /// How long before its end of life a key is re-minted.
+    fn renew_before(&self) -> Duration {
+        RENEW_BEFORE.min(self.source.lifetime / 4)
+    }
+
     /// The key to use now, or `None` when one must be minted first (none yet,
     /// or the held one is within [`RENEW_BEFORE`] of its end).
     pub(crate) async fn lease(&self) -> Option<TenantKeyLease> {
         let held = self.held.read().await;
         let held = held.as_ref()?;
         let age = held.since.elapsed();
-        if age + RENEW_BEFORE >= self.source.lifetime {
+        if age + self.renew_before() >= self.source.lifetime {
             return None;
         }
         Some(TenantKeyLease {
@@ -87,7 +95,7 @@ impl TenantKey {
     /// Whether a 401 seen with this lease may come from the key's expiry, and
     /// so deserves one re-mint instead of ending the run.
     pub(crate) fn may_have_expired(&self, lease: &TenantKeyLease) -> bool {
-        lease.age + RENEW_BEFORE * 2 >= self.source.lifetime
+        lease.age + self.renew_before() * 2 >= self.source.lifetime
     }
 
     /// Installs a freshly minted key, unless another task already replaced the
@@ -115,5 +123,36 @@ impl TenantKey {
                 h.since = Instant::now() - self.source.lifetime;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(lifetime: Duration) -> TenantKey {
+        TenantKey::new(TenantKeySource {
+            given: Some(Secret::new("tenant")),
+            mint_path: "/mint".into(),
+            mint_method: "POST".into(),
+            lifetime,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_renewed_a_quarter_hour_early_or_a_quarter_of_a_short_life_early() {
+        let long = key(Duration::from_secs(4 * 3600));
+        assert_eq!(long.renew_before(), Duration::from_secs(15 * 60));
+        tokio::time::advance(Duration::from_secs(3 * 3600 + 44 * 60)).await;
+        assert!(long.lease().await.is_some());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(long.lease().await.is_none(), "15 minutes before its end");
+
+        let short = key(Duration::from_secs(8));
+        assert_eq!(short.renew_before(), Duration::from_secs(2));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(short.lease().await.is_some(), "used for most of its life");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(short.lease().await.is_none());
     }
 }

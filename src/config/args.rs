@@ -300,6 +300,38 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::ping_url")]
     pub ping_url: Option<PingUrl>,
 
+    /// How long LeadSquared keeps a lead's key valid for this tenant (its
+    /// account manager can change it): expiry times, the reuse of stored
+    /// keys and the night warnings follow it [default: 4h].
+    #[arg(long, env = "LSQ_KEY_LIFETIME", hide_env_values = true, value_name = "DURATION", value_parser = value::key_lifetime)]
+    #[serde(default, deserialize_with = "value::file::key_lifetime")]
+    pub key_lifetime: Option<Duration>,
+
+    /// What the report and the mail carry: the portal URL with the lead's
+    /// key (direct), or a signed link BASE/l/TOKEN to `lsq-dispatch serve`
+    /// (redirect; needs --link-base and LSQ_LINK_SECRET) [default: direct].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default)]
+    pub links: Option<crate::redirect::Links>,
+
+    /// With --links redirect: the link service's public address, e.g.
+    /// https://go.example.com (plain http only to this machine).
+    #[arg(long, value_name = "URL", value_parser = value::link_base)]
+    #[serde(default, deserialize_with = "value::file::link_base")]
+    pub link_base: Option<Url>,
+
+    /// With --links redirect: how long a link opens, at most 366d [default: 30d].
+    #[arg(long, value_name = "DURATION", value_parser = value::link_ttl)]
+    #[serde(default, deserialize_with = "value::file::link_ttl")]
+    pub link_ttl: Option<Duration>,
+
+    /// With --links redirect: mint each lead's key now and seal it in the
+    /// link (at-send), or let the link service mint it when the person
+    /// clicks, so the run makes no API call (at-click) [default: at-send].
+    #[arg(long, value_name = "WHEN")]
+    #[serde(default)]
+    pub mint: Option<crate::redirect::Mint>,
+
     /// Connect timeout of API calls [default: 10s].
     #[arg(skip)]
     #[serde(default, deserialize_with = "value::file::timeout")]
@@ -329,6 +361,12 @@ pub struct RunArgs {
     #[arg(skip)]
     #[serde(default)]
     pub public_auth_key: Option<Secret>,
+
+    /// The secrets redirect links are sealed with: `LSQ_LINK_SECRET`, else
+    /// the file's.
+    #[arg(skip)]
+    #[serde(default)]
+    pub link_secret: Option<Secret>,
 
     /// SMTP login when the URL has none: `LSQ_SMTP_USER`, else the file's.
     #[arg(skip)]

@@ -55,13 +55,14 @@ pub fn merge(flags: RunArgs) -> Result<RunArgs, UsageError> {
         tenant_key_path, smtp_url, outbox, templates, from, reply_to, list_unsubscribe,
         email_column, smtp_rate, email_concurrency, campaign, timezone, working_hours, state,
         budget_store, metrics_file, ping_url, connect_timeout, tenant_key_method,
-        smtp_timeout;
+        smtp_timeout, key_lifetime, links, link_base, link_ttl, mint;
         link_ids, email
     );
     merged.access_key = secrets.access_key;
     merged.secret_key = secrets.secret_key;
     merged.tenant_auth_key = secrets.tenant_auth_key;
     merged.public_auth_key = secrets.public_auth_key;
+    merged.link_secret = env_secret("LSQ_LINK_SECRET").or(file.link_secret);
     merged.smtp_user = env("LSQ_SMTP_USER").or(file.smtp_user);
     merged.smtp_password = env_secret("LSQ_SMTP_PASSWORD").or(file.smtp_password);
     Ok(merged)
@@ -81,6 +82,7 @@ impl RunArgs {
             ("tenant_auth_key", self.tenant_auth_key.is_some()),
             ("public_auth_key", self.public_auth_key.is_some()),
             ("smtp_password", self.smtp_password.is_some()),
+            ("link_secret", self.link_secret.is_some()),
             ("smtp_url", with_password(self.smtp_url.as_deref())),
             (
                 "budget_store",

@@ -93,6 +93,10 @@ pub struct Settings {
     pub daytime: crate::daytime::Daytime,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
+    /// How long a lead's (and the tenant's) key lives (`--key-lifetime`).
+    pub key_lifetime: std::time::Duration,
+    /// `--links redirect`'s settings; `None` for direct links.
+    pub redirect: Option<crate::redirect::RedirectLinks>,
     /// What kind of run this is.
     pub mode: Mode,
 }
@@ -107,6 +111,9 @@ pub enum Mode {
     /// `--sandbox`: calls the built-in sandbox, which the run starts and
     /// then calls through [`Settings::calling`].
     Sandbox(Box<SandboxPlan>),
+    /// `--links redirect --mint at-click`: a real run that makes no API
+    /// call; each key is minted by the link service when the lead clicks.
+    Unminted,
 }
 
 /// What a `--sandbox` run needs of its sandbox, before it runs.
@@ -272,7 +279,7 @@ impl Settings {
                 given: Some(Secret::new(config.tenant_auth_key)),
                 mint_path: plan.mint_path.clone(),
                 mint_method: plan.mint_method.clone(),
-                lifetime: crate::api::KEY_LIFETIME,
+                lifetime: self.key_lifetime,
             },
             portal_url: Url::parse(&sandbox.portal_url())?,
             sandbox: Some(SandboxHandle(Arc::new(sandbox))),
@@ -296,7 +303,7 @@ impl Settings {
     pub fn connection(&self) -> Option<&Connection> {
         match &self.mode {
             Mode::Live(connection) => Some(connection),
-            Mode::DryRun(_) | Mode::Sandbox(_) => None,
+            Mode::DryRun(_) | Mode::Sandbox(_) | Mode::Unminted => None,
         }
     }
 
@@ -309,7 +316,7 @@ impl Settings {
     pub fn preview(&self) -> usize {
         match &self.mode {
             Mode::DryRun(dry) => dry.preview.as_ref().map_or(0, |(n, _)| *n),
-            Mode::Live(_) | Mode::Sandbox(_) => 0,
+            Mode::Live(_) | Mode::Sandbox(_) | Mode::Unminted => 0,
         }
     }
 
@@ -317,7 +324,7 @@ impl Settings {
     pub fn preview_outbox(&self) -> Option<&Path> {
         match &self.mode {
             Mode::DryRun(dry) => dry.preview.as_ref().map(|(_, dir)| dir.as_path()),
-            Mode::Live(_) | Mode::Sandbox(_) => None,
+            Mode::Live(_) | Mode::Sandbox(_) | Mode::Unminted => None,
         }
     }
 
@@ -326,7 +333,7 @@ impl Settings {
         let (tenant_key_given, send_before) = match &self.mode {
             Mode::DryRun(dry) => (dry.tenant_key_given, dry.send_before),
             Mode::Live(connection) => (connection.tenant.given.is_some(), None),
-            Mode::Sandbox(_) => (true, None),
+            Mode::Sandbox(_) | Mode::Unminted => (true, None),
         };
         PlanSettings {
             rate: self.limiter.rate,
@@ -334,21 +341,37 @@ impl Settings {
             send_before,
             emails: self.email.is_some(),
             daytime: self.daytime,
+            key_lifetime: self.key_lifetime,
+            links: self.link_mode(),
         }
     }
 
+    /// How this run's links are made.
+    pub fn link_mode(&self) -> crate::redirect::LinkMode {
+        self.redirect
+            .as_ref()
+            .map_or(crate::redirect::LinkMode::Direct, |r| r.mode())
+    }
+
+    /// True when the run mints no key at all (`--mint at-click`).
+    pub fn mints_at_click(&self) -> bool {
+        self.link_mode() == crate::redirect::LinkMode::AtClick
+    }
+
     /// For a real email run about to start at `now`: a warning when the links
-    /// it makes would expire during the recipients' night.
+    /// it makes would expire during the recipients' night. A redirect link
+    /// outlives its key (the link service mints another), so it has none.
     pub fn night_warning(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
         // An outbox is a review: the links are mailed by a later run.
         let mails = self.email.as_ref().is_some_and(|email| {
             email.test_address.is_none() && matches!(email.delivery, Some(Delivery::Smtp(_)))
         });
-        if self.is_dry_run() || !mails {
+        if self.is_dry_run() || !mails || self.redirect.is_some() {
             return None;
         }
-        let expires = now + crate::api::KEY_LIFETIME;
-        self.daytime.night_warning(expires, expires)
+        let expires = now + self.key_lifetime;
+        self.daytime
+            .night_warning(expires, expires, self.key_lifetime)
     }
 
     /// The portal page links open; a dry run given none plans with a stand-in.
@@ -356,7 +379,7 @@ impl Settings {
         match &self.mode {
             Mode::Live(connection) => &connection.portal_url,
             Mode::DryRun(dry) => dry.portal_url.as_ref().unwrap_or(&*STAND_IN_PAGE),
-            Mode::Sandbox(_) => &STAND_IN_PAGE,
+            Mode::Sandbox(_) | Mode::Unminted => &STAND_IN_PAGE,
         }
     }
 
@@ -366,9 +389,33 @@ impl Settings {
         crate::portal_url::login_link(self.page(), auth_key, ids).into()
     }
 
+    /// The link a lead is given, made at `now` from its key (and the key's
+    /// expiry), which only `--mint at-click` goes without; and when the link
+    /// expires: the key's expiry for a direct link, `--link-ttl` from now for
+    /// a redirect link.
+    pub fn give_link(
+        &self,
+        lead_id: &str,
+        portal_id: &str,
+        key: Option<(&Secret, chrono::DateTime<chrono::Utc>)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (String, chrono::DateTime<chrono::Utc>) {
+        match (&self.redirect, key) {
+            (Some(redirect), key) => redirect.link(lead_id, portal_id, &self.campaign, key, now),
+            (None, Some((key, expires_at))) => (
+                self.login_link(key.expose(), lead_id, portal_id),
+                expires_at,
+            ),
+            (None, None) => unreachable!("a direct link is always made from a key"),
+        }
+    }
+
     /// The link a dry run puts in a planned message.
     pub fn planned_link(&self) -> String {
-        crate::portal_url::login_link(self.page(), "PLANNED-KEY", None).into()
+        match &self.redirect {
+            Some(redirect) => redirect.planned_link(),
+            None => crate::portal_url::login_link(self.page(), "PLANNED-KEY", None).into(),
+        }
     }
 }
 

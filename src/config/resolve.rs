@@ -18,6 +18,7 @@ use crate::api::{ApiSettings, TenantKeySource, KEY_LIFETIME};
 use crate::daytime::Daytime;
 use crate::email::Sender;
 use crate::limiter::{LimiterSettings, Rate, DEFAULT_ARRIVAL_MARGIN};
+use crate::redirect::{LinkSecrets, Links, Mint, RedirectLinks};
 use crate::retry::RetryPolicy;
 use crate::tenant::Tenant;
 
@@ -27,6 +28,10 @@ const SANDBOX_SENDER: &str = "lsq-dispatch sandbox <sandbox@lsq-dispatch.invalid
 const PREVIEW_OUTBOX: &str = "preview";
 /// Outbox of sandbox runs that name neither an SMTP server nor an outbox.
 const SANDBOX_OUTBOX: &str = "outbox";
+/// How long a redirect link opens unless `--link-ttl` says otherwise.
+const DEFAULT_LINK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A shell line that makes a link secret: 32 random bytes, base64url.
+const NEW_SECRET_COMMAND: &str = "head -c 32 /dev/urandom | base64";
 
 /// Text given and not blank.
 fn words(text: &Option<String>) -> Option<String> {
@@ -52,8 +57,15 @@ impl Settings {
             )
             .into());
         }
+        let key_lifetime = args.key_lifetime.unwrap_or(KEY_LIFETIME);
+        let redirect = redirect_links(args)?;
+        let at_click = redirect.as_ref().is_some_and(|r| r.mint == Mint::AtClick);
         let mode = if args.dry_run {
             Mode::DryRun(dry_run(args))
+        } else if at_click {
+            // No call, so no key, host or portal page is needed; a sandbox
+            // would never be called.
+            Mode::Unminted
         } else if args.sandbox {
             Mode::Sandbox(Box::new(SandboxPlan {
                 budget: rate,
@@ -64,7 +76,7 @@ impl Settings {
                 mint_method: mint_method(args),
             }))
         } else {
-            Mode::Live(Box::new(live_connection(args)?))
+            Mode::Live(Box::new(live_connection(args, key_lifetime)?))
         };
         // A sandbox run (or its plan) given no portal uses the sandbox's first.
         let portal_id = match &args.portal_id {
@@ -77,7 +89,7 @@ impl Settings {
         let tenant = match &mode {
             Mode::Live(c) => Some(Tenant::new(&c.api.host, &c.api.access_key)),
             Mode::Sandbox(_) => None,
-            Mode::DryRun(_) => planned_tenant(args),
+            Mode::DryRun(_) | Mode::Unminted => planned_tenant(args),
         };
         let state = state_path(args)?;
         Ok(Settings {
@@ -121,9 +133,51 @@ impl Settings {
                 hours: args.working_hours.unwrap_or(Daytime::default().hours),
             },
             email,
+            key_lifetime,
+            redirect,
             mode,
         })
     }
+}
+
+/// `--links redirect`'s settings, checked: a link base, and the secrets to
+/// seal links with (a dry run may go without them, but checks any given);
+/// `None` for direct links, which take none of the redirect settings.
+fn redirect_links(args: &RunArgs) -> Result<Option<RedirectLinks>, UsageError> {
+    let secrets = args
+        .link_secret
+        .as_ref()
+        .map(LinkSecrets::parse)
+        .transpose()
+        .map_err(usage)?;
+    if args.links.unwrap_or_default() == Links::Direct {
+        if args.mint.is_some() {
+            return Err(usage(
+                "--mint goes with --links redirect: a direct link carries the key minted by \
+                 the run; add --links redirect --link-base URL, or drop --mint",
+            ));
+        }
+        return Ok(None);
+    }
+    let base = args.link_base.as_ref().ok_or_else(|| {
+        usage(
+            "--links redirect needs --link-base URL: the public address of the link service \
+             (lsq-dispatch serve), e.g. https://go.example.com",
+        )
+    })?;
+    if secrets.is_none() && !args.dry_run {
+        return Err(usage(format!(
+            "--links redirect needs LSQ_LINK_SECRET (in the environment or link_secret in the \
+             --config file) to sign the links, the same secret the link service opens them \
+             with; make one with: {NEW_SECRET_COMMAND}"
+        )));
+    }
+    Ok(Some(RedirectLinks::new(
+        base,
+        args.link_ttl.unwrap_or(DEFAULT_LINK_TTL),
+        args.mint.unwrap_or_default(),
+        secrets,
+    )))
 }
 
 fn state_path(args: &RunArgs) -> anyhow::Result<StatePath> {
@@ -192,7 +246,7 @@ fn mint_method(args: &RunArgs) -> String {
 }
 
 /// A run against LeadSquared: host, keys and portal page must all be given.
-fn live_connection(args: &RunArgs) -> Result<Connection, UsageError> {
+fn live_connection(args: &RunArgs, key_lifetime: Duration) -> Result<Connection, UsageError> {
     match (
         args.host.clone(),
         args.access_key.clone(),
@@ -211,7 +265,7 @@ fn live_connection(args: &RunArgs) -> Result<Connection, UsageError> {
                 given: args.tenant_auth_key.clone(),
                 mint_path: mint_path(args),
                 mint_method: mint_method(args),
-                lifetime: KEY_LIFETIME,
+                lifetime: key_lifetime,
             },
             portal_url,
             sandbox: None,

@@ -347,3 +347,54 @@ fn durations_keep_their_bounds() {
     let long = value::margin("2m").unwrap_err().named("--arrival-margin");
     assert!(long.ends_with("at most 1m)"), "{long}");
 }
+
+#[test]
+fn the_file_gives_the_key_lifetime_and_every_redirect_setting_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("links.toml");
+    let secret = crate::redirect::new_secret();
+    std::fs::write(
+        &file,
+        format!(
+            "key_lifetime = \"90m\"\nlinks = \"redirect\"\nlink_base = \"https://go.example.com/\"\n\
+             link_ttl = \"7d\"\nmint = \"at-click\"\nlink_secret = \"{secret}\"\n"
+        ),
+    )
+    .unwrap();
+    let loaded = load(&file).unwrap();
+    assert_eq!(
+        loaded.key_lifetime,
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(loaded.links, Some(crate::redirect::Links::Redirect));
+    assert_eq!(loaded.mint, Some(crate::redirect::Mint::AtClick));
+    assert_eq!(
+        loaded.link_ttl,
+        Some(std::time::Duration::from_secs(7 * 86400))
+    );
+    let settings = Settings::resolve(&RunArgs {
+        input: "leads.csv".into(),
+        ..loaded
+    })
+    .unwrap();
+    assert!(
+        matches!(settings.mode, Mode::Unminted),
+        "{:?}",
+        settings.mode
+    );
+    assert!(settings.mints_at_click() && settings.connection().is_none());
+    assert_eq!(settings.key_lifetime, std::time::Duration::from_secs(5400));
+    let (link, _) = settings.give_link("lead", "portal", None, chrono::Utc::now());
+    assert!(link.starts_with("https://go.example.com/l/1"), "{link}");
+
+    for (text, said) in [
+        ("links = \"sideways\"", "unknown variant"),
+        ("link_ttl = \"400d\"", "at most 366d"),
+        ("link_base = \"https://go.example.com/?x=1\"", "no query"),
+        ("key_lifetime = \"25h\"", "at most 24h"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(err.0.contains(said), "{text}: {err}");
+    }
+}

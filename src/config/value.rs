@@ -152,6 +152,58 @@ pub(crate) fn margin(value: &str) -> Result<Duration, Invalid> {
     duration(value, true, (Duration::from_secs(60), "1m"))
 }
 
+/// The lead key lifetime LeadSquared gives the tenant: above zero, at most
+/// 24h.
+pub(crate) fn key_lifetime(value: &str) -> Result<Duration, Invalid> {
+    duration(value, false, (crate::units::MAX_DURATION, "24h"))
+}
+
+/// The longest a redirect link opens: a year.
+const MAX_LINK_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// How long a redirect link opens: above zero, at most a year.
+pub(crate) fn link_ttl(value: &str) -> Result<Duration, Invalid> {
+    crate::units::parse_age(value)
+        .filter(|d| *d <= MAX_LINK_TTL)
+        .ok_or_else(|| {
+            Invalid::new(|name| {
+                format!("{name}: invalid duration {value:?} (use e.g. 12h, 7d, 30d; at most 366d)")
+            })
+        })
+}
+
+/// The link service's public address, for redirect links: https, or plain
+/// http only to this machine, with no query, fragment or login in it.
+pub(crate) fn link_base(value: &str) -> Result<Url, Invalid> {
+    let bad = |why: &str| {
+        let why = why.to_owned();
+        Invalid::new(move |name| format!("{name} {value:?}: {why}"))
+    };
+    let url = Url::parse(value.trim()).map_err(|e| {
+        bad(&format!(
+            "not a URL ({e}); give one such as https://go.example.com"
+        ))
+    })?;
+    let host = url.host_str().unwrap_or_default();
+    match url.scheme() {
+        "https" if !host.is_empty() => {}
+        "http" if crate::portal_url::is_loopback(host) => {}
+        "http" => {
+            return Err(bad(
+                "plain http is only allowed to this machine (localhost, 127.0.0.1, ::1);                  use https://",
+            ))
+        }
+        _ => return Err(bad("give an https:// URL such as https://go.example.com")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a link base takes no query or #fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("a link base takes no user name or password"));
+    }
+    Ok(url)
+}
+
 /// A sender address.
 pub(crate) fn from(value: &str) -> Result<Mailbox, Invalid> {
     value.parse().map_err(|e| {
@@ -287,6 +339,12 @@ pub(crate) mod file {
         budget_store: super::RedisUrl,
         /// `ping_url`.
         ping_url: crate::ping::PingUrl,
+        /// `key_lifetime`.
+        key_lifetime: std::time::Duration,
+        /// `link_ttl`.
+        link_ttl: std::time::Duration,
+        /// `link_base`.
+        link_base: url::Url,
     }
 
     /// `delimiter`: a tab is blank, yet a separator.

@@ -15,12 +15,11 @@ use std::time::Duration;
 use chrono::{DateTime, Local, NaiveTime, SecondsFormat, TimeDelta, TimeZone, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::api::KEY_LIFETIME;
 use crate::limiter::Rate;
 use crate::report::{Record, RowError, Status};
 
 /// What the plan needs to know besides the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanSettings {
     /// The tenant's API budget (`--rate`).
     pub rate: Rate,
@@ -33,6 +32,25 @@ pub struct PlanSettings {
     pub emails: bool,
     /// The recipients' time zone and working hours, for the night check.
     pub daytime: crate::daytime::Daytime,
+    /// How long a key lives (`--key-lifetime`).
+    pub key_lifetime: Duration,
+    /// How the links are made: at-click links need no call, and redirect
+    /// links outlive their keys.
+    pub links: crate::redirect::LinkMode,
+}
+
+impl Default for PlanSettings {
+    fn default() -> Self {
+        PlanSettings {
+            rate: Rate::default(),
+            tenant_key_given: false,
+            send_before: None,
+            emails: false,
+            daytime: crate::daytime::Daytime::default(),
+            key_lifetime: crate::api::KEY_LIFETIME,
+            links: crate::redirect::LinkMode::Direct,
+        }
+    }
 }
 
 /// The plan of a run: counts from the rows, then the estimates that
@@ -143,7 +161,12 @@ impl Plan {
     /// [`Plan::finish`] in any time zone, so tests can pin one and not depend
     /// on the machine's.
     fn finish_in<Tz: TimeZone>(&mut self, settings: &PlanSettings, now: DateTime<Tz>) {
-        let generate = self.planned - self.links_reused;
+        let generate = match settings.links {
+            crate::redirect::LinkMode::AtClick => 0,
+            _ => self.planned - self.links_reused,
+        };
+        let key_lifetime = settings.key_lifetime;
+        let direct = settings.links == crate::redirect::LinkMode::Direct;
         let mint_tenant_key = !settings.tenant_key_given && generate > 0;
         self.api_calls_needed = generate + u64::from(mint_tenant_key);
         self.emails_needed = if settings.emails { self.planned } else { 0 };
@@ -152,14 +175,20 @@ impl Plan {
         self.rate = settings.rate.to_string();
 
         let start = now.with_timezone(&Utc);
-        let lifetime = delta(KEY_LIFETIME);
+        let lifetime = delta(key_lifetime);
         let finish = start.checked_add_signed(delta(duration));
         self.warnings.clear();
-        if self.planned > 0 {
+        // At-click links carry no key: the link service mints it later.
+        let keys = settings.links != crate::redirect::LinkMode::AtClick;
+        if self.planned > 0 && keys {
             // The first call goes out at once; the last one when the window
-            // bound says, and each key lives KEY_LIFETIME from its call.
+            // bound says, and each key lives --key-lifetime from its call.
             self.first_key_expires = start.checked_add_signed(lifetime);
             self.last_key_expires = finish.and_then(|f| f.checked_add_signed(lifetime));
+            self.finish_by = finish;
+        } else if self.planned > 0 {
+            self.first_key_expires = None;
+            self.last_key_expires = None;
             self.finish_by = finish;
         } else {
             self.first_key_expires = None;
@@ -167,11 +196,12 @@ impl Plan {
             self.finish_by = None;
         }
 
-        if duration > KEY_LIFETIME {
+        // A redirect link outlives its key: the link service mints another.
+        if direct && duration > key_lifetime {
             self.warnings.push(format!(
-                "the run would outlast the {} h key lifetime: the first links expire before \
+                "the run would outlast the {} key lifetime: the first links expire before \
                  the last are made; split the CSV or raise --rate if your plan allows",
-                KEY_LIFETIME.as_secs() / 3600
+                crate::units::lifetime_text(key_lifetime)
             ));
         }
         if let Some(before) = settings.send_before.filter(|_| self.planned > 0) {
@@ -188,12 +218,12 @@ impl Plan {
             }
         }
         if let (true, Some(first), Some(last)) = (
-            settings.emails,
+            settings.emails && direct,
             self.first_key_expires,
             self.last_key_expires,
         ) {
             self.warnings
-                .extend(settings.daytime.night_warning(first, last));
+                .extend(settings.daytime.night_warning(first, last, key_lifetime));
         }
         if self.invalid > 0 {
             self.warnings.push(format!(

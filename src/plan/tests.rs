@@ -365,3 +365,30 @@ fn an_email_plan_warns_when_its_links_would_expire_in_the_recipients_night() {
     // 09:00 there: good until 13:00.
     assert!(run(at(19_800, 2026, 6, 15, 9, 0), true).is_empty());
 }
+
+#[test]
+fn links_minted_at_click_need_no_call_and_have_no_key_to_expire() {
+    let mut plan = Plan {
+        planned: 100,
+        valid: 100,
+        rows_read: 100,
+        ..Plan::default()
+    };
+    let settings = PlanSettings {
+        links: crate::redirect::LinkMode::AtClick,
+        ..PlanSettings::default()
+    };
+    plan.finish_in(&settings, at(0, 2026, 6, 15, 12, 0));
+    assert_eq!(plan.api_calls_needed, 0);
+    assert_eq!(plan.first_key_expires, None);
+    let settings = PlanSettings {
+        links: crate::redirect::LinkMode::AtSend,
+        ..PlanSettings::default()
+    };
+    plan.finish_in(&settings, at(0, 2026, 6, 15, 12, 0));
+    assert_eq!(
+        plan.api_calls_needed, 101,
+        "at-send mints, and a tenant key"
+    );
+    assert!(plan.first_key_expires.is_some());
+}

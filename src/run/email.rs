@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use chrono::Utc;
 use lettre::Address;
 
-use crate::api::KEY_LIFETIME;
 use crate::email::{MessageContext, SendError};
 use crate::input::InputRow;
 use crate::report::{Record, RowError, Status};
@@ -202,9 +201,13 @@ impl Job {
         row: &InputRow,
         to: &Address,
     ) -> anyhow::Result<()> {
+        let lives = match &self.settings.redirect {
+            Some(redirect) => redirect.ttl,
+            None => self.settings.key_lifetime,
+        };
         let planned = Record {
             portal_url: self.settings.planned_link(),
-            expires_at: Some(Utc::now() + KEY_LIFETIME),
+            expires_at: Some(Utc::now() + lives),
             ..record.clone()
         };
         let message_id = self.message_id(mail, &record.lead_id);

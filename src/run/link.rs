@@ -7,7 +7,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use lettre::Address;
 
-use crate::api::{ApiError, GeneratedKey, KEY_LIFETIME};
+use crate::api::{ApiError, GeneratedKey};
 use crate::api::{Attempted, Caller};
 use crate::input::{InputRow, RowKind};
 use crate::report::{Record, RowError, Status};
@@ -17,9 +17,17 @@ use crate::state::{LeadEntry, LeadKey, LeadState};
 use super::prepare::{Gate, Job};
 use super::Finished;
 
-/// A stored link is used again only while it has at least this long to live,
-/// so the lead has time to open it.
-const REUSE_MARGIN: TimeDelta = TimeDelta::hours(1);
+/// A stored key is used again only while it has at least this long to live,
+/// so the lead has time to open its link: an hour, or for a key lifetime
+/// under two hours (`--key-lifetime`), half the lifetime.
+pub(super) fn reuse_margin(key_lifetime: std::time::Duration) -> TimeDelta {
+    let hour = TimeDelta::hours(1);
+    match TimeDelta::from_std(key_lifetime) {
+        Ok(lifetime) if lifetime >= hour * 2 => hour,
+        Ok(lifetime) => lifetime / 2,
+        Err(_) => hour,
+    }
+}
 
 /// What the campaign state says to do with a valid row.
 #[derive(Debug, PartialEq)]
@@ -38,10 +46,22 @@ pub(super) enum Resume {
 }
 
 /// The flags that change what a stored lead means for this run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct ResumeFlags {
     pub(super) resend: bool,
     pub(super) resend_in_doubt: bool,
+    /// A stored key is reused only with this long left (see [`reuse_margin`]).
+    pub(super) reuse_margin: TimeDelta,
+}
+
+impl Default for ResumeFlags {
+    fn default() -> Self {
+        ResumeFlags {
+            resend: false,
+            resend_in_doubt: false,
+            reuse_margin: reuse_margin(crate::api::KEY_LIFETIME),
+        }
+    }
 }
 
 /// The campaign's memory of a lead decides: skip it (sent, or in doubt unless
@@ -80,7 +100,7 @@ pub(super) fn resume(
         }
         _ => match (entry.auth_key, entry.expires_at) {
             (Some(key), Some(expires_at))
-                if expires_at > now + REUSE_MARGIN && !entry.tenant.is_empty() =>
+                if expires_at > now + flags.reuse_margin && !entry.tenant.is_empty() =>
             {
                 Resume::Reuse(key, expires_at)
             }
@@ -262,35 +282,71 @@ impl Job {
         } = decided;
         match next {
             Next::Nothing => Ok((record, None)),
-            Next::Reuse(_, expires_at) if self.caller.is_none() => {
+            Next::Reuse(_, expires_at) if self.settings.is_dry_run() => {
                 // The plan tells a reused key by its expiry: no call needed.
                 record.expires_at = Some(expires_at);
                 self.plan(record, row, to).await
             }
+            // A link minted at click carries no key, stored or new.
+            Next::Reuse(..) | Next::Mint if self.settings.mints_at_click() => {
+                self.hand_out(&mut record, row, None).await?;
+                Ok((record, to))
+            }
             Next::Reuse(auth_key, expires_at) => {
-                let link =
-                    self.settings
-                        .login_link(auth_key.expose(), &record.lead_id, &record.portal_id);
-                // The ledger keeps the link as last given out.
-                let (line, shown) = (row.line, link.clone());
-                self.ledger()
-                    .with_lead(&record.lead_id, &record.portal_id, move |store, key| {
-                        store.mark_linked(key, line, &auth_key, &shown, expires_at, 0)
-                    })
+                self.hand_out(&mut record, row, Some((auth_key, expires_at)))
                     .await?;
-                record.status = Status::Linked;
-                record.portal_url = link;
-                record.expires_at = Some(expires_at);
                 Ok((record, to))
             }
             Next::Mint => self.mint(record, row, to).await,
         }
     }
 
+    /// Makes the lead's link from its key (none for `--mint at-click`),
+    /// records it in the ledger as last given out, and in the record, which
+    /// shows when the link expires.
+    async fn hand_out(
+        &self,
+        record: &mut Record,
+        row: &InputRow,
+        key: Option<(Secret, DateTime<Utc>)>,
+    ) -> anyhow::Result<()> {
+        let given = key
+            .as_ref()
+            .map(|(auth_key, expires_at)| (auth_key, *expires_at));
+        let (link, link_expires) =
+            self.settings
+                .give_link(&record.lead_id, &record.portal_id, given, Utc::now());
+        // The ledger keeps the key's expiry, which says whether the key can
+        // be reused; a link with no key, its own.
+        let stored_expiry = key
+            .as_ref()
+            .map_or(link_expires, |(_, expires_at)| *expires_at);
+        let (line, attempts, mode) = (row.line, record.attempts, self.settings.link_mode());
+        let shown = link.clone();
+        self.ledger()
+            .with_lead(&record.lead_id, &record.portal_id, move |store, lead| {
+                store.mark_link_given(
+                    lead,
+                    line,
+                    key.as_ref().map(|(auth_key, _)| auth_key),
+                    &shown,
+                    stored_expiry,
+                    attempts,
+                    mode,
+                )
+            })
+            .await?;
+        record.status = Status::Linked;
+        record.portal_url = link;
+        record.expires_at = Some(link_expires);
+        Ok(())
+    }
+
     fn flags(&self) -> ResumeFlags {
         ResumeFlags {
             resend: self.settings.resend,
             resend_in_doubt: self.settings.resend_in_doubt,
+            reuse_margin: reuse_margin(self.settings.key_lifetime),
         }
     }
 
@@ -359,7 +415,7 @@ impl Job {
         row: &InputRow,
         to: Option<Address>,
     ) -> anyhow::Result<(Record, Option<Address>)> {
-        let Some(caller) = &self.caller else {
+        let Some(caller) = self.caller.as_ref().filter(|_| !self.settings.is_dry_run()) else {
             return self.plan(record, row, to).await;
         };
         // Boxed: the call's state is large, and unboxed it would be copied
@@ -369,20 +425,10 @@ impl Job {
         let key = self.key(&record.lead_id, &record.portal_id);
         let error = match done.result {
             Ok(generated) if same_lead(&generated, key.lead_id) => {
-                let link =
-                    self.settings
-                        .login_link(&generated.auth_key, key.lead_id, key.portal_id);
-                let expires_at = Utc::now() + KEY_LIFETIME;
-                let (line, attempts, shown) = (row.line, record.attempts, link.clone());
+                let expires_at = Utc::now() + self.settings.key_lifetime;
                 let auth_key = Secret::new(generated.auth_key);
-                self.ledger()
-                    .with_lead(key.lead_id, key.portal_id, move |store, key| {
-                        store.mark_linked(key, line, &auth_key, &shown, expires_at, attempts)
-                    })
+                self.hand_out(&mut record, row, Some((auth_key, expires_at)))
                     .await?;
-                record.status = Status::Linked;
-                record.portal_url = link;
-                record.expires_at = Some(expires_at);
                 return Ok((record, to));
             }
             Ok(generated) => RowError::OtherLead {
@@ -549,6 +595,28 @@ mod tests {
             decide(linked(TimeDelta::minutes(30)), ResumeFlags::default()),
             Resume::Mint
         );
+    }
+
+    #[test]
+    fn a_short_key_lifetime_reuses_a_key_only_with_half_its_life_left() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(reuse_margin(secs(4 * 3600)), TimeDelta::hours(1));
+        assert_eq!(reuse_margin(secs(2 * 3600)), TimeDelta::hours(1));
+        assert_eq!(reuse_margin(secs(3600)), TimeDelta::minutes(30));
+        assert_eq!(reuse_margin(secs(3)), TimeDelta::milliseconds(1500));
+        let flags = ResumeFlags {
+            reuse_margin: reuse_margin(secs(3600)),
+            ..ResumeFlags::default()
+        };
+        let got = decide(linked(TimeDelta::minutes(40)), flags);
+        assert!(matches!(got, Resume::Reuse(..)), "{got:?}");
+        assert_eq!(decide(linked(TimeDelta::minutes(20)), flags), Resume::Mint);
+        // A dead key, however short the lifetime, is never reused.
+        let flags = ResumeFlags {
+            reuse_margin: reuse_margin(secs(3)),
+            ..ResumeFlags::default()
+        };
+        assert_eq!(decide(linked(TimeDelta::seconds(-1)), flags), Resume::Mint);
     }
 
     #[test]

@@ -130,9 +130,10 @@ fn log_end(outcome: &RunOutcome, exit: Exit) {
 /// The run's first line: what runs, on what, where to, how fast. No
 /// secret is in any of it; the ping URL is shown by its host.
 fn log_start(settings: &Settings) {
-    let host = match settings.connection() {
-        Some(c) => c.api.host.origin().ascii_serialization(),
-        None => "none (dry run)".to_owned(),
+    let host = match (settings.connection(), settings.mints_at_click()) {
+        (Some(c), _) => c.api.host.origin().ascii_serialization(),
+        (None, true) if !settings.is_dry_run() => "none (keys minted at click)".to_owned(),
+        (None, _) => "none (dry run)".to_owned(),
     };
     let input = settings.input.display().to_string();
     let state = settings.state.path().display().to_string();

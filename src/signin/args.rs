@@ -124,6 +124,17 @@ pub struct SigninArgs {
     )]
     pub portal_url: Option<String>,
 
+    /// How long LeadSquared keeps the lead's key valid for this tenant, for
+    /// the expiry printed [default: 4h].
+    #[arg(
+        long,
+        env = "LSQ_KEY_LIFETIME",
+        hide_env_values = true,
+        value_name = "DURATION",
+        value_parser = crate::config::value::key_lifetime
+    )]
+    pub key_lifetime: Option<std::time::Duration>,
+
     /// Host, headers, budget and output form.
     #[command(flatten)]
     pub connection: OtpConnection,

@@ -174,7 +174,8 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
         )
     })?;
 
-    let expires_at = (Utc::now() + KEY_LIFETIME).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let lifetime = args.key_lifetime.unwrap_or(KEY_LIFETIME);
+    let expires_at = (Utc::now() + lifetime).to_rfc3339_opts(SecondsFormat::Secs, true);
     let link = portal_url
         .as_ref()
         .map(|url| crate::portal_url::login_link(url, signed.auth_key.expose(), None).to_string());

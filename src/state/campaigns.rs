@@ -43,6 +43,7 @@ impl StateStore {
             name: campaign.to_owned(),
             leads: counts.values().sum(),
             running: self.lock.claimed_elsewhere(campaign)?,
+            links: self.link_modes(campaign)?,
             counts,
             last_activity,
         }))
@@ -108,6 +109,8 @@ pub struct CampaignOverview {
     pub leads: u64,
     /// Its leads per state, every state named.
     pub counts: BTreeMap<String, u64>,
+    /// Its leads given a link, per link mode, every mode named.
+    pub links: BTreeMap<String, u64>,
     /// When a run last claimed it or changed one of its leads.
     pub last_activity: DateTime<Utc>,
     /// A run holds it now.

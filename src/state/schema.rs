@@ -19,9 +19,12 @@ use super::{damaged, StateError};
 /// - 3: the `campaigns` table: when a run last claimed each campaign, so a
 ///   campaign whose every lead is done, and which runs nightly skipping them
 ///   all, still counts as active.
+/// - 4: `leads.link_mode`: how the lead's last link was made (`direct`, or a
+///   redirect link minted `at-send` or `at-click`); NULL for a lead never
+///   given a link.
 ///
 /// Older files are migrated in place, one version at a time.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The `leads` table under `name`. `tenant` is the fingerprint of the host
 /// and access key the entry was made with; empty for entries carried over
@@ -69,6 +72,12 @@ const CAMPAIGNS: &str = "
     );
 ";
 
+/// What version 4 adds to the `leads` table: each lead's link mode.
+const LINK_MODE: &str = "
+    ALTER TABLE leads ADD COLUMN link_mode TEXT
+        CHECK (link_mode IN ('direct', 'at-send', 'at-click'));
+";
+
 /// Brings the file to [`SCHEMA_VERSION`]: lays out a new (empty) file, or
 /// migrates an older one in place, in one `BEGIN IMMEDIATE` transaction, so
 /// two runs opening the same file at once take turns and the second finds it
@@ -94,12 +103,18 @@ pub(super) fn bring_up_to_date(conn: &Connection, path: &Path) -> Result<(), Sta
             tx.execute_batch(&leads_table("leads"))?;
             tx.execute_batch(INDEX_AND_RETRY_FILES)?;
             tx.execute_batch(CAMPAIGNS)?;
+            tx.execute_batch(LINK_MODE)?;
         }
         1 => {
             migrate_from_1(&tx)?;
             migrate_from_2(&tx)?;
+            migrate_from_3(&tx)?;
         }
-        2 => migrate_from_2(&tx)?,
+        2 => {
+            migrate_from_2(&tx)?;
+            migrate_from_3(&tx)?;
+        }
+        3 => migrate_from_3(&tx)?,
         v if v > SCHEMA_VERSION => {
             return Err(StateError::Corrupt {
                 path: path.to_owned(),
@@ -148,6 +163,17 @@ fn migrate_from_2(tx: &rusqlite::Transaction<'_>) -> Result<(), StateError> {
     tx.execute_batch(
         "INSERT INTO campaigns (campaign, last_run_at)
          SELECT campaign, MAX(updated_at) FROM leads GROUP BY campaign;",
+    )?;
+    Ok(())
+}
+
+/// Version 3 to 4: every link made before redirect links existed was a
+/// direct one; a lead with no expiry was never given one.
+fn migrate_from_3(tx: &rusqlite::Transaction<'_>) -> Result<(), StateError> {
+    tx.execute_batch(LINK_MODE)?;
+    tx.execute_batch(
+        "UPDATE leads SET link_mode = 'direct'
+         WHERE expires_at IS NOT NULL OR state != 'failed';",
     )?;
     Ok(())
 }

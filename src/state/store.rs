@@ -12,6 +12,7 @@ use super::entry::{RawEntry, ENTRY_COLUMNS};
 use super::file::{self, default_path_from, Header, LockFile};
 use super::schema::{bring_up_to_date, check, intact, is_current, timestamp};
 use super::{damaged, foreign, LeadEntry, LeadKey, LeadState, StateError};
+use crate::redirect::LinkMode;
 use crate::secret::Secret;
 
 /// How long a statement waits for another writer (a run of another
@@ -206,15 +207,34 @@ impl StateStore {
         expires_at: DateTime<Utc>,
         attempts: u32,
     ) -> Result<(), StateError> {
+        let mode = LinkMode::Direct;
+        self.mark_link_given(key, row, Some(auth_key), link, expires_at, attempts, mode)
+    }
+
+    /// Records a fresh link for the lead made in `mode`, as
+    /// [`StateStore::mark_linked`] does; a redirect link minted at click has
+    /// no key, and `expires_at` is then the link's own expiry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mark_link_given(
+        &self,
+        key: &LeadKey,
+        row: u64,
+        auth_key: Option<&Secret>,
+        link: &str,
+        expires_at: DateTime<Utc>,
+        attempts: u32,
+        mode: LinkMode,
+    ) -> Result<(), StateError> {
         self.upsert(
             key,
             row,
             "linked",
             &[
                 ("attempts", &attempts),
-                ("auth_key", &auth_key.expose()),
+                ("auth_key", &auth_key.map(Secret::expose)),
                 ("link", &link),
                 ("expires_at", &timestamp(&expires_at)),
+                ("link_mode", &mode.name()),
             ],
             &["message_id", "sent_at", "reason"],
         )
@@ -486,6 +506,27 @@ impl StateStore {
         for row in rows {
             let (state, n) = row?;
             counts.insert(state, n);
+        }
+        Ok(counts)
+    }
+
+    /// How many of the campaign's leads were last given a link in each mode
+    /// (`direct`, `at-send`, `at-click`), every mode named (zero included).
+    pub fn link_modes(&self, campaign: &str) -> Result<BTreeMap<String, u64>, StateError> {
+        let mut counts: BTreeMap<String, u64> = LinkMode::NAMES
+            .iter()
+            .map(|name| ((*name).to_owned(), 0))
+            .collect();
+        let mut stmt = self.conn.prepare(
+            "SELECT link_mode, COUNT(*) FROM leads \
+             WHERE campaign = ?1 AND link_mode IS NOT NULL GROUP BY link_mode",
+        )?;
+        let rows = stmt.query_map([campaign], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (mode, n) = row?;
+            counts.insert(mode, n);
         }
         Ok(counts)
     }

@@ -30,6 +30,7 @@ mod otp;
 mod paths;
 mod readme;
 mod real_files;
+mod redirect_links;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;

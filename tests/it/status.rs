@@ -242,3 +242,35 @@ fn a_state_file_of_the_previous_version_gets_each_campaigns_last_run_from_its_le
         "{text}"
     );
 }
+
+/// A state file of schema version 3, before link modes: campaign `spring`
+/// with one lead linked, one sent and one whose Generate failed.
+const VERSION_3_STATE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/state-v3.sqlite"
+);
+
+#[test]
+fn a_state_file_before_link_modes_counts_its_links_as_direct() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(VERSION_3_STATE, state(dir.path())).unwrap();
+
+    let json = json_of(&run(&mut status(dir.path(), &["--json"])));
+    let spring = &by_campaign(&json)["spring"];
+    assert_eq!(spring["leads"], 3);
+    assert_eq!(spring["counts"]["failed"], 1);
+    let links = &spring["links"];
+    assert_eq!(
+        [&links["direct"], &links["at-send"], &links["at-click"]],
+        [2, 0, 0],
+        "the failed lead was never given a link"
+    );
+    let text = stdout(&run(&mut status(dir.path(), &[])));
+    assert!(text.contains("; links: 2 direct; last active"), "{text}");
+
+    let conn = rusqlite::Connection::open(state(dir.path())).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, lsq_dispatch::state::SCHEMA_VERSION);
+}
