@@ -22,6 +22,7 @@ mod email;
 mod exit_codes;
 mod hostile;
 mod input_hostile;
+mod layout;
 mod ledger;
 mod messages;
 mod monitoring;
