@@ -23,6 +23,8 @@ mod exit_codes;
 mod hostile;
 mod input_hostile;
 mod ledger;
+mod links_end_to_end;
+mod links_shared_budget;
 mod messages;
 mod monitoring;
 mod odd_inputs;
