@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+pub mod browser;
 pub mod hostile_server;
 mod installed;
 pub mod link_service;
