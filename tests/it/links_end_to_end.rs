@@ -203,19 +203,21 @@ async fn altered_foreign_and_expired_links_get_their_pages_and_a_rotated_secret_
     );
     let base = service.base();
     let dir = tempfile::tempdir().unwrap();
-    let made = |name: &str, secret: &str, extra: &[&str]| {
+    let made = |name: &str, secret: &str, mint: &str, extra: &[&str]| {
         let dir = dir.path().join(name);
-        run_ok(mail_run(&sandbox, &dir, 1, base, secret, "at-click").args(extra));
+        run_ok(mail_run(&sandbox, &dir, 1, base, secret, mint).args(extra));
         let expires: DateTime<Utc> = read_report(&dir.join("report.csv"))[0]["expires_at"]
             .parse()
             .unwrap();
         let link = mailed_links(&dir, 1, base).into_values().next().unwrap();
         (link, expires)
     };
-    let (expired, expires) = made("expired", &old, &["--link-ttl", "1s"]);
-    let (before_rotation, _) = made("old", &old, &[]);
-    let (after_rotation, _) = made("new", &new, &[]);
-    let (of_another_secret, _) = made("foreign", &foreign, &[]);
+    let (expired, expires) = made("expired", &old, "at-click", &["--link-ttl", "1s"]);
+    // Its key is sealed with the old secret too: the service must open both.
+    let (before_rotation, _) = made("old", &old, "at-send", &[]);
+    let (after_rotation, _) = made("new", &new, "at-click", &[]);
+    let (of_another_secret, _) = made("foreign", &foreign, "at-click", &[]);
+    assert_eq!(admin_stats(&sandbox).await.calls, 1, "the at-send run's");
     let altered = {
         let mut bytes = before_rotation.clone().into_bytes();
         let at = bytes.len() - 20;
@@ -245,10 +247,15 @@ async fn altered_foreign_and_expired_links_get_their_pages_and_a_rotated_secret_
         let head = no_redirects().head(link).send().await.unwrap();
         assert_eq!(head.status(), status, "HEAD {link}");
     }
-    assert_eq!(admin_stats(&sandbox).await.calls, 0, "bad links cost 0");
+    assert_eq!(admin_stats(&sandbox).await.calls, 1, "bad links cost 0");
 
     let lead = &lead_ids(1)[0];
     assert_signs_in(&sandbox, click(&before_rotation).await, lead).await;
+    assert_eq!(
+        admin_stats(&sandbox).await.calls,
+        1,
+        "the key sealed with the old secret, opened"
+    );
     assert_signs_in(&sandbox, click(&after_rotation).await, lead).await;
-    assert_eq!(admin_stats(&sandbox).await.calls, 1, "one lead, one key");
+    assert_eq!(admin_stats(&sandbox).await.calls, 2, "minted at the click");
 }
