@@ -8,7 +8,7 @@ use std::process::Stdio;
 use lsq_sandbox::SandboxConfig;
 
 use crate::links_end_to_end::{mail_run, mailed_links, new_secret};
-use crate::support::link_service::{admin_stats, click, LinkService};
+use crate::support::link_service::{admin_stats, click, token_of, LinkService};
 use crate::support::redis_server::RedisServer;
 use crate::support::{
     lead_ids, leads_csv, login, read_report, run_on_sandbox, sandbox, wait_until,
@@ -70,7 +70,7 @@ async fn two_services_and_a_batch_run_on_one_redis_budget_get_no_429_at_a_strict
         .iter()
         .enumerate()
         .map(|(i, (lead, link))| {
-            let link = services[i % 2].link(link);
+            let link = services[i % 2].link(token_of(link));
             let lead = lead.clone();
             tokio::spawn(async move { (lead, click(&link).await) })
         })
@@ -101,9 +101,12 @@ async fn two_services_and_a_batch_run_on_one_redis_budget_get_no_429_at_a_strict
         let (status, who) = login(&location).await;
         assert_eq!((status, who["LeadId"].as_str()), (200, Some(lead.as_str())));
     }
-    let minted: usize = services
-        .iter()
-        .map(|s| s.log().matches("\"outcome\":\"minted\"").count())
-        .sum();
-    assert_eq!(minted, CLICKS, "every click minted its own lead's key");
+    let minted = || {
+        services
+            .iter()
+            .map(|s| s.log().matches("\"outcome\":\"minted\"").count())
+            .sum::<usize>()
+    };
+    wait_until("every click logged", || minted() >= CLICKS).await;
+    assert_eq!(minted(), CLICKS, "every click minted its own lead's key");
 }

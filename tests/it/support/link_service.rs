@@ -87,14 +87,30 @@ impl LinkService {
         &self.base
     }
 
-    /// `link` (made for any service) pointed at this one.
-    pub fn link(&self, link: &str) -> String {
-        format!("{}/l/{}", self.base, token_of(link))
+    /// The link of `token` at this service.
+    pub fn link(&self, token: &str) -> String {
+        format!("{}/l/{token}", self.base)
     }
 
     /// What it has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until what it has logged satisfies `ready`: its log reaches
+    /// the test through a pipe, a little after the answer it tells of.
+    pub async fn wait_for_log(&self, what: &str, ready: impl Fn(&str) -> bool) {
+        super::wait_until(what, || ready(&self.log())).await;
+    }
+
+    /// Sends it SIGTERM.
+    pub fn sigterm(&self) {
+        super::sigterm(&self.child);
+    }
+
+    /// Waits for it to end.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
     }
 }
 
