@@ -43,9 +43,9 @@ async fn chromium_opens_a_mailed_link_presses_the_button_and_lands_signed_in_as_
     let text = browser.text().await;
     assert!(text.contains(lead.as_str()), "signed in as {lead}: {text}");
     assert!(!text.contains("refused"), "{text}");
-    // Counted besides: the browser's own GET /favicon.ico at the portal's
-    // origin, which the sandbox answers 404 and counts as a call.
+    // The browser's own GET /favicon.ico at the portal's origin is no call.
     let stats = admin_stats(&sandbox).await;
+    assert_eq!(stats.calls, 1, "one call, at the click: {stats:?}");
     let issued: u64 = stats.keys_issued.values().sum();
     assert_eq!(issued, 1, "one key, minted at the click: {stats:?}");
     assert_eq!(stats.keys_issued.get(lead), Some(&1), "{stats:?}");
