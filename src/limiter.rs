@@ -7,17 +7,22 @@
 //!
 //! * a call takes a free slot before it is sent, and holds it while in flight;
 //! * when it completes, the slot stays blocked for `W` after the latest moment the
-//!   call can have reached the server. A call over a connection opened for it
-//!   (whose SYN may have been lost, whose TLS handshake may have been slow) may
-//!   have arrived at any moment before its answer, so the answer's time is
-//!   used. A call over a connection an earlier call used reached the server
-//!   within the arrival margin of being sent, unless it took clearly longer
-//!   than the recent calls (a packet sent again shows up as a slow answer):
-//!   then the answer's time is used too.
+//!   call can have reached the server. That is timed from the moment the
+//!   request was written on an established connection: its send time over a
+//!   connection an earlier call used, its send time plus the measured set-up
+//!   time over one opened for it (a lost SYN sent again shows there), plus
+//!   the arrival margin. A slow answer says nothing about when the request
+//!   arrived, so it never blocks a slot for longer. Only evidence of a late
+//!   request does: a set-up far slower than the quickest seen (the listener
+//!   was dropping SYNs, so this request may have waited too), a new
+//!   connection whose set-up was not timed, and a slot's first call when
+//!   the client did not say which connection it used. Those are blocked from
+//!   the answer, the latest moment they can have arrived.
 //!
 //! Hence any `W`-long window at the server holds at most `N` of our arrivals, as
-//! long as a call on a warm connection that is not slower than usual reaches
-//! the server within the margin of being sent. A 429 while the server counted
+//! long as a request written on an established connection reaches the server
+//! within the margin. A rare one that does not (a data packet lost and sent
+//! again) may draw a 429, which the learnt share absorbs like any other. A 429 while the server counted
 //! fewer than `N` of our calls means others spend the budget too: our share
 //! shrinks to what the server counted and climbs back window by window (see
 //! [`Share`]). `governor` paces the sends inside that envelope: with the
@@ -64,8 +69,9 @@ impl LimiterSettings {
     }
 }
 
-/// Default arrival margin: covers ~100 ms of network jitter with room to spare.
-pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
+/// Default arrival margin: covers 100 ms of network jitter with 20 ms to spare,
+/// as much as a plain client that waits 5.12 s after its 25th-last call keeps.
+pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(120);
 
 /// The longest pause a 429 can ask for: a server that asks for more (a
 /// Retry-After of hours, or one no clock can hold) gets this, with a warning.
@@ -109,11 +115,9 @@ struct State {
     /// What the budget is seen to leave us: how many slots may be in flight
     /// or blocked at once (at most the budget's calls).
     share: Share,
-    /// The latest warm calls' latencies, to tell a call that may have
-    /// arrived late.
-    latencies: std::collections::VecDeque<Duration>,
-    /// The quickest call over a new connection, once it was open.
-    quickest_new: Option<Duration>,
+    /// The quickest set-up of a new connection seen, to tell one that
+    /// waited for a SYN sent again.
+    quickest_setup: Option<Duration>,
     /// When the 429s of the last window came: our calls the server did not
     /// count.
     refusals: std::collections::VecDeque<Instant>,
@@ -126,13 +130,10 @@ struct State {
     capped: bool,
 }
 
-/// How many warm calls' latencies [`Permit::completed_on`] compares a call's
-/// with.
-const LATENCY_SAMPLES: usize = 32;
-
-/// Warm calls answered before their latencies are the measure of a usual
-/// one; until then the quickest call that opened a connection is.
-const LATENCY_BASELINE: usize = 4;
+/// A set-up this much slower than the quickest seen is evidence that the
+/// server's listener was dropping SYNs (a SYN is sent again after a second
+/// at the earliest), and so that the request may have waited too.
+pub const LATE_SETUP: Duration = Duration::from_millis(500);
 
 impl State {
     /// Our calls the server may count in a window ending now: in flight, or
@@ -197,30 +198,27 @@ impl Permit {
     /// `connection`.
     ///
     /// Its slot stays blocked for a window from the latest moment it can
-    /// have reached the server. Once its connection was open (at once on a
-    /// warm one; after the timed set-up on a new one) the request reached
-    /// the server within the arrival margin, unless the call then took
-    /// clearly longer than usual: a packet sent again shows up as a slow
-    /// answer. Such a call, the run's first and one over a new connection of
-    /// unknown set-up time may have arrived at any moment before the answer.
+    /// have reached the server: the arrival margin after its request was
+    /// written (at once on a reused connection; after the timed set-up on a
+    /// new one), however long the answer took. Only evidence of a late
+    /// request blocks it from the answer instead: a set-up [`LATE_SETUP`]
+    /// slower than the quickest seen, a new connection whose set-up was not
+    /// timed, or a slot's first call over a connection the client did not
+    /// name.
     pub fn completed_on(mut self, connection: Connection) {
         let now = Instant::now();
-        let latency = now - self.sent_at;
-        let (new, setup) = match connection {
-            Connection::Reused => (false, Some(Duration::ZERO)),
-            Connection::New { setup } => (true, setup),
-            Connection::Unknown if self.warm => (false, Some(Duration::ZERO)),
-            Connection::Unknown => (true, None),
-        };
-        let on_time = setup.is_some_and(|setup| {
-            self.limiter
-                .usual_latency(latency.saturating_sub(setup), new)
-        });
-        let anchor = match (on_time, setup) {
-            (true, Some(setup)) => {
-                now.min(self.sent_at + setup + self.limiter.settings.arrival_margin)
+        let written = match connection {
+            Connection::Reused => Some(Duration::ZERO),
+            Connection::New { setup: Some(setup) } => {
+                (!self.limiter.late_setup(setup)).then_some(setup)
             }
-            _ => now,
+            Connection::New { setup: None } => None,
+            Connection::Unknown if self.warm => Some(Duration::ZERO),
+            Connection::Unknown => None,
+        };
+        let anchor = match written {
+            Some(setup) => now.min(self.sent_at + setup + self.limiter.settings.arrival_margin),
+            None => now,
         };
         self.limiter.free(self.slot, self.token, anchor);
         self.done = true;
@@ -286,8 +284,7 @@ impl Limiter {
                     calls as usize
                 ],
                 share: Share::new(calls, now),
-                latencies: std::collections::VecDeque::with_capacity(LATENCY_SAMPLES),
-                quickest_new: None,
+                quickest_setup: None,
                 refusals: std::collections::VecDeque::new(),
                 paused_until: None,
                 paused_total: Duration::ZERO,
@@ -504,34 +501,14 @@ impl Limiter {
         }
     }
 
-    /// Notes how long a call took once its connection was open, and says
-    /// whether that is usual: no longer than the median of the recent calls
-    /// on warm connections plus the larger of the arrival margin and twice
-    /// their interquartile range (a few late calls move neither). Until
-    /// enough warm calls were answered, no longer than the quickest other
-    /// call over a new connection plus the margin: a few of those must be on
-    /// time, not all of them. Calls over new connections are kept apart,
-    /// since many of a run's first burst can be late at once.
-    fn usual_latency(&self, latency: Duration, new: bool) -> bool {
-        let margin = self.settings.arrival_margin;
+    /// Notes a new connection's set-up time and says whether it is evidence
+    /// of a late request: [`LATE_SETUP`] slower than the quickest seen (this
+    /// one included, so a far host's slow handshakes are all on time).
+    fn late_setup(&self, setup: Duration) -> bool {
         let mut state = self.lock();
-        let quickest_new = state.quickest_new;
-        if new {
-            state.quickest_new = Some(quickest_new.map_or(latency, |q| q.min(latency)));
-        } else {
-            if state.latencies.len() == LATENCY_SAMPLES {
-                state.latencies.pop_front();
-            }
-            state.latencies.push_back(latency);
-        }
-        if state.latencies.len() < LATENCY_BASELINE {
-            return quickest_new.is_some_and(|q| latency <= q + margin);
-        }
-        let mut sorted: Vec<Duration> = state.latencies.iter().copied().collect();
-        sorted.sort_unstable();
-        let at = |fraction: usize| sorted[sorted.len() * fraction / 4];
-        let spread = (at(3) - at(1)) * 2;
-        latency <= at(2) + spread.max(margin)
+        let quickest = state.quickest_setup.map_or(setup, |q| q.min(setup));
+        state.quickest_setup = Some(quickest);
+        setup > quickest + LATE_SETUP
     }
 
     /// Calls this limiter allows in a window now (the budget, less what
