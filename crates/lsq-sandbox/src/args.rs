@@ -55,6 +55,12 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "FRACTION:DELAY", value_parser = parse_late)]
     pub late_connections: Option<(f64, Duration)>,
 
+    /// A listener with this small an accept backlog that accepts one
+    /// connection per DELAY, so the kernel drops the SYNs of a burst beyond
+    /// it and they arrive a second or more late: BACKLOG:DELAY, e.g. 5:20ms.
+    #[arg(long, value_name = "BACKLOG:DELAY", value_parser = parse_slow_accept)]
+    pub slow_accept: Option<(u32, Duration)>,
+
     /// Count calls answered 429 toward the window, as some gateways do.
     #[arg(long)]
     pub count_rejected: bool,
@@ -117,6 +123,7 @@ impl SandboxArgs {
         if let Some(late) = self.late_connections {
             config.late_connections = late;
         }
+        config.slow_accept = self.slow_accept;
         if let Some(idle) = self.idle_timeout {
             if idle.is_zero() {
                 bail!("--idle-timeout must be above zero");
@@ -137,6 +144,18 @@ fn parse_late(text: &str) -> Result<(f64, Duration), String> {
         return Err(bad());
     }
     Ok((fraction, delay))
+}
+
+/// Parses `--slow-accept`: a backlog of at least 1, a colon and a delay.
+fn parse_slow_accept(text: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("invalid value {text:?}: expected BACKLOG:DELAY such as 5:20ms");
+    let (backlog, delay) = text.trim().split_once(':').ok_or_else(bad)?;
+    let backlog: u32 = backlog.trim().parse().map_err(|_| bad())?;
+    let delay = parse_duration(delay).ok_or_else(bad)?;
+    if backlog == 0 {
+        return Err(bad());
+    }
+    Ok((backlog, delay))
 }
 
 /// Parses a delay range: `0-100ms`, `50ms-300ms`, `1s-2s`, or one value for a
@@ -241,6 +260,14 @@ mod tests {
     }
 
     #[test]
+    fn parses_slow_accept() {
+        assert_eq!(parse_slow_accept("5:20ms"), Ok((5, ms(20))));
+        for bad in ["0:20ms", "5", "x:1s", "5:soon"] {
+            assert!(parse_slow_accept(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_late_connections() {
         assert_eq!(parse_late("0.7:1s"), Ok((0.7, Duration::from_secs(1))));
         assert_eq!(parse_late("1:250ms"), Ok((1.0, Duration::from_millis(250))));
@@ -314,6 +341,7 @@ mod tests {
             leads: None,
             retry_after: Some(2),
             late_connections: Some((0.5, ms(1000))),
+            slow_accept: Some((5, ms(20))),
             idle_timeout: Some(ms(500)),
         };
         let c = args.into_config().unwrap();
@@ -324,6 +352,7 @@ mod tests {
         assert_eq!(c.service_time, (Duration::ZERO, Duration::ZERO));
         assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
         assert_eq!(c.late_connections, (0.5, ms(1000)));
+        assert_eq!(c.slow_accept, Some((5, ms(20))));
         assert_eq!(
             c.portal_ids,
             vec![

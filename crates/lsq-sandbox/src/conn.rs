@@ -31,6 +31,10 @@ use tokio::time::{Instant, Sleep};
 pub(crate) struct CuttableListener {
     listener: TcpListener,
     idle_timeout: Duration,
+    /// At most one connection accepted per this long (see
+    /// `SandboxConfig::slow_accept`).
+    accept_every: Duration,
+    last_accept: Option<Instant>,
 }
 
 impl CuttableListener {
@@ -39,7 +43,16 @@ impl CuttableListener {
         CuttableListener {
             listener,
             idle_timeout,
+            accept_every: Duration::ZERO,
+            last_accept: None,
         }
+    }
+
+    /// Accepts at most one connection per `every`, leaving the others in
+    /// the kernel's backlog (and the SYNs beyond it dropped).
+    pub(super) fn accepting_every(mut self, every: Duration) -> Self {
+        self.accept_every = every;
+        self
     }
 }
 
@@ -198,6 +211,12 @@ impl Listener for CuttableListener {
     type Addr = Conn;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        if let Some(last) = self.last_accept {
+            tokio::time::sleep_until(last + self.accept_every).await;
+        }
+        if !self.accept_every.is_zero() {
+            self.last_accept = Some(Instant::now());
+        }
         loop {
             match self.listener.accept().await {
                 Ok((stream, _peer)) => {

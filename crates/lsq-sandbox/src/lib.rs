@@ -113,6 +113,12 @@ pub struct SandboxConfig {
     /// This fraction of new connections has its first call reach the
     /// server this much later, as when a SYN is lost and sent again.
     pub late_connections: (f64, Duration),
+    /// A listener whose accept backlog is this small and which accepts one
+    /// connection per this long: the kernel drops the SYNs of a burst that
+    /// find the backlog full, and the client sends them again a second
+    /// later (then three), as against a busy server. Its client sees the
+    /// wait in the time its connection took to open.
+    pub slow_accept: Option<(u32, Duration)>,
     /// A connection with no request under way and no bytes in either
     /// direction for this long is closed, so idle clients cannot use up the
     /// sandbox's file descriptors.
@@ -146,6 +152,7 @@ impl Default for SandboxConfig {
             leads: Vec::new(),
             retry_after: None,
             late_connections: (0.0, Duration::ZERO),
+            slow_accept: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
@@ -232,12 +239,29 @@ impl Sandbox {
     async fn start_with(config: SandboxConfig, log: bool) -> anyhow::Result<Sandbox> {
         let shared = Arc::new(Shared::new(config, log)?);
         let port = shared.config.port;
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .await
-            .with_context(|| {
-                format!("cannot listen on 127.0.0.1:{port}: pick another with --port (0 = any free port)")
-            })?;
-        let listener = conn::CuttableListener::new(listener, shared.config.idle_timeout);
+        let cannot = || {
+            format!(
+                "cannot listen on 127.0.0.1:{port}: pick another with --port (0 = any free port)"
+            )
+        };
+        let (listener, accept_every) = match shared.config.slow_accept {
+            None => (
+                tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+                    .await
+                    .with_context(cannot)?,
+                Duration::ZERO,
+            ),
+            Some((backlog, every)) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.set_reuseaddr(true)?;
+                socket
+                    .bind((Ipv4Addr::LOCALHOST, port).into())
+                    .with_context(cannot)?;
+                (socket.listen(backlog).with_context(cannot)?, every)
+            }
+        };
+        let listener = conn::CuttableListener::new(listener, shared.config.idle_timeout)
+            .accepting_every(accept_every);
         let addr = conn::bound_addr(&listener)?;
 
         let (stop, stopped) = oneshot::channel::<()>();

@@ -64,3 +64,29 @@ fn the_default_is_a_minute() {
     let config = lsq_sandbox::SandboxConfig::default();
     assert_eq!(config.idle_timeout, Duration::from_secs(60));
 }
+
+/// `slow_accept`: the kernel drops the SYNs of a burst that find the small
+/// backlog full, and the client sends them again a second later, so some
+/// connections of the burst open at once and others a second or more late,
+/// as the client's connect time shows.
+#[tokio::test]
+async fn a_burst_beyond_a_slow_listeners_backlog_waits_for_its_syns_to_be_sent_again() {
+    let api = Api::with(|c| c.slow_accept = Some((2, Duration::from_millis(300)))).await;
+    let addr = api.sandbox.addr();
+    let connects = (0..12).map(|_| async move {
+        let started = tokio::time::Instant::now();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        (started.elapsed(), stream)
+    });
+    let opened = futures::future::join_all(connects).await;
+    let quick = opened
+        .iter()
+        .filter(|(took, _)| *took < Duration::from_millis(500))
+        .count();
+    let late = opened
+        .iter()
+        .filter(|(took, _)| *took >= Duration::from_millis(900))
+        .count();
+    assert!(quick >= 2, "the backlog's connections open at once");
+    assert!(late >= 1, "no SYN of the burst was dropped");
+}
