@@ -44,7 +44,9 @@ use tokio::time::Instant;
 pub use crate::units::Rate;
 pub use connection::{note_connection, note_setup, observing, Connection};
 use share::Share;
-pub use shared::{BudgetError, SharedBudget, Taken};
+pub use shared::{
+    BudgetError, LearntShare, Memory, SharedBudget, Taken, ACCEPTED_FOR, SHARE_REMEMBERED,
+};
 
 /// How the limiter paces calls.
 #[derive(Clone, Copy, Debug)]
@@ -128,6 +130,8 @@ struct State {
     start_log: Option<Vec<Instant>>,
     /// A Retry-After over [`MAX_PAUSE`] was met (and said) already.
     capped: bool,
+    /// What the shared budget remembered when the limiter started.
+    memory: Memory,
 }
 
 /// A set-up this much slower than the quickest seen is evidence that the
@@ -292,6 +296,7 @@ impl Limiter {
                 starts: 0,
                 start_log: None,
                 capped: false,
+                memory: Memory::default(),
             }),
             changed: Notify::new(),
             pacer: governor::RateLimiter::direct_with_clock(quota, clock.clone()),
@@ -445,7 +450,13 @@ impl Limiter {
             state.refusals.pop_front();
         }
         let counted = state.in_window(now).saturating_sub(state.refusals.len());
-        state.share.shrink(counted, now);
+        state.share.shrink(counted, now, window);
+        if let Some((shared, _)) = &self.shared {
+            let (shared, allowed) = (Arc::clone(shared), state.share.allowed as u32);
+            let failed_probes = state.share.failed_probes;
+            // Best effort: the next run then learns it again.
+            tokio::spawn(async move { shared.remember_share(allowed, failed_probes).await });
+        }
         let Some(asked) = retry_after else {
             return;
         };
@@ -509,6 +520,45 @@ impl Limiter {
         let quickest = state.quickest_setup.map_or(setup, |q| q.min(setup));
         state.quickest_setup = Some(quickest);
         setup > quickest + LATE_SETUP
+    }
+
+    /// Starts from what the shared budget remembered of earlier runs: the
+    /// share learnt from 429s, climbed back as it would have since, and
+    /// which credentials were accepted when.
+    pub fn resume(&self, memory: Memory) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if let Some(learnt) = memory.share {
+            let window = self.settings.rate.window;
+            state.share.resume(
+                learnt.allowed,
+                learnt.failed_probes,
+                learnt.age,
+                window,
+                now,
+            );
+        }
+        state.memory = memory;
+    }
+
+    /// Whether the credentials named by `mark` were accepted by the API
+    /// within [`ACCEPTED_FOR`], as the shared budget remembered at the start.
+    pub fn accepted_recently(&self, mark: &str) -> bool {
+        let state = self.lock();
+        state
+            .memory
+            .accepted
+            .as_ref()
+            .is_some_and(|(m, age)| m == mark && *age < ACCEPTED_FOR)
+    }
+
+    /// The API accepted the credentials named by `mark` now: the shared
+    /// budget remembers it for the next runs. Best effort.
+    pub fn note_accepted(&self, mark: String) {
+        if let Some((shared, _)) = &self.shared {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move { shared.remember_accepted(mark).await });
+        }
     }
 
     /// Calls this limiter allows in a window now (the budget, less what

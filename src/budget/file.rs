@@ -18,7 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 
 use super::{log_name, ms, Held};
-use crate::limiter::{BudgetError, SharedBudget, Taken};
+use crate::limiter::{
+    BudgetError, LearntShare, Memory, SharedBudget, Taken, ACCEPTED_FOR, MAX_PAUSE,
+    SHARE_REMEMBERED,
+};
 use crate::tenant::Tenant;
 
 /// Milliseconds since 1970 on some clock.
@@ -140,6 +143,22 @@ impl SharedBudget for FileBudget {
         let wait = ms(wait);
         self.change(move |log, now| log.pause(now, wait))
     }
+
+    fn recall(&self) -> BoxFuture<'_, Result<Memory, BudgetError>> {
+        self.change(|log, now| log.recall(now))
+    }
+
+    fn remember_share(
+        &self,
+        allowed: u32,
+        failed_probes: u32,
+    ) -> BoxFuture<'_, Result<(), BudgetError>> {
+        self.change(move |log, now| log.share = Some((allowed, failed_probes, now)))
+    }
+
+    fn remember_accepted(&self, mark: String) -> BoxFuture<'_, Result<(), BudgetError>> {
+        self.change(move |log, now| log.accepted = Some((mark, now)))
+    }
 }
 
 impl Drop for FileBudget {
@@ -176,7 +195,11 @@ impl LogFile {
         file.read_to_end(&mut bytes)?;
         let before = Log::parse(&String::from_utf8_lossy(&bytes));
         let mut log = before.clone();
-        let result = change(&mut log, (self.clock)());
+        let now = (self.clock)();
+        if let Some(why) = log.cap(now) {
+            tracing::warn!("the budget file {}: {why}", self.path.display());
+        }
+        let result = change(&mut log, now);
         if log != before || bytes.is_empty() {
             let text = log.render();
             file.write_all_at(text.as_bytes(), 0)?;
@@ -210,14 +233,20 @@ fn lock(file: &File) -> io::Result<()> {
 
 /// What the first line of the file says to a person who opens it.
 const HEADER: &str = "# lsq-dispatch: the API calls of one tenant, one \"TOKEN EXPIRES\" \
-line each, and \"pause UNTIL\"; times in ms since 1970 (UTC)";
+line each, \"pause UNTIL\", \"share CALLS FAILED_PROBES AT\" (learnt from 429s) and \
+\"accepted MARK AT\" (credentials the API accepted); times in ms since 1970 (UTC)";
 
-/// The window log: live entries and the pause, in wall-clock milliseconds.
+/// The window log: live entries and the pause, in wall-clock milliseconds,
+/// and what later runs learn from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Log {
     paused_until: u64,
     /// `(token, expires at)`.
     entries: Vec<(u64, u64)>,
+    /// `(calls a window, probes in a row that drew a 429, learnt at)`.
+    share: Option<(u32, u32, u64)>,
+    /// `(mark of the credentials, accepted at)`.
+    accepted: Option<(String, u64)>,
 }
 
 impl Log {
@@ -227,21 +256,32 @@ impl Log {
     fn parse(text: &str) -> Log {
         let mut log = Log::default();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let mut words = line.split_whitespace();
-            let (Some(first), Some(second), None) = (words.next(), words.next(), words.next())
-            else {
-                continue;
-            };
-            let Ok(time) = second.parse::<u64>() else {
-                continue;
-            };
-            match first {
-                "pause" => log.paused_until = log.paused_until.max(time),
-                token => {
-                    if let Ok(token) = token.parse() {
-                        log.entries.push((token, time));
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let number = |word: &str| word.parse::<u64>().ok();
+            match words.as_slice() {
+                ["pause", until] => {
+                    if let Some(until) = number(until) {
+                        log.paused_until = log.paused_until.max(until);
                     }
                 }
+                ["share", allowed, probes, at] => {
+                    if let (Ok(allowed), Ok(probes), Some(at)) =
+                        (allowed.parse(), probes.parse(), number(at))
+                    {
+                        log.share = Some((allowed, probes, at));
+                    }
+                }
+                ["accepted", mark, at] => {
+                    if let Some(at) = number(at) {
+                        log.accepted = Some(((*mark).to_owned(), at));
+                    }
+                }
+                [token, expires] => {
+                    if let (Some(token), Some(expires)) = (number(token), number(expires)) {
+                        log.entries.push((token, expires));
+                    }
+                }
+                _ => {}
             }
         }
         log
@@ -252,10 +292,79 @@ impl Log {
         if self.paused_until > 0 {
             text.push_str(&format!("pause {}\n", self.paused_until));
         }
+        if let Some((allowed, probes, at)) = self.share {
+            text.push_str(&format!("share {allowed} {probes} {at}\n"));
+        }
+        if let Some((mark, at)) = &self.accepted {
+            text.push_str(&format!("accepted {mark} {at}\n"));
+        }
         for (token, expires) in &self.entries {
             text.push_str(&format!("{token} {expires}\n"));
         }
         text
+    }
+
+    /// Caps the stored times against the clock, so that a clock set back or
+    /// a file from a machine whose clock runs ahead never blocks a run: a
+    /// pause ends within [`MAX_PAUSE`], and a share or an acceptance dated
+    /// in the future dates from now. Says why, when it capped anything.
+    fn cap(&mut self, now: u64) -> Option<String> {
+        let mut why = None;
+        let longest = now.saturating_add(ms(MAX_PAUSE));
+        if self.paused_until > longest {
+            why = Some(format!(
+                "it holds a pause {}s ahead of this machine's clock; the run waits {}m at most",
+                (self.paused_until - now) / 1000,
+                MAX_PAUSE.as_secs() / 60
+            ));
+            self.paused_until = longest;
+        }
+        let ahead = |at: &mut u64, why: &mut Option<String>, what: &str| {
+            if *at > now {
+                *why = Some(format!(
+                    "its {what} is dated {}s ahead of this machine's clock; taken as learnt now",
+                    (*at - now) / 1000
+                ));
+                *at = now;
+            }
+        };
+        if let Some((_, _, at)) = &mut self.share {
+            ahead(at, &mut why, "learnt share");
+        }
+        if let Some((_, at)) = &mut self.accepted {
+            ahead(at, &mut why, "last acceptance");
+        }
+        why
+    }
+
+    /// What later runs learn from, as ages at `now`; what is too old to
+    /// matter is forgotten.
+    fn recall(&mut self, now: u64) -> Memory {
+        let age = |at: u64| Duration::from_millis(now.saturating_sub(at));
+        if self
+            .share
+            .is_some_and(|(_, _, at)| age(at) >= SHARE_REMEMBERED)
+        {
+            self.share = None;
+        }
+        if self
+            .accepted
+            .as_ref()
+            .is_some_and(|(_, at)| age(*at) >= ACCEPTED_FOR)
+        {
+            self.accepted = None;
+        }
+        Memory {
+            share: self.share.map(|(allowed, failed_probes, at)| LearntShare {
+                allowed,
+                failed_probes,
+                age: age(at),
+            }),
+            accepted: self
+                .accepted
+                .as_ref()
+                .map(|(mark, at)| (mark.clone(), age(*at))),
+        }
     }
 
     /// Forgets what expired by `now`. No entry outlives `now + longest`, so
@@ -445,7 +554,64 @@ mod tests {
         let log = Log {
             paused_until: 5,
             entries: vec![(1, 10), (u64::MAX, 20)],
+            share: Some((15, 2, 30)),
+            accepted: Some(("0123abcd".into(), 40)),
         };
         assert_eq!(Log::parse(&log.render()), log);
+    }
+
+    #[tokio::test]
+    async fn the_learnt_share_and_the_acceptance_are_remembered_for_the_next_run() {
+        let f = Fixture::new();
+        assert_eq!(f.a.recall().await.unwrap(), Memory::default());
+        f.a.remember_share(15, 1).await.unwrap();
+        f.a.remember_accepted("abc123".into()).await.unwrap();
+        f.advance(Duration::from_secs(60));
+        // The next run, another process.
+        let memory = f.b.recall().await.unwrap();
+        assert_eq!(
+            memory.share,
+            Some(LearntShare {
+                allowed: 15,
+                failed_probes: 1,
+                age: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            memory.accepted,
+            Some(("abc123".into(), Duration::from_secs(60)))
+        );
+        // The acceptance expires after a few hours, the share after a day.
+        f.advance(ACCEPTED_FOR);
+        let memory = f.b.recall().await.unwrap();
+        assert_eq!(memory.accepted, None);
+        assert!(memory.share.is_some());
+        f.advance(SHARE_REMEMBERED);
+        assert_eq!(f.b.recall().await.unwrap(), Memory::default());
+        assert!(!f.text().contains("\nshare "), "{}", f.text());
+    }
+
+    #[tokio::test]
+    async fn times_ahead_of_the_clock_are_capped_so_no_run_is_blocked() {
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let year = 365 * 24 * 3_600_000;
+        let text = format!(
+            "{HEADER}\npause {}\nshare 10 0 {}\naccepted m {}\n",
+            now + year,
+            now + year,
+            now + year
+        );
+        fs::write(&*f.a.file.path, text).unwrap();
+        assert_eq!(
+            f.a.take(5, WINDOW, HOLD).await.unwrap(),
+            Taken::Wait(MAX_PAUSE),
+            "a pause a year ahead waits the longest pause, no more"
+        );
+        let memory = f.b.recall().await.unwrap();
+        assert_eq!(memory.share.unwrap().age, Duration::ZERO);
+        assert_eq!(memory.accepted, Some(("m".into(), Duration::ZERO)));
+        f.advance(MAX_PAUSE);
+        slot(&f.b, 5).await;
     }
 }

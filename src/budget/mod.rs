@@ -9,6 +9,13 @@
 //! window while the call is in flight (so a crashed holder's slot frees
 //! itself), and the rest of its window once the call completes. A 429 sets a
 //! pause that every process waits out.
+//!
+//! Beside the log each store keeps what the next run should not learn
+//! again: the share last learnt from a 429 (with when, so that it climbs
+//! back as it would have meanwhile) and the credentials the API last
+//! accepted (by a mark, never the keys; proven for [`ACCEPTED_FOR`]).
+//!
+//! [`ACCEPTED_FOR`]: crate::limiter::ACCEPTED_FOR
 
 mod file;
 mod redis;
@@ -23,8 +30,10 @@ use crate::tenant::Tenant;
 
 /// The limiter of a live process's API calls: `settings` within the process,
 /// and every call also takes a slot of the tenant's budget in `store`;
-/// `hold` is the longest a call can be in flight (its timeout). A store that
-/// cannot be used now stops the process before its first call.
+/// `hold` is the longest a call can be in flight (its timeout). The limiter
+/// starts from what the store remembers of earlier runs (the share learnt
+/// from 429s, the credentials accepted lately). A store that cannot be used
+/// now stops the process before its first call.
 pub(crate) async fn limiter(
     settings: LimiterSettings,
     store: &BudgetStore,
@@ -36,7 +45,10 @@ pub(crate) async fn limiter(
         BudgetStore::Machine(dir) => Arc::new(file::FileBudget::open(dir, tenant)?),
         BudgetStore::Redis(url) => Arc::new(redis::RedisBudget::connect(url, tenant).await?),
     };
-    Ok(Limiter::shared(settings, shared, hold))
+    let memory = shared.recall().await?;
+    let limiter = Limiter::shared(settings, shared, hold);
+    limiter.resume(memory);
+    Ok(limiter)
 }
 
 /// The name of a tenant's log in a store: `budget-` and the first 16 hex

@@ -15,7 +15,10 @@ use redis::{RedisError, Script};
 
 use super::{log_name, ms, Held};
 use crate::config::RedisUrl;
-use crate::limiter::{BudgetError, SharedBudget, Taken};
+use crate::limiter::{
+    BudgetError, LearntShare, Memory, SharedBudget, Taken, ACCEPTED_FOR, MAX_PAUSE,
+    SHARE_REMEMBERED,
+};
 use crate::tenant::Tenant;
 
 /// Longest wait to connect, or for an answer: a server slower than this is
@@ -30,19 +33,26 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
 /// KEYS[1] the log, KEYS[2] the pause; ARGV[1] calls allowed, ARGV[2] a new
-/// entry's life (ms), ARGV[3] its token. `{1, 0}`: a slot; `{0, ms}`: wait.
+/// entry's life (ms), ARGV[3] its token, ARGV[4] the longest pause (ms).
+/// `{1, 0, 0}`: a slot; `{0, ms, capped}`: wait, and whether a pause
+/// longer than the longest was cut to it.
 const TAKE: &str = "
 local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {0, paused} end
+local longest = tonumber(ARGV[4])
+if paused > longest or paused == -1 then
+  redis.call('PEXPIRE', KEYS[2], longest)
+  return {0, longest, 1}
+end
+if paused > 0 then return {0, paused, 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local life = tonumber(ARGV[2])
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + life, ARGV[3])
   if redis.call('PTTL', KEYS[1]) < life then redis.call('PEXPIRE', KEYS[1], life) end
-  return {1, 0}
+  return {1, 0, 0}
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, math.max(1, tonumber(first[2]) - now)}
+return {0, math.max(1, tonumber(first[2]) - now), 0}
 ";
 
 /// KEYS[1] the log; ARGV[1] the token, ARGV[2] how long (ms) its slot stays
@@ -63,6 +73,19 @@ end
 return 1
 ";
 
+/// KEYS[1] a key to remember; ARGV[1] what, to which the server's now is
+/// added; ARGV[2] how long (ms) it is kept.
+const REMEMBER: &str = "
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. now, 'PX', tonumber(ARGV[2]))
+return 1
+";
+
+/// KEYS[1] the learnt share, KEYS[2] the last acceptance: their values
+/// (`''` when absent) and the server's now.
+const RECALL: &str = "
+return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '', tostring(now)}
+";
+
 /// The budget of one tenant in one Redis server.
 pub(crate) struct RedisBudget {
     /// The URL without its password, for messages.
@@ -72,9 +95,13 @@ pub(crate) struct RedisBudget {
     connection: ConnectionManager,
     log_key: String,
     pause_key: String,
+    share_key: String,
+    accepted_key: String,
     take: Script,
     release: Script,
     pause: Script,
+    remember: Script,
+    recall: Script,
     held: Held,
 }
 
@@ -107,12 +134,22 @@ impl RedisBudget {
             connection,
             log_key: format!("{tag}:log"),
             pause_key: format!("{tag}:pause"),
+            share_key: format!("{tag}:share"),
+            accepted_key: format!("{tag}:accepted"),
             take: Script::new(&format!("{NOW}{TAKE}")),
             release: Script::new(&format!("{NOW}{RELEASE}")),
             pause: Script::new(PAUSE),
+            remember: Script::new(&format!("{NOW}{REMEMBER}")),
+            recall: Script::new(&format!("{NOW}{RECALL}")),
             held: Held::default(),
         };
-        for script in [&budget.take, &budget.release, &budget.pause] {
+        for script in [
+            &budget.take,
+            &budget.release,
+            &budget.pause,
+            &budget.remember,
+            &budget.recall,
+        ] {
             let mut connection = budget.connection.clone();
             script
                 .prepare_invoke()
@@ -155,8 +192,18 @@ impl SharedBudget for RedisBudget {
                 .key(&self.pause_key)
                 .arg(allowed)
                 .arg(ms(hold + window))
-                .arg(token);
-            let (slot, wait): (i64, i64) = self.invoke(invocation).await?;
+                .arg(token)
+                .arg(ms(MAX_PAUSE));
+            let (slot, wait, capped): (i64, i64, i64) = self.invoke(invocation).await?;
+            if capped == 1 {
+                tracing::warn!(
+                    "the shared API budget {} held a pause longer than {}m (or one that never \
+                     ends); the run waits {}m at most",
+                    self.name,
+                    MAX_PAUSE.as_secs() / 60,
+                    MAX_PAUSE.as_secs() / 60
+                );
+            }
             if slot == 1 {
                 self.held.add(token, window);
                 return Ok(Taken::Slot(token));
@@ -180,6 +227,76 @@ impl SharedBudget for RedisBudget {
         Box::pin(async move {
             let mut invocation = self.pause.key(&self.pause_key);
             invocation.arg(ms(wait));
+            let _: i64 = self.invoke(invocation).await?;
+            Ok(())
+        })
+    }
+
+    fn recall(&self) -> BoxFuture<'_, Result<Memory, BudgetError>> {
+        Box::pin(async move {
+            let mut invocation = self.recall.key(&self.share_key);
+            invocation.key(&self.accepted_key);
+            let (share, accepted, now): (String, String, String) = self.invoke(invocation).await?;
+            let now: u64 = now.parse().unwrap_or(0);
+            let mut capped = false;
+            // A value dated ahead of the server's clock (one set back) is
+            // taken as learnt now.
+            let mut age = |at: &str| {
+                let at: u64 = at.parse().ok()?;
+                capped |= at > now;
+                Some(Duration::from_millis(now.saturating_sub(at)))
+            };
+            let share = match share.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [allowed, probes, at] => match (allowed.parse(), probes.parse(), age(at)) {
+                    (Ok(allowed), Ok(failed_probes), Some(age)) => Some(LearntShare {
+                        allowed,
+                        failed_probes,
+                        age,
+                    }),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let accepted = match accepted.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [mark, at] => age(at).map(|age| ((*mark).to_owned(), age)),
+                _ => None,
+            };
+            if capped {
+                tracing::warn!(
+                    "the shared API budget {} holds times ahead of its server's clock; taken \
+                     as learnt now",
+                    self.name
+                );
+            }
+            Ok(Memory { share, accepted })
+        })
+    }
+
+    fn remember_share(
+        &self,
+        allowed: u32,
+        failed_probes: u32,
+    ) -> BoxFuture<'_, Result<(), BudgetError>> {
+        let value = format!("{allowed} {failed_probes}");
+        self.remember_value(&self.share_key, value, SHARE_REMEMBERED)
+    }
+
+    fn remember_accepted(&self, mark: String) -> BoxFuture<'_, Result<(), BudgetError>> {
+        self.remember_value(&self.accepted_key, mark, ACCEPTED_FOR)
+    }
+}
+
+impl RedisBudget {
+    /// Keeps `value`, with the server's now, under `key` for `kept`.
+    fn remember_value<'a>(
+        &'a self,
+        key: &'a str,
+        value: String,
+        kept: Duration,
+    ) -> BoxFuture<'a, Result<(), BudgetError>> {
+        Box::pin(async move {
+            let mut invocation = self.remember.key(key);
+            invocation.arg(value).arg(ms(kept));
             let _: i64 = self.invoke(invocation).await?;
             Ok(())
         })
@@ -221,5 +338,101 @@ fn error(url: &RedisUrl, e: &RedisError) -> BudgetError {
     BudgetError {
         store: url.to_string(),
         reason,
+    }
+}
+
+// The tests' real Redis server, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/it/support/installed.rs"]
+#[allow(unreachable_pub)]
+mod installed;
+#[cfg(test)]
+#[path = "../../tests/it/support/redis_server.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod redis_server;
+#[cfg(test)]
+use installed::installed_or_skip;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two processes' stores on one real Redis server.
+    async fn two_stores(server: &redis_server::RedisServer) -> (RedisBudget, RedisBudget) {
+        let url = RedisUrl::parse(&server.url()).unwrap();
+        let tenant = Tenant::new(
+            &url::Url::parse("https://portalapi.leadsquared.com").unwrap(),
+            &crate::secret::Secret::new("access".to_owned()),
+        );
+        (
+            RedisBudget::connect(&url, &tenant).await.unwrap(),
+            RedisBudget::connect(&url, &tenant).await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_learnt_share_and_the_acceptance_are_remembered_for_the_next_run() {
+        let Some(server) = redis_server::RedisServer::start(
+            "the_learnt_share_and_the_acceptance_are_remembered_for_the_next_run",
+        ) else {
+            return;
+        };
+        let (a, b) = two_stores(&server).await;
+        assert_eq!(a.recall().await.unwrap(), Memory::default());
+        a.remember_share(15, 2).await.unwrap();
+        a.remember_accepted("abc123".into()).await.unwrap();
+        let memory = b.recall().await.unwrap();
+        let share = memory.share.unwrap();
+        assert_eq!((share.allowed, share.failed_probes), (15, 2));
+        assert!(share.age < Duration::from_secs(5), "{share:?}");
+        let (mark, age) = memory.accepted.unwrap();
+        assert_eq!(mark, "abc123");
+        assert!(age < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn values_ahead_of_the_servers_clock_and_endless_pauses_block_no_run() {
+        let Some(server) = redis_server::RedisServer::start(
+            "values_ahead_of_the_servers_clock_and_endless_pauses_block_no_run",
+        ) else {
+            return;
+        };
+        let (a, b) = two_stores(&server).await;
+        let mut connection = a.connection.clone();
+        let far = "99999999999999";
+        let _: () = redis::cmd("SET")
+            .arg(&a.share_key)
+            .arg(format!("10 0 {far}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&a.accepted_key)
+            .arg(format!("m {far}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        // A pause that never ends, as a hand-set key would be.
+        let _: () = redis::cmd("SET")
+            .arg(&a.pause_key)
+            .arg("1")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let memory = b.recall().await.unwrap();
+        assert_eq!(memory.share.unwrap().age, Duration::ZERO);
+        assert_eq!(memory.accepted, Some(("m".into(), Duration::ZERO)));
+        assert_eq!(
+            b.take(5, Duration::from_secs(5), Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Taken::Wait(MAX_PAUSE)
+        );
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&a.pause_key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= ms(MAX_PAUSE) as i64, "{ttl}");
     }
 }

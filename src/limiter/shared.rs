@@ -28,7 +28,51 @@ pub trait SharedBudget: Send + Sync + fmt::Debug {
 
     /// A 429 arrived: every process holds its calls for `wait` from now.
     fn pause(&self, wait: Duration) -> BoxFuture<'_, Result<(), BudgetError>>;
+
+    /// What the store remembers of the tenant from earlier runs, as ages on
+    /// its own clock; a time ahead of that clock is taken as now.
+    fn recall(&self) -> BoxFuture<'_, Result<Memory, BudgetError>>;
+
+    /// Remembers the share learnt from a 429 now: `allowed` calls a
+    /// window, after `failed_probes` probes in a row drew a 429.
+    fn remember_share(
+        &self,
+        allowed: u32,
+        failed_probes: u32,
+    ) -> BoxFuture<'_, Result<(), BudgetError>>;
+
+    /// Remembers that the credentials named by `mark` were accepted now.
+    fn remember_accepted(&self, mark: String) -> BoxFuture<'_, Result<(), BudgetError>>;
 }
+
+/// What a store remembers of a tenant between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// The share learnt from 429s.
+    pub share: Option<LearntShare>,
+    /// The credentials last accepted (their mark, see
+    /// [`SharedBudget::remember_accepted`]), and how long ago.
+    pub accepted: Option<(String, Duration)>,
+}
+
+/// A share learnt from 429s, as a store remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearntShare {
+    /// Calls a window.
+    pub allowed: u32,
+    /// Probes in a row that drew a 429.
+    pub failed_probes: u32,
+    /// How long ago it was learnt.
+    pub age: Duration,
+}
+
+/// How long a store remembers a learnt share: past this it has climbed
+/// back to the whole budget anyway.
+pub const SHARE_REMEMBERED: Duration = Duration::from_secs(24 * 3600);
+
+/// How long credentials accepted by the API count as proven: a run within
+/// this of the last acceptance sends its first burst at once.
+pub const ACCEPTED_FOR: Duration = Duration::from_secs(4 * 3600);
 
 /// What [`SharedBudget::take`] gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

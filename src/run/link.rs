@@ -385,10 +385,23 @@ impl Job {
                     Err(e) if e.is_fatal() => Gate::Refused,
                     _ => Gate::Proven,
                 };
+                self.note_accepted(caller, &done);
                 return done;
             }
         }
-        caller.generate(lead_id, portal_id, &self.stop).await
+        let done = caller.generate(lead_id, portal_id, &self.stop).await;
+        self.note_accepted(caller, &done);
+        done
+    }
+
+    /// The run's first key tells the budget store that the API accepts
+    /// these credentials, so that the next runs need not prove them again.
+    fn note_accepted(&self, caller: &Caller, done: &Attempted<GeneratedKey>) {
+        if let (Ok(_), Some((mark, noted))) = (&done.result, &self.credentials) {
+            if !noted.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                caller.limiter.note_accepted(mark.clone());
+            }
+        }
     }
 }
 

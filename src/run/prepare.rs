@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -30,6 +30,8 @@ const UNREACHABLE_AFTER: u32 = 3;
 
 /// Whether the run's credentials and host have been proven by a first call.
 /// Until then one call goes alone, so that a bad key costs one call, not a burst.
+/// Credentials the API accepted within the last hours (as the tenant's budget
+/// store remembers) start proven.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Gate {
     Unproven,
@@ -72,6 +74,9 @@ pub(super) struct Job {
     /// Rows taken on so far, against `--limit`.
     pub(super) taken: AtomicU64,
     pub(super) gate: Mutex<Gate>,
+    /// The mark of the run's credentials (see [`credentials_mark`]), and
+    /// whether their acceptance was noted in the budget store yet.
+    pub(super) credentials: Option<(String, AtomicBool)>,
     /// Asked before every API attempt and SMTP transaction.
     pub(super) stop: StopSignal,
 }
@@ -155,6 +160,14 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         Some(connection) => Some(build_caller(&settings, connection, Arc::clone(&limiter))?),
         None => None,
     };
+    let credentials = settings.connection().map(credentials_mark);
+    let gate = match &credentials {
+        Some(mark) if limiter.accepted_recently(mark) => {
+            tracing::debug!("these credentials were accepted lately: the first burst goes at once");
+            Gate::Proven
+        }
+        _ => Gate::Unproven,
+    };
     Ok(Prepared {
         job: Arc::new(Job {
             settings,
@@ -165,7 +178,8 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             known,
             previews: AtomicUsize::new(0),
             taken: AtomicU64::new(0),
-            gate: Mutex::new(Gate::Unproven),
+            gate: Mutex::new(gate),
+            credentials: credentials.map(|mark| (mark, AtomicBool::new(false))),
             stop: StopSignal::new(),
         }),
         reader,
@@ -332,6 +346,29 @@ fn prepare_mail(
         preview: preview_outbox.map(Transport::outbox).transpose()?,
         unreached: std::sync::atomic::AtomicU32::new(0),
     })
+}
+
+/// A short, non-reversible name for the run's credentials: SHA-256 over the
+/// host's origin, the access and secret keys and the tenant key given, if
+/// any. The budget store keeps it to remember that the API accepted them.
+fn credentials_mark(connection: &Connection) -> String {
+    let api = &connection.api;
+    let mut input = b"lsq-dispatch credentials v1\0".to_vec();
+    for part in [
+        api.host.origin().ascii_serialization().as_str(),
+        api.access_key.expose(),
+        api.secret_key.expose(),
+        connection
+            .tenant
+            .given
+            .as_ref()
+            .map_or("", |key| key.expose()),
+    ] {
+        input.extend_from_slice(part.as_bytes());
+        input.push(0);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    crate::tenant::hex(&digest.as_ref()[..8])
 }
 
 fn build_caller(
