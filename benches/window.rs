@@ -1,13 +1,16 @@
 //! Pace benchmark: lsq-dispatch against the sandbox set to a strict
 //! 25-in-any-5 s window counted at arrival, with 0-100 ms of inbound jitter and
-//! a service time, side by side with a plain sliding-log client (it logs its
-//! own send times and lets a call go 5.12 s after the 25th-last one, retrying
-//! 429s). Prints, per scenario, wall time, the window's lower bound, their
-//! ratio and the 429s received, as medians over the runs.
+//! service times with spread (50-300 ms, 900-1,100 ms, a tail of 5 % at
+//! 2-3 s), a listener that drops a burst's SYNs, and a competitor, side by
+//! side with a plain sliding-log client (it logs its own send times and lets
+//! a call go 5.12 s after the 25th-last one, retrying 429s). Each scenario
+//! runs with several seeds; prints the ratio of the window's lower bound to
+//! the wall time as min/median/max for both, the worst difference between
+//! the two over the seeds, and the median 429s.
 //!
-//!     cargo bench --bench window                 # 300 leads, 1 run per scenario
-//!     BENCH_LEADS=100 BENCH_RUNS=3 cargo bench --bench window
-//!     BENCH_ONLY=redis cargo bench --bench window
+//!     cargo bench --bench window                 # 300 leads, 3 seeds per scenario
+//!     BENCH_LEADS=150 BENCH_SEEDS=5 cargo bench --bench window
+//!     BENCH_ONLY=900,competitor cargo bench --bench window   # names containing either
 //!
 //! The scenarios with two runs start the `lsq-dispatch` binary twice, as
 //! two cron jobs would, sharing the budget file beside their state file (or
@@ -67,8 +70,15 @@ struct Scenario {
     /// Email every lead through an SMTP server taking this long per message.
     smtp_delay_ms: Option<u64>,
     /// This fraction of new connections has its first call arrive this many
-    /// milliseconds late, as after a lost SYN.
+    /// milliseconds late, unseen by the client.
     late_connections: (f64, u64),
+    /// A listener with this accept backlog that accepts one connection per
+    /// this many milliseconds: a burst's SYNs beyond it are dropped.
+    slow_accept: Option<(u32, u64)>,
+    /// This fraction of calls served in this range of milliseconds instead.
+    slow_calls: (f64, (u64, u64)),
+    /// Fraction of calls answered 500.
+    error_rate: f64,
     shape: Shape,
 }
 
@@ -80,6 +90,9 @@ const BASE: Scenario = Scenario {
     competitor_stops: None,
     smtp_delay_ms: None,
     late_connections: (0.0, 0),
+    slow_accept: None,
+    slow_calls: (0.0, (0, 0)),
+    error_rate: 0.0,
     shape: Shape::One,
 };
 
@@ -92,6 +105,8 @@ struct Figures {
     done: u64,
     /// Windows after the competitor stopped until ours held the full budget.
     windows_to_full: Option<f64>,
+    /// Each run's 429s and calls, in the order the runs started.
+    runs: Vec<(u64, u64)>,
 }
 
 fn sandbox_config(scenario: &Scenario, seed: u64) -> SandboxConfig {
@@ -108,6 +123,17 @@ fn sandbox_config(scenario: &Scenario, seed: u64) -> SandboxConfig {
             scenario.late_connections.0,
             Duration::from_millis(scenario.late_connections.1),
         ),
+        slow_accept: scenario
+            .slow_accept
+            .map(|(backlog, ms)| (backlog, Duration::from_millis(ms))),
+        slow_calls: (
+            scenario.slow_calls.0,
+            (
+                Duration::from_millis(scenario.slow_calls.1 .0),
+                Duration::from_millis(scenario.slow_calls.1 .1),
+            ),
+        ),
+        error_rate: scenario.error_rate,
         seed: Some(seed),
         ..SandboxConfig::default()
     }
@@ -188,6 +214,7 @@ async fn ours_in_process(
         done: summary.count(lsq_dispatch::report::Status::Linked)
             + summary.count(lsq_dispatch::report::Status::Sent),
         windows_to_full: None,
+        runs: vec![(summary.rate_limited, summary.api_calls)],
     }
 }
 
@@ -261,6 +288,8 @@ fn finish_ours(mut child: Child, summary: &Path, into: &mut Figures) {
     let number = |key: &str| summary[key].as_u64().unwrap_or(0);
     into.calls += number("api_calls");
     into.rate_limited += number("rate_limited");
+    into.runs
+        .push((number("rate_limited"), number("api_calls")));
     into.done += summary["counts"]["linked"].as_u64().unwrap_or(0);
 }
 
@@ -338,22 +367,51 @@ fn bound(scenario: &Scenario, calls: usize) -> f64 {
     }
 }
 
+/// The machine's load averages, as `/proc/loadavg` says (1, 5, 15 min).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Min/median/max of `values`.
+fn spread(values: &[f64]) -> String {
+    let mut sorted = values.to_vec();
+    let mid = median(&mut sorted);
+    format!(
+        "{:.3}/{:.3}/{:.3}",
+        sorted[0],
+        mid,
+        sorted[sorted.len() - 1]
+    )
+}
+
 fn main() {
     let leads: usize = env_number("BENCH_LEADS", 300);
-    let runs: usize = env_number("BENCH_RUNS", 1).max(1);
-    let only = std::env::var("BENCH_ONLY").ok();
+    let seeds: usize = env_number("BENCH_SEEDS", env_number("BENCH_RUNS", 3)).max(1);
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|o| o.split(',').map(|p| p.trim().to_owned()).collect());
+    let chosen = |name: &str| {
+        only.as_ref()
+            .is_none_or(|parts| parts.iter().any(|p| name.contains(p.as_str())))
+    };
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let one_second = Scenario {
-        name: "service 1s",
-        service: (1000, 1000),
+        name: "900-1100ms",
+        service: (900, 1100),
         ..BASE
     };
     let scenarios = [
-        BASE,
+        Scenario {
+            name: "50-300ms, 2% 500s",
+            error_rate: 0.02,
+            ..BASE
+        },
         Scenario {
             name: "+ email, SMTP 200ms/msg",
             smtp_delay_ms: Some(200),
@@ -361,13 +419,24 @@ fn main() {
         },
         one_second,
         Scenario {
-            name: "1s, 70% conns 1s late",
-            late_connections: (0.7, 1000),
+            name: "900-1100ms, SYNs dropped",
+            slow_accept: Some((5, 50)),
             ..one_second
         },
         Scenario {
-            name: "competitor takes 10/25",
+            name: "900-1100ms, 10% late unseen",
+            late_connections: (0.1, 1000),
+            ..one_second
+        },
+        Scenario {
+            name: "50-300ms, 5% at 2-3s",
+            slow_calls: (0.05, (2000, 3000)),
+            ..BASE
+        },
+        Scenario {
+            name: "competitor 10/25, 2 runs",
             competitor: 10,
+            shape: Shape::BackToBack,
             ..BASE
         },
         Scenario {
@@ -394,22 +463,23 @@ fn main() {
     ];
     let redis = scenarios
         .iter()
-        .any(|s| {
-            s.shape == Shape::ConcurrentRedis && only.as_deref().is_none_or(|o| s.name.contains(o))
-        })
+        .any(|s| s.shape == Shape::ConcurrentRedis && chosen(s.name))
         .then(|| redis_server::RedisServer::start("the Redis scenario"))
         .flatten();
     println!(
         "{leads} leads a run, 25 calls in any 5 s counted at arrival, 0-100 ms inbound jitter, \
-         {runs} run(s) each; medians. plain = a sliding-log client (5.12 s after its 25th-last call)"
+         {seeds} seed(s) each; ratio = lower bound / wall time, min/median/max over the seeds; \
+         worst = the lowest of (ours - plain) over the seeds; 429s/calls are medians. \
+         plain = a sliding-log client (5.12 s after its 25th-last call). load {}",
+        load()
     );
     println!(
-        "{:<25} {:>7} {:>7} {:>6} {:>10} | {:>6} {:>10} | note",
-        "scenario", "wall s", "bound s", "ratio", "429s/calls", "plain", "429s/calls"
+        "{:<25} {:>7} {:>19} {:>10} | {:>19} {:>10} | {:>6} | note",
+        "scenario", "bound s", "ratio", "429s/calls", "plain", "429s/calls", "worst"
     );
     let mut walls_of = Vec::new();
     for scenario in &scenarios {
-        if only.as_deref().is_some_and(|o| !scenario.name.contains(o)) {
+        if !chosen(scenario.name) {
             continue;
         }
         let redis_url = redis.as_ref().map(|r| r.url());
@@ -426,7 +496,7 @@ fn main() {
         };
         let bound = bound(scenario, total);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for run in 0..runs {
+        for run in 0..seeds {
             let seed = run as u64 + 1;
             let figures = runtime.block_on(async {
                 let sandbox = Sandbox::start(sandbox_config(scenario, seed))
@@ -477,37 +547,63 @@ fn main() {
         let mid = |all: &[Figures], of: &dyn Fn(&Figures) -> f64| {
             median(&mut all.iter().map(of).collect::<Vec<_>>())
         };
-        let wall = mid(&ours, &|f| f.wall);
-        walls_of.push((scenario.name, wall));
-        let note = match scenario.competitor_stops {
-            Some(_) => match mid(&ours, &|f| f.windows_to_full.unwrap_or(f64::INFINITY)) {
+        let ratios = |all: &[Figures]| all.iter().map(ratio).collect::<Vec<_>>();
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(o, t)| ratio(o) - ratio(t))
+            .fold(f64::INFINITY, f64::min);
+        walls_of.push((scenario.name, mid(&ours, &|f| f.wall)));
+        let note = match (
+            scenario.competitor_stops,
+            scenario.competitor,
+            scenario.shape,
+        ) {
+            (Some(_), _, _) => match mid(&ours, &|f| f.windows_to_full.unwrap_or(f64::INFINITY)) {
                 w if w.is_finite() => format!("full budget {w:.1} windows after it left"),
                 _ => "never back to the full budget".into(),
             },
-            None => format!("{} of {total} done", mid(&ours, &|f| f.done as f64)),
+            (None, c, Shape::BackToBack) if c > 0 => {
+                let share = |all: &[Figures], run: usize| {
+                    mid(all, &|f| {
+                        f.runs
+                            .get(run)
+                            .map_or(0.0, |(r, c)| 100.0 * *r as f64 / (*c).max(1) as f64)
+                    })
+                };
+                format!(
+                    "429s: first run {:.1} %, second {:.1} % (plain {:.1} %, {:.1} %)",
+                    share(&ours, 0),
+                    share(&ours, 1),
+                    share(&theirs, 0),
+                    share(&theirs, 1)
+                )
+            }
+            _ => format!("{} of {total} done", mid(&ours, &|f| f.done as f64)),
         };
         println!(
-            "{:<25} {:>7.2} {:>7.1} {:>6.3} {:>10} | {:>6.3} {:>10} | {note}",
+            "{:<25} {:>7.1} {:>19} {:>10} | {:>19} {:>10} | {:>+6.3} | {note}; load {}",
             scenario.name,
-            wall,
             bound,
-            mid(&ours, &ratio),
+            spread(&ratios(&ours)),
             format!(
                 "{}/{}",
                 mid(&ours, &|f| f.rate_limited as f64),
                 mid(&ours, &|f| f.calls as f64)
             ),
-            mid(&theirs, &ratio),
+            spread(&ratios(&theirs)),
             format!(
                 "{}/{}",
                 mid(&theirs, &|f| f.rate_limited as f64),
                 mid(&theirs, &|f| f.calls as f64)
             ),
+            worst,
+            load(),
         );
     }
     let wall_of = |name: &str| walls_of.iter().find(|(n, _)| *n == name).map(|(_, w)| *w);
     if let (Some(link), Some(email)) = (
-        wall_of("service 50-300ms"),
+        wall_of("50-300ms, 2% 500s"),
         wall_of("+ email, SMTP 200ms/msg"),
     ) {
         println!(

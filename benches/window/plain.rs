@@ -112,9 +112,14 @@ pub(super) async fn plain(
         .map(|i| Arc::new(lead_ids(leads, seed * 10 + 5 + i as u64)))
         .collect();
     let mut done = 0;
+    let mut per_run = Vec::new();
     if scenario.shape == Shape::BackToBack || runs.len() == 1 {
         for (client, ids) in runs.iter().zip(&batches) {
             done += client.run(ids.clone()).await;
+            per_run.push((
+                client.rate_limited.load(Ordering::SeqCst),
+                client.calls.load(Ordering::SeqCst),
+            ));
         }
     } else {
         let (a, b) = tokio::join!(
@@ -132,5 +137,6 @@ pub(super) async fn plain(
             .sum(),
         done,
         windows_to_full: None,
+        runs: per_run,
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct Faults {
     error_rate: f64,
     drop_rate: f64,
     late_connections: (f64, Duration),
+    slow_calls: (f64, (Duration, Duration)),
 }
 
 impl Faults {
@@ -49,12 +50,19 @@ impl Faults {
             error_rate,
             drop_rate,
             late_connections: (0.0, Duration::ZERO),
+            slow_calls: (0.0, (Duration::ZERO, Duration::ZERO)),
         }
     }
 
     /// Delays the first call of this fraction of new connections.
     pub(super) fn with_late_connections(mut self, late: (f64, Duration)) -> Self {
         self.late_connections = late;
+        self
+    }
+
+    /// Serves this fraction of calls in this range instead: a long tail.
+    pub(super) fn with_slow_calls(mut self, slow: (f64, (Duration, Duration))) -> Self {
+        self.slow_calls = slow;
         self
     }
 
@@ -77,6 +85,10 @@ impl Faults {
 
     /// The time to serve one accepted call.
     pub(super) fn service_time(&mut self) -> Duration {
+        let (fraction, slow) = self.slow_calls;
+        if fraction > 0.0 && self.rng.random::<f64>() < fraction {
+            return self.pick(slow);
+        }
         let range = self.service_time;
         self.pick(range)
     }
@@ -138,6 +150,13 @@ mod tests {
             let d = f.jitter();
             assert!(d >= range.0 && d <= range.1);
         }
+        let tail = (Duration::from_secs(2), Duration::from_secs(3));
+        let mut tailed = Faults::new(Some(3), ZERO, range, 0.0, 0.0).with_slow_calls((0.05, tail));
+        let slow = (0..2000)
+            .map(|_| tailed.service_time())
+            .filter(|d| *d >= tail.0 && *d <= tail.1)
+            .count();
+        assert!((50..150).contains(&slow), "{slow} of 2000 in the tail");
         let mut fixed = Faults::new(None, ZERO, (range.1, range.1), 0.0, 0.0);
         assert_eq!(fixed.service_time(), range.1);
         assert_eq!(fixed.jitter(), Duration::ZERO);

@@ -90,6 +90,9 @@ pub struct SandboxConfig {
     pub jitter: (Duration, Duration),
     /// Delay range between counting an accepted call and answering it.
     pub service_time: (Duration, Duration),
+    /// This fraction of accepted calls takes a time in this range instead
+    /// of `service_time`: a long tail, e.g. 5 % at 2-3 s.
+    pub slow_calls: (f64, (Duration, Duration)),
     /// Fraction of accepted API calls answered 500.
     pub error_rate: f64,
     /// Fraction of accepted API calls whose connection is cut with no answer.
@@ -142,6 +145,7 @@ impl Default for SandboxConfig {
             key_ttl: Duration::from_secs(4 * 3600),
             jitter: (Duration::ZERO, Duration::ZERO),
             service_time: (Duration::ZERO, Duration::ZERO),
+            slow_calls: (0.0, (Duration::ZERO, Duration::ZERO)),
             error_rate: 0.0,
             drop_rate: 0.0,
             competitor: 0,
@@ -460,7 +464,8 @@ impl Shared {
             config.error_rate,
             config.drop_rate,
         )
-        .with_late_connections(config.late_connections);
+        .with_late_connections(config.late_connections)
+        .with_slow_calls(config.slow_calls);
         Ok(Shared {
             started: Instant::now(),
             log,
