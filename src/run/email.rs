@@ -54,23 +54,26 @@ impl Job {
         match step {
             Step::Done(finished) => Ok(finished),
             Step::Email { record, row, to } => {
-                let record = Box::pin(self.send_email(record, &row, &to)).await?;
+                let (record, fatal) = Box::pin(self.send_email(record, &row, &to)).await?;
                 Ok(Finished {
                     record,
                     raw: row.raw,
+                    fatal,
                 })
             }
         }
     }
 
-    /// Renders and sends one lead's message. Only an SMTP fault that stops
-    /// every message (authentication, TLS) is an `Err`.
+    /// Renders and sends one lead's message. An SMTP fault that stops every
+    /// message (authentication, TLS, a server gone) comes back beside the
+    /// row's record, which is reported `failed` like any other: every input
+    /// row reaches the report and the rows to retry, even on an abort.
     async fn send_email(
         &self,
         mut record: Record,
         row: &InputRow,
         to: &Address,
-    ) -> anyhow::Result<Record> {
+    ) -> anyhow::Result<(Record, Option<SendError>)> {
         let mail = self
             .mail
             .as_ref()
@@ -123,15 +126,17 @@ impl Job {
                 // login, no TLS, no connection): the lead is not in doubt,
                 // and the next run sends it.
                 self.stop.raise(crate::signal::Stop::Finish);
+                let reason = error.to_string();
                 if !review {
-                    let reason = error.to_string();
                     ledger
                         .with_lead(lead, portal, move |store, key| {
                             store.mark_failed(key, line, &reason, attempts)
                         })
                         .await?;
                 }
-                return Err(error.into());
+                record.status = Status::Failed;
+                record.error = Some(RowError::Email(error.to_string()));
+                return Ok((record, Some(error)));
             }
             Delivered::Failed(error) => {
                 let reason = error.to_string();
@@ -144,7 +149,7 @@ impl Job {
                 record.error = Some(error);
             }
         }
-        Ok(record)
+        Ok((record, None))
     }
 
     /// Waits for the SMTP budget, records `sending` and sends, unless the run

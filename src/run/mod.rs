@@ -62,6 +62,9 @@ pub struct RunOutcome {
 pub(crate) struct Finished {
     record: Record,
     raw: Option<csv::ByteRecord>,
+    /// The SMTP fault this row met that stops the run (authentication, TLS,
+    /// a server gone): the row is still reported, then the run aborts.
+    fatal: Option<crate::email::SendError>,
 }
 
 /// `lsq-dispatch run`: the test message when `--test-email` is given,
@@ -233,7 +236,14 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         };
         match outcome {
             None => break,
-            Some(Ok(finished)) => sink.record(finished)?,
+            Some(Ok(mut finished)) => {
+                let stops = finished.fatal.take();
+                sink.record(finished)?;
+                if let Some(e) = stops {
+                    job.stop.raise(Stop::Finish);
+                    fatal.get_or_insert(e.into());
+                }
+            }
             // The budget shared with other processes is gone, or the SMTP
             // server takes no message: no call or message may start, but
             // those in flight are finished and recorded, as after a first

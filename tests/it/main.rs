@@ -17,6 +17,7 @@
 mod support;
 
 mod daytime;
+mod delivery;
 mod dry_run;
 mod email;
 mod exit_codes;
