@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
-use crate::support::{fast_sandbox, read_report, run_on_sandbox, sample, with_email};
+use crate::support::{fast_sandbox, read_report, run, run_on_sandbox, sample, with_email};
 use lsq_sandbox::Sandbox;
 
 fn email_command(
@@ -79,4 +79,105 @@ async fn every_row_is_reported_when_the_smtp_server_goes_away_mid_run() {
     failed.sort();
     retry.sort();
     assert_eq!(retry, failed, "the retry file lists every failed lead");
+}
+
+/// A header value as a lenient mail reader shows it: every RFC 2047
+/// encoded word (`=?charset?b|q?text?=`) decoded wherever it appears, and
+/// whitespace between two encoded words dropped.
+fn as_mail_reader_shows(value: &str) -> String {
+    use base64::Engine as _;
+    let mut shown = String::new();
+    let mut rest = value;
+    let mut after_word = false;
+    while let Some(start) = rest.find("=?") {
+        let word = rest[start + 2..].splitn(4, '?').collect::<Vec<_>>();
+        let decoded = match word.as_slice() {
+            [_charset, enc, text, tail] if tail.starts_with('=') => {
+                let bytes = match enc.to_ascii_lowercase().as_str() {
+                    "b" => base64::engine::general_purpose::STANDARD.decode(text).ok(),
+                    "q" => Some(q_decode(text)),
+                    _ => None,
+                };
+                bytes.map(|b| {
+                    (
+                        String::from_utf8_lossy(&b).into_owned(),
+                        text.len() + enc.len(),
+                    )
+                })
+            }
+            _ => None,
+        };
+        let before = &rest[..start];
+        match decoded {
+            Some((text, _)) => {
+                if !(after_word && before.trim().is_empty()) {
+                    shown.push_str(before);
+                }
+                shown.push_str(&text);
+                let used = start + 2 + word[0].len() + 1 + word[1].len() + 1 + word[2].len() + 2;
+                rest = &rest[used..];
+                after_word = true;
+            }
+            None => {
+                shown.push_str(&rest[..start + 2]);
+                rest = &rest[start + 2..];
+                after_word = false;
+            }
+        }
+    }
+    shown.push_str(rest);
+    shown
+}
+
+fn q_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'_' => out.push(b' '),
+            b'=' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A cell that looks like an encoded word is shown as typed in the
+/// Subject: the run encodes it, so no mail reader decodes the lead's data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cell_that_looks_like_an_encoded_word_shows_as_typed_in_the_subject() {
+    const CELL: &str = "=?utf-8?q?hi?=";
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let id = &crate::support::lead_ids(1)[0];
+    let input = crate::support::write(
+        dir.path(),
+        "leads.csv",
+        &format!("LeadId,FirstName,Email\n{id},{CELL},lead0@example.com\n"),
+    );
+    let out = run(&mut email_command(
+        &sandbox,
+        &smtp.url(),
+        dir.path(),
+        &input,
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    let subject = smtp.messages()[0].header("Subject").unwrap();
+    assert_eq!(
+        as_mail_reader_shows(&subject),
+        format!("{CELL}, your sign-in link for the customer portal"),
+        "raw: {subject}"
+    );
 }
