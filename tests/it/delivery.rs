@@ -181,3 +181,54 @@ async fn a_cell_that_looks_like_an_encoded_word_shows_as_typed_in_the_subject() 
         "raw: {subject}"
     );
 }
+
+/// SpamAssassin's score for one message, from its `X-Spam-Status` line
+/// (local rules only: no network test may decide a CI run).
+fn spamassassin_score(message: &Path) -> (f64, String) {
+    let out = std::process::Command::new("spamassassin")
+        .args(["-L", "-t"])
+        .stdin(std::fs::File::open(message).unwrap())
+        .output()
+        .expect("spamassassin runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let score = text
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Spam-Status: "))
+        .and_then(|status| status.split("score=").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no score in spamassassin's output:\n{text}"));
+    (score, text)
+}
+
+/// The samples' message, rendered as a run renders it, scores at most 0.5
+/// with SpamAssassin's local rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_message_passes_spamassassin() {
+    let test = "the_sample_message_passes_spamassassin";
+    if !crate::support::installed_or_skip(test, "spamassassin", "apt-get install spamassassin") {
+        return;
+    }
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_with_email(dir.path(), 1);
+    let mut cmd = email_command(&sandbox, &smtp.url(), dir.path(), &input);
+    let out = run(cmd.args(["--outbox", "outbox"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let (score, report) = spamassassin_score(&files[0]);
+    assert!(
+        score <= 0.5,
+        "SpamAssassin scores the sample {score}:\n{report}"
+    );
+}
