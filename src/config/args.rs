@@ -201,6 +201,16 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::rate")]
     pub smtp_rate: Option<Rate>,
 
+    /// Name given in EHLO [default: this machine's fully qualified name, else the --from domain].
+    #[arg(
+        long,
+        env = "LSQ_HELO_NAME",
+        value_name = "NAME",
+        value_parser = value::helo_name
+    )]
+    #[serde(default, deserialize_with = "value::file::helo_name")]
+    pub helo_name: Option<String>,
+
     /// Messages in flight at most [default: 8].
     #[arg(long, value_name = "N")]
     #[serde(default)]

@@ -211,6 +211,11 @@ pub(crate) fn from(value: &str) -> Result<Mailbox, Invalid> {
     })
 }
 
+/// The name given in EHLO.
+pub(crate) fn helo_name(value: &str) -> Result<String, Invalid> {
+    crate::email::check_helo_name(value).map_err(|e| Invalid::new(|name| format!("{name}: {e}")))
+}
+
 /// A Reply-To address.
 pub(crate) fn reply_to(value: &str) -> Result<Mailbox, Invalid> {
     value.parse().map_err(|e| {
@@ -345,6 +350,8 @@ pub(crate) mod file {
         link_ttl: std::time::Duration,
         /// `link_base`.
         link_base: url::Url,
+        /// `helo_name`.
+        helo_name: String,
     }
 
     /// `delimiter`: a tab is blank, yet a separator.

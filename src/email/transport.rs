@@ -49,6 +49,11 @@ pub struct SmtpSettings {
     pub password: Option<Secret>,
     /// The longest one attempt (connect, log in, send) may take.
     pub timeout: Duration,
+    /// The EHLO name (`--helo-name`); when `None`, the machine's fully
+    /// qualified name, else the sender's domain (see `helo`).
+    pub helo_name: Option<String>,
+    /// The sender address's domain, the EHLO name's fallback.
+    pub sender_domain: Option<String>,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -58,6 +63,7 @@ impl fmt::Debug for SmtpSettings {
             .field("user", &self.user)
             .field("password", &self.password)
             .field("timeout", &self.timeout)
+            .field("helo_name", &self.helo_name)
             .finish()
     }
 }
@@ -83,6 +89,8 @@ pub struct SmtpRelay {
     /// answers in plain text: `None` for a URL that already uses STARTTLS.
     starttls: Option<String>,
     timeout: Duration,
+    /// The name given in EHLO, for messages.
+    helo: String,
     /// Kept only to scrub it from any text a server or library hands back.
     password: Option<Secret>,
 }
@@ -138,10 +146,14 @@ impl Transport {
             .tls(tls)
             .timeout(Some(settings.timeout))
             .pool_config(PoolConfig::new().max_size(POOL_IDLE_MAX));
-        let hello = url.path().trim_matches('/');
-        if !hello.is_empty() {
-            builder = builder.hello_name(ClientId::Domain(hello.to_owned()));
-        }
+        // A name in the URL's path (smtp://host/NAME) still wins, as before
+        // the setting existed.
+        let in_url = Some(url.path().trim_matches('/')).filter(|p| !p.is_empty());
+        let helo = super::helo::helo_name(
+            in_url.or(settings.helo_name.as_deref()),
+            settings.sender_domain.as_deref(),
+        );
+        builder = builder.hello_name(ClientId::Domain(helo.clone()));
         if let Some(credentials) = credentials {
             builder = builder.credentials(credentials);
         }
@@ -165,6 +177,7 @@ impl Transport {
             starttls: (url.scheme() == "smtps")
                 .then(|| format!("smtp://{host}:{starttls_port}?tls=required")),
             timeout: settings.timeout,
+            helo,
             password,
         }))
     }
@@ -188,7 +201,7 @@ impl Transport {
                 let test = tokio::time::timeout(relay.timeout, mailer.test_connection());
                 match test.await {
                     Err(_) => Err(relay.timed_out()),
-                    Ok(Err(e)) => Err(relay.classify(&e)),
+                    Ok(Err(e)) => Err(relay.refused_helo(&e).unwrap_or_else(|| relay.classify(&e))),
                     Ok(Ok(true)) => Ok(()),
                     Ok(Ok(false)) => Err(SendError::Transient(format!(
                         "{}: connected, but the server did not answer NOOP",
@@ -264,6 +277,28 @@ impl SmtpRelay {
             Ok(Err(e)) => Err(self.classify(&e)),
             Ok(Ok(_)) => Ok(()),
         }
+    }
+
+    /// For a refusal met while checking the server: when it is the server
+    /// refusing this machine's EHLO name, a fatal error that says so.
+    fn refused_helo(&self, e: &lettre::transport::smtp::Error) -> Option<SendError> {
+        let code: u16 = e.status()?.to_string().parse().ok()?;
+        let text = std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let lower = text.to_ascii_lowercase();
+        let about_helo = lower.contains("helo") || lower.contains("ehlo");
+        if !(500..600).contains(&code) || !(about_helo || code == 501 || code == 504) {
+            return None;
+        }
+        Some(self.scrub(SendError::Fatal(format!(
+            "the SMTP server {} refused the EHLO name {} ({code} {}): set --helo-name \
+             (or LSQ_HELO_NAME, or helo_name in the config file) to this machine's fully \
+             qualified domain name, one the server accepts, e.g. mail.example.com",
+            self.endpoint,
+            self.helo,
+            text.trim_end()
+        ))))
     }
 
     fn timed_out(&self) -> SendError {
@@ -498,6 +533,8 @@ mod tests {
             user: None,
             password: None,
             timeout: Duration::from_secs(5),
+            helo_name: None,
+            sender_domain: None,
         }
     }
 

@@ -232,3 +232,49 @@ async fn the_sample_message_passes_spamassassin() {
         "SpamAssassin scores the sample {score}:\n{report}"
     );
 }
+
+/// A server that refuses names that are not fully qualified takes the
+/// run's default EHLO name; `--helo-name` and `LSQ_HELO_NAME` set it; and a
+/// refused name stops the run at the pre-flight check, saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ehlo_name_is_fully_qualified_settable_and_a_refusal_is_explained() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().fqdn_helo());
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_with_email(dir.path(), 2);
+    let out = run(&mut email_command(
+        &sandbox,
+        &smtp.url(),
+        dir.path(),
+        &input,
+    ));
+    let stderr = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let names = smtp.helo_names();
+    assert!(names.iter().all(|n| n.contains('.')), "{names:?}");
+
+    let smtp = SmtpServer::start(SmtpBehaviour::new().fqdn_helo());
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_with_email(dir.path(), 2);
+    let mut cmd = email_command(&sandbox, &smtp.url(), dir.path(), &input);
+    let out = run(cmd.env("LSQ_HELO_NAME", "mail.acme.example"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    assert!(smtp.helo_names().iter().all(|n| n == "mail.acme.example"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_with_email(dir.path(), 2);
+    let mut cmd = email_command(&sandbox, &smtp.url(), dir.path(), &input);
+    let out = run(cmd.args(["--helo-name", "vm"]));
+    let stderr = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused the EHLO name vm"), "{stderr}");
+    assert!(stderr.contains("504 5.5.2"), "{stderr}");
+    assert!(stderr.contains("--helo-name"), "{stderr}");
+    assert_eq!(smtp.transactions(), 2, "no message after the refusal");
+    assert!(read_report(&dir.path().join("report.csv")).is_empty());
+}

@@ -51,6 +51,10 @@ pub struct SmtpBehaviour {
     /// A refused login's reply quotes the AUTH command it got, as some
     /// servers do.
     pub echo_auth: bool,
+    /// EHLO and HELO with a name that is not fully qualified (no dot, no
+    /// address literal) are refused, as Postfix's
+    /// `reject_non_fqdn_helo_hostname` does.
+    pub fqdn_helo: bool,
 }
 
 /// What the server does in place of the reply to a message it took in.
@@ -120,6 +124,12 @@ impl SmtpBehaviour {
         self
     }
 
+    /// Refuses EHLO and HELO names that are not fully qualified.
+    pub fn fqdn_helo(mut self) -> Self {
+        self.fqdn_helo = true;
+        self
+    }
+
     /// Takes `delay` before answering each message's DATA.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -137,6 +147,7 @@ struct State {
     payloads: Vec<ReceivedMessage>,
     unanswered_left: usize,
     auth_failures: usize,
+    helo_names: Vec<String>,
 }
 
 impl State {
@@ -223,6 +234,11 @@ impl SmtpServer {
     /// How many messages reached the end of DATA, answered or not.
     pub fn data_attempts(&self) -> usize {
         self.state.lock().unwrap().payloads.len()
+    }
+
+    /// The names clients gave in EHLO or HELO, in order.
+    pub fn helo_names(&self) -> Vec<String> {
+        self.state.lock().unwrap().helo_names.clone()
     }
 
     /// How many logins were refused.
@@ -355,7 +371,20 @@ async fn session(
     let mut to: Vec<String> = Vec::new();
     while let Some(line) = s.line().await? {
         let (verb, args) = line.split_once(' ').unwrap_or((&line, ""));
-        match verb.to_ascii_uppercase().as_str() {
+        let verb = verb.to_ascii_uppercase();
+        if verb == "EHLO" || verb == "HELO" {
+            let name = args.trim().to_owned();
+            state.lock().unwrap().helo_names.push(name.clone());
+            let qualified = name.contains('.') || name.starts_with('[');
+            if behaviour.fqdn_helo && !qualified {
+                s.reply(&format!(
+                    "504 5.5.2 <{name}>: Helo command rejected: need fully-qualified hostname"
+                ))
+                .await?;
+                continue;
+            }
+        }
+        match verb.as_str() {
             "EHLO" => {
                 let mut lines = vec![HOSTNAME.to_owned(), "8BITMIME".into(), "SMTPUTF8".into()];
                 if behaviour.auth.is_some() {
