@@ -211,6 +211,11 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::helo_name")]
     pub helo_name: Option<String>,
 
+    /// CA certificates (PEM) to trust for the SMTP server, besides the built-in and the system's.
+    #[arg(long, env = "LSQ_SMTP_CA_FILE", value_name = "PATH")]
+    #[serde(default)]
+    pub smtp_ca_file: Option<PathBuf>,
+
     /// Messages in flight at most [default: 8].
     #[arg(long, value_name = "N")]
     #[serde(default)]

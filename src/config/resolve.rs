@@ -341,6 +341,7 @@ fn delivery(args: &RunArgs) -> Result<Option<Delivery>, UsageError> {
             timeout: args.smtp_timeout.unwrap_or(Duration::from_secs(30)),
             helo_name: args.helo_name.clone(),
             sender_domain: args.from.as_ref().map(|f| f.email.domain().to_owned()),
+            ca_file: args.smtp_ca_file.clone(),
         }))),
         None if args.dry_run => Ok(None),
         None if args.sandbox => Ok(Some(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX)))),

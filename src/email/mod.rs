@@ -10,12 +10,14 @@
 //! permanent failure (5xx) and from a run-level fault (authentication or TLS),
 //! which must stop the run before anything else is sent.
 
+mod classify;
 mod helo;
 mod message;
 mod outbox;
 mod smtp_url;
 mod template;
 mod transport;
+mod trust;
 
 pub use helo::check_helo_name;
 pub use message::{

@@ -278,3 +278,50 @@ async fn the_ehlo_name_is_fully_qualified_settable_and_a_refusal_is_explained() 
     assert_eq!(smtp.transactions(), 2, "no message after the refusal");
     assert!(read_report(&dir.path().join("report.csv")).is_empty());
 }
+
+/// A relay whose certificate comes from a private CA: refused as a
+/// certificate error that says what to do, trusted with `--smtp-ca-file`
+/// (or `LSQ_SMTP_CA_FILE`), and through the system's store (`SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_ca_is_trusted_through_the_ca_file_or_the_system_store() {
+    let pki = crate::support::private_ca::PrivateCa::issuing_for(&["127.0.0.1"]);
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().starttls(pki.server.clone()));
+    let url = format!("smtp://{}?tls=required", smtp.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::write(dir.path(), "acme-ca.pem", &pki.ca_pem);
+    let input = crate::support::leads_with_email(dir.path(), 2);
+
+    let out = run(&mut email_command(&sandbox, &url, dir.path(), &input));
+    let stderr = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(stderr.contains("--smtp-ca-file"), "{stderr}");
+    assert!(!stderr.contains("usually port"), "no port advice: {stderr}");
+    assert!(smtp.tls_failures() > 0);
+    assert!(smtp.messages().is_empty());
+
+    let mut cmd = email_command(&sandbox, &url, dir.path(), &input);
+    let out = run(cmd.arg("--smtp-ca-file").arg(&ca));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    assert_eq!(smtp.messages().len(), 2);
+
+    for (name, value) in [("LSQ_SMTP_CA_FILE", &ca), ("SSL_CERT_FILE", &ca)] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = crate::support::leads_with_email(dir.path(), 1);
+        let mut cmd = email_command(&sandbox, &url, dir.path(), &input);
+        let out = run(cmd.env(name, value));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            crate::support::stderr(&out)
+        );
+    }
+}

@@ -76,6 +76,7 @@ fn smtp(server: &SmtpServer, user: Option<&str>, password: Option<&str>) -> Tran
         timeout: Duration::from_secs(10),
         helo_name: None,
         sender_domain: None,
+        ca_file: None,
     })
     .unwrap()
 }
@@ -182,6 +183,7 @@ async fn unanswered_payload_is_in_doubt(silence: Silence) {
         timeout: Duration::from_secs(1),
         helo_name: None,
         sender_domain: None,
+        ca_file: None,
     })
     .unwrap();
     let (message, _) = invite(&row("l-1", "Ada", "ada@example.com"));
@@ -293,6 +295,7 @@ async fn right_password_from_settings_or_url_logs_in() {
         timeout: Duration::from_secs(10),
         helo_name: None,
         sender_domain: None,
+        ca_file: None,
     })
     .unwrap();
     transport.check().await.unwrap();
@@ -315,6 +318,7 @@ async fn no_server_is_unconnected_and_retried() {
         timeout: Duration::from_secs(5),
         helo_name: None,
         sender_domain: None,
+        ca_file: None,
     })
     .unwrap();
     let err = transport.check().await.unwrap_err();
@@ -341,6 +345,7 @@ fn plaintext_to_a_remote_host_is_refused() {
         timeout: Duration::from_secs(5),
         helo_name: None,
         sender_domain: None,
+        ca_file: None,
     })
     .unwrap_err()
     .to_string();

@@ -2,6 +2,7 @@
 
 pub mod hostile_server;
 mod installed;
+pub mod private_ca;
 pub mod prometheus;
 pub mod redis_server;
 mod server_thread;
