@@ -211,6 +211,11 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::helo_name")]
     pub helo_name: Option<String>,
 
+    /// Waits before each later try of a message the server deferred (4xx, greylisting) [default: 1m,2m,4m,8m; none: fail at once].
+    #[arg(long, value_name = "WAITS", value_parser = value::smtp_defer)]
+    #[serde(default, deserialize_with = "value::file::smtp_defer")]
+    pub smtp_defer: Option<crate::email::DeferSchedule>,
+
     /// CA certificates (PEM) to trust for the SMTP server, besides the built-in and the system's.
     #[arg(long, env = "LSQ_SMTP_CA_FILE", value_name = "PATH")]
     #[serde(default)]

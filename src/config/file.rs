@@ -53,7 +53,7 @@ pub fn merge(flags: RunArgs) -> Result<RunArgs, UsageError> {
         host, portal_id, portal_url, rate, report, summary_json, lead_column, encoding,
         delimiter, limit, concurrency, max_attempts, timeout, arrival_margin, burst,
         tenant_key_path, smtp_url, outbox, templates, from, reply_to, list_unsubscribe,
-        email_column, smtp_rate, helo_name, smtp_ca_file, email_concurrency, campaign, timezone, working_hours, state,
+        email_column, smtp_rate, smtp_defer, helo_name, smtp_ca_file, email_concurrency, campaign, timezone, working_hours, state,
         budget_store, metrics_file, ping_url, connect_timeout, tenant_key_method,
         smtp_timeout, key_lifetime, links, link_base, link_ttl, mint;
         link_ids, email

@@ -205,6 +205,9 @@ pub struct EmailSettings {
     pub concurrency: usize,
     /// Attempts per message for transient failures.
     pub max_attempts: u32,
+    /// Waits before the later tries of a message still deferred after
+    /// its quick retries.
+    pub defer: crate::email::DeferSchedule,
     /// `--test-email`: the one recipient.
     pub test_address: Option<lettre::Address>,
 }

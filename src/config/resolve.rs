@@ -312,6 +312,7 @@ fn email_settings(args: &RunArgs, max_attempts: u32) -> Result<EmailSettings, Us
         smtp_rate: args.smtp_rate,
         concurrency: args.email_concurrency.unwrap_or(8).max(1),
         max_attempts,
+        defer: args.smtp_defer.clone().unwrap_or_default(),
         test_address: args.test_email.clone(),
     })
 }

@@ -11,6 +11,7 @@
 //! which must stop the run before anything else is sent.
 
 mod classify;
+mod defer;
 mod helo;
 mod message;
 mod outbox;
@@ -19,6 +20,7 @@ mod template;
 mod transport;
 mod trust;
 
+pub use defer::DeferSchedule;
 pub use helo::check_helo_name;
 pub use message::{
     build_message, check_address, message_id, resend_message_id, ListUnsubscribe, Sender,

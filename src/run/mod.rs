@@ -11,11 +11,13 @@
 //! - `prepare`: everything checked and opened before the first call.
 //! - `link`: one row to its link (or the reason it has none).
 //! - `email`: one linked row to its sent (or planned) message.
+//! - `defer`: a message the server deferred, tried again minutes later.
 //! - `ledger`: the campaign state, written off the async workers.
 //! - `stages`: how rows flow between the two, for real and dry runs.
 //! - `sink`: the report, summary, rows to retry, invalid rows, plan and progress.
 //! - `test_email`: `--test-email`, one message to one address.
 
+mod defer;
 mod email;
 mod ledger;
 mod link;

@@ -21,6 +21,7 @@ mod delivery;
 mod dry_run;
 mod email;
 mod exit_codes;
+mod greylisting;
 mod hostile;
 mod input_hostile;
 mod ledger;
