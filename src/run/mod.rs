@@ -22,6 +22,7 @@ mod email;
 mod ledger;
 mod link;
 mod prepare;
+mod resume;
 mod sink;
 mod stages;
 mod test_email;

@@ -6,9 +6,52 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::store::StateStore;
-use super::StateError;
+use super::{LeadState, StateError};
+use crate::redirect::LinkMode;
 
 impl StateStore {
+    /// The number of the campaign's leads in each state, every state name
+    /// present (zero included) so a summary always has the same lines.
+    pub fn counts(&self, campaign: &str) -> Result<BTreeMap<String, u64>, StateError> {
+        self.count_by(
+            &LeadState::NAMES,
+            "SELECT state, COUNT(*) FROM leads WHERE campaign = ?1 GROUP BY state",
+            campaign,
+        )
+    }
+
+    /// How many of the campaign's leads were last given a link in each mode
+    /// (`direct`, `at-send`, `at-click`), every mode named (zero included).
+    pub fn link_modes(&self, campaign: &str) -> Result<BTreeMap<String, u64>, StateError> {
+        self.count_by(
+            &LinkMode::NAMES,
+            "SELECT link_mode, COUNT(*) FROM leads \
+             WHERE campaign = ?1 AND link_mode IS NOT NULL GROUP BY link_mode",
+            campaign,
+        )
+    }
+
+    /// The counts a `GROUP BY` query gives for the campaign, under every one
+    /// of `names` (zero for those it does not give).
+    fn count_by(
+        &self,
+        names: &[&str],
+        query: &str,
+        campaign: &str,
+    ) -> Result<BTreeMap<String, u64>, StateError> {
+        let mut counts: BTreeMap<String, u64> =
+            names.iter().map(|name| ((*name).to_owned(), 0)).collect();
+        let mut stmt = self.conn.prepare(query)?;
+        let rows = stmt.query_map([campaign], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (name, n) = row?;
+            counts.insert(name, n);
+        }
+        Ok(counts)
+    }
+
     /// The names of all campaigns in the file, sorted: those with leads
     /// and those a run claimed that recorded none.
     pub fn campaigns(&self) -> Result<Vec<String>, StateError> {

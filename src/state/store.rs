@@ -1,6 +1,6 @@
 //! The open, locked state file and every read and write of lead entries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 use super::entry::{RawEntry, ENTRY_COLUMNS};
 use super::file::{self, default_path_from, Header, LockFile};
 use super::schema::{bring_up_to_date, check, intact, is_current, timestamp};
-use super::{damaged, foreign, LeadEntry, LeadKey, LeadState, StateError};
+use super::{damaged, foreign, LeadEntry, LeadKey, StateError};
 use crate::redirect::LinkMode;
 use crate::secret::Secret;
 
@@ -488,47 +488,6 @@ impl StateStore {
             params![timestamp(&now), timestamp(&Utc::now())],
         )?;
         Ok(changed as u64)
-    }
-
-    /// The number of the campaign's leads in each state, every state name
-    /// present (zero included) so a summary always has the same lines.
-    pub fn counts(&self, campaign: &str) -> Result<BTreeMap<String, u64>, StateError> {
-        let mut counts: BTreeMap<String, u64> = LeadState::NAMES
-            .iter()
-            .map(|name| ((*name).to_owned(), 0))
-            .collect();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM leads WHERE campaign = ?1 GROUP BY state")?;
-        let rows = stmt.query_map([campaign], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
-        })?;
-        for row in rows {
-            let (state, n) = row?;
-            counts.insert(state, n);
-        }
-        Ok(counts)
-    }
-
-    /// How many of the campaign's leads were last given a link in each mode
-    /// (`direct`, `at-send`, `at-click`), every mode named (zero included).
-    pub fn link_modes(&self, campaign: &str) -> Result<BTreeMap<String, u64>, StateError> {
-        let mut counts: BTreeMap<String, u64> = LinkMode::NAMES
-            .iter()
-            .map(|name| ((*name).to_owned(), 0))
-            .collect();
-        let mut stmt = self.conn.prepare(
-            "SELECT link_mode, COUNT(*) FROM leads \
-             WHERE campaign = ?1 AND link_mode IS NOT NULL GROUP BY link_mode",
-        )?;
-        let rows = stmt.query_map([campaign], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
-        })?;
-        for row in rows {
-            let (mode, n) = row?;
-            counts.insert(mode, n);
-        }
-        Ok(counts)
     }
 
     /// The tenants the campaign has entries for, as fingerprints (empty for

@@ -6,7 +6,8 @@
 //! left to retry and to fix, `otp`, secrets kept out of every output, the API
 //! budget shared by runs through its file and through Redis, what a run tells
 //! its watchers: logs, summary, exit codes, metrics and pings, the messages
-//! for the commonest mistakes), and the
+//! for the commonest mistakes, redirect links from a run's outbox through
+//! `serve` to the sandbox portal page, in headless Chromium too), and the
 //! library's email module and state store directly (the sandbox's own tests
 //! live with it, in `crates/lsq-sandbox`). Shared helpers live once, in `support`.
 //!
@@ -24,7 +25,11 @@ mod exit_codes;
 mod greylisting;
 mod hostile;
 mod input_hostile;
+mod layout;
 mod ledger;
+mod links_browser;
+mod links_end_to_end;
+mod links_shared_budget;
 mod messages;
 mod monitoring;
 mod odd_inputs;

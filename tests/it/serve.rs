@@ -4,94 +4,18 @@
 //! per-client cap, the budget wait, shared keys through Redis, and a
 //! graceful stop.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lsq_dispatch::redirect::{LinkClaims, LinkSecrets};
 use lsq_dispatch::secret::Secret;
 use lsq_sandbox::{Sandbox, SandboxConfig};
 
-use crate::support::{fast_config, lead_ids, lsq, sandbox, sigterm, wait_until};
+use crate::support::link_service::LinkService;
+use crate::support::{fast_config, lead_ids, sandbox, wait_until};
 
 const SECRET_A: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY";
 const SECRET_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 const SECRET_C: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
-
-/// A running `serve` and what it has written to standard error so far.
-struct Served {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    /// Starts `serve` on a free loopback port for `sandbox`, with these link
-    /// secrets and extra flags, and waits until it listens.
-    fn start(sandbox: &Sandbox, secrets: &str, extra: &[&str]) -> Served {
-        let dir = tempfile::tempdir().unwrap();
-        let config = sandbox.config();
-        let mut cmd = lsq(dir.path());
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--host", &sandbox.base_url()])
-            .args(["--portal-url", &sandbox.portal_url()])
-            .args(["--rate", &config.budget.to_string()])
-            .arg("--state")
-            .arg(dir.path().join("state.sqlite"))
-            .args(extra)
-            .env("LSQ_ACCESS_KEY", &config.access_key)
-            .env("LSQ_SECRET_KEY", &config.secret_key)
-            .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key)
-            .env("LSQ_LINK_SECRET", secrets)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let written = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("serving links on http://") {
-                    let rest = &line[at + "serving links on ".len()..];
-                    let base = rest.split("/l/").next().unwrap().to_owned();
-                    let _ = tx.send(base);
-                }
-                let mut log = written.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("serve did not start:\n{}", log.lock().unwrap()));
-        Served {
-            child,
-            base,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn link(&self, token: &str) -> String {
-        format!("{}/l/{token}", self.base)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
 
 fn secrets(list: &[&str]) -> LinkSecrets {
     LinkSecrets::parse(&Secret::new(list.join(","))).unwrap()
@@ -149,7 +73,7 @@ fn issued(sandbox: &Sandbox, lead: &str) -> u64 {
 #[tokio::test]
 async fn get_and_head_cost_nothing_and_a_post_signs_the_lead_in_once_per_key() {
     let sandbox = sandbox(fast_config()).await;
-    let served = Served::start(&sandbox, SECRET_A, &[]);
+    let served = LinkService::start(&sandbox, SECRET_A, &[]);
     let lead = &lead_ids(1)[0];
     let token = secrets(&[SECRET_A]).seal(&claims(&sandbox, lead));
     let link = served.link(&token);
@@ -180,7 +104,7 @@ async fn get_and_head_cost_nothing_and_a_post_signs_the_lead_in_once_per_key() {
     assert_eq!(issued(&sandbox, lead), 1, "a second click costs no call");
 
     let metrics = client()
-        .get(format!("{}/metrics", served.base))
+        .get(format!("{}/metrics", served.base()))
         .send()
         .await
         .unwrap()
@@ -197,13 +121,18 @@ async fn get_and_head_cost_nothing_and_a_post_signs_the_lead_in_once_per_key() {
     );
     for probe in ["healthz", "readyz"] {
         let answer = client()
-            .get(format!("{}/{probe}", served.base))
+            .get(format!("{}/{probe}", served.base()))
             .send()
             .await
             .unwrap();
         assert_eq!(answer.status(), 200, "/{probe}");
     }
 
+    served
+        .wait_for_log("both clicks logged", |log| {
+            log.matches("\"click\"").count() >= 2
+        })
+        .await;
     let log = served.log();
     let clicks: Vec<&str> = log.lines().filter(|l| l.contains("\"click\"")).collect();
     assert_eq!(clicks.len(), 2, "{log}");
@@ -222,7 +151,7 @@ async fn get_and_head_cost_nothing_and_a_post_signs_the_lead_in_once_per_key() {
 #[tokio::test]
 async fn a_key_alive_in_the_token_costs_no_call() {
     let sandbox = sandbox(fast_config()).await;
-    let served = Served::start(&sandbox, SECRET_A, &[]);
+    let served = LinkService::start(&sandbox, SECRET_A, &[]);
     let lead = &lead_ids(1)[0];
     let with_key = LinkClaims {
         key: Some((Secret::new("k+y/="), now() + 3600)),
@@ -242,7 +171,7 @@ async fn a_click_after_the_key_died_mints_once_more_and_signs_in() {
         ..fast_config()
     })
     .await;
-    let served = Served::start(&sandbox, SECRET_A, &["--key-lifetime", "2s"]);
+    let served = LinkService::start(&sandbox, SECRET_A, &["--key-lifetime", "2s"]);
     let lead = &lead_ids(1)[0];
     let link = served.link(&secrets(&[SECRET_A]).seal(&claims(&sandbox, lead)));
     assert_eq!(post(&link).await.status(), 303);
@@ -260,7 +189,7 @@ async fn a_click_after_the_key_died_mints_once_more_and_signs_in() {
 async fn altered_foreign_and_expired_links_get_their_pages_and_rotated_secrets_still_open() {
     let sandbox = sandbox(fast_config()).await;
     let rotated = format!("{SECRET_B},{SECRET_A}");
-    let served = Served::start(&sandbox, &rotated, &["--contact", "Acme Support"]);
+    let served = LinkService::start(&sandbox, &rotated, &["--contact", "Acme Support"]);
     let lead = &lead_ids(1)[0];
     let old = secrets(&[SECRET_A]).seal(&claims(&sandbox, lead));
     let mut altered = old.clone().into_bytes();
@@ -288,7 +217,7 @@ async fn altered_foreign_and_expired_links_get_their_pages_and_rotated_secrets_s
         }
     }
     let nowhere = client()
-        .get(format!("{}/nothing-here", served.base))
+        .get(format!("{}/nothing-here", served.base()))
         .send()
         .await
         .unwrap();
@@ -308,7 +237,7 @@ async fn altered_foreign_and_expired_links_get_their_pages_and_rotated_secrets_s
 #[tokio::test]
 async fn past_its_cap_a_client_gets_a_page_not_a_429_and_each_forwarded_client_has_its_own() {
     let sandbox = sandbox(fast_config()).await;
-    let served = Served::start(
+    let served = LinkService::start(
         &sandbox,
         SECRET_A,
         &["--client-rate", "2/1m", "--trusted-proxy", "127.0.0.1"],
@@ -345,7 +274,7 @@ async fn a_spent_budget_gives_a_page_that_tries_again_and_concurrent_clicks_shar
         ..fast_config()
     })
     .await;
-    let served = Served::start(&sandbox, SECRET_A, &["--budget-wait", "1s"]);
+    let served = LinkService::start(&sandbox, SECRET_A, &["--budget-wait", "1s"]);
     let leads = lead_ids(2);
     let seal = |lead: &str| served.link(&secrets(&[SECRET_A]).seal(&claims(&sandbox, lead)));
     let first = seal(&leads[0]);
@@ -381,8 +310,8 @@ async fn two_services_on_one_redis_store_share_the_keys_they_mint() {
     let sandbox = sandbox(fast_config()).await;
     let store = redis.url();
     let flags = ["--budget-store", store.as_str()];
-    let one = Served::start(&sandbox, SECRET_A, &flags);
-    let two = Served::start(&sandbox, SECRET_A, &flags);
+    let one = LinkService::start(&sandbox, SECRET_A, &flags);
+    let two = LinkService::start(&sandbox, SECRET_A, &flags);
     let lead = &lead_ids(1)[0];
     let token = secrets(&[SECRET_A]).seal(&claims(&sandbox, lead));
     let first = post(&one.link(&token)).await;
@@ -395,11 +324,10 @@ async fn two_services_on_one_redis_store_share_the_keys_they_mint() {
         1,
         "the second service took the shared key"
     );
-    assert!(
-        two.log().contains("\"outcome\":\"cached\""),
-        "{}",
-        two.log()
-    );
+    two.wait_for_log("the second service's click logged as cached", |log| {
+        log.contains("\"outcome\":\"cached\"")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -409,12 +337,12 @@ async fn sigterm_lets_the_click_in_flight_finish_and_exits_0() {
         ..fast_config()
     })
     .await;
-    let mut served = Served::start(&sandbox, SECRET_A, &[]);
+    let mut served = LinkService::start(&sandbox, SECRET_A, &[]);
     let link = served.link(&secrets(&[SECRET_A]).seal(&claims(&sandbox, &lead_ids(1)[0])));
     let click = tokio::spawn(async move { post(&link).await.status() });
     wait_until("the click's call to arrive", || sandbox.stats().calls == 1).await;
-    sigterm(&served.child);
+    served.sigterm();
     assert_eq!(click.await.unwrap(), 303);
-    let status = served.child.wait().unwrap();
+    let status = served.wait();
     assert_eq!(status.code(), Some(0), "{}", served.log());
 }

@@ -75,6 +75,10 @@ async fn dispatch(
     if path.starts_with("/portal/") {
         return portal_page(&shared, &method, &uri, &query);
     }
+    if !path.starts_with("/api/") {
+        // What a browser asks of the portal's host (a favicon) is no call.
+        return StatusCode::NOT_FOUND.into_response();
+    }
 
     shared.ledger().calls += 1;
     let api = match find_api(&path, &method, &uri) {

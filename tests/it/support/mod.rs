@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests, each kept here once.
 
+pub mod browser;
 pub mod hostile_server;
 mod installed;
+pub mod link_service;
 pub mod private_ca;
 pub mod prometheus;
 pub mod redis_server;

@@ -349,6 +349,19 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
 }
 
 #[tokio::test]
+async fn what_a_browser_asks_of_the_portal_host_is_no_api_call() {
+    let api = Api::default().await;
+    for path in ["/favicon.ico", "/robots.txt", "/"] {
+        let response = send(api.get(path)).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(api.sandbox.stats().calls, 0);
+    // A wrong path under /api/ is a client's mistake, and counted.
+    send(api.get("/api/Nope")).await;
+    assert_eq!(api.sandbox.stats().calls, 1);
+}
+
+#[tokio::test]
 async fn public_token_returns_the_configured_key() {
     let api = Api::default().await;
     let good = send(api.get("/api/Access/PublicToken").query(&[
