@@ -85,6 +85,9 @@ pub enum Command {
     Otp(OtpCommand),
     /// Serve the built-in LeadSquared simulator on loopback.
     Sandbox(Box<crate::sandbox::SandboxArgs>),
+    /// Write the man pages or a shell's completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::Generate),
 }
 
 /// `lsq-dispatch run LEADS.csv`.

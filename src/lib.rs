@@ -17,6 +17,7 @@ mod console;
 pub mod daytime;
 pub mod email;
 pub mod exit;
+pub mod generate;
 mod input;
 pub mod limiter;
 mod link;

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::Settings;
 use lsq_dispatch::exit::Exit;
@@ -41,5 +42,6 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => status::execute(&args),
         Command::Otp(command) => otp::execute(command).await,
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),
+        Command::Generate(what) => what.write(Cli::command()).map(|()| Exit::Success),
     }
 }
