@@ -29,6 +29,7 @@ mod otp;
 mod paths;
 mod readme;
 mod real_files;
+mod reference;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
