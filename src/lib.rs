@@ -24,6 +24,7 @@ mod console;
 mod daytime;
 pub mod email;
 pub mod exit;
+pub mod generate;
 mod input;
 pub mod limiter;
 pub mod logging;

@@ -38,6 +38,7 @@ mod paths;
 mod readme;
 mod real_files;
 mod redirect_links;
+mod reference;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
