@@ -15,14 +15,14 @@ use lsq_sandbox::{Sandbox, SandboxConfig};
 
 use crate::support::{fast_config, lead_ids, lsq, sandbox, sigterm, wait_until};
 
-const SECRET_A: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY";
-const SECRET_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+pub(crate) const SECRET_A: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY";
+pub(crate) const SECRET_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 const SECRET_C: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
 
 /// A running `serve` and what it has written to standard error so far.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -52,9 +52,14 @@ impl Served {
             .env("LSQ_ACCESS_KEY", &config.access_key)
             .env("LSQ_SECRET_KEY", &config.secret_key)
             .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key)
-            .env("LSQ_LINK_SECRET", secrets)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("LSQ_LINK_SECRET", secrets);
+        Served::spawn(cmd, dir)
+    }
+
+    /// Starts `cmd`, a `serve` that works in `dir`, and waits until it
+    /// listens.
+    pub(crate) fn spawn(mut cmd: std::process::Command, dir: tempfile::TempDir) -> Served {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -84,16 +89,16 @@ impl Served {
         }
     }
 
-    fn link(&self, token: &str) -> String {
+    pub(crate) fn link(&self, token: &str) -> String {
         format!("{}/l/{token}", self.base)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }
 
-fn secrets(list: &[&str]) -> LinkSecrets {
+pub(crate) fn secrets(list: &[&str]) -> LinkSecrets {
     LinkSecrets::parse(&Secret::new(list.join(","))).unwrap()
 }
 
@@ -105,7 +110,7 @@ fn now() -> u64 {
 }
 
 /// A link for `lead` at the sandbox's first portal, valid for a day.
-fn claims(sandbox: &Sandbox, lead: &str) -> LinkClaims {
+pub(crate) fn claims(sandbox: &Sandbox, lead: &str) -> LinkClaims {
     LinkClaims {
         lead_id: lead.to_owned(),
         portal_id: sandbox.config().portal_ids[0].clone(),
@@ -116,7 +121,7 @@ fn claims(sandbox: &Sandbox, lead: &str) -> LinkClaims {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
