@@ -400,6 +400,9 @@ async fn two_services_on_one_redis_store_share_the_keys_they_mint() {
         1,
         "the second service took the shared key"
     );
+    // The log is read by a thread of its own: wait for the click's line.
+    let logged = || two.log().contains("\"click\"");
+    crate::support::wait_until("the second service's click line", logged).await;
     assert!(
         two.log().contains("\"outcome\":\"cached\""),
         "{}",
