@@ -27,7 +27,7 @@ use crate::secret::Secret;
 pub use args::RunArgs;
 pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
-pub use file::{load, merge};
+pub use file::{load, load_with, merge, merge_file};
 
 pub use crate::input::TextEncoding;
 pub use crate::usage::UsageError;

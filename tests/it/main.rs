@@ -47,6 +47,7 @@ mod run_wiremock;
 mod samples;
 mod secrets;
 mod serve;
+mod serve_config;
 mod shared_budget;
 mod state_locks;
 mod state_store;

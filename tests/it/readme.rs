@@ -32,6 +32,7 @@ fn the_docs_explain_every_flag_that_help_lists() {
         &["sandbox"],
         &["otp", "request"],
         &["otp", "signin"],
+        &["serve"],
     ] {
         let out = run(lsq(dir.path()).args(command).arg("--help"));
         assert_eq!(out.status.code(), Some(0));

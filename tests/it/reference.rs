@@ -4,7 +4,7 @@
 use crate::support::{lsq, run, stdout};
 
 /// The command lines whose `--help` the reference holds, in its order.
-const COMMANDS: [&[&str]; 7] = [
+const COMMANDS: [&[&str]; 10] = [
     &[],
     &["run"],
     &["status"],
@@ -12,6 +12,9 @@ const COMMANDS: [&[&str]; 7] = [
     &["otp"],
     &["otp", "request"],
     &["otp", "signin"],
+    &["serve"],
+    &["links"],
+    &["links", "new-secret"],
 ];
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reference.md");
