@@ -56,6 +56,9 @@ pub enum Command {
     /// Redirect link secrets.
     #[command(subcommand)]
     Links(crate::serve::LinksCommand),
+    /// Write the man pages or a shell's completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::Generate),
 }
 
 impl Cli {

@@ -7,11 +7,12 @@
 //! it owns.
 //!
 //! Modules are private unless the binary or the tests in `tests/` need them:
-//! `cli`, `config`, `exit`, `logging`, `run`, `serve`, `signin`, `status` and
-//! `sandbox` for `main.rs`; `redirect` for the tests that seal links for `serve`; `email`, `limiter` (`Rate`), `report` (`Status`), `secret`,
-//! `state` and `tenant` for the tests that drive a part on its own (an SMTP
-//! send, a ledger opened by two runs, a budget); `redirect` for the tests
-//! that open the links a run wrote.
+//! `cli`, `config`, `exit`, `generate`, `logging`, `run`, `sandbox`, `serve`,
+//! `signin` and `status` for `main.rs`; `email`, `limiter` (`Rate`),
+//! `report` (`Status`), `secret`, `state` and `tenant` for the tests that
+//! drive a part on its own (an SMTP send, a ledger opened by two runs, a
+//! budget); `redirect` for the tests that seal links for `serve` and open the
+//! links a run wrote.
 
 #![warn(unreachable_pub, missing_docs)]
 
@@ -24,6 +25,7 @@ mod console;
 mod daytime;
 pub mod email;
 pub mod exit;
+pub mod generate;
 mod input;
 pub mod limiter;
 pub mod logging;
@@ -46,5 +48,5 @@ pub mod state;
 pub mod status;
 mod summary;
 pub mod tenant;
-pub mod units;
+mod units;
 mod usage;

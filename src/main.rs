@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use lsq_dispatch::cli::{Cli, Command};
 use lsq_dispatch::config::{self, Settings};
 use lsq_dispatch::exit::Exit;
@@ -43,5 +44,6 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sandbox(args) => sandbox::serve(*args).await.map(|()| Exit::Success),
         Command::Serve(args) => serve::execute(*args).await,
         Command::Links(command) => Ok(serve::links(command)),
+        Command::Generate(what) => what.write(Cli::command()).map(|()| Exit::Success),
     }
 }

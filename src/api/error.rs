@@ -185,7 +185,11 @@ pub(crate) fn classify<T: serde::de::DeserializeOwned>(
                 });
             }
             serde_json::from_str(body).map_err(|e| {
-                ApiError::Protocol(format!("cannot read the answer ({e}): {}", snippet(body)))
+                ApiError::Protocol(format!(
+                    "cannot read the answer ({}): {}",
+                    unreadable(&e),
+                    shape(body)
+                ))
             })
         }
         429 => Err(ApiError::RateLimited {
@@ -201,6 +205,43 @@ pub(crate) fn classify<T: serde::de::DeserializeOwned>(
         408 => Err(ApiError::Timeout(message)),
         500..=599 => Err(ApiError::Server { status, message }),
         _ => Err(ApiError::Rejected { status, message }),
+    }
+}
+
+/// Why an answer cannot be read, without serde's quote of a value.
+fn unreadable(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match e.classify() {
+        serde_json::error::Category::Data if text.starts_with("missing field") => {
+            text.split(" at line").next().unwrap_or(&text).to_owned()
+        }
+        serde_json::error::Category::Data => "a field holds a value of an unexpected type".into(),
+        _ => "not valid JSON".into(),
+    }
+}
+
+/// What a successful answer that cannot be read looks like, without any of
+/// its values: such an answer may hold a lead's key (a Generate answer that
+/// lacks `LeadId` still has its `AuthKey`), which must not reach a report.
+fn shape(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(fields)) => {
+            let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+            match names.is_empty() {
+                true => "an empty JSON object".into(),
+                false => format!(
+                    "a JSON object with the fields {} (values not shown)",
+                    names.join(", ")
+                ),
+            }
+        }
+        Ok(serde_json::Value::String(_)) => "a JSON string (not shown)".into(),
+        Ok(serde_json::Value::Array(items)) => {
+            format!("a JSON array of {} items (not shown)", items.len())
+        }
+        Ok(other) => format!("the JSON value {other}"),
+        Err(_) if body.trim().is_empty() => "empty body".into(),
+        Err(_) => format!("{} bytes that are not JSON (not shown)", body.len()),
     }
 }
 
@@ -290,6 +331,17 @@ mod tests {
             Err(ApiError::Server { status: 503, .. })
         ));
         assert!(matches!(err(200, "{}"), Err(ApiError::Protocol(_))));
+        let shown = err(200, r#"{"AuthKey":"k+ey/SECRET="}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("AuthKey") && !shown.contains("SECRET"),
+            "{shown}"
+        );
+        let shown = err(200, "<html>k+ey/SECRET=</html>")
+            .unwrap_err()
+            .to_string();
+        assert!(!shown.contains("SECRET"), "{shown}");
         let ok = err(200, r#"{"AuthKey":"a+b/c=","LeadId":"x"}"#).unwrap();
         assert_eq!(ok.auth_key, "a+b/c=");
     }

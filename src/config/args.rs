@@ -201,6 +201,26 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::rate")]
     pub smtp_rate: Option<Rate>,
 
+    /// Name given in EHLO [default: this machine's fully qualified name, else the --from domain].
+    #[arg(
+        long,
+        env = "LSQ_HELO_NAME",
+        value_name = "NAME",
+        value_parser = value::helo_name
+    )]
+    #[serde(default, deserialize_with = "value::file::helo_name")]
+    pub helo_name: Option<String>,
+
+    /// Waits before each later try of a message the server deferred (4xx, greylisting) [default: 1m,2m,4m,8m; none: fail at once].
+    #[arg(long, value_name = "WAITS", value_parser = value::smtp_defer)]
+    #[serde(default, deserialize_with = "value::file::smtp_defer")]
+    pub smtp_defer: Option<crate::email::DeferSchedule>,
+
+    /// CA certificates (PEM) to trust for the SMTP server, besides the built-in and the system's.
+    #[arg(long, env = "LSQ_SMTP_CA_FILE", value_name = "PATH")]
+    #[serde(default)]
+    pub smtp_ca_file: Option<PathBuf>,
+
     /// Messages in flight at most [default: 8].
     #[arg(long, value_name = "N")]
     #[serde(default)]

@@ -6,6 +6,10 @@ use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use toml::de::DeTable;
+
 use super::value::Invalid;
 use super::RunArgs;
 use super::{env_secret, usage, Credentials, UsageError};
@@ -15,17 +19,78 @@ use crate::secret::{Scrubber, Secret};
 /// it holds a secret that other users can read. Unknown keys are an error,
 /// so a typo cannot be silently ignored.
 pub fn load(path: &Path) -> Result<RunArgs, UsageError> {
+    load_with::<NoKeys>(path).map(|(config, NoKeys {})| config)
+}
+
+/// Reads a settings file that may also hold the keys of `T`, the settings
+/// of a subcommand besides `run`'s (`serve`'s, say), so one file can serve
+/// both: `T`'s keys go to `T`, every other key to `run`'s settings, and a
+/// key neither knows is an error that names it, as in [`load`].
+pub fn load_with<T: DeserializeOwned>(path: &Path) -> Result<(RunArgs, T), UsageError> {
     let unreadable = |e| usage(format!("cannot read config file {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     // The mode of the file read, not of whatever the path names later.
     let mode = file.metadata().map_err(unreadable)?.permissions().mode();
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(unreadable)?;
-    let config: RunArgs = toml::from_str(&text).map_err(|e| usage(parse_error(path, &text, &e)))?;
+    let broken = |e: toml::de::Error| usage(parse_error(path, &text, &e));
+    let document = DeTable::parse(&text).map_err(broken)?;
+    let span = document.span();
+    let theirs = keys_of::<T>();
+    let (mut own, mut shared) = (DeTable::new(), DeTable::new());
+    for (key, value) in document.into_inner() {
+        let table = if theirs.contains(&key.get_ref().as_ref()) {
+            &mut own
+        } else {
+            &mut shared
+        };
+        table.insert(key, value);
+    }
+    // Each part keeps the spans of the whole text, so a complaint names the
+    // line and the key as for a file read in one piece.
+    let part = |table| toml::de::Deserializer::from(toml::Spanned::new(span.clone(), table));
+    let config = RunArgs::deserialize(part(shared)).map_err(broken)?;
+    let extra = T::deserialize(part(own)).map_err(broken)?;
     if let Some(warning) = config.exposure(path, mode) {
         tracing::warn!("{warning}");
     }
-    Ok(config)
+    Ok((config, extra))
+}
+
+/// The settings of a file that holds `run`'s keys only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoKeys {}
+
+/// The keys a settings struct reads from a file: the fields its derived
+/// `Deserialize` names (skipped fields not among them).
+fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    /// A deserializer that only notes the fields a struct asks for.
+    struct Keys<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Keys<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("keys noted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut keys: &'static [&'static str] = &[];
+    let _ = T::deserialize(Keys(&mut keys));
+    keys
 }
 
 /// The settings of a run: the flags (clap has folded in the environment for
@@ -36,6 +101,13 @@ pub fn merge(flags: RunArgs) -> Result<RunArgs, UsageError> {
         Some(path) => load(path)?,
         None => RunArgs::default(),
     };
+    Ok(merge_file(flags, file))
+}
+
+/// `flags` (clap has folded in the environment for the flags that have a
+/// variable), then the secrets' variables, then `file`, a settings file
+/// already read.
+pub fn merge_file(flags: RunArgs, file: RunArgs) -> RunArgs {
     let secrets = Credentials::load(Some(&file));
     let env = |name| {
         std::env::var(name)
@@ -53,7 +125,7 @@ pub fn merge(flags: RunArgs) -> Result<RunArgs, UsageError> {
         host, portal_id, portal_url, rate, report, summary_json, lead_column, encoding,
         delimiter, limit, concurrency, max_attempts, timeout, arrival_margin, burst,
         tenant_key_path, smtp_url, outbox, templates, from, reply_to, list_unsubscribe,
-        email_column, smtp_rate, email_concurrency, campaign, timezone, working_hours, state,
+        email_column, smtp_rate, smtp_defer, helo_name, smtp_ca_file, email_concurrency, campaign, timezone, working_hours, state,
         budget_store, metrics_file, ping_url, connect_timeout, tenant_key_method,
         smtp_timeout, key_lifetime, links, link_base, link_ttl, mint;
         link_ids, email
@@ -65,7 +137,7 @@ pub fn merge(flags: RunArgs) -> Result<RunArgs, UsageError> {
     merged.link_secret = env_secret("LSQ_LINK_SECRET").or(file.link_secret);
     merged.smtp_user = env("LSQ_SMTP_USER").or(file.smtp_user);
     merged.smtp_password = env_secret("LSQ_SMTP_PASSWORD").or(file.smtp_password);
-    Ok(merged)
+    merged
 }
 
 impl RunArgs {

@@ -27,7 +27,7 @@ use crate::secret::Secret;
 pub use args::RunArgs;
 pub use budget_store::{BudgetStore, RedisUrl};
 pub use credentials::{env_secret, parse_host, portal_id_setting, Credentials};
-pub use file::{load, merge};
+pub use file::{load, load_with, merge, merge_file};
 
 pub use crate::input::TextEncoding;
 pub use crate::usage::UsageError;
@@ -205,6 +205,9 @@ pub struct EmailSettings {
     pub concurrency: usize,
     /// Attempts per message for transient failures.
     pub max_attempts: u32,
+    /// Waits before the later tries of a message still deferred after
+    /// its quick retries.
+    pub defer: crate::email::DeferSchedule,
     /// `--test-email`: the one recipient.
     pub test_address: Option<lettre::Address>,
 }

@@ -312,6 +312,7 @@ fn email_settings(args: &RunArgs, max_attempts: u32) -> Result<EmailSettings, Us
         smtp_rate: args.smtp_rate,
         concurrency: args.email_concurrency.unwrap_or(8).max(1),
         max_attempts,
+        defer: args.smtp_defer.clone().unwrap_or_default(),
         test_address: args.test_email.clone(),
     })
 }
@@ -339,6 +340,9 @@ fn delivery(args: &RunArgs) -> Result<Option<Delivery>, UsageError> {
             user: args.smtp_user.clone(),
             password: args.smtp_password.clone(),
             timeout: args.smtp_timeout.unwrap_or(Duration::from_secs(30)),
+            helo_name: args.helo_name.clone(),
+            sender_domain: args.from.as_ref().map(|f| f.email.domain().to_owned()),
+            ca_file: args.smtp_ca_file.clone(),
         }))),
         None if args.dry_run => Ok(None),
         None if args.sandbox => Ok(Some(Delivery::Outbox(PathBuf::from(SANDBOX_OUTBOX)))),

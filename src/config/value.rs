@@ -211,6 +211,20 @@ pub(crate) fn from(value: &str) -> Result<Mailbox, Invalid> {
     })
 }
 
+/// The waits before the later tries of a deferred message.
+pub(crate) fn smtp_defer(value: &str) -> Result<crate::email::DeferSchedule, Invalid> {
+    value.parse().map_err(|e| {
+        Invalid::new(|name| {
+            format!("{name} {value:?}: {e}; give waits such as 1m,2m,4m,8m, or none")
+        })
+    })
+}
+
+/// The name given in EHLO.
+pub(crate) fn helo_name(value: &str) -> Result<String, Invalid> {
+    crate::email::check_helo_name(value).map_err(|e| Invalid::new(|name| format!("{name}: {e}")))
+}
+
 /// A Reply-To address.
 pub(crate) fn reply_to(value: &str) -> Result<Mailbox, Invalid> {
     value.parse().map_err(|e| {
@@ -345,6 +359,10 @@ pub(crate) mod file {
         link_ttl: std::time::Duration,
         /// `link_base`.
         link_base: url::Url,
+        /// `helo_name`.
+        helo_name: String,
+        /// `smtp_defer`.
+        smtp_defer: crate::email::DeferSchedule,
     }
 
     /// `delimiter`: a tab is blank, yet a separator.

@@ -285,14 +285,16 @@ const ENCODED_WORD_BYTES: usize = 42;
 /// (encoding non-ASCII words, which it also splits), so an ASCII word too long
 /// for one line would stay one line, however long. Such a subject is written
 /// as RFC 2047 encoded words, one per line, which a mail reader joins back
-/// into the same text.
+/// into the same text. So is a subject holding `=?`: lettre leaves ASCII
+/// text as it is, and a mail reader would decode a cell such as
+/// `=?utf-8?q?hi?=` to `hi`; encoded, it shows as typed.
 fn subject_header(subject: String) -> HeaderValue {
     let name = HeaderName::new_from_ascii_str("Subject");
     let room = FOLDED_LINE - "Subject: ".len();
     let unfoldable = subject
         .split(' ')
         .any(|word| word.is_ascii() && word.len() > room);
-    if !unfoldable {
+    if !unfoldable && !subject.contains("=?") {
         return HeaderValue::new(name, subject);
     }
     let encoded = encoded_words(&subject).join("\r\n ");

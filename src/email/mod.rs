@@ -10,12 +10,18 @@
 //! permanent failure (5xx) and from a run-level fault (authentication or TLS),
 //! which must stop the run before anything else is sent.
 
+mod classify;
+mod defer;
+mod helo;
 mod message;
 mod outbox;
 mod smtp_url;
 mod template;
 mod transport;
+mod trust;
 
+pub use defer::DeferSchedule;
+pub use helo::check_helo_name;
 pub use message::{
     build_message, check_address, message_id, resend_message_id, ListUnsubscribe, Sender,
 };

@@ -3,7 +3,9 @@
 
 use anyhow::{anyhow, bail};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::Tls;
+
+use super::trust::tls_parameters;
 use percent_encoding::percent_decode_str;
 use url::{Host, Url};
 
@@ -22,11 +24,16 @@ pub(super) fn url_host(url: &Url, shown: &str) -> anyhow::Result<String> {
 
 /// The encryption the URL asks for, and the port that goes with it. Plain
 /// `smtp://` is refused unless the server is on this machine.
-pub(super) fn encryption(url: &Url, host: &str, shown: &str) -> anyhow::Result<(Tls, u16)> {
+pub(super) fn encryption(
+    url: &Url,
+    host: &str,
+    shown: &str,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<(Tls, u16)> {
     let require_tls = requires_tls(url, shown)?;
     Ok(match url.scheme() {
-        "smtps" => (Tls::Wrapper(tls_parameters(host)?), 465),
-        "smtp" if require_tls => (Tls::Required(tls_parameters(host)?), 587),
+        "smtps" => (Tls::Wrapper(tls_parameters(host, ca_file)?), 465),
+        "smtp" if require_tls => (Tls::Required(tls_parameters(host, ca_file)?), 587),
         "smtp" if url.host_str().is_some_and(crate::portal_url::is_loopback) => (Tls::None, 25),
         "smtp" => {
             let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -93,11 +100,6 @@ pub(super) fn login(
         (None, None) => None,
     };
     Ok((credentials, password))
-}
-
-fn tls_parameters(host: &str) -> anyhow::Result<TlsParameters> {
-    TlsParameters::new(host.to_owned())
-        .map_err(|e| anyhow!("cannot set up TLS for the SMTP server {host}: {e}"))
 }
 
 fn decode(s: &str, what: &str, shown: &str) -> anyhow::Result<String> {

@@ -17,10 +17,11 @@ use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use url::Url;
 
+use super::classify::may_have_been_delivered;
 use super::smtp_url::{encryption, login, redact_url, url_host};
 
 use crate::retry::{with_backoff, RetryPolicy};
-use crate::secret::{Scrubber, Secret};
+use crate::secret::Secret;
 use crate::signal::StopSignal;
 
 /// Idle connections the pool keeps for reuse. The pool opens as many
@@ -32,10 +33,6 @@ const POOL_IDLE_MAX: u32 = 16;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// No retry waits longer than this.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
-
-/// What a TLS failure's message says to check.
-const TLS_ADVICE: &str = "smtps:// expects implicit TLS (usually port 465), \
-    smtp://…?tls=required expects STARTTLS (usually port 587)";
 
 /// How to reach the SMTP server.
 #[derive(Clone)]
@@ -49,6 +46,14 @@ pub struct SmtpSettings {
     pub password: Option<Secret>,
     /// The longest one attempt (connect, log in, send) may take.
     pub timeout: Duration,
+    /// The EHLO name (`--helo-name`); when `None`, the machine's fully
+    /// qualified name, else the sender's domain (see `helo`).
+    pub helo_name: Option<String>,
+    /// The sender address's domain, the EHLO name's fallback.
+    pub sender_domain: Option<String>,
+    /// CA certificates (PEM) to trust besides the built-in and the
+    /// system's (`--smtp-ca-file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -58,6 +63,8 @@ impl fmt::Debug for SmtpSettings {
             .field("user", &self.user)
             .field("password", &self.password)
             .field("timeout", &self.timeout)
+            .field("helo_name", &self.helo_name)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -78,13 +85,15 @@ pub struct SmtpRelay {
     /// Builds a fresh pool when one must be given up (see [`SmtpRelay::send`]).
     builder: Box<AsyncSmtpTransportBuilder>,
     /// `host:port`, for messages.
-    endpoint: String,
+    pub(super) endpoint: String,
     /// For an `smtps://` URL, the STARTTLS URL to suggest when the server
     /// answers in plain text: `None` for a URL that already uses STARTTLS.
-    starttls: Option<String>,
+    pub(super) starttls: Option<String>,
     timeout: Duration,
+    /// The name given in EHLO, for messages.
+    pub(super) helo: String,
     /// Kept only to scrub it from any text a server or library hands back.
-    password: Option<Secret>,
+    pub(super) password: Option<Secret>,
 }
 
 /// Why a message was not delivered, or may not have been.
@@ -129,7 +138,7 @@ impl Transport {
         let url = Url::parse(settings.url.trim())
             .map_err(|e| anyhow!("invalid SMTP URL {shown}: {e}"))?;
         let host = url_host(&url, &shown)?;
-        let (tls, default_port) = encryption(&url, &host, &shown)?;
+        let (tls, default_port) = encryption(&url, &host, &shown, settings.ca_file.as_deref())?;
         let port = url.port().unwrap_or(default_port);
         let (credentials, password) = login(&url, settings, &shown)?;
 
@@ -138,10 +147,14 @@ impl Transport {
             .tls(tls)
             .timeout(Some(settings.timeout))
             .pool_config(PoolConfig::new().max_size(POOL_IDLE_MAX));
-        let hello = url.path().trim_matches('/');
-        if !hello.is_empty() {
-            builder = builder.hello_name(ClientId::Domain(hello.to_owned()));
-        }
+        // A name in the URL's path (smtp://host/NAME) still wins, as before
+        // the setting existed.
+        let in_url = Some(url.path().trim_matches('/')).filter(|p| !p.is_empty());
+        let helo = super::helo::helo_name(
+            in_url.or(settings.helo_name.as_deref()),
+            settings.sender_domain.as_deref(),
+        );
+        builder = builder.hello_name(ClientId::Domain(helo.clone()));
         if let Some(credentials) = credentials {
             builder = builder.credentials(credentials);
         }
@@ -165,6 +178,7 @@ impl Transport {
             starttls: (url.scheme() == "smtps")
                 .then(|| format!("smtp://{host}:{starttls_port}?tls=required")),
             timeout: settings.timeout,
+            helo,
             password,
         }))
     }
@@ -188,7 +202,7 @@ impl Transport {
                 let test = tokio::time::timeout(relay.timeout, mailer.test_connection());
                 match test.await {
                     Err(_) => Err(relay.timed_out()),
-                    Ok(Err(e)) => Err(relay.classify(&e)),
+                    Ok(Err(e)) => Err(relay.refused_helo(&e).unwrap_or_else(|| relay.classify(&e))),
                     Ok(Ok(true)) => Ok(()),
                     Ok(Ok(false)) => Err(SendError::Transient(format!(
                         "{}: connected, but the server did not answer NOOP",
@@ -272,178 +286,6 @@ impl SmtpRelay {
             self.endpoint, self.timeout
         ))
     }
-
-    fn classify(&self, e: &lettre::transport::smtp::Error) -> SendError {
-        let endpoint = &self.endpoint;
-        let reply = || {
-            let text = std::error::Error::source(e)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            match e.status() {
-                Some(code) => format!("{code} {text}").trim_end().to_owned(),
-                None => e.to_string(),
-            }
-        };
-        let error = if let Some(failure) = connect_failure(e) {
-            self.connect_failed(failure)
-        } else if e.is_tls() {
-            SendError::Fatal(format!(
-                "TLS failure with the SMTP server {endpoint}: {e}. {TLS_ADVICE}"
-            ))
-        } else if let Some(code) = e.status() {
-            let code: u16 = code.to_string().parse().unwrap_or(0);
-            match code {
-                // 530 authentication required, 534 mechanism too weak, 535 bad
-                // credentials, 538 encryption required for the mechanism; 454 is
-                // a temporary authentication failure, but retrying a login per
-                // message would hammer the server, so it stops the run too.
-                530 | 534 | 535 | 538 | 454 => SendError::Fatal(format!(
-                    "SMTP authentication failed at {endpoint}: {}. Check LSQ_SMTP_USER / \
-                     LSQ_SMTP_PASSWORD (or the user:password in --smtp-url)",
-                    reply()
-                )),
-                400..=499 => SendError::Transient(reply()),
-                _ => SendError::Permanent(reply()),
-            }
-        } else if e.is_client() {
-            let text = e.to_string();
-            if text.contains("STARTTLS") {
-                SendError::Fatal(format!(
-                    "SMTP server {endpoint}: {text}: the URL asks for STARTTLS \
-                     (?tls=required), which the server does not offer on this port; check \
-                     the port in --smtp-url, or use smtps:// if the server speaks implicit \
-                     TLS (usually port 465)"
-                ))
-            } else if text.contains("authentication mechanism") {
-                SendError::Fatal(format!(
-                    "SMTP server {endpoint}: {text}; check --smtp-url and LSQ_SMTP_USER / \
-                     LSQ_SMTP_PASSWORD"
-                ))
-            } else {
-                SendError::Permanent(text)
-            }
-        } else if e.is_transport_shutdown() {
-            SendError::Fatal(format!("SMTP transport to {endpoint} was shut down"))
-        } else {
-            SendError::Transient(format!("{endpoint}: {e}"))
-        };
-        self.scrub(error)
-    }
-
-    /// What to say when no SMTP conversation could start.
-    fn connect_failed(&self, failure: ConnectFailure) -> SendError {
-        let endpoint = &self.endpoint;
-        match (failure, &self.starttls) {
-            (ConnectFailure::PlainText, Some(starttls)) => SendError::Fatal(format!(
-                "the SMTP server {endpoint} did not answer TLS: an smtps:// URL starts \
-                 with TLS (implicit TLS, usually port 465), but the server speaks plain SMTP \
-                 on this port. Use {starttls} (STARTTLS), or smtps:// to the port where the \
-                 server speaks implicit TLS"
-            )),
-            (ConnectFailure::PlainText, None) => SendError::Fatal(format!(
-                "the SMTP server {endpoint} did not answer TLS after STARTTLS; check \
-                 --smtp-url"
-            )),
-            (ConnectFailure::Tls(cause), _) => SendError::Fatal(format!(
-                "TLS failure with the SMTP server {endpoint}: {cause}. {TLS_ADVICE}"
-            )),
-            (ConnectFailure::Unreached(why), _) => SendError::Unconnected(format!(
-                "cannot connect to the SMTP server {endpoint} ({why}): check that \
-                 --smtp-url names the right host and port, and that the server is running \
-                 and accepts connections from this machine"
-            )),
-        }
-    }
-
-    /// A server may echo what it was sent (an `AUTH PLAIN` line holds the
-    /// password in base64); the password must not reach a report.
-    fn scrub(&self, error: SendError) -> SendError {
-        let scrubber = Scrubber::new(&self.password);
-        let clean = |s: String| scrubber.scrub(&s);
-        match error {
-            SendError::Transient(s) => SendError::Transient(clean(s)),
-            SendError::Unconnected(s) => SendError::Unconnected(clean(s)),
-            SendError::InDoubt(s) => SendError::InDoubt(clean(s)),
-            SendError::Permanent(s) => SendError::Permanent(clean(s)),
-            SendError::Fatal(s) => SendError::Fatal(clean(s)),
-        }
-    }
-}
-
-/// Why no SMTP conversation could start.
-#[derive(Debug, PartialEq)]
-enum ConnectFailure {
-    /// The TLS handshake met plain text: the server does not speak TLS there.
-    PlainText,
-    /// Another TLS failure (a certificate, say).
-    Tls(String),
-    /// No connection: refused, unreachable, no such host, timed out.
-    Unreached(String),
-}
-
-/// For a failure to connect or to set up TLS (lettre's connection errors,
-/// which come before any SMTP command), what it was. lettre has no
-/// `is_connection()`, so such errors are told by their text, as in
-/// [`may_have_been_delivered`]; the cause is the first I/O error below.
-fn connect_failure(e: &lettre::transport::smtp::Error) -> Option<ConnectFailure> {
-    use std::io::ErrorKind;
-    if !e.to_string().starts_with("Connection error") {
-        return None;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
-            return Some(match (tls, io.kind()) {
-                (
-                    Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)),
-                    _,
-                ) => ConnectFailure::PlainText,
-                (Some(tls), _) => ConnectFailure::Tls(tls.to_string()),
-                (None, ErrorKind::ConnectionRefused) => {
-                    ConnectFailure::Unreached("connection refused".into())
-                }
-                (None, ErrorKind::TimedOut) => {
-                    ConnectFailure::Unreached("no answer to connecting".into())
-                }
-                (None, _) => ConnectFailure::Unreached(io.to_string()),
-            });
-        }
-        source = cause.source();
-    }
-    let text = e.to_string();
-    let cause = text.trim_start_matches("Connection error: ");
-    Some(ConnectFailure::Unreached(cause.to_owned()))
-}
-
-/// Whether a failed send may have delivered the message anyway.
-///
-/// lettre (0.11) gives one error for the whole conversation, from connecting
-/// to the reply after the final `.`, and its kind does not say at which step
-/// it happened:
-/// - a 4xx or 5xx reply ([`status`](lettre::transport::smtp::Error::status)):
-///   the server answered, and a negative answer means it did not take the
-///   message, whatever the step;
-/// - TLS, client (the message or the server's extensions ruled out before
-///   MAIL) and shut-down transport errors: nothing of the message was sent;
-/// - a connection error (`Kind::Connection`, shown as "Connection error"):
-///   made only while resolving, connecting or setting up TLS, before any SMTP
-///   command. lettre has no `is_connection()`, so it is told by its text; if a
-///   later lettre words it differently, the error falls to the next case;
-/// - a network error (a read or write failed) or a response error (the
-///   connection closed, or a reply could not be read): these arise at any
-///   step, after the payload as well as before MAIL. Which one cannot be told,
-///   so they are taken as in doubt, even though many happened earlier.
-///
-/// The caller's timeout around the whole send cannot be placed either; it is
-/// in doubt too.
-fn may_have_been_delivered(e: &lettre::transport::smtp::Error) -> bool {
-    let nothing_sent = e.status().is_some()
-        || e.is_tls()
-        || e.is_client()
-        || e.is_transport_shutdown()
-        || e.to_string().starts_with("Connection error");
-    !nothing_sent
 }
 
 /// Sends `message`, retrying transient failures up to `max_attempts` attempts in
@@ -498,6 +340,9 @@ mod tests {
             user: None,
             password: None,
             timeout: Duration::from_secs(5),
+            helo_name: None,
+            sender_domain: None,
+            ca_file: None,
         }
     }
 

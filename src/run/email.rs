@@ -16,6 +16,7 @@ use crate::email::{MessageContext, SendError};
 use crate::input::InputRow;
 use crate::report::{Record, RowError, Status};
 
+use super::defer::{Deferral, Sending};
 use super::link::Step;
 use super::prepare::{Job, Mail};
 use super::Finished;
@@ -35,6 +36,9 @@ pub(super) enum Delivered {
     Fatal(SendError),
     /// Not attempted: the run began stopping first. The lead stays `linked`.
     NotStarted,
+    /// The server still answered 4xx after the quick retries (greylisting,
+    /// say): holds its reply. Tried again on the `--smtp-defer` schedule.
+    Deferred(String),
 }
 
 /// Classifies the outcome of sending one message.
@@ -43,47 +47,139 @@ pub(super) fn delivered(result: Result<(), SendError>) -> Delivered {
         Ok(()) => Delivered::Sent,
         Err(e) if e.is_fatal() => Delivered::Fatal(e),
         Err(SendError::InDoubt(what)) => Delivered::InDoubt(RowError::EmailInDoubt(what)),
+        Err(SendError::Transient(reply)) => Delivered::Deferred(reply),
         Err(e) => Delivered::Failed(RowError::Email(e.to_string())),
     }
 }
 
 impl Job {
-    /// Takes a row from the link stage to its final record: sends its email
-    /// when it has one to send.
-    pub(super) async fn finish(&self, step: Step) -> anyhow::Result<Finished> {
+    /// Takes a row from the link stage towards its final record: sends its
+    /// email when it has one to send. A message the server defers comes
+    /// back to be tried again later (see `defer`).
+    pub(super) async fn finish(&self, step: Step) -> anyhow::Result<Sending> {
         match step {
-            Step::Done(finished) => Ok(finished),
+            Step::Done(finished) => Ok(Sending::Done(finished)),
             Step::Email { record, row, to } => {
-                let record = Box::pin(self.send_email(record, &row, &to)).await?;
-                Ok(Finished {
-                    record,
-                    raw: row.raw,
-                })
+                let mail = self
+                    .mail
+                    .as_ref()
+                    .expect("only linked rows of an email run get here");
+                let message_id = self.message_id(mail, &record.lead_id);
+                match self.message(mail, &record, &row, &to, &message_id) {
+                    Err(e) => {
+                        let failed = Delivered::Failed(RowError::EmailNotBuilt(format!("{e:#}")));
+                        let (record, fatal) =
+                            Box::pin(self.conclude(mail, record, &to, message_id, failed)).await?;
+                        Ok(Sending::Done(Finished {
+                            record,
+                            raw: row.raw,
+                            fatal,
+                        }))
+                    }
+                    Ok(message) => {
+                        let deferral = Deferral {
+                            record,
+                            row,
+                            to,
+                            message,
+                            message_id,
+                            tries: 0,
+                            reason: String::new(),
+                        };
+                        Box::pin(self.attempt(deferral, mail.max_attempts)).await
+                    }
+                }
             }
         }
     }
 
-    /// Renders and sends one lead's message. Only an SMTP fault that stops
-    /// every message (authentication, TLS) is an `Err`.
-    async fn send_email(
+    /// Sends a row's message (up to `max_attempts` quick tries), and then
+    /// records what came of it, or hands it back to be tried again later
+    /// when the server deferred it and the schedule has a try left. The
+    /// row's `attempts` counts every SMTP attempt beside its API calls.
+    pub(super) async fn attempt(
         &self,
-        mut record: Record,
-        row: &InputRow,
-        to: &Address,
-    ) -> anyhow::Result<Record> {
-        let mail = self
-            .mail
-            .as_ref()
-            .expect("only linked rows of an email run get here");
-        let message_id = self.message_id(mail, &record.lead_id);
-        let review = mail.reviews();
-        let outcome = match self.message(mail, &record, row, to, &message_id) {
-            Err(e) => Delivered::Failed(RowError::EmailNotBuilt(format!("{e:#}"))),
-            Ok(message) => {
-                self.deliver(mail, &record, to, &message, &message_id)
-                    .await?
+        mut deferral: Deferral,
+        max_attempts: u32,
+    ) -> anyhow::Result<Sending> {
+        let mail = self.mail.as_ref().expect("an email run");
+        let d = &mut deferral;
+        let (outcome, tries) = self
+            .deliver(
+                mail,
+                &d.record,
+                &d.to,
+                &d.message,
+                &d.message_id,
+                max_attempts,
+            )
+            .await?;
+        d.record.attempts += tries;
+        let outcome = match outcome {
+            Delivered::Deferred(reason) => {
+                d.reason = reason;
+                if d.tries < mail.defer.0.len() && !self.stop.is_stopping() {
+                    self.mark_deferred(d).await?;
+                    return Ok(Sending::Deferred(Box::new(deferral)));
+                }
+                let why = match self.stop.is_stopping() {
+                    true => "the run was ending".to_owned(),
+                    false => format!("the --smtp-defer schedule ({}) is over", mail.defer),
+                };
+                Delivered::Failed(RowError::Email(d.deferred(&why)))
             }
+            // A later try the run stopped before: the lead is failed in the
+            // state since it was deferred, and is reported so.
+            Delivered::NotStarted if d.tries > 0 => {
+                return Ok(Sending::Done(deferral.give_up("the run was ending")));
+            }
+            other => other,
         };
+        let Deferral {
+            record,
+            row,
+            to,
+            message_id,
+            ..
+        } = deferral;
+        let (record, fatal) = self
+            .conclude(mail, record, &to, message_id, outcome)
+            .await?;
+        Ok(Sending::Done(Finished {
+            record,
+            raw: row.raw,
+            fatal,
+        }))
+    }
+
+    /// Records a deferred lead as failed in the campaign state until a later
+    /// try sends it: a run that ends meanwhile, or crashes, leaves it for
+    /// the next run to retry, never in doubt.
+    async fn mark_deferred(&self, d: &Deferral) -> anyhow::Result<()> {
+        let reason = d.deferred("waiting for its next try");
+        let (line, attempts) = (d.record.row, d.record.attempts);
+        self.ledger()
+            .with_lead(&d.record.lead_id, &d.record.portal_id, move |store, key| {
+                store.mark_failed(key, line, &reason, attempts)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records the outcome of a row's email in the campaign state and in its
+    /// record. An SMTP fault that stops every message (authentication, TLS,
+    /// a server gone) comes back beside the row's record, which is reported
+    /// `failed` like any other: every input row reaches the report and the
+    /// rows to retry, even on an abort.
+    async fn conclude(
+        &self,
+        mail: &Mail,
+        mut record: Record,
+        to: &Address,
+        message_id: String,
+        outcome: Delivered,
+    ) -> anyhow::Result<(Record, Option<SendError>)> {
+        let review = mail.reviews();
         let ledger = self.ledger();
         let (lead, portal) = (&record.lead_id, &record.portal_id);
         let (line, attempts) = (record.row, record.attempts);
@@ -123,15 +219,29 @@ impl Job {
                 // login, no TLS, no connection): the lead is not in doubt,
                 // and the next run sends it.
                 self.stop.raise(crate::signal::Stop::Finish);
+                let reason = error.to_string();
                 if !review {
-                    let reason = error.to_string();
                     ledger
                         .with_lead(lead, portal, move |store, key| {
                             store.mark_failed(key, line, &reason, attempts)
                         })
                         .await?;
                 }
-                return Err(error.into());
+                record.status = Status::Failed;
+                record.error = Some(RowError::Email(error.to_string()));
+                return Ok((record, Some(error)));
+            }
+            Delivered::Deferred(reason) => {
+                // `attempt` turns a deferral into a try later or a failure.
+                let error = RowError::Email(format!("deferred: {reason}"));
+                let text = error.to_string();
+                ledger
+                    .with_lead(lead, portal, move |store, key| {
+                        store.mark_failed(key, line, &text, attempts)
+                    })
+                    .await?;
+                record.status = Status::Failed;
+                record.error = Some(error);
             }
             Delivered::Failed(error) => {
                 let reason = error.to_string();
@@ -144,11 +254,12 @@ impl Job {
                 record.error = Some(error);
             }
         }
-        Ok(record)
+        Ok((record, None))
     }
 
-    /// Waits for the SMTP budget, records `sending` and sends, unless the run
-    /// begins stopping before the transaction starts.
+    /// Waits for the SMTP budget, records `sending` and sends (up to
+    /// `max_attempts` quick tries), unless the run begins stopping before
+    /// the transaction starts. Also returns the SMTP attempts made.
     async fn deliver(
         &self,
         mail: &Mail,
@@ -156,17 +267,18 @@ impl Job {
         to: &Address,
         message: &lettre::Message,
         message_id: &str,
-    ) -> anyhow::Result<Delivered> {
+        max_attempts: u32,
+    ) -> anyhow::Result<(Delivered, u32)> {
         let permit = match &mail.limiter {
             Some(limiter) => match self.stop.unless_stopping(limiter.acquire()).await {
                 // The SMTP budget is this process's own: never shared.
                 Some(permit) => Some(permit?),
-                None => return Ok(Delivered::NotStarted),
+                None => return Ok((Delivered::NotStarted, 0)),
             },
             None => None,
         };
         if self.stop.is_stopping() {
-            return Ok(Delivered::NotStarted);
+            return Ok((Delivered::NotStarted, 0));
         }
         // On disk before the SMTP step: a crash from here on leaves the lead
         // in doubt, never silently unsent or sent twice.
@@ -178,17 +290,17 @@ impl Job {
                 })
                 .await?;
         }
-        let (result, _attempts) = crate::email::send_with_retry_until(
+        let (result, attempts) = crate::email::send_with_retry_until(
             mail.transport(),
             message,
-            mail.max_attempts,
+            max_attempts,
             &self.stop,
         )
         .await;
         if let Some(permit) = permit {
             permit.completed();
         }
-        Ok(delivered(mail.give_up_on_a_dead_server(result)))
+        Ok((delivered(mail.give_up_on_a_dead_server(result)), attempts))
     }
 
     /// Dry run: builds the row's message with a stand-in link, so a template
@@ -303,12 +415,9 @@ mod tests {
     }
 
     #[test]
-    fn a_temporary_failure_that_outlasted_its_retries_fails_its_row() {
+    fn a_temporary_failure_that_outlasted_its_quick_retries_is_deferred() {
         let got = delivered(Err(SendError::Transient("451 4.7.1 greylisted".into())));
-        assert!(
-            matches!(&got, Delivered::Failed(e) if e.is_email_failure()),
-            "{got:?}"
-        );
+        assert_eq!(got, Delivered::Deferred("451 4.7.1 greylisted".into()));
     }
 
     #[test]

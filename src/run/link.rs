@@ -95,6 +95,7 @@ impl Job {
         Ok(match to {
             Some(to) if record.status == Status::Linked => Step::Email { record, row, to },
             _ => Step::Done(Finished {
+                fatal: None,
                 record,
                 raw: row.raw,
             }),

@@ -11,11 +11,13 @@
 //! - `prepare`: everything checked and opened before the first call.
 //! - `link`: one row to its link (or the reason it has none).
 //! - `email`: one linked row to its sent (or planned) message.
+//! - `defer`: a message the server deferred, tried again minutes later.
 //! - `ledger`: the campaign state, written off the async workers.
 //! - `stages`: how rows flow between the two, for real and dry runs.
 //! - `sink`: the report, summary, rows to retry, invalid rows, plan and progress.
 //! - `test_email`: `--test-email`, one message to one address.
 
+mod defer;
 mod email;
 mod ledger;
 mod link;
@@ -63,6 +65,9 @@ pub struct RunOutcome {
 pub(crate) struct Finished {
     record: Record,
     raw: Option<csv::ByteRecord>,
+    /// The SMTP fault this row met that stops the run (authentication, TLS,
+    /// a server gone): the row is still reported, then the run aborts.
+    fatal: Option<crate::email::SendError>,
 }
 
 /// `lsq-dispatch run`: the test message when `--test-email` is given,
@@ -234,7 +239,14 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         };
         match outcome {
             None => break,
-            Some(Ok(finished)) => sink.record(finished)?,
+            Some(Ok(mut finished)) => {
+                let stops = finished.fatal.take();
+                sink.record(finished)?;
+                if let Some(e) = stops {
+                    job.stop.raise(Stop::Finish);
+                    fatal.get_or_insert(e.into());
+                }
+            }
             // The budget shared with other processes is gone, or the SMTP
             // server takes no message: no call or message may start, but
             // those in flight are finished and recorded, as after a first

@@ -48,6 +48,8 @@ pub(super) struct Mail {
     transport: Option<Transport>,
     pub(super) limiter: Option<Arc<Limiter>>,
     pub(super) max_attempts: u32,
+    /// Waits before the later tries of a deferred message.
+    pub(super) defer: crate::email::DeferSchedule,
     pub(super) concurrency: usize,
     /// Where a dry run's `--preview` messages go.
     pub(super) preview: Option<Transport>,
@@ -342,6 +344,7 @@ fn prepare_mail(
         transport,
         limiter,
         max_attempts: email.max_attempts,
+        defer: email.defer.clone(),
         concurrency: email.concurrency,
         preview: preview_outbox.map(Transport::outbox).transpose()?,
         unreached: std::sync::atomic::AtomicU32::new(0),

@@ -86,7 +86,7 @@ impl Sink {
 
     /// Hands one row's outcome to every output.
     pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
-        let Finished { record, raw } = finished;
+        let Finished { record, raw, .. } = finished;
         self.report
             .write(&record)
             .with_context(|| format!("cannot write the report {}", self.report.path().display()))?;

@@ -18,6 +18,7 @@ use crate::api::ApiError;
 use crate::input::{InputRow, LeadReader};
 use crate::signal::Stop;
 
+use super::defer::Sending;
 use super::link::Step;
 use super::prepare::Job;
 use super::Finished;
@@ -71,13 +72,16 @@ fn staged(
     let (done_tx, done_rx) = mpsc::channel(buffer);
     let email_stage = tokio::spawn({
         let concurrency = job.mail.as_ref().map_or(buffer, |m| m.concurrency);
-        let records = receive(linked_rx)
-            .map(move |step: anyhow::Result<Step>| {
+        let first_tries = receive(linked_rx)
+            .map({
                 let job = Arc::clone(&job);
-                async move { job.finish(step?).await }
+                move |step: anyhow::Result<Step>| {
+                    let job = Arc::clone(&job);
+                    async move { job.finish(step?).await }
+                }
             })
             .buffer_unordered(concurrency);
-        forward(records, done_tx)
+        with_deferred(first_tries, job, done_tx)
     });
     until_stages_end(done_rx, Stages(vec![link_stage, email_stage]))
 }
@@ -125,7 +129,12 @@ fn planned(
                     Ok(decided) => decided,
                     Err(e) => return Some(Err(e)),
                 };
-                Some(async { job.finish(job.process(row, decided).await?).await }.await)
+                // A dry run sends nothing, so nothing is deferred.
+                let sending = async { job.finish(job.process(row, decided).await?).await }.await;
+                Some(sending.map(|sending| match sending {
+                    Sending::Done(finished) => finished,
+                    Sending::Deferred(deferral) => deferral.give_up("this is a dry run"),
+                }))
             }
         })
         .take_while(|outcome| futures::future::ready(outcome.is_some()))
@@ -170,6 +179,38 @@ fn panicked(payload: Box<dyn std::any::Any + Send>) -> anyhow::Error {
         "an internal error stopped the run (a task panicked: {message}); rows it was working on \
          are missing from the report. Please report this as a bug"
     )
+}
+
+/// Sends each row's final record into `tx`, from its first try or, for a
+/// message the server deferred, from a later try. Deferred messages wait
+/// outside the email stage's pool, so they hold up no other lead; the
+/// stage ends once every row is final.
+async fn with_deferred(
+    first_tries: impl futures::Stream<Item = anyhow::Result<Sending>>,
+    job: Arc<Job>,
+    tx: mpsc::Sender<anyhow::Result<Finished>>,
+) {
+    let mut first_tries = std::pin::pin!(first_tries.fuse());
+    let mut later = futures::stream::FuturesUnordered::new();
+    loop {
+        let sending = tokio::select! {
+            Some(sending) = first_tries.next() => sending,
+            Some(sending) = later.next() => sending,
+            else => break,
+        };
+        let finished = match sending {
+            Ok(Sending::Deferred(deferral)) => {
+                let job = Arc::clone(&job);
+                later.push(async move { job.retry_deferred(*deferral).await });
+                continue;
+            }
+            Ok(Sending::Done(finished)) => Ok(finished),
+            Err(e) => Err(e),
+        };
+        if tx.send(finished).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Sends every item of a stream into a channel until either ends.

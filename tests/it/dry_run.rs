@@ -146,3 +146,30 @@ async fn a_dry_run_after_a_real_run_leaves_the_real_report_byte_identical() {
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r["status"] == "planned"));
 }
+
+/// The README's dry run, on the sample it names (copied, since the plan goes
+/// beside its input): the figures it shows, and a plan file beside the input.
+#[test]
+fn the_readme_dry_run_of_the_sample_plans_its_valid_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("leads.csv");
+    std::fs::copy(sample("leads.csv"), &input).unwrap();
+    let out = run(lsq(dir.path()).arg("run").arg(&input).args([
+        "--dry-run",
+        "--portal-id",
+        "9b2c4f6e-1d3a-4c5b-8e7f-a0b1c2d3e4f5",
+    ]));
+    assert_eq!(out.status.code(), Some(5), "the sample has bad rows");
+    let plan = stdout(&out);
+    for line in [
+        "rows read           12",
+        "valid                9",
+        "duplicates           1",
+        "planned              9",
+        "API calls needed    10",
+    ] {
+        assert!(plan.contains(line), "{line:?} in\n{plan}");
+    }
+    let rows = read_report(&dir.path().join("leads-plan.csv"));
+    assert_eq!(rows.iter().filter(|r| r["status"] == "planned").count(), 9);
+}

@@ -74,6 +74,9 @@ fn smtp(server: &SmtpServer, user: Option<&str>, password: Option<&str>) -> Tran
         user: user.map(String::from),
         password: password.map(Secret::new),
         timeout: Duration::from_secs(10),
+        helo_name: None,
+        sender_domain: None,
+        ca_file: None,
     })
     .unwrap()
 }
@@ -178,6 +181,9 @@ async fn unanswered_payload_is_in_doubt(silence: Silence) {
         user: None,
         password: None,
         timeout: Duration::from_secs(1),
+        helo_name: None,
+        sender_domain: None,
+        ca_file: None,
     })
     .unwrap();
     let (message, _) = invite(&row("l-1", "Ada", "ada@example.com"));
@@ -287,6 +293,9 @@ async fn right_password_from_settings_or_url_logs_in() {
         user: None,
         password: None,
         timeout: Duration::from_secs(10),
+        helo_name: None,
+        sender_domain: None,
+        ca_file: None,
     })
     .unwrap();
     transport.check().await.unwrap();
@@ -307,6 +316,9 @@ async fn no_server_is_unconnected_and_retried() {
         user: None,
         password: None,
         timeout: Duration::from_secs(5),
+        helo_name: None,
+        sender_domain: None,
+        ca_file: None,
     })
     .unwrap();
     let err = transport.check().await.unwrap_err();
@@ -331,6 +343,9 @@ fn plaintext_to_a_remote_host_is_refused() {
         user: None,
         password: None,
         timeout: Duration::from_secs(5),
+        helo_name: None,
+        sender_domain: None,
+        ca_file: None,
     })
     .unwrap_err()
     .to_string();

@@ -47,6 +47,7 @@ fn deliveries(smtp: &SmtpServer) -> HashMap<String, usize> {
     counts
 }
 
+/// The README's one-off invite (docs/email.md's review, then send).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outbox_review_is_not_a_send_and_the_smtp_run_after_it_sends_every_lead() {
     let sandbox = fast_sandbox().await;
@@ -386,7 +387,7 @@ fn total_deliveries(servers: &[&SmtpServer]) -> HashMap<String, usize> {
     total
 }
 
-/// An email run as the README writes it: default report beside the input.
+/// An email run as docs/email.md writes it: default report beside the input.
 fn emailing(sandbox: &Sandbox, dir: &Path, input: &Path, smtp: &SmtpServer) -> Command {
     let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
     cmd.args(["--quiet", "--state"]).arg(state(dir));
@@ -414,9 +415,9 @@ async fn retrying_failed_rows_resumes_their_campaign_so_the_next_run_sends_nothi
     assert!(total.values().all(|n| *n == 1), "no lead twice: {total:?}");
 }
 
-/// The README's workflows end to end: a nightly email campaign is killed,
+/// The workflows of docs/nightly.md end to end: a nightly email campaign is killed,
 /// re-run to finish (three leads refused by the mail server), its failed rows
-/// retried as the README says, and the same input run again the next night.
+/// retried as docs/guide.md says, and the same input run again the next night.
 /// Every lead is delivered exactly once, except leads reported in doubt,
 /// which are delivered at most once.
 #[tokio::test(flavor = "multi_thread")]

@@ -18,9 +18,11 @@
 mod support;
 
 mod daytime;
+mod delivery;
 mod dry_run;
 mod email;
 mod exit_codes;
+mod greylisting;
 mod hostile;
 mod input_hostile;
 mod layout;
@@ -36,6 +38,7 @@ mod paths;
 mod readme;
 mod real_files;
 mod redirect_links;
+mod reference;
 mod rerun_files;
 mod run_email;
 mod run_sandbox;
@@ -44,6 +47,7 @@ mod run_wiremock;
 mod samples;
 mod secrets;
 mod serve;
+mod serve_config;
 mod shared_budget;
 mod state_locks;
 mod state_store;

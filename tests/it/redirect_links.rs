@@ -170,9 +170,10 @@ async fn mint_at_click_makes_no_api_call_and_still_mails_every_lead_once() {
     assert_eq!((messages.len(), recipients.len()), (5, 5));
     let rows = read_report(&dir.path().join("report.csv"));
     for row in &rows {
+        // No API call; one SMTP attempt.
         assert_eq!(
             (row["status"].as_str(), row["attempts"].as_str()),
-            ("sent", "0")
+            ("sent", "1")
         );
         let expires: DateTime<Utc> = row["expires_at"].parse().unwrap();
         assert!(expires > started + TimeDelta::days(6), "{expires}");

@@ -1,5 +1,5 @@
-//! The service units and the crontab line in `samples/` that the README
-//! tells operators to install.
+//! The service units and the crontab line in `samples/` that docs/nightly.md
+//! tells operators to install (the Debian package ships them).
 
 use std::process::Command;
 
@@ -7,7 +7,7 @@ use crate::support::{installed_or_skip, run, sample};
 
 /// Where the sample units expect the binary; the test points them at the
 /// one just built, since `systemd-analyze verify` checks that it exists.
-const INSTALLED_BINARY: &str = "/usr/local/bin/lsq-dispatch";
+const INSTALLED_BINARY: &str = "/usr/bin/lsq-dispatch";
 
 #[test]
 fn the_sample_systemd_units_pass_systemd_analyze_verify() {

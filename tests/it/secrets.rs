@@ -106,3 +106,36 @@ async fn no_secret_when_the_server_fails() {
     assert_eq!(out.status.code(), Some(3));
     assert_no_secret(dir.path(), &out);
 }
+
+/// A 200 Generate answer that lacks `LeadId` fails its rows, and the error
+/// names what is missing without quoting the lead's key from the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generate_answer_without_lead_id_keeps_its_key_out_of_the_report() {
+    const KEY: &str = "LeAdKeY+0123456789abcdef/XYZ==";
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "AuthKey": KEY,
+            "Expires": "2030-01-01",
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(2));
+    let mut cmd = crate::support::run_on_mock(&server, dir.path(), &input);
+    cmd.args(["--report", "report.csv", "--summary-json", "summary.json"]);
+    let output = run(&mut cmd);
+    assert_eq!(output.status.code(), Some(3));
+    let report = std::fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    let rows = crate::support::read_report(&dir.path().join("report.csv"));
+    assert!(rows.iter().all(|r| r["status"] == "failed"), "{report}");
+    assert!(rows[0]["error"].contains("LeadId"), "{report}");
+    for (name, text) in planted::outputs(&output)
+        .into_iter()
+        .chain([("report.csv", report.clone())])
+    {
+        for form in planted::forms(KEY) {
+            assert!(!text.contains(&form), "{name} holds the key: {text}");
+        }
+    }
+}

@@ -13,11 +13,11 @@ use lsq_sandbox::{Sandbox, SandboxConfig};
 use crate::support::link_service::LinkService;
 use crate::support::{fast_config, lead_ids, sandbox, wait_until};
 
-const SECRET_A: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY";
-const SECRET_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+pub(crate) const SECRET_A: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY";
+pub(crate) const SECRET_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 const SECRET_C: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
 
-fn secrets(list: &[&str]) -> LinkSecrets {
+pub(crate) fn secrets(list: &[&str]) -> LinkSecrets {
     LinkSecrets::parse(&Secret::new(list.join(","))).unwrap()
 }
 
@@ -29,7 +29,7 @@ fn now() -> u64 {
 }
 
 /// A link for `lead` at the sandbox's first portal, valid for a day.
-fn claims(sandbox: &Sandbox, lead: &str) -> LinkClaims {
+pub(crate) fn claims(sandbox: &Sandbox, lead: &str) -> LinkClaims {
     LinkClaims {
         lead_id: lead.to_owned(),
         portal_id: sandbox.config().portal_ids[0].clone(),
@@ -40,7 +40,7 @@ fn claims(sandbox: &Sandbox, lead: &str) -> LinkClaims {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

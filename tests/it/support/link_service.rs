@@ -49,9 +49,14 @@ impl LinkService {
             .env("LSQ_ACCESS_KEY", &config.access_key)
             .env("LSQ_SECRET_KEY", &config.secret_key)
             .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key)
-            .env("LSQ_LINK_SECRET", secrets)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("LSQ_LINK_SECRET", secrets);
+        LinkService::spawn(cmd, dir)
+    }
+
+    /// Starts `cmd`, a `serve` that works in `dir`, and returns once it
+    /// listens.
+    pub fn spawn(mut cmd: std::process::Command, dir: tempfile::TempDir) -> LinkService {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("serve starts");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));

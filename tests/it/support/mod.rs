@@ -4,6 +4,7 @@ pub mod browser;
 pub mod hostile_server;
 mod installed;
 pub mod link_service;
+pub mod private_ca;
 pub mod prometheus;
 pub mod redis_server;
 mod server_thread;

@@ -1,7 +1,8 @@
 //! A real SMTP server for tests, listening on 127.0.0.1 inside the test process.
 //!
 //! It speaks enough RFC 5321 for lettre (EHLO, AUTH PLAIN and LOGIN, MAIL, RCPT,
-//! DATA with dot-unstuffing, RSET, NOOP, QUIT), can be scripted to answer MAIL,
+//! DATA with dot-unstuffing, RSET, NOOP, QUIT, and STARTTLS when given a TLS
+//! configuration), can be scripted to answer MAIL,
 //! RCPT or the end of DATA with chosen replies ("451 try later" once, "550 no
 //! such user"), to take a while per message, and to take in a message's payload
 //! and then hang up or stall without answering it. It records every payload it
@@ -17,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::server_thread::ServerThread;
@@ -51,6 +52,13 @@ pub struct SmtpBehaviour {
     /// A refused login's reply quotes the AUTH command it got, as some
     /// servers do.
     pub echo_auth: bool,
+    /// When set, STARTTLS is offered and upgrades the connection with
+    /// this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// EHLO and HELO with a name that is not fully qualified (no dot, no
+    /// address literal) are refused, as Postfix's
+    /// `reject_non_fqdn_helo_hostname` does.
+    pub fqdn_helo: bool,
 }
 
 /// What the server does in place of the reply to a message it took in.
@@ -120,6 +128,18 @@ impl SmtpBehaviour {
         self
     }
 
+    /// Offers STARTTLS, presenting `config`'s certificate.
+    pub fn starttls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Refuses EHLO and HELO names that are not fully qualified.
+    pub fn fqdn_helo(mut self) -> Self {
+        self.fqdn_helo = true;
+        self
+    }
+
     /// Takes `delay` before answering each message's DATA.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -137,6 +157,8 @@ struct State {
     payloads: Vec<ReceivedMessage>,
     unanswered_left: usize,
     auth_failures: usize,
+    helo_names: Vec<String>,
+    tls_failures: usize,
 }
 
 impl State {
@@ -225,24 +247,40 @@ impl SmtpServer {
         self.state.lock().unwrap().payloads.len()
     }
 
+    /// How many TLS handshakes after STARTTLS failed (the client refused
+    /// the certificate, say).
+    pub fn tls_failures(&self) -> usize {
+        self.state.lock().unwrap().tls_failures
+    }
+
+    /// The names clients gave in EHLO or HELO, in order.
+    pub fn helo_names(&self) -> Vec<String> {
+        self.state.lock().unwrap().helo_names.clone()
+    }
+
     /// How many logins were refused.
     pub fn auth_failures(&self) -> usize {
         self.state.lock().unwrap().auth_failures
     }
 }
 
+/// A connection, before or after STARTTLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 struct Session<'a> {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    io: BufReader<Box<dyn Io>>,
     behaviour: &'a SmtpBehaviour,
     state: &'a Mutex<State>,
+    /// STARTTLS has upgraded the connection.
+    secure: bool,
 }
 
 impl Session<'_> {
     /// One line without its line ending; `None` at end of stream.
     async fn line(&mut self) -> std::io::Result<Option<String>> {
         let mut buf = Vec::new();
-        if self.reader.read_until(b'\n', &mut buf).await? == 0 {
+        if self.io.read_until(b'\n', &mut buf).await? == 0 {
             return Ok(None);
         }
         while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -253,9 +291,33 @@ impl Session<'_> {
 
     async fn reply(&mut self, text: &str) -> std::io::Result<()> {
         // One write per reply: split writes meet delayed ACKs and cost ~40 ms each.
-        self.writer
-            .write_all(format!("{text}\r\n").as_bytes())
-            .await
+        self.io.write_all(format!("{text}\r\n").as_bytes()).await?;
+        self.io.flush().await
+    }
+
+    /// Answers STARTTLS and upgrades the connection; false when the
+    /// handshake failed and the session is over.
+    async fn starttls(&mut self, config: Arc<rustls::ServerConfig>) -> std::io::Result<bool> {
+        self.reply("220 2.0.0 Ready to start TLS").await?;
+        let plain = std::mem::replace(
+            &mut self.io,
+            BufReader::new(Box::new(tokio::io::join(
+                tokio::io::empty(),
+                tokio::io::sink(),
+            ))),
+        )
+        .into_inner();
+        match tokio_rustls::TlsAcceptor::from(config).accept(plain).await {
+            Ok(tls) => {
+                self.io = BufReader::new(Box::new(tls));
+                self.secure = true;
+                Ok(true)
+            }
+            Err(_) => {
+                self.state.lock().unwrap().tls_failures += 1;
+                Ok(false)
+            }
+        }
     }
 
     /// Reads the message after `354` up to the lone `.`, undoing dot-stuffing.
@@ -263,7 +325,7 @@ impl Session<'_> {
         let mut data = Vec::new();
         loop {
             let mut line = Vec::new();
-            if self.reader.read_until(b'\n', &mut line).await? == 0 {
+            if self.io.read_until(b'\n', &mut line).await? == 0 {
                 return Ok(None);
             }
             if line == b".\r\n" || line == b".\n" {
@@ -341,12 +403,11 @@ async fn session(
     state: &Mutex<State>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let (reader, writer) = stream.into_split();
     let mut s = Session {
-        reader: BufReader::new(reader),
-        writer,
+        io: BufReader::new(Box::new(stream)),
         behaviour,
         state,
+        secure: false,
     };
     s.reply(&format!("220 {HOSTNAME} ESMTP test server ready"))
         .await?;
@@ -355,11 +416,27 @@ async fn session(
     let mut to: Vec<String> = Vec::new();
     while let Some(line) = s.line().await? {
         let (verb, args) = line.split_once(' ').unwrap_or((&line, ""));
-        match verb.to_ascii_uppercase().as_str() {
+        let verb = verb.to_ascii_uppercase();
+        if verb == "EHLO" || verb == "HELO" {
+            let name = args.trim().to_owned();
+            state.lock().unwrap().helo_names.push(name.clone());
+            let qualified = name.contains('.') || name.starts_with('[');
+            if behaviour.fqdn_helo && !qualified {
+                s.reply(&format!(
+                    "504 5.5.2 <{name}>: Helo command rejected: need fully-qualified hostname"
+                ))
+                .await?;
+                continue;
+            }
+        }
+        match verb.as_str() {
             "EHLO" => {
                 let mut lines = vec![HOSTNAME.to_owned(), "8BITMIME".into(), "SMTPUTF8".into()];
                 if behaviour.auth.is_some() {
                     lines.push("AUTH PLAIN LOGIN".into());
+                }
+                if behaviour.tls.is_some() && !s.secure {
+                    lines.push("STARTTLS".into());
                 }
                 lines.push("ENHANCEDSTATUSCODES".into());
                 let last = lines.len() - 1;
@@ -371,6 +448,17 @@ async fn session(
                 s.reply(&text.join("\r\n")).await?;
             }
             "HELO" => s.reply(&format!("250 {HOSTNAME}")).await?,
+            "STARTTLS" => match (&behaviour.tls, s.secure) {
+                (Some(config), false) => {
+                    if !s.starttls(Arc::clone(config)).await? {
+                        return Ok(());
+                    }
+                    user = None;
+                    from = None;
+                    to.clear();
+                }
+                _ => s.reply("502 5.5.1 STARTTLS not available").await?,
+            },
             "AUTH" if behaviour.auth.is_none() => {
                 s.reply("503 5.5.1 authentication not enabled").await?
             }
@@ -416,7 +504,7 @@ async fn session(
                     Some(Silence::HangUp) => return Ok(()),
                     Some(Silence::Stall) => {
                         // Read (and ignore) whatever comes until the client goes.
-                        tokio::io::copy(&mut s.reader, &mut tokio::io::sink()).await?;
+                        tokio::io::copy(&mut s.io, &mut tokio::io::sink()).await?;
                         return Ok(());
                     }
                     None => {}
