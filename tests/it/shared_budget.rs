@@ -220,3 +220,44 @@ async fn an_otp_request_takes_its_call_from_the_tenants_budget_file() {
         "one call, one entry:\n{log}"
     );
 }
+
+/// The tenant's budget file remembers that the API accepted these
+/// credentials: the next run within hours sends its first burst at once,
+/// while a run with other credentials still sends its first call alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_credentials_were_accepted_lately_does_not_send_its_first_call_alone() {
+    let service = Duration::from_millis(400);
+    let sandbox = sandbox(SandboxConfig {
+        service_time: (service, service),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_home = dir.path().join("state");
+    let ids = lead_ids(10);
+    let gap_between_first_two = |from: usize| {
+        let arrivals = sandbox.arrivals();
+        arrivals[from + 1] - arrivals[from]
+    };
+
+    let mut first = run_in(&sandbox, dir.path(), "first", &ids[..5], &state_home);
+    assert!(run(&mut first).status.success());
+    assert!(
+        gap_between_first_two(0) >= service,
+        "a first run sends its first call alone"
+    );
+
+    let mut second = run_in(&sandbox, dir.path(), "second", &ids[5..], &state_home);
+    assert!(run(&mut second).status.success());
+    assert!(
+        gap_between_first_two(5) < service,
+        "the accepted credentials sent their first call alone again"
+    );
+
+    // Other credentials prove themselves again: one call, refused.
+    let calls = sandbox.stats().calls;
+    let mut other = run_in(&sandbox, dir.path(), "other", &ids[..5], &state_home);
+    other.env("LSQ_SECRET_KEY", "not-the-secret");
+    assert_eq!(run(&mut other).status.code(), Some(1));
+    assert_eq!(sandbox.stats().calls, calls + 1);
+}
