@@ -51,7 +51,8 @@ pub struct SandboxArgs {
     pub competitor: u32,
 
     /// The first call of this fraction of new connections arrives this much
-    /// later, as after a lost SYN: FRACTION:DELAY, e.g. 0.7:1s.
+    /// later, unseen by the client (a lost SYN shows in the client's connect
+    /// time: see --slow-accept): FRACTION:DELAY, e.g. 0.7:1s.
     #[arg(long, value_name = "FRACTION:DELAY", value_parser = parse_late)]
     pub late_connections: Option<(f64, Duration)>,
 
