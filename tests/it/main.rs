@@ -25,6 +25,7 @@ mod exit_codes;
 mod greylisting;
 mod hostile;
 mod input_hostile;
+mod install_steps;
 mod layout;
 mod ledger;
 mod links_browser;
