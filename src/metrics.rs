@@ -129,6 +129,11 @@ fn render(summary: &Summary, finished: bool, last_success: f64) -> String {
             summary.emails_failed as f64,
         ),
         (
+            "warnings",
+            "Warnings the last run gave (its summary JSON lists them), shown in the log or not.",
+            summary.warnings.len() as f64,
+        ),
+        (
             "duration_seconds",
             "How long the last run has taken.",
             summary.elapsed_secs,

@@ -256,6 +256,12 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::working_hours")]
     pub working_hours: Option<WorkingHours>,
 
+    /// Refuse to start an email run whose links would expire outside the
+    /// working hours, instead of warning and sending them (exit 1).
+    #[arg(long)]
+    #[serde(default)]
+    pub refuse_night_links: bool,
+
     /// Warn when the planned run would finish after this local time (HH:MM).
     #[arg(long, value_name = "HH:MM", value_parser = value::time_of_day)]
     #[serde(skip)]

@@ -91,6 +91,8 @@ pub struct Settings {
     pub resend: bool,
     /// The recipients' time zone and working hours.
     pub daytime: crate::daytime::Daytime,
+    /// Stop, rather than warn, when emailed links would expire at night.
+    pub refuse_night_links: bool,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
     /// How long a lead's (and the tenant's) key lives (`--key-lifetime`).

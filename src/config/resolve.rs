@@ -132,6 +132,7 @@ impl Settings {
                 zone: args.timezone,
                 hours: args.working_hours.unwrap_or(Daytime::default().hours),
             },
+            refuse_night_links: args.refuse_night_links,
             email,
             key_lifetime,
             redirect,

@@ -142,6 +142,7 @@ impl Sink {
         summary.api_calls = self.limiter.calls();
         summary.rate_limited = self.limiter.rate_limited();
         summary.paused_secs = self.limiter.paused_total().as_secs_f64();
+        summary.warnings = crate::logging::warnings();
     }
 
     /// Flushes the report, puts the files of input rows in place, finishes

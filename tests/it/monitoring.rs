@@ -256,13 +256,13 @@ async fn the_summary_says_which_run_it_was_and_how_it_ended() {
 }
 
 /// A loopback server that records every ping it gets: the path and body.
-struct PingServer {
-    url: String,
+pub(crate) struct PingServer {
+    pub(crate) url: String,
     pings: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl PingServer {
-    async fn start() -> PingServer {
+    pub(crate) async fn start() -> PingServer {
         let pings = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&pings);
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
@@ -282,7 +282,7 @@ impl PingServer {
     }
 
     /// The paths pinged, in order, after the token.
-    fn paths(&self) -> Vec<String> {
+    pub(crate) fn paths(&self) -> Vec<String> {
         let prefix = format!("/ping/{PING_TOKEN}");
         let pings = self.pings.lock().unwrap();
         pings
@@ -292,7 +292,7 @@ impl PingServer {
     }
 
     /// The body of the last ping, as JSON.
-    fn last_body(&self) -> serde_json::Value {
+    pub(crate) fn last_body(&self) -> serde_json::Value {
         let pings = self.pings.lock().unwrap();
         serde_json::from_str(&pings.last().unwrap().1).unwrap()
     }
