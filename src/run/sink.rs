@@ -68,7 +68,7 @@ impl Sink {
             metrics: settings
                 .metrics_file
                 .as_deref()
-                .map(|path| MetricsFile::open(path, &summary.campaign, dry_run)),
+                .map(|path| MetricsFile::open(path, dry_run)),
             summary,
             rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, &settings.input, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),

@@ -32,6 +32,7 @@ mod links_browser;
 mod links_end_to_end;
 mod links_shared_budget;
 mod messages;
+mod metrics_file;
 mod monitoring;
 mod odd_inputs;
 mod otp;
