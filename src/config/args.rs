@@ -333,6 +333,14 @@ pub struct RunArgs {
     #[serde(default, deserialize_with = "value::file::key_lifetime")]
     pub key_lifetime: Option<Duration>,
 
+    /// The least life a stored key must have left to be used again for a
+    /// link; with less, a fresh key is minted, so an emailed link does not
+    /// die before the lead reads it [default: 3/4 of --key-lifetime for an
+    /// email run (3h of 4h), else 1h (half the lifetime when under 2h)].
+    #[arg(long, value_name = "DURATION", value_parser = value::key_lifetime)]
+    #[serde(default, deserialize_with = "value::file::key_lifetime")]
+    pub min_link_life: Option<Duration>,
+
     /// What the report and the mail carry: the portal URL with the lead's
     /// key (direct), or a signed link BASE/l/TOKEN to `lsq-dispatch serve`
     /// (redirect; needs --link-base and LSQ_LINK_SECRET) [default: direct].

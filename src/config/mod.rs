@@ -97,6 +97,8 @@ pub struct Settings {
     pub email: Option<EmailSettings>,
     /// How long a lead's (and the tenant's) key lives (`--key-lifetime`).
     pub key_lifetime: std::time::Duration,
+    /// `--min-link-life`, when given.
+    pub min_link_life: Option<std::time::Duration>,
     /// `--links redirect`'s settings; `None` for direct links.
     pub redirect: Option<crate::redirect::RedirectLinks>,
     /// What kind of run this is.

@@ -135,6 +135,7 @@ impl Settings {
             refuse_night_links: args.refuse_night_links,
             email,
             key_lifetime,
+            min_link_life: args.min_link_life,
             redirect,
             mode,
         })

@@ -256,7 +256,11 @@ impl Job {
         ResumeFlags {
             resend: self.settings.resend,
             resend_in_doubt: self.settings.resend_in_doubt,
-            reuse_margin: reuse_margin(self.settings.key_lifetime),
+            reuse_margin: reuse_margin(
+                self.settings.key_lifetime,
+                self.settings.min_link_life,
+                self.settings.email.is_some(),
+            ),
         }
     }
 

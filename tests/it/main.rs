@@ -26,6 +26,7 @@ mod greylisting;
 mod hostile;
 mod input_hostile;
 mod install_steps;
+mod key_reuse;
 mod layout;
 mod ledger;
 mod links_browser;
