@@ -262,7 +262,8 @@ pub struct RunArgs {
     #[serde(default)]
     pub refuse_night_links: bool,
 
-    /// Warn when the planned run would finish after this local time (HH:MM).
+    /// Warn when the planned run would finish after this time of day (HH:MM),
+    /// in --timezone's zone when given, else this machine's.
     #[arg(long, value_name = "HH:MM", value_parser = value::time_of_day)]
     #[serde(skip)]
     pub send_before: Option<NaiveTime>,

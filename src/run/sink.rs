@@ -164,7 +164,7 @@ impl Sink {
         };
         self.progress.finish();
         if let Some((mut plan, settings)) = self.plan.take() {
-            plan.finish(&settings, chrono::Local::now());
+            plan.finish(&settings, chrono::Utc::now());
             self.summary.plan = Some(plan);
         }
         self.measure();

@@ -256,3 +256,43 @@ async fn refuse_night_links_sends_no_link_that_would_die_at_night_and_says_so() 
         .iter()
         .any(|w| w.contains(NIGHT_WARNING)));
 }
+
+#[test]
+fn the_plan_shows_times_and_reads_send_before_in_the_recipients_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_csv(dir.path(), &crate::support::lead_ids(3));
+    // Three calls at one an hour: the run takes two hours.
+    let kolkata = Utc::now() + TimeDelta::minutes(330);
+    let in_an_hour = (kolkata + TimeDelta::hours(1)).format("%H:%M").to_string();
+    let mut cmd = lsq(dir.path());
+    cmd.arg("run")
+        .arg(&input)
+        .args([
+            "--dry-run",
+            "--portal-id",
+            "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37",
+        ])
+        .args(["--rate", "1/1h", "--timezone", "Asia/Kolkata"])
+        .args(["--send-before", &in_an_hour])
+        .env("TZ", "UTC")
+        .env("LSQ_TENANT_AUTH_KEY", "given");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0));
+    let plan = stdout(&out);
+    let finish = (kolkata + TimeDelta::hours(2))
+        .format("%Y-%m-%d %H")
+        .to_string();
+    let line = plan.lines().find(|l| l.starts_with("finish by")).unwrap();
+    assert!(line.contains(&finish), "{finish} in {plan}");
+    assert!(line.ends_with("+05:30 (Asia/Kolkata)"), "{plan}");
+    let expires = plan
+        .lines()
+        .find(|l| l.starts_with("first key expires"))
+        .unwrap();
+    assert!(expires.ends_with("+05:30 (Asia/Kolkata)"), "{plan}");
+    // An hour from now in Kolkata; the machine's clock reads it as 6.5 h.
+    assert!(
+        plan.contains(&format!("after --send-before {in_an_hour}")),
+        "{plan}"
+    );
+}
