@@ -231,3 +231,97 @@ async fn a_missing_metrics_directory_stops_the_run_before_it_writes_anything() {
     assert!(!dir.path().join("report.csv").exists(), "no report");
     assert!(!state.exists(), "no campaign state");
 }
+
+/// The sample crontab's job line as cron runs it: `\%` is `%`.
+fn crontab_job() -> String {
+    let crontab = std::fs::read_to_string(sample("crontab")).unwrap();
+    let line = crontab
+        .lines()
+        .find(|l| l.starts_with("30 7 "))
+        .expect("the job line");
+    let command = line.splitn(6, ' ').nth(5).unwrap();
+    command.replace("\\%", "%")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_crontab_is_silent_on_success_and_tells_cron_of_a_failure() {
+    let sandbox = crate::support::fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let root = Root::new();
+    let home = root.path("/home/lsq-dispatch");
+    for dir in ["inbox", "reports"] {
+        std::fs::create_dir_all(home.join(dir)).unwrap();
+    }
+    std::fs::create_dir_all(root.path("/var/lib/node_exporter/textfile_collector")).unwrap();
+    let templates = root.path("/etc/lsq-dispatch/templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    for name in ["subject.txt", "body.txt", "body.html"] {
+        std::fs::copy(sample("templates").join(name), templates.join(name)).unwrap();
+    }
+    let toml = std::fs::read_to_string(sample("lsq-dispatch.toml")).unwrap();
+    let toml = format!(
+        "{}\nportal_id = \"{}\"\n",
+        root.rebase(&toml).replace("portal_id = ", "# portal_id = "),
+        sandbox.config().portal_ids[0]
+    );
+    write(&home, "lsq-dispatch.toml", &toml);
+    let mut csv = String::from("LeadId,FirstName,Email\n");
+    for (i, id) in lead_ids(2).iter().enumerate() {
+        csv.push_str(&format!("{id},Lead{i},lead{i}@example.com\n"));
+    }
+    write(&home.join("inbox"), "reminders.csv", &csv);
+    let bin = root.path("/usr/local/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_lsq-dispatch"), bin.join("lsq-dispatch"))
+        .unwrap();
+    let config = sandbox.config();
+    let env_file = |secret: &str| {
+        let text = format!(
+            "{}LSQ_ACCESS_KEY='{}'\nLSQ_SECRET_KEY='{secret}'\nLSQ_TENANT_AUTH_KEY='{}'\n\
+             LSQ_HOST='{}'\nLSQ_SMTP_URL='{}'\n",
+            std::fs::read_to_string(sample("lsq-dispatch.env")).unwrap(),
+            config.access_key,
+            config.tenant_auth_key,
+            sandbox.base_url(),
+            smtp.url()
+        );
+        write(&home, "lsq-dispatch.env", &text);
+    };
+    let job = root.rebase(&crontab_job());
+    let cron = || {
+        run(Command::new("/bin/sh")
+            .args(["-c", &job])
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display())))
+    };
+
+    env_file(&config.secret_key);
+    let out = cron();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "cron mails nothing"
+    );
+    assert_eq!(smtp.messages().len(), 2);
+
+    // A wrong key: the job fails, and what it prints is what cron mails.
+    env_file("not-the-secret");
+    write(
+        &home.join("inbox"),
+        "reminders.csv",
+        &csv.replace("a0000000", "b0000000"),
+    );
+    let out = cron();
+    assert_ne!(out.status.code(), Some(0));
+    let mailed = format!(
+        "{}{}",
+        crate::support::stdout(&out),
+        crate::support::stderr(&out)
+    );
+    assert!(
+        mailed.contains("lsq-dispatch run failed with exit code 1"),
+        "{mailed}"
+    );
+    assert!(mailed.contains("401 from the API"), "{mailed}");
+}
