@@ -235,6 +235,11 @@ pub struct StatePath {
 }
 
 impl StatePath {
+    /// Whether the state outlives the run (not a sandbox run's own).
+    pub fn is_kept(&self) -> bool {
+        self._scratch.is_none()
+    }
+
     /// A state file that outlives the run.
     pub fn kept(path: PathBuf) -> StatePath {
         StatePath {

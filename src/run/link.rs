@@ -155,10 +155,10 @@ impl Job {
         };
         if work && !self.take_on() {
             record.status = Status::Skipped;
-            record.error = self
-                .settings
-                .limit
-                .map(|limit| RowError::BeyondLimit { limit });
+            record.error = self.settings.limit.map(|limit| RowError::BeyondLimit {
+                limit,
+                kept: self.settings.state.is_kept(),
+            });
             return Ok(Decided::done(record));
         }
         let next = match resume {

@@ -44,6 +44,7 @@ mod redirect_links;
 mod reference;
 mod rerun_files;
 mod run_email;
+mod run_help;
 mod run_sandbox;
 mod run_state;
 mod run_wiremock;
