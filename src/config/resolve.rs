@@ -132,8 +132,10 @@ impl Settings {
                 zone: args.timezone,
                 hours: args.working_hours.unwrap_or(Daytime::default().hours),
             },
+            refuse_night_links: args.refuse_night_links,
             email,
             key_lifetime,
+            min_link_life: args.min_link_life,
             redirect,
             mode,
         })

@@ -98,6 +98,14 @@ pub(super) struct Prepared {
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
+    // A summary or metrics path that cannot be written is found before the
+    // campaign state and the report are, so a refused run leaves nothing.
+    for path in [&settings.summary_json, &settings.metrics_file]
+        .into_iter()
+        .flatten()
+    {
+        crate::report::open_check(path)?;
+    }
     // The one open of the input, read once: a pipe or a FIFO has no second
     // reading (a regular file's text is checked through a copy of it).
     let copy = input.try_clone();
