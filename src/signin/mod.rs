@@ -88,6 +88,13 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
         }
     };
 
+    // The Sign In document: pass the Code and FieldContent this answer holds.
+    let content = sent
+        .field_content
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(phone);
     let code_arg = match &code_file {
         Some(file) => {
             file.write(&sent.code)?;
@@ -98,11 +105,12 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
         }
         None => format!("--code {}", shell_quote(&sent.code)),
     };
-    let next = next_command(&otp, phone, &code_arg);
+    let portal_url = args.portal_url.as_deref().filter(|u| !u.trim().is_empty());
+    let next = next_command(&otp, content, &code_arg, portal_url);
     if args.connection.json {
         let output = RequestOutput {
             field,
-            field_content: phone,
+            field_content: content,
             code: code_file.is_none().then_some(sent.code.as_str()),
             code_file: code_file.as_ref().map(|f| f.path.display().to_string()),
             message: sent.message.as_deref(),
@@ -112,7 +120,7 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let said = sent.message.as_deref().unwrap_or("OTP sent");
-    say!("OTP requested for {field} {phone} ({said}).");
+    say!("OTP requested for {field} {content} ({said}).");
     match &code_file {
         Some(file) => say!("Code written to {}.", file.path.display()),
         None => say!("Code: {}", sent.code),
@@ -199,7 +207,7 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
 
 /// The exact `otp signin` command to run next; only the OTP is left to fill
 /// in, and no secret is in it.
-fn next_command(otp: &Otp, phone: &str, code_arg: &str) -> String {
+fn next_command(otp: &Otp, phone: &str, code_arg: &str, portal_url: Option<&str>) -> String {
     let mut line = format!(
         "lsq-dispatch otp signin --host {} --phone {} {code_arg}",
         shell_quote(otp.host.as_str().trim_end_matches('/')),
@@ -207,6 +215,9 @@ fn next_command(otp: &Otp, phone: &str, code_arg: &str) -> String {
     );
     if let Some(portal_id) = &otp.headers.portal_id {
         line.push_str(&format!(" --portal-id {portal_id}"));
+    }
+    if let Some(url) = portal_url {
+        line.push_str(&format!(" --portal-url {}", shell_quote(url.trim())));
     }
     line.push_str(" --otp OTP");
     line

@@ -37,6 +37,7 @@ mod metrics_file;
 mod monitoring;
 mod odd_inputs;
 mod otp;
+mod otp_documents;
 mod paths;
 mod readme;
 mod real_files;

@@ -281,6 +281,12 @@ fn otp_get(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> ApiResult {
     let field = string_field(&body, "FieldSchemaName")?;
     let content = string_field(&body, "FieldContent")?;
     let lead = find_lead(shared, &field, &content)?;
+    // The service answers the field as the lead holds it, and the sign-in
+    // must send that form (the Sign In document: "pass the FieldContent").
+    let content = match field.as_str() {
+        "Phone" => lead.phone.clone(),
+        _ => lead.email.clone(),
+    };
 
     let record = OtpRecord {
         otp: String::new(),
