@@ -50,6 +50,7 @@ mod run_sandbox;
 mod run_state;
 mod run_wiremock;
 mod samples;
+mod sandbox_strict;
 mod secrets;
 mod serve;
 mod serve_config;

@@ -147,6 +147,15 @@ impl Query {
         )
     }
 
+    /// The value of `name` spelt exactly so, as a portal page reads its own
+    /// parameters (`authKey`, not `authkey`): the first one given.
+    pub(crate) fn get_exact(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
     /// The value of `name`; repeated names are joined with `,` as ASP.NET
     /// does, which makes a duplicated credential fail as it would there.
     pub(crate) fn get(&self, name: &str) -> Option<String> {
