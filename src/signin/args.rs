@@ -126,7 +126,9 @@ pub struct SigninArgs {
     #[arg(long, env = "LSQ_OTP", hide_env_values = true, value_name = "OTP")]
     pub otp: String,
 
-    /// The portal page URL, to print the lead's login link.
+    /// The portal page URL, to print a link to it: with the lead's Generate
+    /// key when LSQ_ACCESS_KEY, LSQ_SECRET_KEY, LSQ_TENANT_AUTH_KEY and
+    /// --portal-id are set, else with the sign-in key (a session key; said so).
     #[arg(
         long,
         env = "LSQ_PORTAL_URL",

@@ -59,6 +59,27 @@ struct SigninOutput<'a> {
     lead_id: &'a str,
     expires_at: String,
     login_link: Option<&'a str>,
+    /// Which key the link carries: `generate` or `signin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link_key: Option<&'static str>,
+}
+
+/// The key a printed link carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkKey {
+    /// The lead's portal key from Generate, as documented for links.
+    Generate,
+    /// The sign-in AuthKey, a session key.
+    Signin,
+}
+
+impl LinkKey {
+    fn name(self) -> &'static str {
+        match self {
+            LinkKey::Generate => "generate",
+            LinkKey::Signin => "signin",
+        }
+    }
 }
 
 async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
@@ -184,14 +205,26 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
 
     let lifetime = args.key_lifetime.unwrap_or(KEY_LIFETIME);
     let expires_at = (Utc::now() + lifetime).to_rfc3339_opts(SecondsFormat::Secs, true);
-    let link = portal_url
-        .as_ref()
-        .map(|url| crate::portal_url::login_link(url, signed.auth_key.expose(), None).to_string());
+    // Only the Generate key is documented for portal links; the sign-in
+    // AuthKey is a session key, used for the link only when no Generate key
+    // can be had, and then said plainly.
+    let link = match &portal_url {
+        Some(url) => {
+            let (key, kind) = match otp.portal_key(&signed.lead_id).await? {
+                Some(key) => (key, LinkKey::Generate),
+                None => (signed.auth_key.clone(), LinkKey::Signin),
+            };
+            let link = crate::portal_url::login_link(url, key.expose(), None).to_string();
+            Some((link, kind))
+        }
+        None => None,
+    };
     if args.connection.json {
         let output = SigninOutput {
             lead_id: &signed.lead_id,
             expires_at,
-            login_link: link.as_deref(),
+            login_link: link.as_ref().map(|(link, _)| link.as_str()),
+            link_key: link.as_ref().map(|(_, kind)| kind.name()),
         };
         say!("{}", serde_json::to_string(&output)?);
         return Ok(Exit::Success);
@@ -199,7 +232,19 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
     say!("Signed in lead {}.", signed.lead_id);
     say!("Key expires at {expires_at} (4 h from now).");
     match link {
-        Some(link) => say!("Login link: {link}"),
+        Some((link, LinkKey::Generate)) => {
+            say!("Login link: {link}");
+            say!("(its key is the lead's portal key from Generate, valid 4 h)");
+        }
+        Some((link, LinkKey::Signin)) => {
+            say!("Session link: {link}");
+            say!(
+                "(its key is the sign-in AuthKey, which LeadSquared documents as a session \
+                 key, not as a portal link key: the portal may refuse it; with LSQ_ACCESS_KEY, \
+                 LSQ_SECRET_KEY, LSQ_TENANT_AUTH_KEY and --portal-id the link carries the \
+                 lead's Generate key instead)"
+            );
+        }
         None => say!("No login link: pass --portal-url (or set LSQ_PORTAL_URL) to get one."),
     }
     Ok(Exit::Success)
