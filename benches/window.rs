@@ -10,7 +10,8 @@
 //!
 //!     cargo bench --bench window                 # 300 leads, 3 seeds per scenario
 //!     BENCH_LEADS=150 BENCH_SEEDS=5 cargo bench --bench window
-//!     BENCH_ONLY=900,competitor cargo bench --bench window   # names containing either
+//!     BENCH_ONLY=SYNs,competitor cargo bench --bench window  # names containing either
+//!     BENCH_ONLY==900-1100ms cargo bench --bench window      # that name exactly
 //!     BENCH_ACCEPTED=1 cargo bench --bench window   # one-run scenarios a window after
 //!                                                   # a one-lead run: no call alone
 //!
@@ -304,8 +305,12 @@ fn main() {
         .ok()
         .map(|o| o.split(',').map(|p| p.trim().to_owned()).collect());
     let chosen = |name: &str| {
-        only.as_ref()
-            .is_none_or(|parts| parts.iter().any(|p| name.contains(p.as_str())))
+        only.as_ref().is_none_or(|parts| {
+            parts.iter().any(|p| match p.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(p.as_str()),
+            })
+        })
     };
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
