@@ -17,7 +17,10 @@
 //!   was dropping SYNs, so this request may have waited too), a new
 //!   connection whose set-up was not timed, and a slot's first call when
 //!   the client did not say which connection it used. Those are blocked from
-//!   the answer, the latest moment they can have arrived.
+//!   the answer, the latest moment they can have arrived. A late set-up also
+//!   shows that the listener's accept queue was full: the calls sent within
+//!   a window of it over connections that opened at once may have waited in
+//!   that queue, unseen, so they too are blocked from their answers.
 //!
 //! Hence any `W`-long window at the server holds at most `N` of our arrivals, as
 //! long as a request written on an established connection reaches the server
@@ -29,7 +32,9 @@
 //! default burst of `N` it never binds, a smaller `--burst` smooths bursts for
 //! servers that dislike them.
 
+mod arrival;
 mod connection;
+mod permit;
 mod share;
 mod shared;
 
@@ -42,7 +47,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use crate::units::Rate;
+use arrival::Suspect;
 pub use connection::{note_connection, note_setup, observing, Connection};
+pub use permit::Permit;
 use share::Share;
 pub use shared::{
     BudgetError, LearntShare, Memory, SharedBudget, Taken, ACCEPTED_FOR, SHARE_REMEMBERED,
@@ -120,6 +127,15 @@ struct State {
     /// The quickest set-up of a new connection seen, to tell one that
     /// waited for a SYN sent again.
     quickest_setup: Option<Duration>,
+    /// When the calls that opened a connection late were sent: the
+    /// listener's accept queue was full then, so a request over a quickly
+    /// opened connection may have waited in that queue too.
+    backlogged: Vec<Instant>,
+    /// Calls over quickly opened connections whose slots were blocked from
+    /// their request's writing: `(slot, token, sent, answered, blocked until)`,
+    /// blocked from their answers instead if a late set-up shows that their
+    /// listener was backlogged.
+    suspects: Vec<Suspect>,
     /// When the 429s of the last window came: our calls the server did not
     /// count.
     refusals: std::collections::VecDeque<Instant>,
@@ -171,82 +187,6 @@ impl fmt::Debug for Limiter {
     }
 }
 
-/// The right to send one call. Report how it ended with [`Permit::completed`];
-/// dropping it unreported (a timeout, a cancelled task) blocks its slot for a
-/// full window from the drop, the safe assumption.
-#[derive(Debug)]
-pub struct Permit {
-    limiter: Arc<Limiter>,
-    slot: usize,
-    /// The slot taken in the shared budget, if there is one.
-    token: Option<u64>,
-    warm: bool,
-    sent_at: Instant,
-    done: bool,
-}
-
-impl Permit {
-    /// When the call was let through.
-    pub fn sent_at(&self) -> Instant {
-        self.sent_at
-    }
-
-    /// The call got an answer (any answer, 429 included) now, over a
-    /// connection the client did not say: a slot's first call is taken to
-    /// have opened one.
-    pub fn completed(self) {
-        self.completed_on(Connection::Unknown);
-    }
-
-    /// The call got an answer (any answer, 429 included) now, over
-    /// `connection`.
-    ///
-    /// Its slot stays blocked for a window from the latest moment it can
-    /// have reached the server: the arrival margin after its request was
-    /// written (at once on a reused connection; after the timed set-up on a
-    /// new one), however long the answer took. Only evidence of a late
-    /// request blocks it from the answer instead: a set-up [`LATE_SETUP`]
-    /// slower than the quickest seen, a new connection whose set-up was not
-    /// timed, or a slot's first call over a connection the client did not
-    /// name.
-    pub fn completed_on(mut self, connection: Connection) {
-        let now = Instant::now();
-        let written = match connection {
-            Connection::Reused => Some(Duration::ZERO),
-            Connection::New { setup: Some(setup) } => {
-                (!self.limiter.late_setup(setup)).then_some(setup)
-            }
-            Connection::New { setup: None } => None,
-            Connection::Unknown if self.warm => Some(Duration::ZERO),
-            Connection::Unknown => None,
-        };
-        let anchor = match written {
-            Some(setup) => now.min(self.sent_at + setup + self.limiter.settings.arrival_margin),
-            None => now,
-        };
-        self.limiter.free(self.slot, self.token, anchor);
-        self.done = true;
-    }
-}
-
-impl Permit {
-    /// The call never reached the server: no connection could be made (a
-    /// name that does not resolve, a refused connection, a failed TLS
-    /// handshake). Its slot is free again at once.
-    pub fn not_sent(mut self) {
-        self.limiter.give_back(self.slot, self.token, self.warm);
-        self.done = true;
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if !self.done {
-            self.limiter.free(self.slot, self.token, Instant::now());
-        }
-    }
-}
-
 impl Limiter {
     /// A limiter with every slot free now.
     pub fn new(settings: LimiterSettings) -> Arc<Limiter> {
@@ -289,6 +229,8 @@ impl Limiter {
                 ],
                 share: Share::new(calls, now),
                 quickest_setup: None,
+                backlogged: Vec::new(),
+                suspects: Vec::new(),
                 refusals: std::collections::VecDeque::new(),
                 paused_until: None,
                 paused_total: Duration::ZERO,
@@ -487,11 +429,12 @@ impl Limiter {
 
     /// The call holding `slot` reached the server at the latest at
     /// `anchor`: the slot is blocked for a window from then.
-    fn free(&self, slot: usize, token: Option<u64>, anchor: Instant) {
+    fn free(&self, slot: usize, token: Option<u64>, anchor: Instant) -> Instant {
         // One more millisecond keeps a call that lands exactly on the
         // window's edge out of the older call's window.
         let at = anchor + self.settings.rate.window + Duration::from_millis(1);
         self.free_from(slot, token, at, true);
+        at
     }
 
     /// The call holding `slot` never reached the server: the slot is free
@@ -510,16 +453,6 @@ impl Limiter {
             // Best effort: an entry never released expires by itself.
             tokio::spawn(async move { shared.release(token, blocked_for).await });
         }
-    }
-
-    /// Notes a new connection's set-up time and says whether it is evidence
-    /// of a late request: [`LATE_SETUP`] slower than the quickest seen (this
-    /// one included, so a far host's slow handshakes are all on time).
-    fn late_setup(&self, setup: Duration) -> bool {
-        let mut state = self.lock();
-        let quickest = state.quickest_setup.map_or(setup, |q| q.min(setup));
-        state.quickest_setup = Some(quickest);
-        setup > quickest + LATE_SETUP
     }
 
     /// Starts from what the shared budget remembered of earlier runs: the

@@ -1,0 +1,101 @@
+//! [`Permit`]: the right to send one call, and how its slot is blocked
+//! once the call ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Connection, Limiter, Suspect};
+
+/// The right to send one call. Report how it ended with [`Permit::completed`];
+/// dropping it unreported (a timeout, a cancelled task) blocks its slot for a
+/// full window from the drop, the safe assumption.
+#[derive(Debug)]
+pub struct Permit {
+    pub(super) limiter: Arc<Limiter>,
+    pub(super) slot: usize,
+    /// The slot taken in the shared budget, if there is one.
+    pub(super) token: Option<u64>,
+    pub(super) warm: bool,
+    pub(super) sent_at: Instant,
+    pub(super) done: bool,
+}
+
+impl Permit {
+    /// When the call was let through.
+    pub fn sent_at(&self) -> Instant {
+        self.sent_at
+    }
+
+    /// The call got an answer (any answer, 429 included) now, over a
+    /// connection the client did not say: a slot's first call is taken to
+    /// have opened one.
+    pub fn completed(self) {
+        self.completed_on(Connection::Unknown);
+    }
+
+    /// The call got an answer (any answer, 429 included) now, over
+    /// `connection`.
+    ///
+    /// Its slot stays blocked for a window from the latest moment it can
+    /// have reached the server: the arrival margin after its request was
+    /// written (at once on a reused connection; after the timed set-up on a
+    /// new one), however long the answer took. Only evidence of a late
+    /// request blocks it from the answer instead: a set-up [`LATE_SETUP`]
+    /// slower than the quickest seen (and then for the calls of its burst
+    /// over connections that opened at once, which may have waited in the
+    /// listener's full accept queue), a new connection whose set-up was not
+    /// timed, or a slot's first call over a connection the client did not
+    /// name.
+    pub fn completed_on(mut self, connection: Connection) {
+        let now = Instant::now();
+        let written = match connection {
+            Connection::Reused => Some(Duration::ZERO),
+            Connection::New { setup: Some(setup) } => {
+                match self.limiter.late_setup(setup, self.sent_at, now) {
+                    true => None,
+                    // Its request may have waited in a full accept queue.
+                    false if self.limiter.backlogged_near(self.sent_at) => None,
+                    false => Some(setup),
+                }
+            }
+            Connection::New { setup: None } => None,
+            Connection::Unknown if self.warm => Some(Duration::ZERO),
+            Connection::Unknown => None,
+        };
+        let anchor = match written {
+            Some(setup) => now.min(self.sent_at + setup + self.limiter.settings.arrival_margin),
+            None => now,
+        };
+        let at = self.limiter.free(self.slot, self.token, anchor);
+        if written.is_some() && matches!(connection, Connection::New { .. }) {
+            self.limiter.suspect(Suspect {
+                slot: self.slot,
+                token: self.token,
+                sent: self.sent_at,
+                answered: now,
+                until: at,
+            });
+        }
+        self.done = true;
+    }
+}
+
+impl Permit {
+    /// The call never reached the server: no connection could be made (a
+    /// name that does not resolve, a refused connection, a failed TLS
+    /// handshake). Its slot is free again at once.
+    pub fn not_sent(mut self) {
+        self.limiter.give_back(self.slot, self.token, self.warm);
+        self.done = true;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.free(self.slot, self.token, Instant::now());
+        }
+    }
+}
