@@ -252,7 +252,7 @@ pub struct RunArgs {
     #[serde(default)]
     pub smtp_ca_file: Option<PathBuf>,
 
-    /// Messages in flight at most [default: 8].
+    /// Messages in flight at most [default: 8; 32 with --mint at-click].
     #[arg(long, value_name = "N", help_heading = "Email")]
     #[serde(default)]
     pub email_concurrency: Option<usize>,
