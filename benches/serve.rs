@@ -1,8 +1,10 @@
 //! Link-service benchmark: the real binary's `serve` against the built-in
 //! sandbox (in this process), in three parts.
 //!
-//! a. Clicks whose key is in the token (`--mint at-send`): POSTs per second
-//!    and p50/p99 latency on loopback, from keep-alive connections.
+//! a. Clicks whose key is in the token (`--mint at-send`) on loopback, from
+//!    keep-alive connections: the most POSTs per second answered (closed
+//!    loop), and p50/p99 latency at a steady 5,000 POSTs/s offered (open
+//!    loop, timed from when each POST was due; see `serve/load.rs`).
 //! b. A click storm in `at-click` mode: 1,000 different leads click within
 //!    10 s against the sandbox's strict 25 per 5 s window, with network
 //!    jitter and service time. Every click is answered (a 303, or the page
@@ -18,6 +20,12 @@
 //!     BENCH_PART=a cargo bench --bench serve          # one part: a, b or c
 //!     BENCH_CONNECTIONS=64 BENCH_SECONDS=5 BENCH_RUNS=5 BENCH_SEEDS=1,2,3
 //!     BENCH_CAMPAIGN_LEADS=10000 BENCH_DIRECT_LEADS=500
+//!     BENCH_RATE=5000 BENCH_PACED_CONNECTIONS=64     # part a's open loop
+//!     BENCH_BASELINE=/path/to/old/lsq-dispatch       # side by side
+//!
+//! With `BENCH_BASELINE`, parts a and c run that binary too, each of its
+//! runs right after the same run of this build, so the machine's load
+//! weighs on both alike.
 //!
 //! Figures are medians over the runs (part a, part c's at-click) or the
 //! seeds (part b). Work files go under cargo's target directory.
@@ -33,6 +41,8 @@ use lsq_dispatch::secret::Secret;
 use lsq_sandbox::{Sandbox, SandboxConfig};
 
 mod common;
+#[path = "serve/load.rs"]
+mod load;
 #[path = "serve/sink.rs"]
 mod sink;
 
@@ -138,9 +148,9 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(sandbox: &Sandbox, dir: &Path, extra: &[&str]) -> Serve {
+    fn start(binary: &Path, sandbox: &Sandbox, dir: &Path, extra: &[&str]) -> Serve {
         std::fs::create_dir_all(dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lsq-dispatch"))
+        let mut child = Command::new(binary)
             .env_clear()
             .envs(sandbox_env(sandbox, dir))
             .current_dir(dir)
@@ -174,18 +184,50 @@ impl Drop for Serve {
     }
 }
 
-/// Part a: keep-alive POSTs of links whose key is in the token.
+/// A built binary under test: this build, and `BENCH_BASELINE` if given.
+struct Build {
+    name: &'static str,
+    path: PathBuf,
+}
+
+fn builds() -> Vec<Build> {
+    let mut builds = vec![Build {
+        name: "this build",
+        path: env!("CARGO_BIN_EXE_lsq-dispatch").into(),
+    }];
+    if let Some(path) = std::env::var_os("BENCH_BASELINE") {
+        builds.push(Build {
+            name: "baseline",
+            path: path.into(),
+        });
+    }
+    builds
+}
+
+/// Part a: keep-alive POSTs of links whose key is in the token, closed loop
+/// (the most the service answers) and open loop at a steady offered rate
+/// (the latency the target means), each build's runs in turn.
 async fn throughput(root: &Path) {
     let connections: usize = env_number("BENCH_CONNECTIONS", 32);
+    let paced_connections: usize = env_number("BENCH_PACED_CONNECTIONS", 64);
+    let rate: f64 = env_number("BENCH_RATE", 5_000.0);
     let seconds: u64 = env_number("BENCH_SECONDS", 10);
     let runs: usize = env_number("BENCH_RUNS", 3).max(1);
     let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
-    let served = Serve::start(
-        &sandbox,
-        &root.join("throughput"),
-        // One load generator is one client address: no per-client cap.
-        &["--client-rate", "10000/1ms", "--log-format", "json"],
-    );
+    let builds = builds();
+    let served: Vec<Serve> = builds
+        .iter()
+        .enumerate()
+        .map(|(b, build)| {
+            Serve::start(
+                &build.path,
+                &sandbox,
+                &root.join(format!("throughput-{b}")),
+                // One load generator is one client address: no per-client cap.
+                &["--client-rate", "10000/1ms", "--log-format", "json"],
+            )
+        })
+        .collect();
     let secrets = LinkSecrets::parse(&Secret::new(SECRET)).unwrap();
     let portal = sandbox.config().portal_ids[0].clone();
     let paths: Arc<Vec<String>> = Arc::new(
@@ -204,91 +246,62 @@ async fn throughput(root: &Path) {
             .collect(),
     );
     println!(
-        "\na. clicks with the key in the token: {connections} keep-alive connections, \
-         {seconds} s per run after 1 s of warm-up, {runs} run(s)"
+        "\na. clicks with the key in the token, {seconds} s per run after 1 s of warm-up, \
+         {runs} run(s) per build, builds in turn: closed loop on {connections} keep-alive \
+         connections (the most answered), and open loop offering {rate:.0}/s steadily on up \
+         to {paced_connections} (latency from when each POST was due)"
     );
     println!(
-        "  {:>4} {:>12} {:>10} {:>10} {:>10}",
-        "run", "POSTs/s", "p50 ms", "p99 ms", "errors"
+        "  {:<10} {:>3} {:>7} {:>9} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "build", "run", "load", "POSTs/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
     );
-    let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    // [build][closed, open][rate, p50, p99, p99.9]
+    let mut figures =
+        vec![[[(); 4].map(|()| Vec::new()), [(); 4].map(|()| Vec::new())]; builds.len()];
     for run in 0..runs {
-        let (count, mut latencies, errors) = load(
-            served.addr,
-            &paths,
-            connections,
-            Duration::from_secs(seconds),
-        )
-        .await;
-        latencies.sort_by(|a, b| a.total_cmp(b));
-        let rate = count as f64 / seconds as f64;
-        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-        println!("  {run:>4} {rate:>12.0} {p50:>10.3} {p99:>10.3} {errors:>10}");
-        rates.push(rate);
-        p50s.push(p50);
-        p99s.push(p99);
-    }
-    println!(
-        "  median {:>9.0} {:>10.3} {:>10.3}   (target: >= 5000/s, p99 <= 5 ms); API calls: {}",
-        median(&mut rates),
-        median(&mut p50s),
-        median(&mut p99s),
-        sandbox.stats().calls
-    );
-}
-
-/// POSTs from `connections` keep-alive connections for `length` after a
-/// second of warm-up: the count measured, each one's latency in ms, and the
-/// answers that were not a 303.
-async fn load(
-    addr: std::net::SocketAddr,
-    paths: &Arc<Vec<String>>,
-    connections: usize,
-    length: Duration,
-) -> (u64, Vec<f64>, u64) {
-    let start = Instant::now() + Duration::from_secs(1);
-    let end = start + length;
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..connections {
-        let paths = Arc::clone(paths);
-        workers.spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(connection);
-            let (mut latencies, mut errors) = (Vec::with_capacity(100_000), 0u64);
-            let mut i = worker;
-            loop {
-                let sent = Instant::now();
-                if sent >= end {
-                    break;
-                }
-                let request = hyper::Request::post(&paths[i % paths.len()])
-                    .header("host", addr.to_string())
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(String::new())
-                    .unwrap();
-                i += connections;
-                let response = sender.send_request(request).await.unwrap();
-                let status = response.status();
-                let body = axum::body::Body::new(response.into_body());
-                let _ = axum::body::to_bytes(body, 1 << 20).await;
-                if sent >= start {
-                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
-                    errors += u64::from(status != 303);
+        for (b, (build, served)) in builds.iter().zip(&served).enumerate() {
+            let length = Duration::from_secs(seconds);
+            let closed = load::closed(served.addr, &paths, connections, length).await;
+            let open = load::paced(served.addr, &paths, paced_connections, rate, length).await;
+            for (m, (mode, measured)) in
+                [("closed", closed), ("open", open)].into_iter().enumerate()
+            {
+                let l = &measured.latencies;
+                let row = [
+                    l.len() as f64 / seconds as f64,
+                    percentile(l, 0.5),
+                    percentile(l, 0.99),
+                    percentile(l, 0.999),
+                ];
+                println!(
+                    "  {:<10} {run:>3} {mode:>7} {:>9.0} {:>8.3} {:>8.3} {:>9.3} {:>8.3} {:>7}",
+                    build.name,
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    l.last().copied().unwrap_or(0.0),
+                    measured.errors
+                );
+                for (column, value) in figures[b][m].iter_mut().zip(row) {
+                    column.push(value);
                 }
             }
-            (latencies, errors)
-        });
+        }
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    while let Some(done) = workers.join_next().await {
-        let (latencies, failed) = done.unwrap();
-        all.extend(latencies);
-        errors += failed;
+    for (build, figures) in builds.iter().zip(&mut figures) {
+        for (mode, columns) in ["closed", "open"].into_iter().zip(figures.iter_mut()) {
+            let [r, p50, p99, p999] = columns.each_mut().map(|c| median(c));
+            println!(
+                "  {:<10} med {mode:>7} {r:>9.0} {p50:>8.3} {p99:>8.3} {p999:>9.3}",
+                build.name
+            );
+        }
     }
-    (all.len() as u64, all, errors)
+    println!(
+        "  (targets: >= 5000 POSTs/s closed loop; p99 <= 5 ms open loop at 5000/s); API calls: {}",
+        sandbox.stats().calls
+    );
 }
 
 /// What one seed's storm came to.
@@ -358,6 +371,7 @@ async fn storm(root: &Path) {
 async fn storm_once(dir: &Path, seed: u64, clicks: u64) -> Storm {
     let sandbox = Sandbox::start(strict(seed)).await.unwrap();
     let served = Serve::start(
+        Path::new(env!("CARGO_BIN_EXE_lsq-dispatch")),
         &sandbox,
         dir,
         &["--rate", "25/5s", "--trusted-proxy", "127.0.0.1"],
@@ -444,26 +458,31 @@ async fn campaign(root: &Path) {
          direct mode at 25/5s on a strict sandbox, measured on {direct_leads} leads and \
          extrapolated linearly to {leads}"
     );
-    let mut at_click = Vec::new();
+    let builds = builds();
+    let mut at_click = vec![Vec::new(); builds.len()];
     for run in 0..runs {
-        let dir = root.join(format!("at-click-{run}"));
-        let sandbox = Sandbox::start(strict(run as u64 + 1)).await.unwrap();
-        let took = send(&sandbox, &dir, leads, &templates, &sink, true);
-        assert_eq!(
-            sandbox.stats().calls,
-            0,
-            "an at-click run makes no API call"
-        );
-        println!(
-            "  at-click run {run}: {took:.2} s, {:.0} messages/s",
-            leads as f64 / took
-        );
-        at_click.push(took);
-        let _ = std::fs::remove_dir_all(&dir);
+        for (b, build) in builds.iter().enumerate() {
+            let dir = root.join(format!("at-click-{run}-{b}"));
+            let sandbox = Sandbox::start(strict(run as u64 + 1)).await.unwrap();
+            let took = send(&build.path, &sandbox, &dir, leads, &templates, &sink, true);
+            assert_eq!(
+                sandbox.stats().calls,
+                0,
+                "an at-click run makes no API call"
+            );
+            println!(
+                "  {:<10} at-click run {run}: {took:.2} s, {:.0} messages/s",
+                build.name,
+                leads as f64 / took
+            );
+            at_click[b].push(took);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
-    let at_click = median(&mut at_click);
+    let at_click: Vec<f64> = at_click.iter_mut().map(|t| median(t)).collect();
     let sandbox = Sandbox::start(strict(7)).await.unwrap();
     let direct = send(
+        &builds[0].path,
         &sandbox,
         &root.join("direct"),
         direct_leads,
@@ -479,15 +498,20 @@ async fn campaign(root: &Path) {
         stats.calls,
         stats.by_status.get(&429).copied().unwrap_or(0)
     );
-    println!(
-        "  median at-click {at_click:.2} s vs direct {direct_full:.0} s: {:.0}x faster \
-         (target: >= 50x)",
-        direct_full / at_click
-    );
+    for (build, at_click) in builds.iter().zip(at_click) {
+        println!(
+            "  {:<10} median at-click {at_click:.2} s ({:.0} messages/s) vs direct \
+             {direct_full:.0} s: {:.0}x faster (target: >= 50x)",
+            build.name,
+            leads as f64 / at_click,
+            direct_full / at_click
+        );
+    }
 }
 
 /// One `run --email` of `leads` leads to the sink; its wall time in seconds.
 fn send(
+    binary: &Path,
     sandbox: &Sandbox,
     dir: &Path,
     leads: u64,
@@ -503,7 +527,7 @@ fn send(
     }
     std::fs::write(&input, csv).unwrap();
     let before = sink.accepted();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lsq-dispatch"));
+    let mut cmd = Command::new(binary);
     cmd.env_clear()
         .envs(sandbox_env(sandbox, dir))
         .current_dir(dir)

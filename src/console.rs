@@ -10,7 +10,8 @@
 use std::fmt;
 use std::io::{ErrorKind, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Mutex, OnceLock};
 
 use indicatif::ProgressBar;
 
@@ -39,6 +40,18 @@ pub(crate) fn set_bar(bar: Option<ProgressBar>) {
 /// failure (a full disk under a redirect) is reported on stderr, once, and
 /// the command goes on.
 pub(crate) fn write(stream: Stream, bytes: &[u8]) {
+    if stream == Stream::Err {
+        if let Some(later) = LATER.get() {
+            // Blocks only when the writer is that far behind: no line is lost.
+            if later.send(Later::Line(bytes.to_vec())).is_ok() {
+                return;
+            }
+        }
+    }
+    put(stream, bytes);
+}
+
+fn put(stream: Stream, bytes: &[u8]) {
     let put = || match stream {
         Stream::Out => {
             let mut out = std::io::stdout().lock();
@@ -62,6 +75,63 @@ pub(crate) fn write(stream: Stream, bytes: &[u8]) {
                 };
                 let _ = writeln!(std::io::stderr(), "warning: cannot write to {name}: {e}");
             }
+        }
+    }
+}
+
+/// Lines for standard error, to its writer thread (see [`write_in_background`]).
+static LATER: OnceLock<SyncSender<Later>> = OnceLock::new();
+
+/// What the standard-error thread is handed.
+enum Later {
+    Line(Vec<u8>),
+    /// Answer once every line before this one is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Lines the writer thread may fall behind by before a writer waits.
+const LATER_LINES: usize = 65_536;
+
+/// From now on standard error is written by a thread of its own, many lines
+/// to a write: a service's log line per request then costs its worker no
+/// system call, and a reader that is slow to take them (a full pipe) holds
+/// up no request until it is [`LATER_LINES`] behind. Call [`flush`] before
+/// the process ends.
+pub(crate) fn write_in_background() {
+    let (tx, rx) = std::sync::mpsc::sync_channel(LATER_LINES);
+    if LATER.set(tx).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("stderr".into())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(64 * 1024);
+            while let Ok(first) = rx.recv() {
+                let mut flushed = Vec::new();
+                for item in std::iter::once(first).chain(rx.try_iter().take(1024)) {
+                    match item {
+                        Later::Line(line) => batch.extend_from_slice(&line),
+                        Later::Flush(done) => flushed.push(done),
+                    }
+                }
+                put(Stream::Err, &batch);
+                batch.clear();
+                for done in flushed {
+                    let _ = done.send(());
+                }
+            }
+        });
+    // Without its thread the queue has no reader: every line is then
+    // written where it is made, as before.
+    drop(spawned);
+}
+
+/// Waits until every line handed to the standard-error thread is written.
+pub(crate) fn flush() {
+    if let Some(later) = LATER.get() {
+        let (done, written) = std::sync::mpsc::channel();
+        if later.send(Later::Flush(done)).is_ok() {
+            let _ = written.recv();
         }
     }
 }

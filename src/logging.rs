@@ -89,9 +89,43 @@ pub fn init(settings: LogSettings) {
             .with_writer(Streams)
             .boxed(),
     };
+    let warnings = Targets::new().with_target("lsq_dispatch", LevelFilter::WARN);
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(only_ours))
+        .with(Warnings.with_filter(warnings))
         .try_init();
+}
+
+/// The most warnings a run keeps for its summary: enough for every kind a
+/// run gives, few enough that a warning repeated per row cannot swell it.
+const KEPT_WARNINGS: usize = 20;
+
+/// The warnings given so far, whatever the log level shows: `--quiet` hides
+/// them from the log, not from the summary, the metrics and the ping.
+static GIVEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Every warning given so far (the first [`KEPT_WARNINGS`] of them, each
+/// once), oldest first.
+pub(crate) fn warnings() -> Vec<String> {
+    GIVEN.lock().map(|given| given.clone()).unwrap_or_default()
+}
+
+/// Keeps the text of every warning for [`warnings`].
+struct Warnings;
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != Level::WARN {
+            return;
+        }
+        let mut text = String::new();
+        event.record(&mut Message(&mut Writer::new(&mut text)));
+        if let Ok(mut given) = GIVEN.lock() {
+            if given.len() < KEPT_WARNINGS && !given.contains(&text) {
+                given.push(text);
+            }
+        }
+    }
 }
 
 /// The current time, RFC 3339 in UTC to the millisecond.

@@ -20,31 +20,44 @@ pub(crate) const EVERY: Duration = Duration::from_secs(15);
 /// The name of the metric an alert on staleness watches.
 const LAST_SUCCESS: &str = "lsq_dispatch_last_success_timestamp_seconds";
 
+/// The permission bits of the metrics file: it holds no secret, and the
+/// collector reads it as a user of its own.
+const MODE: u32 = 0o644;
+
 /// The metrics file of one run.
 #[derive(Debug)]
 pub(crate) struct MetricsFile {
     path: PathBuf,
+    /// The `job_name` label of the last success: the file's name without
+    /// `.prom`, the same every night whatever the campaign is called.
+    job_name: String,
     /// A dry run's success is no run's: it never renews the last success.
     dry_run: bool,
-    /// The last success of the campaign the previous file recorded, 0 when
-    /// none.
+    /// The last success the previous file recorded, 0 when none.
     last_success: f64,
 }
 
 impl MetricsFile {
-    /// The metrics file at `path`, remembering the last success of
-    /// `campaign` that the file there records.
-    pub(crate) fn open(path: &Path, campaign: &str, dry_run: bool) -> MetricsFile {
+    /// The metrics file at `path`, remembering the last success that the
+    /// file there records (the file is one job's, whatever its campaigns).
+    pub(crate) fn open(path: &Path, dry_run: bool) -> MetricsFile {
         let previous = std::fs::read_to_string(path).unwrap_or_default();
-        let label = format!("{LAST_SUCCESS}{{campaign=\"{}\"}} ", escape(campaign));
+        let prefix = format!("{LAST_SUCCESS}{{");
         let last_success = previous
             .lines()
-            .find_map(|line| line.strip_prefix(&label))
-            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|line| line.starts_with(&prefix))
+            .find_map(|line| line.rsplit_once(' '))
+            .and_then(|(_, value)| value.trim().parse::<f64>().ok())
             .filter(|value| value.is_finite())
             .unwrap_or(0.0);
+        let job_name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .filter(|stem| !stem.is_empty())
+            .unwrap_or_else(|| "lsq-dispatch".to_owned());
         MetricsFile {
             path: path.to_owned(),
+            job_name,
             dry_run,
             last_success,
         }
@@ -61,8 +74,9 @@ impl MetricsFile {
         if finished && summary.exit_code == 0 && !self.dry_run {
             self.last_success = now.timestamp() as f64;
         }
-        let text = render(summary, finished, self.last_success);
-        crate::paths::write_whole(&self.path, text.as_bytes()).with_context(|| {
+        let last_success = (self.job_name.as_str(), self.last_success);
+        let text = render(summary, finished, last_success);
+        crate::paths::write_whole_mode(&self.path, text.as_bytes(), MODE).with_context(|| {
             format!(
                 "cannot write the metrics file {}: check that its directory exists and is \
                  writable, or choose another --metrics-file path",
@@ -81,7 +95,7 @@ fn escape(value: &str) -> String {
 }
 
 /// The exposition text.
-fn render(summary: &Summary, finished: bool, last_success: f64) -> String {
+fn render(summary: &Summary, finished: bool, (job_name, last_success): (&str, f64)) -> String {
     let campaign = format!("campaign=\"{}\"", escape(&summary.campaign));
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
@@ -129,6 +143,11 @@ fn render(summary: &Summary, finished: bool, last_success: f64) -> String {
             summary.emails_failed as f64,
         ),
         (
+            "warnings",
+            "Warnings the last run gave (its summary JSON lists them), shown in the log or not.",
+            summary.warnings.len() as f64,
+        ),
+        (
             "duration_seconds",
             "How long the last run has taken.",
             summary.elapsed_secs,
@@ -139,14 +158,14 @@ fn render(summary: &Summary, finished: bool, last_success: f64) -> String {
             if finished { 0.0 } else { 1.0 },
         ),
     ];
-    let last = (
-        "last_success_timestamp_seconds",
-        "When a run of the campaign last ended with exit code 0 (Unix time; 0 never).",
-        last_success,
-    );
-    for (name, help, value) in singles.into_iter().chain(exit_code).chain([last]) {
+    for (name, help, value) in singles.into_iter().chain(exit_code) {
         gauge(name, help, &[(campaign.clone(), value)]);
     }
+    gauge(
+        "last_success_timestamp_seconds",
+        "When a run of this job (the metrics file's name) last ended with exit code 0 (Unix time; 0 never).",
+        &[(format!("job_name=\"{}\"", escape(job_name)), last_success)],
+    );
     out
 }
 
@@ -161,24 +180,25 @@ mod tests {
         let path = dir.path().join("lsq.prom");
         let campaign = "night \"1\"";
         let ended = |exit| Summary::begin(campaign, Path::new("leads.csv")).ended(exit);
-        let mut file = MetricsFile::open(&path, campaign, false);
+        let mut file = MetricsFile::open(&path, false);
         assert_eq!(file.last_success, 0.0);
         let then = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         file.write(&ended(Exit::Success), then).unwrap();
         for (exit, dry_run, code) in [(Exit::Attention, false, 3), (Exit::Success, true, 0)] {
-            let mut next = MetricsFile::open(&path, campaign, dry_run);
+            let mut next = MetricsFile::open(&path, dry_run);
             next.write(&ended(exit), chrono::Utc::now()).unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
             let label = "{campaign=\"night \\\"1\\\"\"}";
             assert!(
-                text.contains(&format!(
-                    "lsq_dispatch_last_success_timestamp_seconds{label} 1700000000\n"
-                )),
+                text.contains(
+                    "lsq_dispatch_last_success_timestamp_seconds{job_name=\"lsq\"} 1700000000\n"
+                ),
                 "{text}"
             );
             assert!(text.contains(&format!("lsq_dispatch_exit_code{label} {code}\n")));
         }
-        // Another campaign's success is not this one's.
-        assert_eq!(MetricsFile::open(&path, "other", false).last_success, 0.0);
+        // Another file is another job's.
+        let other = dir.path().join("other.prom");
+        assert_eq!(MetricsFile::open(&other, false).last_success, 0.0);
     }
 }

@@ -300,12 +300,23 @@ pub(crate) fn create(path: &Path) -> io::Result<File> {
 /// Writes `bytes` as the whole of the output at `path`, as [`create`] does,
 /// except that a file appears at `path` only once complete and on disk.
 pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_whole_mode(path, bytes, 0o600)
+}
+
+/// [`write_whole`] with the file's permission bits `mode`, set whatever
+/// the umask, for an output others must read (the metrics file).
+pub(crate) fn write_whole_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     if !is_file_path(path) {
         let mut file = create(path)?;
         return file.write_all(bytes).and_then(|()| file.flush());
     }
     refuse_link(path)?;
     let mut temp = temp_beside(path)?;
+    if mode != 0o600 {
+        use std::os::unix::fs::PermissionsExt as _;
+        temp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+    }
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;

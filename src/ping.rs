@@ -97,7 +97,13 @@ impl Pinger {
     /// Sends the closing ping for a run that ended with `exit`, with the
     /// summary JSON as its body, once the start ping is done.
     pub(crate) async fn finish(mut self, exit: Exit, summary: Vec<u8>) {
+        // A start ping still unanswered when the run ends is given up: the
+        // closing ping says all a monitor needs, and one slow monitor must
+        // not cost the run two time-outs.
         if let Some(started) = self.started.take() {
+            if !started.is_finished() {
+                started.abort();
+            }
             let _ = started.await;
         }
         let (url, what) = match exit {
@@ -121,6 +127,11 @@ async fn send(request: reqwest::RequestBuilder, host: &str, what: &str) {
             return;
         }
         Ok(answer) => format!("it answered {}", answer.status()),
+        Err(e) if e.is_timeout() => format!(
+            "it did not answer within {}",
+            crate::units::lifetime_text(TIMEOUT)
+        ),
+        Err(e) if e.is_connect() => format!("cannot connect: {}", e.without_url()),
         Err(e) => e.without_url().to_string(),
     };
     tracing::warn!(

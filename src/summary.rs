@@ -47,6 +47,9 @@ pub struct Summary {
     pub emails_sent: u64,
     /// Emails that could not be sent.
     pub emails_failed: u64,
+    /// The warnings the run gave (links expiring at night, a config file
+    /// others can read, …), whether or not the log showed them.
+    pub warnings: Vec<String>,
     /// A dry run's plan.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -70,6 +73,7 @@ impl Default for Summary {
             paused_secs: 0.0,
             emails_sent: 0,
             emails_failed: 0,
+            warnings: Vec::new(),
             plan: None,
         }
     }
@@ -94,6 +98,7 @@ impl Summary {
     /// Notes how the run ended, now.
     pub fn end(&mut self, exit: crate::exit::Exit) {
         self.finished_at = now();
+        self.warnings = crate::logging::warnings();
         self.exit_code = exit.code();
         self.interrupted = exit == crate::exit::Exit::Interrupted;
     }

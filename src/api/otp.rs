@@ -22,6 +22,10 @@ pub(crate) struct OtpHeaders {
 pub(crate) struct SigninOtp {
     /// The code that names this OTP request in the sign-in call.
     pub code: String,
+    /// The phone or email as the service holds it; the sign-in must send
+    /// this, not the form typed.
+    #[serde(default)]
+    pub field_content: Option<String>,
     /// The server's message, e.g. `OTP sent`.
     #[serde(default)]
     pub message: Option<String>,

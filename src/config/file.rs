@@ -127,8 +127,8 @@ pub fn merge_file(flags: RunArgs, file: RunArgs) -> RunArgs {
         tenant_key_path, smtp_url, outbox, templates, from, reply_to, list_unsubscribe,
         email_column, smtp_rate, smtp_defer, helo_name, smtp_ca_file, email_concurrency, campaign, timezone, working_hours, state,
         budget_store, metrics_file, ping_url, connect_timeout, tenant_key_method,
-        smtp_timeout, key_lifetime, links, link_base, link_ttl, mint;
-        link_ids, email
+        smtp_timeout, key_lifetime, min_link_life, links, link_base, link_ttl, mint;
+        link_ids, email, refuse_night_links
     );
     merged.access_key = secrets.access_key;
     merged.secret_key = secrets.secret_key;

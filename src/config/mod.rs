@@ -91,10 +91,14 @@ pub struct Settings {
     pub resend: bool,
     /// The recipients' time zone and working hours.
     pub daytime: crate::daytime::Daytime,
+    /// Stop, rather than warn, when emailed links would expire at night.
+    pub refuse_night_links: bool,
     /// Email settings, when `--email` or `--test-email` is given.
     pub email: Option<EmailSettings>,
     /// How long a lead's (and the tenant's) key lives (`--key-lifetime`).
     pub key_lifetime: std::time::Duration,
+    /// `--min-link-life`, when given.
+    pub min_link_life: Option<std::time::Duration>,
     /// `--links redirect`'s settings; `None` for direct links.
     pub redirect: Option<crate::redirect::RedirectLinks>,
     /// What kind of run this is.
@@ -231,6 +235,11 @@ pub struct StatePath {
 }
 
 impl StatePath {
+    /// Whether the state outlives the run (not a sandbox run's own).
+    pub fn is_kept(&self) -> bool {
+        self._scratch.is_none()
+    }
+
     /// A state file that outlives the run.
     pub fn kept(path: PathBuf) -> StatePath {
         StatePath {

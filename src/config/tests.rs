@@ -158,7 +158,7 @@ fn the_sample_config_parses() {
     assert_eq!(sample.rate, Some(crate::limiter::Rate::DEFAULT));
     assert_eq!(
         sample.arrival_margin,
-        Some(std::time::Duration::from_millis(120))
+        Some(std::time::Duration::from_millis(150))
     );
 }
 
@@ -374,7 +374,7 @@ fn the_file_gives_the_key_lifetime_and_every_redirect_setting_typed() {
     );
     let settings = Settings::resolve(&RunArgs {
         input: "leads.csv".into(),
-        ..loaded
+        ..loaded.clone()
     })
     .unwrap();
     assert!(
@@ -386,6 +386,29 @@ fn the_file_gives_the_key_lifetime_and_every_redirect_setting_typed() {
     assert_eq!(settings.key_lifetime, std::time::Duration::from_secs(5400));
     let (link, _) = settings.give_link("lead", "portal", None, chrono::Utc::now());
     assert!(link.starts_with("https://go.example.com/l/1"), "{link}");
+
+    let concurrency = |mint, given| {
+        let args = RunArgs {
+            input: "leads.csv".into(),
+            email: true,
+            outbox: Some(dir.path().join("outbox")),
+            templates: Some(dir.path().join("templates")),
+            from: Some("a@acme.example".parse().unwrap()),
+            // At send needs the API, here the built-in sandbox's.
+            sandbox: mint == Some(crate::redirect::Mint::AtSend),
+            mint,
+            email_concurrency: given,
+            ..loaded.clone()
+        };
+        Settings::resolve(&args).unwrap().email.unwrap().concurrency
+    };
+    // At click the SMTP server alone sets the pace: more conversations.
+    assert_eq!(concurrency(Some(crate::redirect::Mint::AtClick), None), 32);
+    assert_eq!(concurrency(Some(crate::redirect::Mint::AtSend), None), 8);
+    assert_eq!(
+        concurrency(Some(crate::redirect::Mint::AtClick), Some(4)),
+        4
+    );
 
     for (text, said) in [
         ("links = \"sideways\"", "unknown variant"),

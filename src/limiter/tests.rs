@@ -482,7 +482,8 @@ async fn no_window_holds_more_than_the_budget_with_spread_tails_and_late_set_ups
         ..ON_TIME
     };
     for (name, service, late, at_least) in [
-        ("50-300 ms", Service::range(50, 300), ON_TIME, 0.97),
+        // 0.97 at a 120 ms margin; the default 150 ms gives up ~0.6 %.
+        ("50-300 ms", Service::range(50, 300), ON_TIME, 0.96),
         ("900-1,100 ms", Service::range(900, 1100), ON_TIME, 0.95),
         // The run ends with its slowest last answer: up to 3 s of 58.
         ("5 % at 2-3 s", tail, ON_TIME, 0.92),
@@ -490,7 +491,7 @@ async fn no_window_holds_more_than_the_budget_with_spread_tails_and_late_set_ups
             "900-1,100 ms, lost SYNs",
             Service::range(900, 1100),
             lost_syns,
-            0.92,
+            0.91,
         ),
     ] {
         let server = StrictServer::new(Rate::DEFAULT);

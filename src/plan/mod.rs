@@ -98,6 +98,10 @@ pub struct Plan {
     pub finish_by: Option<DateTime<Utc>>,
     /// Things the operator should know before running it for real.
     pub warnings: Vec<String>,
+    /// The recipients' time zone (`--timezone`), in which the plan shows its
+    /// times; the machine's when none is set.
+    #[serde(skip)]
+    pub zone: Option<chrono_tz::Tz>,
 }
 
 /// Writes a time the way the report writes `expires_at`, so a script reads one
@@ -154,8 +158,13 @@ impl Plan {
 
     /// Derives the calls, the duration, the key expiries and the warnings from
     /// the counts, for a run starting at `now`.
-    pub fn finish(&mut self, settings: &PlanSettings, now: DateTime<Local>) {
-        self.finish_in(settings, now);
+    /// `--send-before` is read in the recipients' time zone when one is set.
+    pub fn finish(&mut self, settings: &PlanSettings, now: DateTime<Utc>) {
+        self.zone = settings.daytime.zone;
+        match settings.daytime.zone {
+            Some(zone) => self.finish_in(settings, now.with_timezone(&zone)),
+            None => self.finish_in(settings, now.with_timezone(&Local)),
+        }
     }
 
     /// [`Plan::finish`] in any time zone, so tests can pin one and not depend
@@ -249,7 +258,8 @@ impl Plan {
     }
 
     /// The plan for a person: one aligned line per figure, then one line per
-    /// warning. Times are shown in local time.
+    /// warning. Times are shown in the recipients' time zone, named, or
+    /// else in the machine's.
     pub fn render(&self) -> String {
         let mut counts = vec![
             ("rows read", self.rows_read),
@@ -295,10 +305,19 @@ impl Plan {
             ("first key expires", self.first_key_expires),
             ("last key expires", self.last_key_expires),
         ] {
-            if let Some(t) = time {
-                let local = t.with_timezone(&Local);
-                let _ = writeln!(out, "{label:<LABEL$}{}", local.format("%Y-%m-%d %H:%M %:z"));
-            }
+            let Some(t) = time else { continue };
+            let shown = match self.zone {
+                Some(zone) => format!(
+                    "{} ({})",
+                    t.with_timezone(&zone).format("%Y-%m-%d %H:%M %:z"),
+                    zone.name()
+                ),
+                None => t
+                    .with_timezone(&Local)
+                    .format("%Y-%m-%d %H:%M %:z")
+                    .to_string(),
+            };
+            let _ = writeln!(out, "{label:<LABEL$}{shown}");
         }
         for warning in &self.warnings {
             let _ = writeln!(out, "warning: {warning}");

@@ -269,7 +269,7 @@ fn send_before_just_after_midnight_is_tomorrows() {
 fn finish_in_local_time_starts_the_keys_now() {
     let now = Local::now();
     let mut plan = planned(1);
-    plan.finish(&given(R25), now);
+    plan.finish(&given(R25), now.with_timezone(&Utc));
     let start = now.with_timezone(&Utc);
     assert_eq!(plan.first_key_expires, Some(start + TimeDelta::hours(4)));
     assert_eq!(plan.last_key_expires, plan.first_key_expires);

@@ -55,6 +55,9 @@ pub enum RowError {
     BeyondLimit {
         /// The limit.
         limit: u64,
+        /// Whether the campaign state outlives the run, so that a later run
+        /// can go on (a sandbox run's own state does not).
+        kept: bool,
     },
     /// The lead is linked, but the run stopped before its email was started.
     NotEmailed,
@@ -121,9 +124,14 @@ impl fmt::Display for RowError {
                 "already sent in campaign {campaign} at {}",
                 sent_at.to_rfc3339_opts(SecondsFormat::Secs, true)
             ),
-            RowError::BeyondLimit { limit } => write!(
+            RowError::BeyondLimit { limit, kept: true } => write!(
                 f,
                 "beyond --limit {limit}; a later run of this campaign continues with it"
+            ),
+            RowError::BeyondLimit { limit, kept: false } => write!(
+                f,
+                "beyond --limit {limit}; this sandbox run's campaign state is not kept, so a \
+                 later run starts over (give --state to keep it)"
             ),
             RowError::InDoubt => f.write_str(
                 "a run stopped while this email was being sent: it may or may not have been \
@@ -157,7 +165,11 @@ mod tests {
             "email: timed out"
         );
         assert_eq!(
-            RowError::BeyondLimit { limit: 50 }.to_string(),
+            RowError::BeyondLimit {
+                limit: 50,
+                kept: true
+            }
+            .to_string(),
             "beyond --limit 50; a later run of this campaign continues with it"
         );
         let bad = RowError::BadAddress {
@@ -208,7 +220,13 @@ mod tests {
             (address("ann@"), "Email is not a valid address"),
             (address("a:b\"c"), "Email is not a valid address"),
             (RowError::NoPortal, "no PortalId"),
-            (RowError::BeyondLimit { limit: 50 }, "beyond --limit"),
+            (
+                RowError::BeyondLimit {
+                    limit: 50,
+                    kept: true,
+                },
+                "beyond --limit",
+            ),
         ];
         for (error, kind) in cases {
             assert_eq!(error.kind(), kind, "{error}");

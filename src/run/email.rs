@@ -257,9 +257,11 @@ impl Job {
         Ok((record, None))
     }
 
-    /// Waits for the SMTP budget, records `sending` and sends (up to
-    /// `max_attempts` quick tries), unless the run begins stopping before
-    /// the transaction starts. Also returns the SMTP attempts made.
+    /// Waits for the SMTP budget and a free conversation, records `sending`
+    /// and sends (up to `max_attempts` quick tries), unless the run begins
+    /// stopping before the transaction starts. The conversation is free
+    /// again once the server has answered, before the outcome is committed.
+    /// Also returns the SMTP attempts made.
     async fn deliver(
         &self,
         mail: &Mail,
@@ -276,6 +278,11 @@ impl Job {
                 None => return Ok((Delivered::NotStarted, 0)),
             },
             None => None,
+        };
+        // Taken before `sending` is recorded, so that no more leads than
+        // there are conversations can be left in doubt by a crash.
+        let Ok(_conversation) = mail.conversations.acquire().await else {
+            return Ok((Delivered::NotStarted, 0));
         };
         if self.stop.is_stopping() {
             return Ok((Delivered::NotStarted, 0));

@@ -155,10 +155,10 @@ impl Job {
         };
         if work && !self.take_on() {
             record.status = Status::Skipped;
-            record.error = self
-                .settings
-                .limit
-                .map(|limit| RowError::BeyondLimit { limit });
+            record.error = self.settings.limit.map(|limit| RowError::BeyondLimit {
+                limit,
+                kept: self.settings.state.is_kept(),
+            });
             return Ok(Decided::done(record));
         }
         let next = match resume {
@@ -256,7 +256,11 @@ impl Job {
         ResumeFlags {
             resend: self.settings.resend,
             resend_in_doubt: self.settings.resend_in_doubt,
-            reuse_margin: reuse_margin(self.settings.key_lifetime),
+            reuse_margin: reuse_margin(
+                self.settings.key_lifetime,
+                self.settings.min_link_life,
+                self.settings.email.is_some(),
+            ),
         }
     }
 
@@ -344,6 +348,7 @@ impl Job {
             Ok(generated) => RowError::OtherLead {
                 answered: generated.lead_id,
             },
+            Err(e @ ApiError::Unauthorized { .. }) => return Err(self.unauthorized(e)),
             Err(e) if e.is_fatal() => return Err(e.into()),
             // The run began stopping before the call was sent: the row was
             // not started, so it is neither recorded nor reported.
@@ -359,6 +364,37 @@ impl Job {
         record.status = Status::Failed;
         record.error = Some(error);
         Ok((record, None))
+    }
+
+    /// A 401, with advice on quoting when a key the run was given holds a
+    /// character a shell treats specially: set unquoted, such a key reaches
+    /// the run changed (`$r` expanded, cut at `&`), and the API refuses it.
+    fn unauthorized(&self, error: ApiError) -> anyhow::Error {
+        let Some(connection) = self.settings.connection() else {
+            return error.into();
+        };
+        let keys = [
+            ("LSQ_ACCESS_KEY", Some(&connection.api.access_key)),
+            ("LSQ_SECRET_KEY", Some(&connection.api.secret_key)),
+            ("LSQ_TENANT_AUTH_KEY", connection.tenant.given.as_ref()),
+        ];
+        let special: Vec<&str> = keys
+            .iter()
+            .filter(|(_, key)| key.is_some_and(|key| shell_special(key.expose())))
+            .map(|(name, _)| *name)
+            .collect();
+        match special.as_slice() {
+            [] => error.into(),
+            names => anyhow::anyhow!(
+                "{error}; {} {} characters a shell treats specially ($, &, a space, …): \
+                 set unquoted, in a shell or an env file read with `.`, a key reaches the run \
+                 changed, so put each value in single quotes ({}='…', as \
+                 samples/lsq-dispatch.env does)",
+                names.join(" and "),
+                if names.len() == 1 { "holds" } else { "hold" },
+                names[0]
+            ),
+        }
     }
 
     /// Generates one key; the run's first call goes alone (see [`Gate`]).
@@ -410,6 +446,12 @@ impl Job {
 /// taken at its word).
 fn same_lead(key: &GeneratedKey, lead_id: &str) -> bool {
     key.lead_id.is_empty() || crate::input::normalize_guid(&key.lead_id).as_deref() == Some(lead_id)
+}
+
+/// Whether `value` holds a character a POSIX shell would act on if the
+/// value were set unquoted.
+fn shell_special(value: &str) -> bool {
+    value.contains(|c: char| c.is_whitespace() || "$&;|<>()`'\"\\*?!#~".contains(c))
 }
 
 #[cfg(test)]

@@ -220,6 +220,17 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
     job.check_mail().await?;
     if let Some(warning) = job.settings.night_warning(chrono::Utc::now()) {
         tracing::warn!("{warning}");
+        if job.settings.refuse_night_links {
+            let refused = anyhow::anyhow!("{warning}");
+            let outcome = sink.finish(false, Some(&refused))?;
+            return Err(refused.context(Aborted {
+                message: "run refused (--refuse-night-links): no key was made and no email \
+                          sent; run the job in the recipients' morning, or change \
+                          --working-hours or --timezone. Cause"
+                    .to_owned(),
+                summary: outcome.summary,
+            }));
+        }
     }
     let stop = watch_signals(&job.stop);
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());

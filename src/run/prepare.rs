@@ -51,6 +51,11 @@ pub(super) struct Mail {
     /// Waits before the later tries of a deferred message.
     pub(super) defer: crate::email::DeferSchedule,
     pub(super) concurrency: usize,
+    /// SMTP conversations under way, at most `concurrency`: a row holds a
+    /// slot from its `sending` commit until the server has answered, and
+    /// waits for its `sent` commit without one, so the connections never
+    /// sit idle behind a commit of the row before.
+    pub(super) conversations: tokio::sync::Semaphore,
     /// Where a dry run's `--preview` messages go.
     pub(super) preview: Option<Transport>,
     /// Messages in a row whose every attempt could not connect to the SMTP
@@ -98,6 +103,14 @@ pub(super) struct Prepared {
 pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
+    // A summary or metrics path that cannot be written is found before the
+    // campaign state and the report are, so a refused run leaves nothing.
+    for path in [&settings.summary_json, &settings.metrics_file]
+        .into_iter()
+        .flatten()
+    {
+        crate::report::open_check(path)?;
+    }
     // The one open of the input, read once: a pipe or a FIFO has no second
     // reading (a regular file's text is checked through a copy of it).
     let copy = input.try_clone();
@@ -346,6 +359,7 @@ fn prepare_mail(
         max_attempts: email.max_attempts,
         defer: email.defer.clone(),
         concurrency: email.concurrency,
+        conversations: tokio::sync::Semaphore::new(email.concurrency),
         preview: preview_outbox.map(Transport::outbox).transpose()?,
         unreached: std::sync::atomic::AtomicU32::new(0),
     })

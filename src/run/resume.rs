@@ -9,11 +9,23 @@ use crate::secret::Secret;
 use crate::state::{LeadEntry, LeadState};
 
 /// A stored key is used again only while it has at least this long to live,
-/// so the lead has time to open its link: an hour, or for a key lifetime
-/// under two hours (`--key-lifetime`), half the lifetime.
-pub(super) fn reuse_margin(key_lifetime: std::time::Duration) -> TimeDelta {
+/// so the lead has time to open its link: `min_link_life` when given; for an
+/// emailed link three quarters of the key's lifetime (3 h of 4 h: a key
+/// minted for a message that failed an hour ago still does, one from a run
+/// hours before does not); otherwise an hour, or for a key lifetime under
+/// two hours (`--key-lifetime`), half the lifetime.
+pub(super) fn reuse_margin(
+    key_lifetime: std::time::Duration,
+    min_link_life: Option<std::time::Duration>,
+    emailed: bool,
+) -> TimeDelta {
     let hour = TimeDelta::hours(1);
-    match TimeDelta::from_std(key_lifetime) {
+    let lifetime = TimeDelta::from_std(key_lifetime);
+    if let Some(margin) = min_link_life.and_then(|m| TimeDelta::from_std(m).ok()) {
+        return margin;
+    }
+    match lifetime {
+        Ok(lifetime) if emailed => lifetime * 3 / 4,
         Ok(lifetime) if lifetime >= hour * 2 => hour,
         Ok(lifetime) => lifetime / 2,
         Err(_) => hour,
@@ -50,7 +62,7 @@ impl Default for ResumeFlags {
         ResumeFlags {
             resend: false,
             resend_in_doubt: false,
-            reuse_margin: reuse_margin(crate::api::KEY_LIFETIME),
+            reuse_margin: reuse_margin(crate::api::KEY_LIFETIME, None, false),
         }
     }
 }
@@ -211,12 +223,34 @@ mod tests {
     #[test]
     fn a_short_key_lifetime_reuses_a_key_only_with_half_its_life_left() {
         let secs = std::time::Duration::from_secs;
-        assert_eq!(reuse_margin(secs(4 * 3600)), TimeDelta::hours(1));
-        assert_eq!(reuse_margin(secs(2 * 3600)), TimeDelta::hours(1));
-        assert_eq!(reuse_margin(secs(3600)), TimeDelta::minutes(30));
-        assert_eq!(reuse_margin(secs(3)), TimeDelta::milliseconds(1500));
+        assert_eq!(
+            reuse_margin(secs(4 * 3600), None, false),
+            TimeDelta::hours(1)
+        );
+        assert_eq!(
+            reuse_margin(secs(2 * 3600), None, false),
+            TimeDelta::hours(1)
+        );
+        assert_eq!(
+            reuse_margin(secs(3600), None, false),
+            TimeDelta::minutes(30)
+        );
+        assert_eq!(
+            reuse_margin(secs(3), None, false),
+            TimeDelta::milliseconds(1500)
+        );
+        // An emailed link needs most of a key's life; a setting says how much.
+        assert_eq!(
+            reuse_margin(secs(4 * 3600), None, true),
+            TimeDelta::hours(3)
+        );
+        let asked = Some(secs(1800));
+        assert_eq!(
+            reuse_margin(secs(4 * 3600), asked, true),
+            TimeDelta::minutes(30)
+        );
         let flags = ResumeFlags {
-            reuse_margin: reuse_margin(secs(3600)),
+            reuse_margin: reuse_margin(secs(3600), None, false),
             ..ResumeFlags::default()
         };
         let got = decide(linked(TimeDelta::minutes(40)), flags);
@@ -224,7 +258,7 @@ mod tests {
         assert_eq!(decide(linked(TimeDelta::minutes(20)), flags), Resume::Mint);
         // A dead key, however short the lifetime, is never reused.
         let flags = ResumeFlags {
-            reuse_margin: reuse_margin(secs(3)),
+            reuse_margin: reuse_margin(secs(3), None, false),
             ..ResumeFlags::default()
         };
         assert_eq!(decide(linked(TimeDelta::seconds(-1)), flags), Resume::Mint);

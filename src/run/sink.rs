@@ -68,7 +68,7 @@ impl Sink {
             metrics: settings
                 .metrics_file
                 .as_deref()
-                .map(|path| MetricsFile::open(path, &summary.campaign, dry_run)),
+                .map(|path| MetricsFile::open(path, dry_run)),
             summary,
             rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, &settings.input, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
@@ -142,6 +142,7 @@ impl Sink {
         summary.api_calls = self.limiter.calls();
         summary.rate_limited = self.limiter.rate_limited();
         summary.paused_secs = self.limiter.paused_total().as_secs_f64();
+        summary.warnings = crate::logging::warnings();
     }
 
     /// Flushes the report, puts the files of input rows in place, finishes
@@ -163,7 +164,7 @@ impl Sink {
         };
         self.progress.finish();
         if let Some((mut plan, settings)) = self.plan.take() {
-            plan.finish(&settings, chrono::Local::now());
+            plan.finish(&settings, chrono::Utc::now());
             self.summary.plan = Some(plan);
         }
         self.measure();

@@ -23,6 +23,9 @@ use super::link::Step;
 use super::prepare::Job;
 use super::Finished;
 
+/// Rows the email stage takes on per SMTP conversation allowed.
+const ROWS_PER_CONVERSATION: usize = 4;
+
 /// The outcomes of the run, in the order they finish. Dropping the stream
 /// stops every stage.
 pub(super) fn outcomes(
@@ -71,7 +74,13 @@ fn staged(
     });
     let (done_tx, done_rx) = mpsc::channel(buffer);
     let email_stage = tokio::spawn({
-        let concurrency = job.mail.as_ref().map_or(buffer, |m| m.concurrency);
+        // Rows wait for their commits without holding a conversation (see
+        // `Mail::conversations`): several rows per conversation keep every
+        // connection busy while earlier rows' `sent` are being committed.
+        let concurrency = job
+            .mail
+            .as_ref()
+            .map_or(buffer, |m| m.concurrency * ROWS_PER_CONVERSATION);
         let first_tries = receive(linked_rx)
             .map({
                 let job = Arc::clone(&job);

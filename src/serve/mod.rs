@@ -53,6 +53,8 @@ pub(crate) struct Service {
     pages: Pages,
     metrics: Metrics,
     clients: ClientCap,
+    /// The pages' Content-Security-Policy, made once for every answer.
+    csp: Option<axum::http::HeaderValue>,
 }
 
 /// The socket peer of a connection, put on each of its requests.
@@ -79,6 +81,9 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<Exit> {
         .await
         .with_context(|| format!("cannot listen on {listen}: is another service using it?"))?;
     let local = listener.local_addr()?;
+    // A log line per click, written off the workers; flushed below, and
+    // nothing past this point returns an error for `main` to log.
+    crate::console::write_in_background();
     tracing::info!(
         "serving links on http://{local}/l/TOKEN (health: /healthz, /readyz; metrics: /metrics)"
     );
@@ -140,6 +145,7 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<Exit> {
         () = crate::signal::reached(signals, Stop::Quit) => {}
     }
     tracing::info!("stopped");
+    crate::console::flush();
     Ok(Exit::Success)
 }
 
@@ -171,6 +177,7 @@ impl Service {
         let pages = Pages::load(settings.pages.as_deref(), &settings.contact, &origin)
             .map_err(|e| UsageError(format!("--pages: {e:#}")))?;
         Ok(Service {
+            csp: axum::http::HeaderValue::from_str(pages.csp()).ok(),
             clients: ClientCap::new(settings.client_rate),
             secrets,
             caller,

@@ -84,8 +84,8 @@ async fn guard(State(service): State<Arc<Service>>, request: Request, next: Next
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if let Ok(csp) = HeaderValue::from_str(service.pages.csp()) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    if let Some(csp) = &service.csp {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
     response
 }

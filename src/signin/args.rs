@@ -85,6 +85,16 @@ pub struct RequestArgs {
     #[arg(long, value_name = "PATH")]
     pub code_file: Option<PathBuf>,
 
+    /// The portal page URL, passed on in the printed `otp signin` command so
+    /// that it prints the lead's login link.
+    #[arg(
+        long,
+        env = "LSQ_PORTAL_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub portal_url: Option<String>,
+
     /// Host, headers, budget and output form.
     #[command(flatten)]
     pub connection: OtpConnection,
@@ -93,7 +103,8 @@ pub struct RequestArgs {
 /// `lsq-dispatch otp signin`.
 #[derive(Debug, Clone, Args)]
 pub struct SigninArgs {
-    /// The phone the OTP was requested for, as given to `otp request`.
+    /// The phone the OTP was requested for, as the service answered it (the
+    /// `--phone` of the command `otp request` printed).
     #[arg(long, value_name = "PHONE")]
     pub phone: String,
 
@@ -115,7 +126,9 @@ pub struct SigninArgs {
     #[arg(long, env = "LSQ_OTP", hide_env_values = true, value_name = "OTP")]
     pub otp: String,
 
-    /// The portal page URL, to print the lead's login link.
+    /// The portal page URL, to print a link to it: with the lead's Generate
+    /// key when LSQ_ACCESS_KEY, LSQ_SECRET_KEY, LSQ_TENANT_AUTH_KEY and
+    /// --portal-id are set, else with the sign-in key (a session key; said so).
     #[arg(
         long,
         env = "LSQ_PORTAL_URL",

@@ -32,6 +32,8 @@ pub(super) struct Otp {
     pub(super) public_key: Option<Secret>,
     /// Every secret in play, scrubbed from messages in case a server echoes one.
     pub(super) secrets: Vec<Secret>,
+    /// The access and secret keys, both given: Generate can be called.
+    can_generate: bool,
 }
 
 /// Which call failed, for the message.
@@ -100,6 +102,7 @@ impl Otp {
                     .into(),
             ));
         }
+        let can_generate = access_key.is_some() && secret_key.is_some();
         let secrets = [&public_key, &access_key, &secret_key, &register_token]
             .into_iter()
             .flatten()
@@ -130,8 +133,42 @@ impl Otp {
             host,
             public_key,
             secrets,
+            can_generate,
         };
         Ok((otp, tenant))
+    }
+
+    /// The lead's portal key from Generate, the only key LeadSquared
+    /// documents for `?authKey=` links (the sign-in AuthKey is a session
+    /// key); `None` when the access, secret and tenant keys or the portal
+    /// are not all given.
+    pub(super) async fn portal_key(&mut self, lead_id: &str) -> anyhow::Result<Option<Secret>> {
+        let tenant = Credentials::load(None).tenant_auth_key;
+        let (Some(tenant), Some(portal_id), true) =
+            (tenant, self.headers.portal_id.clone(), self.can_generate)
+        else {
+            return Ok(None);
+        };
+        self.secrets.push(tenant.clone());
+        let generated = with_retry(&self.limiter, &self.policy, || {
+            self.client.generate(&tenant, lead_id, &portal_id)
+        })
+        .await;
+        match generated.result {
+            Ok(key) if key.lead_id.eq_ignore_ascii_case(lead_id) => {
+                let key = Secret::new(key.auth_key);
+                self.secrets.push(key.clone());
+                Ok(Some(key))
+            }
+            Ok(_) => Err(anyhow!(
+                "the lead signed in, but Generate answered for another lead: no login link"
+            )),
+            Err(error) => Err(anyhow!(
+                "the lead signed in, but Generate, for its login link, failed after {} \
+                 attempt(s): {error}",
+                generated.attempts
+            )),
+        }
     }
 
     /// LSQ_PUBLIC_AUTH_KEY, or one fetched with the access and secret keys.

@@ -59,6 +59,27 @@ struct SigninOutput<'a> {
     lead_id: &'a str,
     expires_at: String,
     login_link: Option<&'a str>,
+    /// Which key the link carries: `generate` or `signin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link_key: Option<&'static str>,
+}
+
+/// The key a printed link carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkKey {
+    /// The lead's portal key from Generate, as documented for links.
+    Generate,
+    /// The sign-in AuthKey, a session key.
+    Signin,
+}
+
+impl LinkKey {
+    fn name(self) -> &'static str {
+        match self {
+            LinkKey::Generate => "generate",
+            LinkKey::Signin => "signin",
+        }
+    }
 }
 
 async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
@@ -88,6 +109,13 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
         }
     };
 
+    // The Sign In document: pass the Code and FieldContent this answer holds.
+    let content = sent
+        .field_content
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(phone);
     let code_arg = match &code_file {
         Some(file) => {
             file.write(&sent.code)?;
@@ -98,11 +126,12 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
         }
         None => format!("--code {}", shell_quote(&sent.code)),
     };
-    let next = next_command(&otp, phone, &code_arg);
+    let portal_url = args.portal_url.as_deref().filter(|u| !u.trim().is_empty());
+    let next = next_command(&otp, content, &code_arg, portal_url);
     if args.connection.json {
         let output = RequestOutput {
             field,
-            field_content: phone,
+            field_content: content,
             code: code_file.is_none().then_some(sent.code.as_str()),
             code_file: code_file.as_ref().map(|f| f.path.display().to_string()),
             message: sent.message.as_deref(),
@@ -112,7 +141,7 @@ async fn request(args: RequestArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let said = sent.message.as_deref().unwrap_or("OTP sent");
-    say!("OTP requested for {field} {phone} ({said}).");
+    say!("OTP requested for {field} {content} ({said}).");
     match &code_file {
         Some(file) => say!("Code written to {}.", file.path.display()),
         None => say!("Code: {}", sent.code),
@@ -176,14 +205,26 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
 
     let lifetime = args.key_lifetime.unwrap_or(KEY_LIFETIME);
     let expires_at = (Utc::now() + lifetime).to_rfc3339_opts(SecondsFormat::Secs, true);
-    let link = portal_url
-        .as_ref()
-        .map(|url| crate::portal_url::login_link(url, signed.auth_key.expose(), None).to_string());
+    // Only the Generate key is documented for portal links; the sign-in
+    // AuthKey is a session key, used for the link only when no Generate key
+    // can be had, and then said plainly.
+    let link = match &portal_url {
+        Some(url) => {
+            let (key, kind) = match otp.portal_key(&signed.lead_id).await? {
+                Some(key) => (key, LinkKey::Generate),
+                None => (signed.auth_key.clone(), LinkKey::Signin),
+            };
+            let link = crate::portal_url::login_link(url, key.expose(), None).to_string();
+            Some((link, kind))
+        }
+        None => None,
+    };
     if args.connection.json {
         let output = SigninOutput {
             lead_id: &signed.lead_id,
             expires_at,
-            login_link: link.as_deref(),
+            login_link: link.as_ref().map(|(link, _)| link.as_str()),
+            link_key: link.as_ref().map(|(_, kind)| kind.name()),
         };
         say!("{}", serde_json::to_string(&output)?);
         return Ok(Exit::Success);
@@ -191,7 +232,19 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
     say!("Signed in lead {}.", signed.lead_id);
     say!("Key expires at {expires_at} (4 h from now).");
     match link {
-        Some(link) => say!("Login link: {link}"),
+        Some((link, LinkKey::Generate)) => {
+            say!("Login link: {link}");
+            say!("(its key is the lead's portal key from Generate, valid 4 h)");
+        }
+        Some((link, LinkKey::Signin)) => {
+            say!("Session link: {link}");
+            say!(
+                "(its key is the sign-in AuthKey, which LeadSquared documents as a session \
+                 key, not as a portal link key: the portal may refuse it; with LSQ_ACCESS_KEY, \
+                 LSQ_SECRET_KEY, LSQ_TENANT_AUTH_KEY and --portal-id the link carries the \
+                 lead's Generate key instead)"
+            );
+        }
         None => say!("No login link: pass --portal-url (or set LSQ_PORTAL_URL) to get one."),
     }
     Ok(Exit::Success)
@@ -199,7 +252,7 @@ async fn signin(args: SigninArgs) -> anyhow::Result<Exit> {
 
 /// The exact `otp signin` command to run next; only the OTP is left to fill
 /// in, and no secret is in it.
-fn next_command(otp: &Otp, phone: &str, code_arg: &str) -> String {
+fn next_command(otp: &Otp, phone: &str, code_arg: &str, portal_url: Option<&str>) -> String {
     let mut line = format!(
         "lsq-dispatch otp signin --host {} --phone {} {code_arg}",
         shell_quote(otp.host.as_str().trim_end_matches('/')),
@@ -207,6 +260,9 @@ fn next_command(otp: &Otp, phone: &str, code_arg: &str) -> String {
     );
     if let Some(portal_id) = &otp.headers.portal_id {
         line.push_str(&format!(" --portal-id {portal_id}"));
+    }
+    if let Some(url) = portal_url {
+        line.push_str(&format!(" --portal-url {}", shell_quote(url.trim())));
     }
     line.push_str(" --otp OTP");
     line

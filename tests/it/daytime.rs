@@ -166,3 +166,133 @@ fn a_malformed_time_zone_or_working_hours_is_a_usage_error_naming_the_setting() 
         );
     }
 }
+
+/// A quiet email run (as the sample unit and crontab make it) whose links
+/// expire in the recipients' night, with a summary, metrics and a monitor.
+fn quiet_night_run(
+    sandbox: &lsq_sandbox::Sandbox,
+    smtp: &SmtpServer,
+    dir: &std::path::Path,
+    ping: &str,
+) -> Command {
+    let input = leads_with_email(dir, 2);
+    let mut cmd = run_on_sandbox(sandbox, dir, &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv", "--quiet", "--timezone", "UTC"])
+        .args(["--campaign", "nightly"])
+        .args(["--working-hours", hours_missing_the_expiry()])
+        .args(["--summary-json", "summary.json", "--metrics-file", "m.prom"])
+        .args(["--ping-url", ping]);
+    with_email(&mut cmd, &smtp.url(), &sample("templates"));
+    cmd
+}
+
+/// The `warnings` the summary JSON at `path` lists.
+fn summary_warnings(summary: &serde_json::Value) -> Vec<String> {
+    summary["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("warnings in {summary}"))
+        .iter()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_run_still_tells_its_summary_metrics_and_monitor_of_the_night_warning() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let monitor = crate::monitoring::PingServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut quiet_night_run(
+        &sandbox,
+        &smtp,
+        dir.path(),
+        &monitor.url,
+    ));
+    assert_eq!(out.status.code(), Some(0), "a warning, not a failure");
+    assert!(
+        !stderr(&out).contains(NIGHT_WARNING),
+        "--quiet keeps the log quiet"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let warnings = summary_warnings(&summary);
+    assert!(
+        warnings.iter().any(|w| w.contains(NIGHT_WARNING)),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        summary_warnings(&monitor.last_body()),
+        warnings,
+        "the ping's body too"
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("m.prom")).unwrap();
+    let parsed = crate::support::prometheus::parse(&metrics).unwrap();
+    assert_eq!(
+        parsed.value("lsq_dispatch_warnings", &[("campaign", "nightly")]),
+        Some(warnings.len() as f64),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuse_night_links_sends_no_link_that_would_die_at_night_and_says_so() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let monitor = crate::monitoring::PingServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = quiet_night_run(&sandbox, &smtp, dir.path(), &monitor.url);
+    let out = run(cmd.arg("--refuse-night-links"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(smtp.messages().is_empty(), "no email goes out");
+    let said = stderr(&out);
+    assert!(
+        said.contains("run refused (--refuse-night-links): no key was made and no email sent"),
+        "{said}"
+    );
+    assert!(said.contains(NIGHT_WARNING), "{said}");
+    assert_eq!(monitor.paths(), ["/start", "/fail"]);
+    assert!(summary_warnings(&monitor.last_body())
+        .iter()
+        .any(|w| w.contains(NIGHT_WARNING)));
+}
+
+#[test]
+fn the_plan_shows_times_and_reads_send_before_in_the_recipients_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::leads_csv(dir.path(), &crate::support::lead_ids(3));
+    // Three calls at one an hour: the run takes two hours.
+    let kolkata = Utc::now() + TimeDelta::minutes(330);
+    let in_an_hour = (kolkata + TimeDelta::hours(1)).format("%H:%M").to_string();
+    let mut cmd = lsq(dir.path());
+    cmd.arg("run")
+        .arg(&input)
+        .args([
+            "--dry-run",
+            "--portal-id",
+            "7f3c2a9e-5b1d-4c8e-9a6f-2d4b8e1c0f37",
+        ])
+        .args(["--rate", "1/1h", "--timezone", "Asia/Kolkata"])
+        .args(["--send-before", &in_an_hour])
+        .env("TZ", "UTC")
+        .env("LSQ_TENANT_AUTH_KEY", "given");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0));
+    let plan = stdout(&out);
+    let finish = (kolkata + TimeDelta::hours(2))
+        .format("%Y-%m-%d %H")
+        .to_string();
+    let line = plan.lines().find(|l| l.starts_with("finish by")).unwrap();
+    assert!(line.contains(&finish), "{finish} in {plan}");
+    assert!(line.ends_with("+05:30 (Asia/Kolkata)"), "{plan}");
+    let expires = plan
+        .lines()
+        .find(|l| l.starts_with("first key expires"))
+        .unwrap();
+    assert!(expires.ends_with("+05:30 (Asia/Kolkata)"), "{plan}");
+    // An hour from now in Kolkata; the machine's clock reads it as 6.5 h.
+    assert!(
+        plan.contains(&format!("after --send-before {in_an_hour}")),
+        "{plan}"
+    );
+}

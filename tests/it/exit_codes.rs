@@ -68,3 +68,44 @@ async fn a_second_signal_quits_at_once_with_130_and_a_whole_report() {
     let rows = read_report(&dir.path().join("report.csv"));
     assert!(rows.len() < 10, "{} rows", rows.len());
 }
+
+/// What `text` says exit code 5 means: from `marker` to the next `;`.
+fn meaning_of_5<'a>(text: &'a str, marker: &str) -> &'a str {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in {text}"));
+    let rest = &text[at + marker.len()..];
+    &rest[..rest.find(';').unwrap_or(rest.len())]
+}
+
+#[test]
+fn exit_code_5_means_one_thing_in_the_readme_the_nightly_doc_and_the_unit() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let readme = read("README.md");
+    let table = meaning_of_5(&readme, "| 5 |");
+    assert!(table.contains("every lead succeeded"), "{table}");
+    let nightly = read("docs/nightly.md");
+    let unit = read("samples/systemd/lsq-dispatch-nightly.service");
+    // The unit's comment runs over several `#` lines.
+    let unit_comment: String = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let unit_comment = unit_comment
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let nightly = nightly.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (what, meaning) in [
+        ("docs/nightly.md", meaning_of_5(&nightly, "`5`")),
+        ("the unit", meaning_of_5(&unit_comment, "; 5 ")),
+    ] {
+        assert!(
+            meaning.contains("every lead") && meaning.contains("invalid or duplicate"),
+            "{what} says 5 is {meaning:?}, the README {table:?}"
+        );
+        assert!(!meaning.contains("only"), "{what}: {meaning:?}");
+    }
+}

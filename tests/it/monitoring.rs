@@ -256,13 +256,13 @@ async fn the_summary_says_which_run_it_was_and_how_it_ended() {
 }
 
 /// A loopback server that records every ping it gets: the path and body.
-struct PingServer {
-    url: String,
+pub(crate) struct PingServer {
+    pub(crate) url: String,
     pings: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl PingServer {
-    async fn start() -> PingServer {
+    pub(crate) async fn start() -> PingServer {
         let pings = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&pings);
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
@@ -282,7 +282,7 @@ impl PingServer {
     }
 
     /// The paths pinged, in order, after the token.
-    fn paths(&self) -> Vec<String> {
+    pub(crate) fn paths(&self) -> Vec<String> {
         let prefix = format!("/ping/{PING_TOKEN}");
         let pings = self.pings.lock().unwrap();
         pings
@@ -292,7 +292,7 @@ impl PingServer {
     }
 
     /// The body of the last ping, as JSON.
-    fn last_body(&self) -> serde_json::Value {
+    pub(crate) fn last_body(&self) -> serde_json::Value {
         let pings = self.pings.lock().unwrap();
         serde_json::from_str(&pings.last().unwrap().1).unwrap()
     }
@@ -387,8 +387,9 @@ async fn the_metrics_file_is_prometheus_text_replaced_whole_and_keeps_the_last_s
         assert_eq!(first.types[name], "gauge");
         assert!(!first.help[name].is_empty());
     }
+    let job = [("job_name", "lsq")];
     let success = first
-        .value("lsq_dispatch_last_success_timestamp_seconds", &campaign)
+        .value("lsq_dispatch_last_success_timestamp_seconds", &job)
         .unwrap();
     assert!(success >= before, "{success} < {before}");
 
@@ -404,7 +405,7 @@ async fn the_metrics_file_is_prometheus_text_replaced_whole_and_keeps_the_last_s
     let failed = [("campaign", "nightly"), ("status", "failed")];
     assert_eq!(second.value("lsq_dispatch_rows", &failed), Some(1.0));
     assert_eq!(
-        second.value("lsq_dispatch_last_success_timestamp_seconds", &campaign),
+        second.value("lsq_dispatch_last_success_timestamp_seconds", &job),
         Some(success)
     );
     let mut through_old = String::new();
@@ -419,7 +420,7 @@ async fn the_metrics_file_is_prometheus_text_replaced_whole_and_keeps_the_last_s
         .filter(|n| n.contains("lsq.prom"))
         .collect();
     assert_eq!(names, ["lsq.prom"], "no temporary file is left");
-    assert_eq!(crate::support::mode(&path), 0o600);
+    assert_eq!(crate::support::mode(&path), 0o644, "the collector reads it");
 }
 
 /// Waits for a run ended by a signal and returns its output.
@@ -472,7 +473,10 @@ async fn an_interrupted_run_says_so_in_its_summary_metrics_and_ping() {
         Some(130.0)
     );
     assert_eq!(
-        after.value("lsq_dispatch_last_success_timestamp_seconds", &campaign),
+        after.value(
+            "lsq_dispatch_last_success_timestamp_seconds",
+            &[("job_name", "lsq")]
+        ),
         Some(0.0),
         "never succeeded"
     );

@@ -91,10 +91,15 @@ async fn request_then_signin_prints_a_link_that_logs_in_the_demo_lead() {
         "the next command is spelled out:\n{text}"
     );
 
+    // With the keys Generate needs, the link carries the lead's portal key.
     let signed = run(otp(dir.path(), &sandbox, "signin")
         .args(["--phone", DEMO_LEAD_PHONE, "--code", &code])
         .args(["--otp", &sms(&sandbox, &code)])
-        .args(["--portal-url", &sandbox.portal_url()]));
+        .args(["--portal-url", &sandbox.portal_url()])
+        .args(["--portal-id", DEFAULT_PORTAL_ID])
+        .env("LSQ_ACCESS_KEY", ACCESS)
+        .env("LSQ_SECRET_KEY", SECRET)
+        .env("LSQ_TENANT_AUTH_KEY", planted::TENANT));
     assert!(signed.status.success());
     let text = stdout(&signed);
     assert!(text.contains(DEMO_LEAD_ID), "{text}");

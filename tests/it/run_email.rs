@@ -181,6 +181,27 @@ async fn a_connection_lost_after_the_payload_leaves_the_lead_in_doubt_and_sends_
     assert_eq!(again[0].header("Message-ID").unwrap(), lost_id);
 }
 
+/// The stage takes more rows than it has conversations, so that rows
+/// waiting for their `sent` commit hold no connection; but a row records
+/// `sending` only once it holds one, so a crash can still leave no more
+/// leads in doubt than `--email-concurrency`.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_more_messages_are_under_way_at_once_than_email_concurrency() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().delay(std::time::Duration::from_millis(100)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 12);
+    let out =
+        run(email_command(&sandbox, &smtp, dir.path(), &input).args(["--email-concurrency", "3"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(smtp.messages().len(), 12);
+    assert_eq!(
+        smtp.most_open_transactions(),
+        3,
+        "every slot used, none more"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_5xx_reply_fails_the_row_and_the_run_goes_on() {
     let sandbox = fast_sandbox().await;

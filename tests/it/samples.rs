@@ -136,3 +136,105 @@ fn the_sample_crontab_line_runs_every_morning_with_its_secrets_from_a_file() {
     assert!(!job.replace("\\%", "").contains('%'), "{job}");
     assert!(crontab.contains("MUST be mode 0600"));
 }
+
+/// The variables a file sets as `sh`'s `set -a; . FILE` reads it.
+fn shell_environment(file: &std::path::Path) -> Vec<(String, String)> {
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg("set -a; . \"$1\"; set +a; env -0")
+        .arg("sh")
+        .arg(file)
+        .env_clear());
+    assert_eq!(out.status.code(), Some(0));
+    let mut vars: Vec<(String, String)> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (name, value) = entry.split_once('=')?;
+            name.starts_with("LSQ_")
+                .then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    vars.sort();
+    vars
+}
+
+#[test]
+fn the_sample_secrets_file_reads_the_same_to_systemd_and_to_a_shell() {
+    // Keys such as LeadSquared issues, with what a shell would take apart.
+    let planted = "u$r1234&ab;c|d (e) `f` *?#~\\g=h";
+    let sample_text = std::fs::read_to_string(sample("lsq-dispatch.env")).unwrap();
+    let filled: String = sample_text
+        .lines()
+        .map(|line| match line.strip_prefix("# LSQ_") {
+            Some(rest) if rest.contains("='") => {
+                let (name, _) = rest.split_once('=').unwrap();
+                format!("LSQ_{name}='{planted}'\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lsq-dispatch.env");
+    std::fs::write(&file, &filled).unwrap();
+    let mut systemd = crate::install_steps::systemd_environment(&filled);
+    systemd.sort();
+    assert_eq!(systemd.len(), 6, "{filled}");
+    assert!(
+        systemd.iter().all(|(_, value)| value == planted),
+        "{systemd:?}"
+    );
+    assert_eq!(shell_environment(&file), systemd);
+    // And the file says how to quote.
+    assert!(sample_text.contains("single quotes"));
+}
+
+#[test]
+fn every_example_that_sets_a_key_quotes_it_as_a_shell_needs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("CONTRIBUTING.md")];
+    for dir in ["docs", "samples", "samples/systemd"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            // The reference is --help's text, not an example.
+            if path.is_file() && !path.ends_with("reference.md") {
+                files.push(path);
+            }
+        }
+    }
+    let secret = [
+        "ACCESS_KEY=",
+        "SECRET_KEY=",
+        "AUTH_KEY=",
+        "PASSWORD=",
+        "LINK_SECRET=",
+    ];
+    let mut unquoted = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for (at, _) in line.match_indices("LSQ_") {
+                let setting = &line[at..];
+                let Some(eq) = setting.find('=') else {
+                    continue;
+                };
+                let (name, value) = setting.split_at(eq + 1);
+                if !name[..eq]
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_')
+                {
+                    continue;
+                }
+                let value = value.split_whitespace().next().unwrap_or("");
+                let quoted = value.starts_with('\'') || value.starts_with('"');
+                let special = value.contains(|c: char| "$&;|<>()*?!#~\\".contains(c));
+                let a_key = secret.iter().any(|s| name.ends_with(s));
+                if !quoted && (special || (a_key && value.contains('…'))) {
+                    unquoted.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(unquoted.is_empty(), "{unquoted:#?}");
+}

@@ -139,3 +139,41 @@ async fn a_generate_answer_without_lead_id_keeps_its_key_out_of_the_report() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_with_a_key_holding_shell_characters_says_to_quote_it() {
+    let sandbox = crate::support::fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(1));
+    // What a shell made of `LSQ_SECRET_KEY=…&…` unquoted: a different key.
+    let key = "wrong$secret&key";
+    let out =
+        run(
+            crate::support::run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url())
+                .args(["--report", "report.csv"])
+                .env("LSQ_SECRET_KEY", key),
+        );
+    assert_eq!(out.status.code(), Some(1));
+    let said = crate::support::stderr(&out);
+    assert!(said.contains("401 from the API"), "{said}");
+    assert!(
+        said.contains(
+            "LSQ_ACCESS_KEY and LSQ_SECRET_KEY hold characters a shell treats specially ($, &, a space, …)"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("in single quotes"), "{said}");
+    planted::assert_absent(&planted::outputs(&out), &[key]);
+
+    // A key of letters and digits alone gets no such advice.
+    let out =
+        run(
+            crate::support::run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url())
+                .args(["--report", "report2.csv"])
+                .env("LSQ_ACCESS_KEY", "plainaccess")
+                .env("LSQ_SECRET_KEY", "plainsecret")
+                .env("LSQ_TENANT_AUTH_KEY", "plaintenant"),
+        );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!crate::support::stderr(&out).contains("single quotes"));
+}

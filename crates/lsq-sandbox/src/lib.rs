@@ -450,7 +450,7 @@ impl Shared {
                 .with_context(|| format!("lead id {:?} is not a GUID", lead.lead_id))?;
             let lead = SandboxLead { lead_id, ..lead };
             if !lead.phone.is_empty() {
-                leads_by_phone.insert(lead.phone.clone(), lead.clone());
+                leads_by_phone.insert(request::phone_digits(&lead.phone), lead.clone());
             }
             if !lead.email.is_empty() {
                 leads_by_email.insert(lead.email.to_lowercase(), lead);

@@ -65,6 +65,25 @@ impl Refusal {
     }
 }
 
+/// Random bytes of an OTP Code: the documents show a base64 value of about
+/// 400 characters; 298 bytes make 400, ending in `==`.
+const CODE_BYTES: usize = 298;
+
+/// A Code like the documented one: long base64 holding `+`, `/` and `=`,
+/// so a client that mangles any of them in JSON or on a command line fails
+/// here as it would against the service.
+fn otp_code(rng: &mut impl rand::RngCore) -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; CODE_BYTES];
+    loop {
+        rng.fill_bytes(&mut bytes);
+        let code = base64::engine::general_purpose::STANDARD.encode(bytes);
+        if code.contains('+') && code.contains('/') {
+            return code;
+        }
+    }
+}
+
 /// Outstanding and spent OTP codes.
 #[derive(Debug, Default)]
 pub(crate) struct OtpStore {
@@ -79,9 +98,7 @@ impl OtpStore {
             .retain(|_, e| now.saturating_duration_since(e.issued) < OTP_TTL * 2);
         let mut rng = rand::rng();
         record.otp = format!("{:06}", rng.random_range(0..1_000_000u32));
-        let code = uuid::Builder::from_random_bytes(rng.random())
-            .into_uuid()
-            .to_string();
+        let code = otp_code(&mut rng);
         self.by_code.insert(
             code.clone(),
             Entry {

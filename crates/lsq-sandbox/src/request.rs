@@ -58,13 +58,20 @@ pub(crate) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A phone number's digits: the service finds a lead whatever spaces,
+/// dashes or brackets the number is typed with, and answers the form it
+/// holds.
+pub(crate) fn phone_digits(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
+}
+
 pub(crate) fn find_lead(
     shared: &Shared,
     field: &str,
     content: &str,
 ) -> Result<SandboxLead, ApiError> {
     let found = match field {
-        "Phone" => shared.leads_by_phone.get(content),
+        "Phone" => shared.leads_by_phone.get(&phone_digits(content)),
         "EmailAddress" => shared.leads_by_email.get(&content.to_lowercase()),
         _ => {
             return Err(ApiError::bad_input(format!(
@@ -138,6 +145,15 @@ impl Query {
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         )
+    }
+
+    /// The value of `name` spelt exactly so, as a portal page reads its own
+    /// parameters (`authKey`, not `authkey`): the first one given.
+    pub(crate) fn get_exact(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     /// The value of `name`; repeated names are joined with `,` as ASP.NET

@@ -107,7 +107,7 @@ async fn dispatch(
     answer(&shared, serve(&shared, api, &query, &headers, &body))
 }
 
-/// The API call at `path`, or the 404 or 405 that answers it instead.
+/// The API call at `path`, or the 404 that answers it instead.
 fn find_api(path: &str, method: &Method, uri: &Uri) -> Result<Api, Box<Response>> {
     let Some((allowed, api)) = API_ROUTES
         .iter()
@@ -189,18 +189,15 @@ async fn pause(delay: Duration) {
     }
 }
 
+/// A call with the wrong method. The documents list 200, 400, 401, 404, 429
+/// and 500 as the codes the API answers, so this is a 404 (no such API for
+/// that method) in the error shape, not a 405 a client would never meet.
 fn method_not_allowed(method: &Method, uri: &Uri, allowed: &Method) -> Response {
-    let mut response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MXMethodNotAllowedException",
-        format!("{method} {} is not supported: use {allowed}", uri.path()),
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::ALLOW,
-        HeaderValue::from_str(allowed.as_str()).expect("a method name is a valid header value"),
-    );
-    response
+    ApiError::not_found(format!(
+        "No API at {method} {}: this path takes {allowed}",
+        uri.path()
+    ))
+    .into_response()
 }
 
 /// Counts the answer by status on its way out.
@@ -281,6 +278,12 @@ fn otp_get(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> ApiResult {
     let field = string_field(&body, "FieldSchemaName")?;
     let content = string_field(&body, "FieldContent")?;
     let lead = find_lead(shared, &field, &content)?;
+    // The service answers the field as the lead holds it, and the sign-in
+    // must send that form (the Sign In document: "pass the FieldContent").
+    let content = match field.as_str() {
+        "Phone" => lead.phone.clone(),
+        _ => lead.email.clone(),
+    };
 
     let record = OtpRecord {
         otp: String::new(),
@@ -360,14 +363,15 @@ fn portal_page(shared: &Shared, method: &Method, uri: &Uri, query: &Query) -> Re
     let refuse = |why: &str| {
         ApiError::unauthorized(format!("Portal sign-in refused: {why}")).into_response()
     };
-    let Some(key) = query.get("authkey") else {
-        return refuse("no authKey in the link");
+    // The documents spell it authKey; a portal reads no other spelling.
+    let Some(key) = query.get_exact("authKey") else {
+        return refuse("no authKey in the link (spelt authKey, as the documents do)");
     };
     let Some(found) = shared.keys().lead_key(&key, Instant::now()).cloned() else {
         return refuse("authKey unknown or expired (was it percent-encoded?)");
     };
-    for (name, want) in [("leadid", &found.lead_id), ("portalid", &found.portal_id)] {
-        if let Some(given) = query.get(name) {
+    for (name, want) in [("leadId", &found.lead_id), ("portalId", &found.portal_id)] {
+        if let Some(given) = query.get_exact(name) {
             if guid::parse(&given).as_ref() != Some(want) {
                 return refuse(&format!("{name} in the link does not match the authKey"));
             }

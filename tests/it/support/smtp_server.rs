@@ -154,6 +154,9 @@ struct State {
     rcpt_replies: VecDeque<String>,
     messages: Vec<ReceivedMessage>,
     transactions: usize,
+    /// Transactions begun and not yet answered at the end of DATA.
+    open: usize,
+    most_open: usize,
     payloads: Vec<ReceivedMessage>,
     unanswered_left: usize,
     auth_failures: usize,
@@ -234,6 +237,12 @@ impl SmtpServer {
     /// it ended.
     pub fn transactions(&self) -> usize {
         self.state.lock().unwrap().transactions
+    }
+
+    /// The most mail transactions under way at once, from MAIL to the
+    /// answer at the end of DATA, over every connection.
+    pub fn most_open_transactions(&self) -> usize {
+        self.state.lock().unwrap().most_open
     }
 
     /// Every message whose payload the server took in (up to the final `.`),
@@ -470,7 +479,13 @@ async fn session(
             "MAIL" => {
                 let reply = scripted(state, |st| &mut st.mail_replies, "250 2.1.0 OK");
                 if reply.starts_with('2') {
-                    state.lock().unwrap().transactions += 1;
+                    let mut st = state.lock().unwrap();
+                    st.transactions += 1;
+                    if from.is_none() {
+                        st.open += 1;
+                        st.most_open = st.most_open.max(st.open);
+                    }
+                    drop(st);
                     from = Some(angle(args));
                     to.clear();
                 }
@@ -519,12 +534,15 @@ async fn session(
                     if reply.starts_with('2') {
                         st.messages.push(message);
                     }
+                    st.open -= 1;
                     reply
                 };
                 s.reply(&reply).await?;
             }
             "RSET" => {
-                from = None;
+                if from.take().is_some() {
+                    state.lock().unwrap().open -= 1;
+                }
                 to.clear();
                 s.reply("250 2.0.0 OK").await?;
             }
