@@ -41,8 +41,8 @@ impl Share {
     }
 
     /// The share a store remembered: `allowed` calls learnt `age` ago after
-    /// `failed_probes` probes in a row drew a 429. It climbs back as it would
-    /// have over the windows that passed since.
+    /// `failed_probes` probes in a row drew a 429. It climbs back over the
+    /// windows that passed since, one call a window after the probe's wait.
     pub(super) fn resume(
         &mut self,
         allowed: u32,
@@ -55,14 +55,16 @@ impl Share {
         self.failed_probes = failed_probes.min(MOST_PROBE_BACKOFF);
         self.clean_windows = 0;
         self.climbed = None;
+        // Nobody probed meanwhile, so the share climbs by one call a window
+        // after the probe's wait, not by 1, 4, 8…: a competitor that was
+        // there a minute ago most likely still is; one gone for hours no
+        // longer counts.
         let mut left = age;
-        while self.allowed < self.budget {
-            let wait = self.next_wait(window);
-            if left < wait {
-                break;
-            }
+        let mut wait = self.next_wait(window);
+        while self.allowed < self.budget && left >= wait {
             left -= wait;
-            self.step();
+            self.allowed += 1;
+            wait = window;
         }
         self.since = now.checked_sub(left).unwrap_or(now);
         if self.allowed == self.budget {
