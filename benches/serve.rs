@@ -43,7 +43,7 @@ use lsq_sandbox::{Sandbox, SandboxConfig};
 mod common;
 #[path = "serve/load.rs"]
 mod load;
-#[path = "serve/sink.rs"]
+#[path = "common/sink.rs"]
 mod sink;
 
 use common::{env_number, median};

@@ -1,5 +1,5 @@
 //! An SMTP server on loopback that accepts every message and counts them,
-//! as the email bench's.
+//! for the benches that send mail (email, serve).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
