@@ -244,6 +244,25 @@ pub(crate) fn is_file_path(path: &Path) -> bool {
         }
 }
 
+/// The file name `STEM` + `suffix` for an output named after another file
+/// (`leads` → `leads-report.csv`). Every byte of the stem is kept: input
+/// names that are not UTF-8 (`x\xff.csv`, `x\xfe.csv`) would all read as
+/// `x\u{fffd}` in text, and their outputs would overwrite one another.
+pub(crate) fn named_after(stem: &OsStr, suffix: &str) -> OsString {
+    let mut name = stem.to_owned();
+    name.push(suffix);
+    name
+}
+
+/// The stem that [`named_after`] gave `name` with `suffix`, byte for byte;
+/// `None` when `name` does not end in `suffix`.
+pub(crate) fn stem_before<'a>(name: &'a OsStr, suffix: &str) -> Option<&'a OsStr> {
+    use std::os::unix::ffi::OsStrExt as _;
+    name.as_bytes()
+        .strip_suffix(suffix.as_bytes())
+        .map(OsStr::from_bytes)
+}
+
 /// A new empty file beside `path`, under a random hidden name, mode 0600,
 /// made with `O_EXCL` so it can be no existing file or link.
 pub(crate) fn temp_beside(path: &Path) -> io::Result<NamedTempFile> {

@@ -439,19 +439,18 @@ static STAND_IN_PAGE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
 /// `leads.csv` → `leads-report.csv` in the current directory; a dry run's
 /// plan is `leads-plan.csv` beside the input, so planning never overwrites
 /// the report of a real run (or in the current directory, for an input that
-/// is no regular file, such as `/dev/stdin`).
+/// is no regular file, such as `/dev/stdin`). The names keep the input
+/// name's bytes, UTF-8 or not.
 pub fn default_report_path(input: &Path, dry_run: bool) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "leads".into());
+    let stem = input.file_stem().unwrap_or("leads".as_ref());
     let device = std::fs::metadata(input).is_ok_and(|meta| !meta.is_file());
+    let plan = crate::paths::named_after(stem, "-plan.csv");
     if dry_run && device {
-        PathBuf::from(format!("{stem}-plan.csv"))
+        PathBuf::from(plan)
     } else if dry_run {
-        input.with_file_name(format!("{stem}-plan.csv"))
+        input.with_file_name(plan)
     } else {
-        PathBuf::from(format!("{stem}-report.csv"))
+        PathBuf::from(crate::paths::named_after(stem, "-report.csv"))
     }
 }
 

@@ -91,6 +91,20 @@ fn a_plan_and_a_report_default_to_different_files() {
 }
 
 #[test]
+fn default_names_keep_the_bytes_of_an_input_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = |bytes: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+    assert_eq!(
+        default_report_path(&path(b"/data/x\xff.csv"), false),
+        path(b"x\xff-report.csv")
+    );
+    assert_eq!(
+        default_report_path(&path(b"/data/x\xfe.csv"), true),
+        path(b"/data/x\xfe-plan.csv")
+    );
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");

@@ -31,32 +31,24 @@ use crate::input::{Encoding, HeaderLine};
 /// `DIR/X-invalid.csv`; for a report of any other name, `DIR/NAME.csv`,
 /// `DIR/NAME-retry.csv` and `DIR/NAME-invalid.csv`; for a report that is
 /// no file in a directory (`/dev/stdout`), `INPUT-retry.csv` and
-/// `INPUT-invalid.csv` in the working directory.
+/// `INPUT-invalid.csv` in the working directory. Names keep their bytes,
+/// UTF-8 or not.
 pub(crate) fn rerun_paths(report: &Path, input: &Path) -> (PathBuf, PathBuf) {
+    use crate::paths::{named_after, stem_before};
     if !crate::paths::is_file_path(report) {
-        let stem = input
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "leads".into());
+        let stem = input.file_stem().unwrap_or("leads".as_ref());
         return (
-            PathBuf::from(format!("{stem}-retry.csv")),
-            PathBuf::from(format!("{stem}-invalid.csv")),
+            PathBuf::from(named_after(stem, "-retry.csv")),
+            PathBuf::from(named_after(stem, "-invalid.csv")),
         );
     }
-    let name = report
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let name = report.file_name().unwrap_or_default();
+    let base = stem_before(name, "-report.csv")
+        .or_else(|| report.file_stem())
         .unwrap_or_default();
-    let base = match name.strip_suffix("-report.csv") {
-        Some(base) => base.to_owned(),
-        None => report
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    };
     (
-        report.with_file_name(format!("{base}-retry.csv")),
-        report.with_file_name(format!("{base}-invalid.csv")),
+        report.with_file_name(named_after(base, "-retry.csv")),
+        report.with_file_name(named_after(base, "-invalid.csv")),
     )
 }
 

@@ -4,7 +4,7 @@ use super::*;
 use chrono::TimeZone;
 use chrono::Utc;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use writer::digits;
 
 fn record() -> Record {
@@ -324,5 +324,19 @@ fn the_rerun_files_are_named_after_the_report_and_kept_beside_it() {
     assert_eq!(
         paths("/dev/stdout"),
         ("leads-retry.csv".into(), "leads-invalid.csv".into())
+    );
+}
+
+#[test]
+fn the_rerun_files_keep_the_bytes_of_a_report_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = |bytes: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+    assert_eq!(
+        rerun::rerun_paths(&path(b"/d/x\xff-report.csv"), Path::new("in.csv")),
+        (path(b"/d/x\xff-retry.csv"), path(b"/d/x\xff-invalid.csv"))
+    );
+    assert_eq!(
+        rerun::rerun_paths(Path::new("/dev/stdout"), &path(b"in/x\xfe.csv")),
+        (path(b"x\xfe-retry.csv"), path(b"x\xfe-invalid.csv"))
     );
 }

@@ -35,6 +35,7 @@ mod links_shared_budget;
 mod messages;
 mod metrics_file;
 mod monitoring;
+mod names;
 mod odd_inputs;
 mod otp;
 mod otp_documents;

@@ -1,0 +1,76 @@
+//! Names a run derives from other names: its output files from an input
+//! name that is not UTF-8, and the warning for an email domain that mixes
+//! scripts the way a look-alike of a known domain does.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::support::{fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox};
+
+/// `dir/NAME` + `suffix`, byte for byte.
+fn named(dir: &Path, name: &[u8], suffix: &str) -> PathBuf {
+    dir.join(OsStr::from_bytes(&[name, suffix.as_bytes()].concat()))
+}
+
+/// The lead ids of a report or plan, sorted, invalid rows included.
+fn ids_in(report: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = read_report(report)
+        .into_iter()
+        .map(|row| row["lead_id"].clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_inputs_whose_names_are_not_utf8_keep_reports_and_side_files_apart_under_lang_c() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two names that read alike once their bad bytes become U+FFFD.
+    let names: [&[u8]; 2] = [b"x\xff", b"x\xfe"];
+    let ids = lead_ids(4);
+    let mut expected = Vec::new();
+    for (name, pair) in names.iter().zip(ids.chunks(2)) {
+        let bad = format!("bad-{}", expected.len());
+        let input = named(dir.path(), name, ".csv");
+        std::fs::write(&input, format!("LeadId\n{}\n{bad}\n", pair.join("\n"))).unwrap();
+        let mut rows = vec![pair[0].clone(), pair[1].clone(), bad.clone()];
+        rows.sort();
+        expected.push((input, rows, bad));
+    }
+    for (input, _, _) in &expected {
+        let mut cmd = run_on_sandbox(&sandbox, dir.path(), input, &sandbox.portal_url());
+        cmd.env("LANG", "C").env("LC_ALL", "C").arg("--quiet");
+        assert_eq!(run(&mut cmd).status.code(), Some(5), "{input:?}");
+        let mut plan = lsq(dir.path());
+        plan.env("LANG", "C")
+            .env("LC_ALL", "C")
+            .arg("run")
+            .arg(input)
+            .args(["--dry-run", "--quiet"])
+            .args(["--portal-id", lsq_sandbox::DEFAULT_PORTAL_ID]);
+        assert_eq!(run(&mut plan).status.code(), Some(5), "{input:?}");
+    }
+    for (name, (input, rows, bad)) in names.iter().zip(&expected) {
+        let report = named(dir.path(), name, "-report.csv");
+        assert!(report.is_file(), "no report {report:?} for {input:?}");
+        assert_eq!(&ids_in(&report), rows, "{report:?}");
+        let plan = named(dir.path(), name, "-plan.csv");
+        assert!(plan.is_file(), "no plan {plan:?} for {input:?}");
+        assert_eq!(&ids_in(&plan), rows, "{plan:?}");
+        let invalid = named(dir.path(), name, "-invalid.csv");
+        assert_eq!(
+            std::fs::read_to_string(&invalid).ok(),
+            Some(format!("LeadId\n{bad}\n")),
+            "{invalid:?}"
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains('\u{fffd}'))
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 8, "each file under its own bytes: {left:?}");
+}
