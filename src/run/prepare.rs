@@ -481,6 +481,18 @@ impl Job {
         let real = std::fs::canonicalize(file)
             .with_context(|| format!("cannot resolve the retry file {}", file.display()))?;
         let campaign = self.settings.campaign.clone();
+        if real.to_str().is_none() {
+            // The state file records the path as text, where a name that
+            // is not UTF-8 reads like others of its shape: recorded, it
+            // could make a run of another such file resume this campaign.
+            tracing::warn!(
+                "the rows to retry are in {}, whose path is not UTF-8, so the campaign \
+                 state cannot remember them: run that file with --campaign {}",
+                file.display(),
+                crate::console::shell_quote(&campaign)
+            );
+            return Ok(());
+        }
         self.ledger()
             .with(move |store| store.register_retry_file(&real, &campaign))
             .await?;

@@ -74,3 +74,63 @@ async fn two_inputs_whose_names_are_not_utf8_keep_reports_and_side_files_apart_u
     left.sort();
     assert_eq!(left.len(), 8, "each file under its own bytes: {left:?}");
 }
+
+/// The campaign a run named in its first JSON log line.
+fn campaign_of(out: &std::process::Output) -> String {
+    let first = crate::support::stderr(out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let start: serde_json::Value = serde_json::from_str(&first).expect("a JSON log line");
+    start["campaign"].as_str().expect("the campaign").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retry_file_of_an_input_whose_name_is_not_utf8_never_resumes_anothers_campaign() {
+    let unknown = [
+        "0badbad0-1111-4222-8333-000000000001",
+        "0badbad0-1111-4222-8333-000000000002",
+    ];
+    let sandbox = crate::support::sandbox(lsq_sandbox::SandboxConfig {
+        unknown_leads: unknown.map(String::from).to_vec(),
+        ..crate::support::fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let names: [&[u8]; 2] = [b"x\xff", b"x\xfe"];
+    let ids = lead_ids(2);
+    let mut campaigns = Vec::new();
+    for ((name, id), bad) in names.iter().zip(&ids).zip(unknown) {
+        let input = named(dir.path(), name, ".csv");
+        std::fs::write(&input, format!("LeadId\n{id}\n{bad}\n")).unwrap();
+        let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+        cmd.env("LANG", "C").args(["--log-format", "json"]);
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(3), "{input:?}");
+        let campaign = campaign_of(&out);
+        let advice = format!("run that file with --campaign '{campaign}'");
+        assert!(
+            crate::support::stderr(&out).contains(&advice),
+            "no {advice:?}"
+        );
+        campaigns.push(campaign);
+    }
+    assert_ne!(campaigns[0], campaigns[1]);
+    let retry = named(dir.path(), names[0], "-retry.csv");
+    assert_eq!(
+        std::fs::read_to_string(&retry).unwrap(),
+        format!("LeadId\n{}\n", unknown[0])
+    );
+    let mut again = run_on_sandbox(&sandbox, dir.path(), &retry, &sandbox.portal_url());
+    again.env("LANG", "C").args(["--log-format", "json"]);
+    let out = run(&mut again);
+    assert_eq!(out.status.code(), Some(3));
+    assert_ne!(
+        campaign_of(&out),
+        campaigns[1],
+        "the rows to retry of {} ran in the campaign of {}",
+        names[0].escape_ascii(),
+        names[1].escape_ascii()
+    );
+}
