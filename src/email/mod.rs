@@ -8,13 +8,15 @@
 //! connection) from a message the server may already have (the connection
 //! lost or silent once made), which is never sent again, from a row's
 //! permanent failure (5xx) and from a run-level fault (authentication or TLS),
-//! which must stop the run before anything else is sent.
+//! which must stop the run before anything else is sent. [`mixed_scripts`]
+//! finds a recipient domain that mixes scripts, as look-alikes do.
 
 mod classify;
 mod defer;
 mod helo;
 mod message;
 mod outbox;
+mod script;
 mod smtp_url;
 mod template;
 mod transport;
@@ -25,6 +27,7 @@ pub use helo::check_helo_name;
 pub use message::{
     build_message, check_address, message_id, resend_message_id, ListUnsubscribe, Sender,
 };
+pub use script::{mixed_scripts, MixedScripts};
 pub use template::{MessageContext, Rendered, Templates, FIXED_VARIABLES};
 pub(crate) use transport::send_with_retry_until;
 pub use transport::{send_with_retry, SendError, SmtpSettings, Transport};

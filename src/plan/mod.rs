@@ -96,6 +96,11 @@ pub struct Plan {
     /// When the run would make its last call.
     #[serde(serialize_with = "rfc3339")]
     pub finish_by: Option<DateTime<Utc>>,
+    /// Planned recipients whose domain mixes scripts as look-alikes do.
+    pub look_alike_domains: u64,
+    /// The first of them: its row and address, for the warning.
+    #[serde(skip)]
+    pub first_look_alike: Option<(u64, String)>,
     /// Things the operator should know before running it for real.
     pub warnings: Vec<String>,
     /// The recipients' time zone (`--timezone`), in which the plan shows its
@@ -131,6 +136,11 @@ impl Plan {
                 // would be used again.
                 if record.status == Status::Planned && record.expires_at.is_some() {
                     self.links_reused += 1;
+                }
+                if let Some(RowError::LookAlike(_)) = record.error {
+                    self.look_alike_domains += 1;
+                    self.first_look_alike
+                        .get_or_insert_with(|| (record.row, record.email.clone()));
                 }
             }
             Status::Skipped => {
@@ -240,6 +250,20 @@ impl Plan {
                  exits with code 5 (3 if a lead fails too)",
                 rows(self.invalid),
                 if self.invalid == 1 { "it" } else { "them" }
+            ));
+        }
+        if let Some((row, address)) = &self.first_look_alike {
+            let n = self.look_alike_domains;
+            self.warnings.push(format!(
+                "{} a domain that mixes scripts, as look-alikes of other domains do (the \
+                 first: row {row}, {address:?}): check {} in the error column of the plan; \
+                 a run mails {} all the same",
+                match n {
+                    1 => "1 address has".to_owned(),
+                    n => format!("{} addresses have", thousands(n)),
+                },
+                if n == 1 { "it" } else { "them" },
+                if n == 1 { "it" } else { "them" },
             ));
         }
         if self.in_doubt > 0 {

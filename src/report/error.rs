@@ -66,6 +66,10 @@ pub enum RowError {
     EmailInDoubt(String),
     /// A reason recorded by an earlier run, read back from the campaign state.
     Earlier(String),
+    /// Not a failure: the recipient's domain mixes scripts the way a
+    /// look-alike of another domain does (`exаmple.com` with a Cyrillic
+    /// `а`). The row goes on as it would; the note is for a person to check.
+    LookAlike(String),
 }
 
 impl RowError {
@@ -87,6 +91,7 @@ impl RowError {
             RowError::BeyondLimit { .. } => "beyond --limit".into(),
             RowError::InDoubt | RowError::EmailInDoubt(_) => "in doubt".into(),
             RowError::NotEmailed => "not emailed: the run was interrupted".into(),
+            RowError::LookAlike(_) => "the email domain mixes scripts".into(),
         }
     }
 
@@ -141,6 +146,7 @@ impl fmt::Display for RowError {
                 "not emailed: the run was interrupted before this message was started; the lead \
                  stays linked and a re-run of the campaign emails it",
             ),
+            RowError::LookAlike(note) => write!(f, "warning: {note}"),
             RowError::EmailInDoubt(e) => write!(
                 f,
                 "email in doubt, not sent again: {e}; look for its Message-ID in the mail \

@@ -116,7 +116,8 @@ pub struct Record {
     pub email: String,
     /// The sent email's Message-ID.
     pub message_id: String,
-    /// Why the row failed, was invalid or was not done; none when it succeeded.
+    /// Why the row failed, was invalid or was not done; none when it
+    /// succeeded, unless with a warning ([`RowError::LookAlike`]).
     pub error: Option<RowError>,
 }
 

@@ -175,7 +175,25 @@ impl Job {
             Resume::Reuse(auth_key, expires_at) => Next::Reuse(auth_key, expires_at),
             Resume::Mint => Next::Mint,
         };
+        if let Some(to) = &to {
+            self.note_look_alike(&mut record, to);
+        }
         Ok(Decided { record, to, next })
+    }
+
+    /// A recipient whose domain mixes scripts, as a look-alike of another
+    /// domain does, is mailed all the same (the address may be real): the
+    /// log and the report's error column say so, for a person to check.
+    fn note_look_alike(&self, record: &mut Record, to: &Address) {
+        let (Some(mail), Some(mix)) = (&self.mail, crate::email::mixed_scripts(to.domain())) else {
+            return;
+        };
+        let note = format!(
+            "the domain of {} {:?} {mix}, as look-alikes of other domains do: check the address",
+            mail.column, record.email
+        );
+        tracing::warn!(row = record.row, "row {}: {note}", record.row);
+        record.error = Some(RowError::LookAlike(note));
     }
 
     /// Does what is left of a decided row: uses a stored key again, mints

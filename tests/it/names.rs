@@ -6,7 +6,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::support::{fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox};
+use crate::support::smtp_server::{SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, lsq, read_report, run, run_on_sandbox, sample, stderr, stdout,
+    with_email, write,
+};
 
 /// `dir/NAME` + `suffix`, byte for byte.
 fn named(dir: &Path, name: &[u8], suffix: &str) -> PathBuf {
@@ -77,11 +81,7 @@ async fn two_inputs_whose_names_are_not_utf8_keep_reports_and_side_files_apart_u
 
 /// The campaign a run named in its first JSON log line.
 fn campaign_of(out: &std::process::Output) -> String {
-    let first = crate::support::stderr(out)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let first = stderr(out).lines().next().unwrap_or_default().to_owned();
     let start: serde_json::Value = serde_json::from_str(&first).expect("a JSON log line");
     start["campaign"].as_str().expect("the campaign").to_owned()
 }
@@ -133,4 +133,82 @@ async fn the_retry_file_of_an_input_whose_name_is_not_utf8_never_resumes_another
         names[0].escape_ascii(),
         names[1].escape_ascii()
     );
+}
+
+/// Addresses, and whether their domain mixes scripts: Latin with a Cyrillic
+/// `а` (U+0430), written as it reads and in punycode; a domain wholly in
+/// Cyrillic; a plain one.
+const LOOKALIKES: [(&str, bool); 4] = [
+    ("ann@ex\u{430}mple.com", true),
+    ("cy@xn--exmple-4nf.com", true),
+    (
+        "bob@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}",
+        false,
+    ),
+    ("dee@example.com", false),
+];
+
+/// `leads.csv` in `dir` with one lead per address of [`LOOKALIKES`].
+fn lookalike_leads(dir: &Path) -> PathBuf {
+    let mut csv = String::from("LeadId,FirstName,Email\n");
+    for (id, (address, _)) in lead_ids(LOOKALIKES.len()).iter().zip(LOOKALIKES) {
+        csv.push_str(&format!("{id},Lead,{address}\n"));
+    }
+    write(dir, "leads.csv", &csv)
+}
+
+/// Checks that the report's rows have `status` and a note exactly for the
+/// addresses of [`LOOKALIKES`] whose domain mixes scripts, and that the log
+/// warns of those and no other.
+fn assert_flagged(report: &Path, log: &str, status: &str) {
+    let rows = read_report(report);
+    assert_eq!(rows.len(), LOOKALIKES.len());
+    for (address, mixed) in LOOKALIKES {
+        let row = rows.iter().find(|r| r["email"] == address).expect(address);
+        assert_eq!(row["status"], status, "{row:?}");
+        let noted = row["error"].contains("mixes Latin with Cyrillic");
+        assert_eq!(noted, mixed, "{row:?}");
+        let warned = log
+            .lines()
+            .any(|line| line.contains(address) && line.contains("mixes"));
+        assert_eq!(warned, mixed, "{address} in the log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_domain_mixing_scripts_is_mailed_with_a_warning_and_one_wholly_cyrillic_without() {
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new());
+    let dir = tempfile::tempdir().unwrap();
+    let input = lookalike_leads(dir.path());
+    let mut cmd = run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url());
+    cmd.args(["--report", "report.csv"]);
+    let out = run(with_email(&mut cmd, &smtp.url(), &sample("templates")));
+    assert_eq!(out.status.code(), Some(0), "a warning fails no row");
+    assert_flagged(&dir.path().join("report.csv"), &stderr(&out), "sent");
+    assert_eq!(smtp.messages().len(), LOOKALIKES.len());
+}
+
+#[test]
+fn a_dry_run_plan_flags_a_domain_mixing_scripts_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = lookalike_leads(dir.path());
+    let mut cmd = lsq(dir.path());
+    cmd.arg("run")
+        .arg(&input)
+        .args(["--dry-run", "--report", "plan.csv"])
+        .args(["--portal-id", lsq_sandbox::DEFAULT_PORTAL_ID]);
+    let out = run(with_email(
+        &mut cmd,
+        "smtp://127.0.0.1:25",
+        &sample("templates"),
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    assert_flagged(&dir.path().join("plan.csv"), &stderr(&out), "planned");
+    let plan = stdout(&out);
+    let warning = plan
+        .lines()
+        .find(|line| line.starts_with("warning: 2 addresses have a domain that mixes scripts"))
+        .unwrap_or_else(|| panic!("no warning in the plan:\n{plan}"));
+    assert!(warning.contains(LOOKALIKES[0].0), "{warning}");
 }
