@@ -161,3 +161,30 @@ async fn sigterm_while_waiting_for_a_reader_of_a_fifo_ends_the_run_with_130_and_
     again.arg("--summary-json").arg(dir.path().join("s.json"));
     assert_eq!(run(&mut again).status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_no_program_reads_is_given_up_after_30_s_with_what_to_do() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(2));
+    let fifo = dir.path().join("lsq.prom");
+    mkfifo(&fifo);
+    let mut cmd = command(&sandbox, dir.path(), &input, "unread");
+    cmd.arg("--metrics-file").arg(&fifo);
+    let out = Watched::spawn(&mut cmd).ends_by_itself();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no program read the FIFO {} (--metrics-file) within 30 s",
+            fifo.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("start the program that reads it"), "{err}");
+    assert_eq!(sandbox.stats().calls, 0, "nothing was done");
+    assert!(
+        !dir.path().join("unread.csv").exists(),
+        "no report was made"
+    );
+}
