@@ -51,9 +51,16 @@ impl Exit {
 
     /// The code for a command that returned an error: usage mistakes (an
     /// input column missing or named twice among them) are 2,
-    /// a state file held by another run is 4, every other fault aborted the
-    /// run (1).
+    /// a state file held by another run is 4, a signal while the run waited
+    /// for a FIFO's reader before doing anything is 130, every other fault
+    /// aborted the run (1).
     pub fn of_error(error: &anyhow::Error) -> Exit {
+        if error
+            .chain()
+            .any(|e| e.is::<crate::paths::StoppedWaiting>())
+        {
+            return Exit::Interrupted;
+        }
         let locked = error.chain().any(|e| {
             matches!(
                 e.downcast_ref(),

@@ -5,13 +5,22 @@
 //! end. `lsq_dispatch_last_success_timestamp_seconds` is carried over from
 //! the file a previous run left when this one does not succeed, so an
 //! alert on its age fires however many runs fail in a row.
+//!
+//! Only a regular file is read back, and only its first [`PREVIOUS_MAX`]
+//! bytes. A metrics "file" that is no file in a directory (`/dev/stdout`,
+//! a device, a FIFO) is never read, and is written once, at the end: the
+//! refreshes are for a collector that reads a file, and a reader of a
+//! stream wants one exposition, not one every 15 s.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::paths::Target;
 use crate::summary::Summary;
 
 /// How often a running job rewrites its metrics.
@@ -24,10 +33,15 @@ const LAST_SUCCESS: &str = "lsq_dispatch_last_success_timestamp_seconds";
 /// collector reads it as a user of its own.
 const MODE: u32 = 0o644;
 
+/// The most of a previous metrics file read back: ours are a few KiB, and
+/// the last success is near their end; a larger file is no metrics file of
+/// ours.
+const PREVIOUS_MAX: u64 = 1024 * 1024;
+
 /// The metrics file of one run.
 #[derive(Debug)]
 pub(crate) struct MetricsFile {
-    path: PathBuf,
+    target: Target,
     /// The `job_name` label of the last success: the file's name without
     /// `.prom`, the same every night whatever the campaign is called.
     job_name: String,
@@ -38,10 +52,14 @@ pub(crate) struct MetricsFile {
 }
 
 impl MetricsFile {
-    /// The metrics file at `path`, remembering the last success that the
+    /// The metrics file at `target`, remembering the last success that the
     /// file there records (the file is one job's, whatever its campaigns).
-    pub(crate) fn open(path: &Path, dry_run: bool) -> MetricsFile {
-        let previous = std::fs::read_to_string(path).unwrap_or_default();
+    pub(crate) fn open(target: Target, dry_run: bool) -> MetricsFile {
+        let previous = match &target {
+            Target::File(path) => previous_text(path),
+            Target::Opened(_) => String::new(),
+        };
+        let path = target.path();
         let prefix = format!("{LAST_SUCCESS}{{");
         let last_success = previous
             .lines()
@@ -56,7 +74,7 @@ impl MetricsFile {
             .filter(|stem| !stem.is_empty())
             .unwrap_or_else(|| "lsq-dispatch".to_owned());
         MetricsFile {
-            path: path.to_owned(),
+            target,
             job_name,
             dry_run,
             last_success,
@@ -64,26 +82,55 @@ impl MetricsFile {
     }
 
     /// Writes the figures so far; `summary.finished_at` set means the run
-    /// has ended with `summary.exit_code`.
+    /// has ended with `summary.exit_code`. An output that is no file takes
+    /// only those of the end.
     pub(crate) fn write(
         &mut self,
         summary: &Summary,
         now: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<()> {
         let finished = !summary.finished_at.is_empty();
+        if !finished && matches!(self.target, Target::Opened(_)) {
+            return Ok(());
+        }
         if finished && summary.exit_code == 0 && !self.dry_run {
             self.last_success = now.timestamp() as f64;
         }
         let last_success = (self.job_name.as_str(), self.last_success);
         let text = render(summary, finished, last_success);
-        crate::paths::write_whole_mode(&self.path, text.as_bytes(), MODE).with_context(|| {
-            format!(
-                "cannot write the metrics file {}: check that its directory exists and is \
-                 writable, or choose another --metrics-file path",
-                self.path.display()
-            )
-        })
+        let advice = match self.target {
+            Target::File(_) => "check that its directory exists and is writable",
+            Target::Opened(_) => "check the device, or the program that reads it",
+        };
+        self.target
+            .write_whole(text.as_bytes(), MODE)
+            .with_context(|| {
+                format!(
+                    "cannot write the metrics file {}: {advice}, or choose another \
+                     --metrics-file path",
+                    self.target.path().display()
+                )
+            })
     }
+}
+
+/// The start of the regular file at `path` (nothing when it is none, or
+/// cannot be read): never more than [`PREVIOUS_MAX`] bytes, and never
+/// waiting for a writer, should a FIFO have taken the file's place.
+fn previous_text(path: &Path) -> String {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path);
+    let Ok(file) = opened else {
+        return String::new();
+    };
+    if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = file.take(PREVIOUS_MAX).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A label value with `\`, `"` and line ends escaped.
@@ -180,12 +227,13 @@ mod tests {
         let path = dir.path().join("lsq.prom");
         let campaign = "night \"1\"";
         let ended = |exit| Summary::begin(campaign, Path::new("leads.csv")).ended(exit);
-        let mut file = MetricsFile::open(&path, false);
+        let open = |dry_run| MetricsFile::open(Target::File(path.clone()), dry_run);
+        let mut file = open(false);
         assert_eq!(file.last_success, 0.0);
         let then = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         file.write(&ended(Exit::Success), then).unwrap();
         for (exit, dry_run, code) in [(Exit::Attention, false, 3), (Exit::Success, true, 0)] {
-            let mut next = MetricsFile::open(&path, dry_run);
+            let mut next = open(dry_run);
             next.write(&ended(exit), chrono::Utc::now()).unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
             let label = "{campaign=\"night \\\"1\\\"\"}";
@@ -199,6 +247,9 @@ mod tests {
         }
         // Another file is another job's.
         let other = dir.path().join("other.prom");
-        assert_eq!(MetricsFile::open(&other, false).last_success, 0.0);
+        assert_eq!(
+            MetricsFile::open(Target::File(other), false).last_success,
+            0.0
+        );
     }
 }

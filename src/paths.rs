@@ -8,8 +8,9 @@
 //!
 //! `/dev/stdout` and `/dev/stderr` (or `/dev/fd/1`, `/proc/self/fd/2`, …)
 //! are written through the process's own descriptors, and a device or FIFO
-//! named directly is written as it is: none of them is replaced, and a
-//! character device (a terminal, `/dev/null`) takes any number of outputs.
+//! named directly is written as it is: none of them is replaced, read or
+//! opened twice (see [`Target`]), and a character device (a terminal,
+//! `/dev/null`) takes any number of outputs.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +22,10 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 use crate::usage::UsageError;
+
+mod target;
+
+pub(crate) use target::{OutputFile, StoppedWaiting, Target};
 
 /// One file a run writes, as a message names it.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@
 //! fails is warned about, and none holds the run up for longer than
 //! [`TIMEOUT`]. The start ping goes out while the run works, and the
 //! closing one waits for it, so the monitor sees them in order. The URL
-//! usually holds the check's secret token, so messages name only its host.
+//! usually holds the check's secret token, so messages name only its
+//! origin (`https://hc-ping.com/…`).
 
 use std::fmt;
 use std::time::Duration;
@@ -18,6 +19,9 @@ use crate::exit::Exit;
 
 /// The longest a ping may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a ping may wait for its connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cron monitor's ping URL: https, or http to loopback. Its `Debug`
 /// shows only the host.
@@ -55,6 +59,12 @@ impl PingUrl {
         self.0.host_str().unwrap_or_default()
     }
 
+    /// The URL as a message shows it: its origin, the path and query (where
+    /// the token is) left out.
+    fn shown(&self) -> String {
+        format!("{}/…", self.0.origin().ascii_serialization())
+    }
+
     /// The URL with one more path segment (`start`, `fail`), before any
     /// query.
     fn with_segment(&self, segment: &str) -> Url {
@@ -78,15 +88,15 @@ impl Pinger {
     pub(crate) fn start(url: PingUrl) -> Pinger {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT / 2)
+            .connect_timeout(CONNECT_TIMEOUT)
             // The token must not follow a redirect to another host.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
         let request = client.post(url.with_segment("start"));
-        let host = url.host().to_owned();
-        let started = tokio::spawn(async move { send(request, &host, "start").await });
+        let to = url.clone();
+        let started = tokio::spawn(async move { send(request, &to, "start").await });
         Pinger {
             url,
             client,
@@ -115,22 +125,47 @@ impl Pinger {
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(summary);
-        send(request, self.url.host(), what).await;
+        send(request, &self.url, what).await;
     }
 }
 
-/// Sends one ping; a failure is a warning naming the host, never the URL.
-async fn send(request: reqwest::RequestBuilder, host: &str, what: &str) {
+/// Whether `error` is a time-out, however deep in its causes.
+fn timed_out(error: &reqwest::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let io = e.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = e.source();
+    }
+    error.is_timeout()
+}
+
+/// Sends one ping; a failure is a warning naming the host (or the URL's
+/// origin), never the URL.
+async fn send(request: reqwest::RequestBuilder, url: &PingUrl, what: &str) {
+    let host = url.host();
     let failure = match request.send().await {
         Ok(answer) if answer.status().is_success() => {
             tracing::debug!(host, "{what} ping to {host} delivered");
             return;
         }
         Ok(answer) => format!("it answered {}", answer.status()),
-        Err(e) if e.is_timeout() => format!(
-            "it did not answer within {}",
-            crate::units::lifetime_text(TIMEOUT)
-        ),
+        Err(e) if timed_out(&e) => {
+            let (after, waiting) = match e.is_connect() {
+                true => (CONNECT_TIMEOUT, "for a connection"),
+                false => (TIMEOUT, "for an answer"),
+            };
+            tracing::warn!(
+                host,
+                "the {what} ping to {} timed out after {} s (waiting {waiting}); the run goes \
+                 on: check --ping-url (or LSQ_PING_URL) and that the monitor is up",
+                url.shown(),
+                after.as_secs()
+            );
+            return;
+        }
         Err(e) if e.is_connect() => format!("cannot connect: {}", e.without_url()),
         Err(e) => e.without_url().to_string(),
     };
@@ -150,6 +185,7 @@ mod tests {
         let token = "https://hc-ping.com/5f1c2e44-secret-token";
         let url = PingUrl::parse(token).unwrap();
         assert_eq!(url.host(), "hc-ping.com");
+        assert_eq!(url.shown(), "https://hc-ping.com/…");
         assert!(!format!("{url:?}").contains("secret"));
         assert!(PingUrl::parse("http://127.0.0.1:8000/ping/abc").is_ok());
         for bad in [

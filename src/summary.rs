@@ -137,11 +137,18 @@ impl Summary {
     /// Writes the summary as pretty JSON, mode 0600, in place of any file
     /// at `path` (never through a link there), whole or not at all.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::paths::write_whole(path, &self.to_json()).with_context(|| {
+        self.write_to(&mut crate::paths::Target::File(path.to_owned()))
+    }
+
+    /// Writes the summary as pretty JSON to `target`: a file as
+    /// [`Summary::write_json`] does, an opened output (a FIFO, a stream) as
+    /// it is.
+    pub(crate) fn write_to(&self, target: &mut crate::paths::Target) -> anyhow::Result<()> {
+        target.write_whole(&self.to_json(), 0o600).with_context(|| {
             format!(
                 "cannot write the summary {}: check that its directory exists and is \
-                 writable, or choose another --summary-json path",
-                path.display()
+                 writable (or that a program reads it), or choose another --summary-json path",
+                target.path().display()
             )
         })
     }

@@ -39,7 +39,7 @@ use crate::exit::Exit;
 use crate::logging::RESULT;
 use crate::ping::Pinger;
 use crate::report::{Record, Status};
-use crate::signal::{watch_signals, Stop};
+use crate::signal::{watch_signals, Stop, StopSignal};
 use crate::summary::Summary;
 
 /// How a finished (or interrupted) run ended.
@@ -208,12 +208,16 @@ impl std::fmt::Display for Aborted {
 /// Runs the batch job whose summary `begun` started.
 async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    let prepared = prepare::prepare(settings).await?;
+    // Signals are heard from the start: one during a wait for a FIFO's
+    // reader ends the wait, and one later stops the run before its rows.
+    let signal = StopSignal::new();
+    let stop = watch_signals(&signal);
+    let prepared = prepare::prepare(settings, signal).await?;
     let job = prepared.job;
     let mut sink = sink::Sink::open(
         &job.settings,
-        prepared.reader.header_line(),
-        prepared.rows_estimate,
+        prepared.targets,
+        (prepared.reader.header_line(), prepared.rows_estimate),
         prepared.limiter,
         (started, begun),
     )?;
@@ -222,7 +226,7 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         tracing::warn!("{warning}");
         if job.settings.refuse_night_links {
             let refused = anyhow::anyhow!("{warning}");
-            let outcome = sink.finish(false, Some(&refused))?;
+            let (outcome, _) = sink.finish(false, Some(&refused));
             return Err(refused.context(Aborted {
                 message: "run refused (--refuse-night-links): no key was made and no email \
                           sent; run the job in the recipients' morning, or change \
@@ -232,7 +236,6 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
             }));
         }
     }
-    let stop = watch_signals(&job.stop);
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
     let quit = crate::signal::reached(stop.clone(), Stop::Quit);
     tokio::pin!(quit);
@@ -252,7 +255,13 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
             None => break,
             Some(Ok(mut finished)) => {
                 let stops = finished.fatal.take();
-                sink.record(finished)?;
+                // An output that cannot be written (a full disk) stops the
+                // run as a lost budget does; the campaign state records
+                // the rows in flight, and the other outputs tell them.
+                if let Err(e) = sink.record(finished) {
+                    job.stop.raise(Stop::Finish);
+                    fatal.get_or_insert(e);
+                }
                 if let Some(e) = stops {
                     job.stop.raise(Stop::Finish);
                     fatal.get_or_insert(e.into());
@@ -274,19 +283,26 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
     }
     drop(outcomes);
     let interrupted = *stop.borrow() != Stop::Running;
-    let outcome = sink.finish(interrupted, fatal.as_ref())?;
+    let (outcome, failed) = sink.finish(interrupted, fatal.as_ref());
+    let fatal = fatal.or(failed);
     job.register_retry_file(outcome.retry_csv.as_deref())
         .await?;
     match fatal {
-        Some(e) => Err(e.context(Aborted {
-            message: format!(
-                "run aborted; the report {} holds every row done before{}\n{}. Cause",
-                outcome.report.display(),
-                outcome.files(),
-                outcome.resume_advice("fix the cause and re-run the same command")
-            ),
-            summary: outcome.summary,
-        })),
+        Some(e) => {
+            let message = match e.downcast_ref::<sink::ReportLost>() {
+                Some(lost) => outcome.report_lost(lost, job.settings.is_dry_run()),
+                None => format!(
+                    "run aborted; the report {} holds every row done before{}\n{}",
+                    outcome.report.display(),
+                    outcome.files(),
+                    outcome.resume_advice("fix the cause and re-run the same command")
+                ),
+            };
+            Err(e.context(Aborted {
+                message: message + ". Cause",
+                summary: outcome.summary,
+            }))
+        }
         None => Ok(outcome),
     }
 }
@@ -353,6 +369,38 @@ impl RunOutcome {
             None => "no input row was processed".to_owned(),
         };
         format!("{undone}: to resume, {how}; leads already done are skipped by the campaign state")
+    }
+
+    /// For a run whose report failed (`lost`): where the report ends, that
+    /// the campaign state holds the rest, and how to resume.
+    fn report_lost(&self, lost: &sink::ReportLost, dry_run: bool) -> String {
+        let ends = match lost.last_line {
+            Some(line) => format!("on its last whole row, input line {line}"),
+            None => "after its header".to_owned(),
+        };
+        let rows = self.summary.rows;
+        let done = match dry_run {
+            true => format!("the run planned {rows} rows"),
+            false => format!("the campaign state holds every lead the run did, {rows} rows"),
+        };
+        let how = format!(
+            "make room for the report (or give --report another path) and re-run the same \
+             command{}",
+            match dry_run {
+                true => "",
+                false => "; leads already done are skipped by the campaign state",
+            }
+        );
+        format!(
+            "run aborted: the report {} could not be written, and ends {ends}; {done}{}\n{}",
+            lost.path.display(),
+            self.files(),
+            match self.last_line {
+                Some(line) =>
+                    format!("input rows after line {line} were not processed: to resume, {how}"),
+                None => format!("to resume, {how}"),
+            }
+        )
     }
 
     /// "; rows to retry: …; invalid rows: …" for the files that were written.

@@ -3,7 +3,7 @@
 //! run-level fault that can be found early surfaces here.
 
 use std::collections::HashMap;
-
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::config::{Connection, Delivery, EmailSettings, Settings, UsageError};
 use crate::email::{SendError, Sender, Templates, Transport};
 use crate::input::{InputOptions, LeadReader};
 use crate::limiter::{Limiter, LimiterSettings};
-use crate::paths::Output;
+use crate::paths::{Output, Target};
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
 
@@ -88,9 +88,17 @@ pub(super) struct Job {
     pub(super) stop: StopSignal,
 }
 
+/// Where the report, the summary and the metrics go.
+pub(super) struct Targets {
+    pub(super) report: Target,
+    pub(super) summary_json: Option<Target>,
+    pub(super) metrics: Option<Target>,
+}
+
 /// Everything checked and opened before the first call.
 pub(super) struct Prepared {
     pub(super) job: Arc<Job>,
+    pub(super) targets: Targets,
     /// About how many rows the input holds, for progress and sizing.
     pub(super) rows_estimate: u64,
     pub(super) reader: LeadReader,
@@ -99,18 +107,18 @@ pub(super) struct Prepared {
 
 /// Opens the input and checks every output against it and one another,
 /// loads and checks templates, takes the tenant's shared budget, opens the
-/// campaign state and builds the client and the mail transport.
-pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
+/// campaign state and builds the client and the mail transport. `stop`
+/// is asked by every wait, from the wait for a FIFO's reader on.
+pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
-    // A summary or metrics path that cannot be written is found before the
-    // campaign state and the report are, so a refused run leaves nothing.
-    for path in [&settings.summary_json, &settings.metrics_file]
-        .into_iter()
-        .flatten()
-    {
-        crate::report::open_check(path)?;
-    }
+    // Outputs that are no file (a stream, a device, a FIFO) are opened now,
+    // once, and a FIFO waited for before the campaign is locked.
+    let targets = Targets {
+        summary_json: checked(settings.summary_json.as_deref(), "--summary-json", &stop).await?,
+        metrics: checked(settings.metrics_file.as_deref(), "--metrics-file", &stop).await?,
+        report: Target::open(&settings.report, "--report", &stop).await?,
+    };
     // The one open of the input, read once: a pipe or a FIFO has no second
     // reading (a regular file's text is checked through a copy of it).
     let copy = input.try_clone();
@@ -195,12 +203,31 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             taken: AtomicU64::new(0),
             gate: Mutex::new(gate),
             credentials: credentials.map(|mark| (mark, AtomicBool::new(false))),
-            stop: StopSignal::new(),
+            stop,
         }),
+        targets,
         reader,
         rows_estimate,
         limiter,
     })
+}
+
+/// Where the optional output at `path`, which `setting` names, goes. A
+/// file that cannot be written is found here, before the campaign state
+/// and the report are, so a refused run leaves nothing.
+async fn checked(
+    path: Option<&Path>,
+    setting: &'static str,
+    stop: &StopSignal,
+) -> anyhow::Result<Option<Target>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let target = Target::open(path, setting, stop).await?;
+    if let Target::File(path) = &target {
+        crate::report::open_check(path)?;
+    }
+    Ok(Some(target))
 }
 
 /// One line on how the input is read: `input leads.csv: UTF-16LE,

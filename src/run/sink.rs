@@ -4,29 +4,50 @@
 //! progress; [`Sink::tick`] refreshes the metrics file; [`Sink::finish`]
 //! flushes them all and writes the summary and the metrics. The rest of the
 //! run never knows how many outputs there are.
+//!
+//! An output that cannot be written does not take the others with it: a
+//! report that fails (a full disk) ends on its last whole row, and the rows
+//! after it are still counted, kept for retry and told in the summary, the
+//! metrics and the closing ping.
 
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-
-use anyhow::Context;
 
 use crate::config::Settings;
 use crate::exit::Exit;
 use crate::input::HeaderLine;
 use crate::limiter::Limiter;
 use crate::metrics::MetricsFile;
+use crate::paths::Target;
 use crate::plan::{Plan, PlanSettings};
 use crate::progress::Progress;
 use crate::report::{ReportWriter, RerunFiles, RerunWritten};
 use crate::summary::Summary;
 
+use super::prepare::Targets;
 use super::{Finished, RunOutcome};
+
+/// The report could not be written on: it ends on its last whole row.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the report {}", path.display())]
+pub(super) struct ReportLost {
+    pub(super) path: PathBuf,
+    /// The input line of the last row the report holds, if any.
+    pub(super) last_line: Option<u64>,
+    #[source]
+    source: io::Error,
+}
 
 /// Every output of one run.
 pub(super) struct Sink {
     report: ReportWriter,
-    summary_path: Option<PathBuf>,
+    /// The report failed: the rows after it are counted, not written.
+    report_lost: bool,
+    /// The highest input line the report holds.
+    reported_line: Option<u64>,
+    summary_json: Option<Target>,
     summary: Summary,
     metrics: Option<MetricsFile>,
     rerun: Option<RerunFiles>,
@@ -41,34 +62,29 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    /// Creates the report and checks the summary's and the metrics' paths,
-    /// before any call; the run's time counts from `started`, and `summary`
-    /// says which run it is.
+    /// Creates the report on its target, before any call, and takes the
+    /// summary's and the metrics' (checked by `prepare`); the run's time
+    /// counts from `started`, and `summary` says which run it is.
     pub(super) fn open(
         settings: &Settings,
-        header: &HeaderLine,
-        rows_estimate: u64,
+        targets: Targets,
+        (header, rows_estimate): (&HeaderLine, u64),
         limiter: Arc<Limiter>,
         (started, summary): (Instant, Summary),
     ) -> anyhow::Result<Sink> {
         let dry_run = settings.is_dry_run();
-        let mut report = ReportWriter::create(&settings.report)?;
+        let mut report = ReportWriter::open(targets.report)?;
         if dry_run {
             report = report.buffered();
         }
-        if let Some(path) = &settings.summary_json {
-            crate::report::open_check(path)?;
-        }
-        if let Some(path) = &settings.metrics_file {
-            crate::report::open_check(path)?;
-        }
         Ok(Sink {
             report,
-            summary_path: settings.summary_json.clone(),
-            metrics: settings
-                .metrics_file
-                .as_deref()
-                .map(|path| MetricsFile::open(path, dry_run)),
+            report_lost: false,
+            reported_line: None,
+            summary_json: targets.summary_json,
+            metrics: targets
+                .metrics
+                .map(|target| MetricsFile::open(target, dry_run)),
             summary,
             rerun: (!dry_run).then(|| RerunFiles::new(&settings.report, &settings.input, header)),
             plan: dry_run.then(|| (Plan::new(), settings.plan_settings())),
@@ -84,12 +100,18 @@ impl Sink {
         })
     }
 
-    /// Hands one row's outcome to every output.
+    /// Hands one row's outcome to every output, even when one of them
+    /// fails; the first failure is returned (a report that failed is not
+    /// written to again).
     pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
         let Finished { record, raw, .. } = finished;
-        self.report
-            .write(&record)
-            .with_context(|| format!("cannot write the report {}", self.report.path().display()))?;
+        let mut failure = None;
+        if !self.report_lost {
+            match self.report.write(&record) {
+                Ok(()) => self.reported_line = self.reported_line.max(Some(record.row)),
+                Err(e) => failure = Some(self.lose_report(e)),
+            }
+        }
         self.summary.record(&record);
         tracing::debug!(
             row = record.row,
@@ -110,14 +132,28 @@ impl Sink {
             plan.record(&record);
         }
         if let (Some(rerun), Some(raw)) = (&mut self.rerun, &raw) {
-            rerun.write(record.status, raw)?;
+            if let Err(e) = rerun.write(record.status, raw) {
+                failure.get_or_insert(e);
+            }
         }
         self.progress.inc();
         if !self.paused_shown && self.limiter.rate_limited() > 0 {
             self.paused_shown = true;
             tracing::info!("the API answered 429 (rate limited): every call paused, then resumed");
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Notes that the report failed with `error`: no row is written to it
+    /// any more.
+    fn lose_report(&mut self, error: io::Error) -> anyhow::Error {
+        self.report_lost = true;
+        ReportLost {
+            path: self.report.path().to_owned(),
+            last_line: self.reported_line,
+            source: error,
+        }
+        .into()
     }
 
     /// Writes the metrics file with the figures so far; a failure is a
@@ -148,18 +184,27 @@ impl Sink {
     /// Flushes the report, puts the files of input rows in place, finishes
     /// the plan and writes the summary and the metrics: what the run did,
     /// whether or not it went to the end, and how it ended (interrupted, or
-    /// aborted by `fatal`).
+    /// aborted by `fatal`). Every output is tried whatever another does; the
+    /// first that fails is returned with the outcome, and the run ends
+    /// aborted by it when nothing else aborted it.
     pub(super) fn finish(
         mut self,
         interrupted: bool,
         fatal: Option<&anyhow::Error>,
-    ) -> anyhow::Result<RunOutcome> {
+    ) -> (RunOutcome, Option<anyhow::Error>) {
+        let mut failed = None;
+        if !self.report_lost {
+            if let Err(e) = self.report.flush() {
+                failed = Some(self.lose_report(e));
+            }
+        }
         let report = self.report.path().to_owned();
-        self.report
-            .flush()
-            .with_context(|| format!("cannot write the report {}", report.display()))?;
-        let rerun = match self.rerun.take() {
-            Some(rerun) => rerun.finish()?,
+        let rerun = match self.rerun.take().map(RerunFiles::finish) {
+            Some(Ok(written)) => written,
+            Some(Err(e)) => {
+                failed.get_or_insert(e);
+                RerunWritten::default()
+            }
             None => RerunWritten::default(),
         };
         self.progress.finish();
@@ -168,22 +213,29 @@ impl Sink {
             self.summary.plan = Some(plan);
         }
         self.measure();
-        let exit = match fatal {
+        let exit = match fatal.or(failed.as_ref()) {
             Some(e) => Exit::of_error(e),
             None => super::exit_of(&self.summary, interrupted),
         };
         self.summary.end(exit);
-        self.write_metrics();
-        if let Some(path) = &self.summary_path {
-            self.summary.write_json(path)?;
+        if let Some(target) = &mut self.summary_json {
+            if let Err(e) = self.summary.write_to(target) {
+                if fatal.or(failed.as_ref()).is_none() {
+                    // The summary said 0; the metrics and the ping must not.
+                    self.summary.end(Exit::of_error(&e));
+                }
+                failed.get_or_insert(e);
+            }
         }
-        Ok(RunOutcome {
+        self.write_metrics();
+        let outcome = RunOutcome {
             summary: self.summary,
             interrupted,
             report,
             retry_csv: rerun.retry,
             invalid_csv: rerun.invalid,
             last_line: self.last_line,
-        })
+        };
+        (outcome, failed)
     }
 }

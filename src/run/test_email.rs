@@ -13,7 +13,7 @@ use super::prepare::prepare;
 
 /// Sends the test message; says which lead it was made for.
 pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
-    let prepared = prepare(settings).await?;
+    let prepared = prepare(settings, crate::signal::StopSignal::new()).await?;
     let job = prepared.job;
     job.check_mail().await?;
     let mail = job

@@ -19,9 +19,11 @@ mod support;
 
 mod daytime;
 mod delivery;
+mod device_outputs;
 mod dry_run;
 mod email;
 mod exit_codes;
+mod full_disk;
 mod greylisting;
 mod hostile;
 mod input_hostile;

@@ -88,8 +88,14 @@ async fn a_cron_monitor_that_never_answers_costs_one_timeout_and_is_named_as_suc
     assert_eq!(out.status.code(), Some(0), "a ping never fails the run");
     assert!(took < Duration::from_secs(15), "the run took {took:?}");
     let said = stderr(&out);
-    assert!(said.contains("did not answer within 10s"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the success ping to http://{addr}/… timed out after 10 s"
+        )),
+        "{said}"
+    );
     assert!(!said.contains("error sending request"), "{said}");
+    assert!(!said.contains("/ping/token"), "{said}");
 }
 
 #[test]

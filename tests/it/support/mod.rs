@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests, each kept here once.
 
 pub mod browser;
+pub mod fifo;
 pub mod hostile_server;
 mod installed;
 pub mod link_service;
@@ -8,6 +9,7 @@ pub mod private_ca;
 pub mod prometheus;
 pub mod redis_server;
 mod server_thread;
+pub mod small_disk;
 pub mod smtp_server;
 pub mod watch;
 
