@@ -56,14 +56,17 @@ pub fn retry_file_campaign(state: &Path, file: &Path) -> Option<String> {
 /// Why the state store could not be opened or used.
 #[derive(thiserror::Error, Debug)]
 pub enum StateError {
-    /// An older lsq-dispatch, which locks the whole file, is using it.
+    /// The file is open under another of its names (a hard link): SQLite
+    /// keeps its write-ahead log beside each name, so two names open at
+    /// once would each have a log of their own for one database.
     #[error(
-        "the state file {} is in use by an older lsq-dispatch run: wait for it to \
-         finish, or pass another --state",
+        "the state file {} is in use under another name (a hard link to the same file) \
+         by another lsq-dispatch process: one state file is opened under one name at a \
+         time; wait for that run to finish, or pass the same --state path as it does",
         path.display()
     )]
-    Locked {
-        /// The state file.
+    OtherName {
+        /// The state file, as this process names it.
         path: PathBuf,
     },
     /// Another run, in this process or another, holds the campaign.

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::entry::{RawEntry, ENTRY_COLUMNS};
-use super::file::{self, default_path_from, Header, LockFile};
+use super::file::{self, default_path_from, FileLock, Header};
 use super::schema::{bring_up_to_date, check, intact, is_current, timestamp};
 use super::{damaged, foreign, LeadEntry, LeadKey, StateError};
 use crate::redirect::LinkMode;
@@ -31,7 +31,7 @@ pub struct StateStore {
     // Declared before `lock` so the connection closes (and checkpoints its
     // WAL) before the lock is released: fields drop in declaration order.
     pub(super) conn: Connection,
-    pub(super) lock: LockFile,
+    pub(super) lock: FileLock,
     pub(super) path: PathBuf,
 }
 
@@ -51,8 +51,8 @@ impl StateStore {
     ///
     /// A file that is not an lsq-dispatch state file is refused with
     /// [`StateError::Foreign`] or [`StateError::Corrupt`] and left exactly as
-    /// it was; a file an older lsq-dispatch holds gives
-    /// [`StateError::Locked`] at once.
+    /// it was; a file open under another of its names (a hard link) gives
+    /// [`StateError::OtherName`] at once.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
         StateStore::open_checked(path, true)
     }
@@ -66,20 +66,20 @@ impl StateStore {
     }
 
     fn open_checked(path: &Path, check_pages: bool) -> Result<StateStore, StateError> {
-        // Look before locking, so that a foreign file does not even get a
-        // lock file put beside it.
+        // Look before opening, so that a foreign file is never opened for
+        // writing, nor a file made where a foreign one should be.
         match file::read_header(path)? {
             Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
             Some(_) => {}
             None => file::create_parent_dirs(path)?,
         }
         let path = &file::real_path(path)?;
-        let lock = LockFile::share(path)?;
+        // The locks are on the file itself, so it must exist to be locked.
+        file::create_private(path)?;
+        let lock = FileLock::take(path)?;
         // Look again under the lock: the file may have changed meanwhile.
-        match file::read_header(path)? {
-            Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
-            Some(_) => {}
-            None => file::create_private(path)?,
+        if let Some(Header::Foreign(detail)) = file::read_header(path)? {
+            return Err(foreign(path, detail));
         }
         file::make_private(path)?;
 
@@ -88,6 +88,24 @@ impl StateStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| damaged(path, e))?;
+        let (same, names) = lock.names(path)?;
+        if !same {
+            return Err(StateError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(
+                    "the file was replaced while it was being opened; run again",
+                ),
+            });
+        }
+        if names > 1 && check_pages {
+            tracing::warn!(
+                "the state file {} has {names} names (hard links): a run uses it under one \
+                 name at a time; after a crash, run again under the same name, as the \
+                 changes it had not yet folded into the file are in {}-wal beside that name",
+                path.display(),
+                path.display()
+            );
+        }
         conn.busy_timeout(BUSY_TIMEOUT)?;
         if check_pages || !is_current(&conn, path)? {
             intact(&conn, path)?;

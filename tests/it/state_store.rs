@@ -472,7 +472,6 @@ fn a_damaged_state_file_is_refused_and_left_alone() {
         *b = 0xA5;
     }
     fs::write(&path, &contents).unwrap();
-    fs::remove_file(path.with_extension("sqlite.lock")).unwrap();
 
     let err = StateStore::open(&path).unwrap_err();
     assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");

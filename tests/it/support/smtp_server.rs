@@ -47,6 +47,8 @@ pub struct SmtpBehaviour {
     pub rcpt_replies: Vec<String>,
     /// How long the server takes to accept each message.
     pub delay: Duration,
+    /// When set, every message's final reply waits until it is released.
+    pub hold: Option<Hold>,
     /// Messages whose payload the server takes in and then never answers.
     pub unanswered: Option<Unanswered>,
     /// A refused login's reply quotes the AUTH command it got, as some
@@ -144,6 +146,35 @@ impl SmtpBehaviour {
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
+    }
+
+    /// Takes in every message's payload and answers it only once `hold`
+    /// is released, so a test can act while messages are under way.
+    pub fn hold(mut self, hold: &Hold) -> Self {
+        self.hold = Some(hold.clone());
+        self
+    }
+}
+
+/// Holds the final replies of a server's messages until released.
+#[derive(Clone, Debug)]
+pub struct Hold(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Hold {
+    /// A hold not yet released.
+    pub fn new() -> Hold {
+        Hold(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+
+    /// Lets every held message, and every later one, have its reply.
+    pub fn release(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn released(&self) {
+        let mut released = self.0.subscribe();
+        // The sender lives in `self`, so the wait ends only by a release.
+        let _ = released.wait_for(|open| *open).await;
     }
 }
 
@@ -523,6 +554,9 @@ async fn session(
                         return Ok(());
                     }
                     None => {}
+                }
+                if let Some(hold) = &behaviour.hold {
+                    hold.released().await;
                 }
                 tokio::time::sleep(behaviour.delay).await;
                 let reply = {

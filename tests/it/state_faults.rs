@@ -1,0 +1,97 @@
+//! Faults of the machine under the campaign state, through the real binary:
+//! a state file reached by two hard links.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::smtp_server::{Hold, SmtpBehaviour, SmtpServer};
+use crate::support::{
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, run, run_ok, run_on_sandbox, sample,
+    statuses, stderr, wait_until, with_email,
+};
+use lsq_sandbox::Sandbox;
+
+/// `run INPUT --email` of campaign `spring` with the state file `state`,
+/// its report at `report`.
+fn email_run(
+    sandbox: &Sandbox,
+    smtp: &SmtpServer,
+    dir: &Path,
+    input: &Path,
+    state: &Path,
+    report: &str,
+) -> Command {
+    let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
+    cmd.args(["--campaign", "spring", "--report", report, "--state"])
+        .arg(state);
+    with_email(&mut cmd, &smtp.url(), &sample("templates"));
+    cmd
+}
+
+/// How many accepted messages each recipient got.
+fn deliveries(smtp: &SmtpServer) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for message in smtp.messages() {
+        for to in message.to {
+            *counts.entry(to).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_of_a_campaign_through_two_hard_links_email_each_lead_once() {
+    let sandbox = fast_sandbox().await;
+    let hold = Hold::new();
+    let smtp = SmtpServer::start(SmtpBehaviour::new().hold(&hold));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let (a, b) = (a.join("state.sqlite"), b.join("state.sqlite"));
+    let one = leads_csv(dir.path(), &lead_ids(1));
+    run_ok(
+        run_on_sandbox(&sandbox, dir.path(), &one, &sandbox.portal_url())
+            .args(["--campaign", "init", "--report", "init.csv", "--state"])
+            .arg(&a),
+    );
+    std::fs::hard_link(&a, &b).unwrap();
+
+    let input = leads_with_email(dir.path(), 50);
+    let mut first = email_run(&sandbox, &smtp, dir.path(), &input, &a, "first.csv")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first run holds the campaign while its messages wait for replies.
+    wait_until("the first run's first message", || {
+        smtp.data_attempts() >= 1
+    })
+    .await;
+
+    let second = run(&mut email_run(
+        &sandbox,
+        &smtp,
+        dir.path(),
+        &input,
+        &b,
+        "second.csv",
+    ));
+    hold.release();
+    assert_eq!(second.status.code(), Some(4), "the state file is in use");
+    let text = stderr(&second);
+    assert!(text.contains(&b.display().to_string()), "{text}");
+    assert!(text.contains("another name"), "{text}");
+    assert!(first.wait().unwrap().success());
+
+    let counts = deliveries(&smtp);
+    assert_eq!(counts.len(), 50, "every lead emailed");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    assert_eq!(statuses(&dir.path().join("first.csv"))["sent"], 50);
+    // Every name of the file opens again, one at a time, and holds one log.
+    for name in [&a, &b] {
+        let status = run(lsq(dir.path()).arg("status").arg("--state").arg(name));
+        assert_eq!(status.status.code(), Some(0), "{}", name.display());
+    }
+}
