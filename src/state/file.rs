@@ -316,6 +316,30 @@ fn byte_range(kind: libc::c_int, start: i64, len: i64) -> libc::flock {
     range
 }
 
+/// Which setting chose the default state file ([`default_path_from`] with
+/// this process's environment), for messages: `XDG_STATE_HOME` when it is
+/// set to an absolute path, else `HOME`.
+pub fn default_path_setting() -> &'static str {
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(dir) if Path::new(&dir).is_absolute() => "XDG_STATE_HOME",
+        _ => "HOME",
+    }
+}
+
+/// Creates the missing directories of the state file at `path` (mode 0700),
+/// before anything else is kept beside it; `setting` is what chose the path
+/// (`--state`, `XDG_STATE_HOME`), for the message when they cannot be made.
+pub fn make_directory(path: &Path, setting: &'static str) -> Result<(), StateError> {
+    create_parent_dirs(path).map_err(|e| match e {
+        StateError::Io { source, .. } => StateError::Directory {
+            path: path.to_owned(),
+            setting,
+            error: source,
+        },
+        other => other,
+    })
+}
+
 /// The default state file, from the values of `$XDG_STATE_HOME`, the
 /// platform's state directory and the home directory, in that order of
 /// preference. Taking them as arguments keeps the choice testable without

@@ -27,7 +27,7 @@ use rusqlite::ErrorCode;
 
 pub use campaigns::{CampaignOverview, Pruning};
 pub use entry::{LeadEntry, LeadState};
-pub use file::{default_path_from, APPLICATION_ID};
+pub use file::{default_path_from, default_path_setting, make_directory, APPLICATION_ID};
 pub use schema::SCHEMA_VERSION;
 pub use store::StateStore;
 
@@ -80,6 +80,23 @@ pub enum StateError {
         path: PathBuf,
         /// The campaign.
         campaign: String,
+    },
+    /// The directory of the state file cannot be made: a file in the way,
+    /// say, or no permission.
+    #[error(
+        "cannot make the directory of the state file {} ({error}): {}",
+        path.display(),
+        directory_advice(setting)
+    )]
+    Directory {
+        /// The state file.
+        path: PathBuf,
+        /// The setting that chose the path: `--state`, `XDG_STATE_HOME`,
+        /// `HOME`.
+        setting: &'static str,
+        /// The operating system's answer, shown in the message (not a
+        /// source, so it is not shown twice).
+        error: std::io::Error,
     },
     /// The file is not an lsq-dispatch state file.
     #[error(
@@ -135,6 +152,18 @@ pub enum StateError {
     /// Any other SQLite failure.
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+/// What to do when the directory of a state file chosen by `setting`
+/// cannot be made.
+fn directory_advice(setting: &str) -> String {
+    match setting {
+        "--state" => "pass a --state path in a directory you can write".to_owned(),
+        _ => format!(
+            "the state file is found under {setting}: point {setting} at a directory you \
+             can write, or pass --state PATH"
+        ),
+    }
 }
 
 /// Names one lead of one campaign on one portal for one tenant: the store's

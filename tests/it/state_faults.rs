@@ -1,5 +1,6 @@
 //! Faults of the machine under the campaign state, through the real binary:
-//! a state file reached by two hard links.
+//! a state file reached by two hard links, an age too large to prune by, and
+//! `XDG_STATE_HOME` naming a file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::process::{Command, Stdio};
 use crate::support::smtp_server::{Hold, SmtpBehaviour, SmtpServer};
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, run, run_ok, run_on_sandbox, sample,
-    statuses, stderr, wait_until, with_email,
+    statuses, stderr, wait_until, with_email, write,
 };
 use lsq_sandbox::Sandbox;
 
@@ -94,4 +95,40 @@ async fn two_runs_of_a_campaign_through_two_hard_links_email_each_lead_once() {
         let status = run(lsq(dir.path()).arg("status").arg("--state").arg(name));
         assert_eq!(status.status.code(), Some(0), "{}", name.display());
     }
+}
+
+#[test]
+fn an_age_too_large_to_prune_by_says_the_largest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(lsq(dir.path())
+        .args(["status", "--prune", "--older-than", "100000d", "--state"])
+        .arg(dir.path().join("state.sqlite")));
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(
+        text.contains("--older-than \"100000d\" is too large"),
+        "{text}"
+    );
+    assert!(text.contains("36500d"), "{text}");
+    assert!(!text.contains("use a number of days"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xdg_state_home_naming_a_file_is_blamed_not_the_budget() {
+    let sandbox = fast_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = write(dir.path(), "state-home", "a file\n");
+    let input = leads_csv(dir.path(), &lead_ids(1));
+    let out = run(
+        run_on_sandbox(&sandbox, dir.path(), &input, &sandbox.portal_url())
+            .env("XDG_STATE_HOME", &not_a_dir),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    let path = not_a_dir.join("lsq-dispatch").join("state.sqlite");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("XDG_STATE_HOME"), "{text}");
+    assert!(text.contains("--state"), "{text}");
+    assert!(!text.contains("API budget"), "{text}");
+    assert_eq!(sandbox.stats().calls, 0);
 }
