@@ -48,8 +48,9 @@ pub enum RowError {
         /// When it was accepted.
         sent_at: DateTime<Utc>,
     },
-    /// A run stopped while this lead's email was being sent.
-    InDoubt,
+    /// An earlier run could not tell whether this lead's email was
+    /// delivered; the text says why.
+    InDoubt(String),
     /// Past the rows `--limit` lets this run take on; a later run of the
     /// campaign does it.
     BeyondLimit {
@@ -85,7 +86,7 @@ impl RowError {
             RowError::Email(_) => "email not sent".into(),
             RowError::AlreadySent { .. } => "already sent".into(),
             RowError::BeyondLimit { .. } => "beyond --limit".into(),
-            RowError::InDoubt | RowError::EmailInDoubt(_) => "in doubt".into(),
+            RowError::InDoubt(_) | RowError::EmailInDoubt(_) => "in doubt".into(),
             RowError::NotEmailed => "not emailed: the run was interrupted".into(),
         }
     }
@@ -133,9 +134,9 @@ impl fmt::Display for RowError {
                 "beyond --limit {limit}; this sandbox run's campaign state is not kept, so a \
                  later run starts over (give --state to keep it)"
             ),
-            RowError::InDoubt => f.write_str(
-                "a run stopped while this email was being sent: it may or may not have been \
-                 delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
+            RowError::InDoubt(why) => write!(
+                f,
+                "{why}; check the mailbox, then re-run with --resend-in-doubt to send it again"
             ),
             RowError::NotEmailed => f.write_str(
                 "not emailed: the run was interrupted before this message was started; the lead \

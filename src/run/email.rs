@@ -205,9 +205,15 @@ impl Job {
             Delivered::NotStarted => record.error = Some(RowError::NotEmailed),
             Delivered::InDoubt(error) => {
                 let id = message_id.clone();
+                let reason = match &error {
+                    RowError::EmailInDoubt(what) => {
+                        format!("an earlier run could not tell whether the server took this email: {what}")
+                    }
+                    other => other.to_string(),
+                };
                 ledger
                     .with_lead(lead, portal, move |store, key| {
-                        store.mark_in_doubt(key, &id)
+                        store.mark_in_doubt(key, &id, &reason)
                     })
                     .await?;
                 record.status = Status::InDoubt;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::ErrorCode;
 
 pub use campaigns::{CampaignOverview, Pruning};
-pub use entry::{LeadEntry, LeadState};
+pub use entry::{LeadEntry, LeadState, STOPPED_WHILE_SENDING};
 pub use file::{default_path_from, default_path_setting, make_directory, APPLICATION_ID};
 pub use schema::SCHEMA_VERSION;
 pub use store::StateStore;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 
-use super::entry::{RawEntry, ENTRY_COLUMNS};
+use super::entry::{RawEntry, ENTRY_COLUMNS, STOPPED_WHILE_SENDING};
 use super::file::{self, default_path_from, FileLock, Header};
 use super::schema::{bring_up_to_date, check, intact, is_current, timestamp};
 use super::{damaged, foreign, LeadEntry, LeadKey, StateError};
@@ -307,17 +307,18 @@ impl StateStore {
     /// `sending` with the same Message-ID can become `sent`; anything else is
     /// a bug in the caller and gives [`StateError::NotSending`].
     pub fn mark_sent(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
-        self.settle_sending(key, message_id, "sent")
+        self.settle_sending(key, message_id, "sent", None)
     }
 
     /// Moves the key's lead from `sending` with this Message-ID to `state`
-    /// (`sent` also records when); anything else gives
+    /// (`sent` also records when), with `reason`; anything else gives
     /// [`StateError::NotSending`].
     fn settle_sending(
         &self,
         key: &LeadKey,
         message_id: &str,
         state: &'static str,
+        reason: Option<&str>,
     ) -> Result<(), StateError> {
         let now = timestamp(&Utc::now());
         let sent_at = if state == "sent" {
@@ -327,7 +328,7 @@ impl StateStore {
         };
         let changed = self.conn.execute(
             &format!(
-                "UPDATE leads SET state = '{state}', updated_at = ?5{sent_at} \
+                "UPDATE leads SET state = '{state}', updated_at = ?5, reason = ?7{sent_at} \
                  WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 AND tenant = ?6 \
                    AND state = 'sending' AND message_id = ?4"
             ),
@@ -337,7 +338,8 @@ impl StateStore {
                 key.portal_id,
                 message_id,
                 now,
-                key.tenant
+                key.tenant,
+                reason
             ],
         )?;
         if changed == 1 {
@@ -360,13 +362,19 @@ impl StateStore {
     }
 
     /// Records that the lead's email, with this Message-ID, may or may not
-    /// have been delivered: the SMTP connection failed or went silent once the
-    /// server could have had the message. As after a crash, no later run sends
-    /// it again unless asked to. Only a lead in `sending` with the same
-    /// Message-ID can become `in_doubt`; anything else is a bug in the caller
-    /// and gives [`StateError::NotSending`].
-    pub fn mark_in_doubt(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
-        self.settle_sending(key, message_id, "in_doubt")
+    /// have been delivered, and why (`reason`, as the next run reports it):
+    /// the SMTP connection failed or went silent once the server could have
+    /// had the message. As after a crash, no later run sends it again unless
+    /// asked to. Only a lead in `sending` with the same Message-ID can become
+    /// `in_doubt`; anything else is a bug in the caller and gives
+    /// [`StateError::NotSending`].
+    pub fn mark_in_doubt(
+        &self,
+        key: &LeadKey,
+        message_id: &str,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        self.settle_sending(key, message_id, "in_doubt", Some(reason))
     }
 
     /// Records that the lead failed, and why. Its link and key, if any, are
@@ -490,9 +498,9 @@ impl StateStore {
     /// a crash interrupted.
     pub fn recover_in_doubt(&self, campaign: &str) -> Result<u64, StateError> {
         let changed = self.conn.execute(
-            "UPDATE leads SET state = 'in_doubt', updated_at = ?2 \
+            "UPDATE leads SET state = 'in_doubt', updated_at = ?2, reason = ?3 \
              WHERE campaign = ?1 AND state = 'sending'",
-            params![campaign, timestamp(&Utc::now())],
+            params![campaign, timestamp(&Utc::now()), STOPPED_WHILE_SENDING],
         )?;
         Ok(changed as u64)
     }

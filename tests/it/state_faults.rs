@@ -1,15 +1,15 @@
 //! Faults of the machine under the campaign state, through the real binary:
-//! a state file reached by two hard links, an age too large to prune by, and
-//! `XDG_STATE_HOME` naming a file.
+//! a state file reached by two hard links, a connection lost after a message
+//! was sent, an age too large to prune by, and `XDG_STATE_HOME` naming a file.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::smtp_server::{Hold, SmtpBehaviour, SmtpServer};
+use crate::support::smtp_server::{Hold, Silence, SmtpBehaviour, SmtpServer};
 use crate::support::{
-    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, run, run_ok, run_on_sandbox, sample,
-    statuses, stderr, wait_until, with_email, write,
+    fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
+    run_on_sandbox, sample, statuses, stderr, wait_until, with_email, write,
 };
 use lsq_sandbox::Sandbox;
 
@@ -95,6 +95,45 @@ async fn two_runs_of_a_campaign_through_two_hard_links_email_each_lead_once() {
         let status = run(lsq(dir.path()).arg("status").arg("--state").arg(name));
         assert_eq!(status.status.code(), Some(0), "{}", name.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lead_whose_connection_was_lost_after_data_is_held_in_doubt_saying_so() {
+    const LOST: &str = "lead1@example.com";
+    let sandbox = fast_sandbox().await;
+    let smtp = SmtpServer::start(SmtpBehaviour::new().unanswered(Silence::HangUp, 1, Some(LOST)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_with_email(dir.path(), 3);
+    let state = dir.path().join("campaign.sqlite");
+    let out = run(&mut email_run(
+        &sandbox,
+        &smtp,
+        dir.path(),
+        &input,
+        &state,
+        "first.csv",
+    ));
+    assert_eq!(out.status.code(), Some(3));
+
+    let out = run(&mut email_run(
+        &sandbox,
+        &smtp,
+        dir.path(),
+        &input,
+        &state,
+        "second.csv",
+    ));
+    assert_eq!(out.status.code(), Some(3));
+    let rows = read_report(&dir.path().join("second.csv"));
+    let lost = rows.iter().find(|r| r["email"] == LOST).unwrap();
+    assert_eq!(lost["status"], "in_doubt");
+    let error = &lost["error"];
+    assert!(
+        error.contains("the connection to the SMTP server was lost after the message was sent"),
+        "{error}"
+    );
+    assert!(!error.contains("a run stopped"), "{error}");
+    assert!(error.contains("--resend-in-doubt"), "{error}");
 }
 
 #[test]
