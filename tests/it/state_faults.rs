@@ -1,12 +1,14 @@
 //! Faults of the machine under the campaign state, through the real binary:
-//! a state file reached by two hard links, a connection lost after a message
-//! was sent, an age too large to prune by, and `XDG_STATE_HOME` naming a file.
+//! a state file reached by two hard links, a full disk under it while emails
+//! go out, a connection lost after a message was sent, an age too large to
+//! prune by, and `XDG_STATE_HOME` naming a file.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::smtp_server::{Hold, Silence, SmtpBehaviour, SmtpServer};
+use crate::support::tmpfs::Tmpfs;
 use crate::support::{
     fast_sandbox, lead_ids, leads_csv, leads_with_email, lsq, read_report, run, run_ok,
     run_on_sandbox, sample, statuses, stderr, wait_until, with_email, write,
@@ -98,23 +100,54 @@ async fn two_runs_of_a_campaign_through_two_hard_links_email_each_lead_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lead_whose_connection_was_lost_after_data_is_held_in_doubt_saying_so() {
-    const LOST: &str = "lead1@example.com";
-    let sandbox = fast_sandbox().await;
-    let smtp = SmtpServer::start(SmtpBehaviour::new().unanswered(Silence::HangUp, 1, Some(LOST)));
+async fn a_full_disk_under_the_state_says_which_emails_went_out_and_holds_them_in_doubt() {
     let dir = tempfile::tempdir().unwrap();
-    let input = leads_with_email(dir.path(), 3);
-    let state = dir.path().join("campaign.sqlite");
-    let out = run(&mut email_run(
-        &sandbox,
-        &smtp,
-        dir.path(),
-        &input,
-        &state,
-        "first.csv",
-    ));
-    assert_eq!(out.status.code(), Some(3));
+    let Some(disk) = Tmpfs::mount_or_skip(
+        &dir.path().join("disk"),
+        4 << 20,
+        "a_full_disk_under_the_state_says_which_emails_went_out_and_holds_them_in_doubt",
+    ) else {
+        return;
+    };
+    let state = disk.path.join("state.sqlite");
+    let sandbox = fast_sandbox().await;
+    let hold = Hold::new();
+    let smtp = SmtpServer::start(SmtpBehaviour::new().hold(&hold));
+    let input = leads_with_email(dir.path(), 20);
+    let log = dir.path().join("first.log");
+    let mut first = email_run(&sandbox, &smtp, dir.path(), &input, &state, "first.csv")
+        .args(["--email-concurrency", "8"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Eight messages are with the server, each recorded `sending`; then the
+    // disk fills and the server accepts them.
+    wait_until("eight messages under way", || smtp.data_attempts() == 8).await;
+    let filler = disk.fill();
+    hold.release();
+    let code = first.wait().unwrap().code();
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!("--- first run\n{text}");
+    assert_eq!(code, Some(1), "the run aborted");
+    let accepted = smtp.messages().len();
+    assert_eq!(accepted, 8, "no message started once the state failed");
+    assert!(
+        text.contains("the SMTP server accepted 8 emails"),
+        "says what was sent: {text}"
+    );
+    assert!(text.contains("in_doubt"), "{text}");
+    assert!(text.contains(&state.display().to_string()), "{text}");
+    assert!(!text.contains("no input row was processed"), "{text}");
+    let first_rows = read_report(&dir.path().join("first.csv"));
+    let sent: Vec<_> = first_rows
+        .iter()
+        .filter(|r| r["status"] == "sent")
+        .collect();
+    assert_eq!(sent.len(), 8, "{first_rows:?}");
 
+    // Space again: the next run holds the eight in doubt and sends the rest.
+    std::fs::remove_file(filler).unwrap();
     let out = run(&mut email_run(
         &sandbox,
         &smtp,
@@ -123,7 +156,27 @@ async fn a_lead_whose_connection_was_lost_after_data_is_held_in_doubt_saying_so(
         &state,
         "second.csv",
     ));
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(3), "leads in doubt");
+    let counts = statuses(&dir.path().join("second.csv"));
+    assert_eq!(counts["in_doubt"], 8, "{counts:?}");
+    assert_eq!(counts["sent"], 12, "{counts:?}");
+    let delivered = deliveries(&smtp);
+    assert_eq!(delivered.len(), 20);
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lead_whose_connection_was_lost_after_data_is_held_in_doubt_saying_so() {
+    const LOST: &str = "lead1@example.com";
+    let smtp = SmtpServer::start(SmtpBehaviour::new().unanswered(Silence::HangUp, 1, Some(LOST)));
+    let (sandbox, dir) = (fast_sandbox().await, tempfile::tempdir().unwrap());
+    let input = leads_with_email(dir.path(), 3);
+    // The first run loses the connection; the second finds the lead in doubt.
+    for report in ["first.csv", "second.csv"] {
+        let state = dir.path().join("campaign.sqlite");
+        let mut cmd = email_run(&sandbox, &smtp, dir.path(), &input, &state, report);
+        assert_eq!(run(&mut cmd).status.code(), Some(3), "{report}");
+    }
     let rows = read_report(&dir.path().join("second.csv"));
     let lost = rows.iter().find(|r| r["email"] == LOST).unwrap();
     assert_eq!(lost["status"], "in_doubt");

@@ -9,6 +9,7 @@ pub mod prometheus;
 pub mod redis_server;
 mod server_thread;
 pub mod smtp_server;
+pub mod tmpfs;
 pub mod watch;
 
 use std::net::SocketAddr;
