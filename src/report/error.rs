@@ -67,6 +67,9 @@ pub enum RowError {
     EmailInDoubt(String),
     /// A reason recorded by an earlier run, read back from the campaign state.
     Earlier(String),
+    /// The SMTP server accepted the message, but the campaign state could
+    /// not record it as sent; holds the state's failure.
+    SentUnrecorded(String),
 }
 
 impl RowError {
@@ -88,6 +91,7 @@ impl RowError {
             RowError::BeyondLimit { .. } => "beyond --limit".into(),
             RowError::InDoubt(_) | RowError::EmailInDoubt(_) => "in doubt".into(),
             RowError::NotEmailed => "not emailed: the run was interrupted".into(),
+            RowError::SentUnrecorded(_) => "sent, not recorded in the state".into(),
         }
     }
 
@@ -141,6 +145,11 @@ impl fmt::Display for RowError {
             RowError::NotEmailed => f.write_str(
                 "not emailed: the run was interrupted before this message was started; the lead \
                  stays linked and a re-run of the campaign emails it",
+            ),
+            RowError::SentUnrecorded(e) => write!(
+                f,
+                "sent, but the state file could not record it ({e}): the next run of the \
+                 campaign holds this lead in_doubt and does not send it again"
             ),
             RowError::EmailInDoubt(e) => write!(
                 f,

@@ -42,7 +42,7 @@ pub(super) enum Header {
 pub(super) fn read_header(path: &Path) -> Result<Option<Header>, StateError> {
     let io_err = |source| StateError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut file = match File::open(path) {
         Ok(file) => file,
@@ -85,7 +85,7 @@ pub(super) fn create_private(path: &Path) -> Result<(), StateError> {
         .map(drop)
         .map_err(|source| StateError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         })
 }
 
@@ -99,7 +99,7 @@ pub(super) fn make_private(path: &Path) -> Result<(), StateError> {
     for file in [path, Path::new(&wal), Path::new(&shm)] {
         let io_err = |source| StateError::Io {
             path: file.to_owned(),
-            source,
+            error: source,
         };
         let mode = match fs::metadata(file) {
             Ok(meta) => meta.permissions().mode(),
@@ -122,7 +122,7 @@ pub(super) fn create_parent_dirs(path: &Path) -> Result<(), StateError> {
             .create(dir)
             .map_err(|source| StateError::Io {
                 path: dir.to_owned(),
-                source,
+                error: source,
             }),
         _ => Ok(()),
     }
@@ -134,7 +134,7 @@ pub(super) fn create_parent_dirs(path: &Path) -> Result<(), StateError> {
 pub(super) fn real_path(path: &Path) -> Result<PathBuf, StateError> {
     let io_err = |source| StateError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     match fs::canonicalize(path) {
         Ok(real) => Ok(real),
@@ -199,7 +199,7 @@ impl FileLock {
     pub(super) fn take(path: &Path) -> Result<FileLock, StateError> {
         let file = crate::paths::open_private(path).map_err(|source| StateError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         let lock = FileLock {
             file,
@@ -235,7 +235,7 @@ impl FileLock {
         use std::os::unix::fs::MetadataExt;
         let io_err = |source| StateError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         };
         let held = self.file.metadata().map_err(io_err)?;
         let named = fs::metadata(path).map_err(io_err)?;
@@ -279,7 +279,7 @@ impl FileLock {
                 _ => {
                     return Err(StateError::Io {
                         path: self.path.clone(),
-                        source: err,
+                        error: err,
                     })
                 }
             }
@@ -331,10 +331,10 @@ pub fn default_path_setting() -> &'static str {
 /// (`--state`, `XDG_STATE_HOME`), for the message when they cannot be made.
 pub fn make_directory(path: &Path, setting: &'static str) -> Result<(), StateError> {
     create_parent_dirs(path).map_err(|e| match e {
-        StateError::Io { source, .. } => StateError::Directory {
+        StateError::Io { error, .. } => StateError::Directory {
             path: path.to_owned(),
             setting,
-            error: source,
+            error,
         },
         other => other,
     })

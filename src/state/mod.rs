@@ -123,12 +123,13 @@ pub enum StateError {
         detail: String,
     },
     /// The file, its lock or its directory could not be created or read.
-    #[error("cannot use the state file {}: {source}", path.display())]
+    #[error("cannot use the state file {}: {error}", path.display())]
     Io {
         /// The path that failed.
         path: PathBuf,
-        /// The operating system's answer.
-        source: std::io::Error,
+        /// The operating system's answer, shown in the message (not a
+        /// source, so it is not shown twice).
+        error: std::io::Error,
     },
     /// `mark_sent` or `mark_in_doubt` for a lead that is not in `sending`
     /// with that Message-ID:
@@ -149,9 +150,16 @@ pub enum StateError {
         /// What the store holds for the lead instead.
         found: String,
     },
-    /// Any other SQLite failure.
+    /// Any other SQLite failure, shown in the message (not a source, so it
+    /// is not shown twice).
     #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        StateError::Sqlite(e)
+    }
 }
 
 /// What to do when the directory of a state file chosen by `setting`

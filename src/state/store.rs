@@ -92,7 +92,7 @@ impl StateStore {
         if !same {
             return Err(StateError::Io {
                 path: path.to_owned(),
-                source: std::io::Error::other(
+                error: std::io::Error::other(
                     "the file was replaced while it was being opened; run again",
                 ),
             });
@@ -116,7 +116,7 @@ impl StateStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Io {
                 path: path.to_owned(),
-                source: std::io::Error::other(format!(
+                error: std::io::Error::other(format!(
                     "SQLite cannot use a write-ahead log here (journal mode stays {mode}); \
                      put the state file on a local file system"
                 )),

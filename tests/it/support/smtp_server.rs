@@ -23,9 +23,13 @@ use tokio::net::TcpStream;
 
 use super::server_thread::ServerThread;
 
-// A sibling file, named by path so the bench that includes this one finds it too.
+// Sibling files, named by path so the bench that includes this one finds them too.
+#[path = "hold.rs"]
+mod hold;
 #[path = "received.rs"]
 mod received;
+
+pub use hold::Hold;
 
 use received::b64;
 pub use received::ReceivedMessage;
@@ -153,28 +157,6 @@ impl SmtpBehaviour {
     pub fn hold(mut self, hold: &Hold) -> Self {
         self.hold = Some(hold.clone());
         self
-    }
-}
-
-/// Holds the final replies of a server's messages until released.
-#[derive(Clone, Debug)]
-pub struct Hold(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Hold {
-    /// A hold not yet released.
-    pub fn new() -> Hold {
-        Hold(Arc::new(tokio::sync::watch::Sender::new(false)))
-    }
-
-    /// Lets every held message, and every later one, have its reply.
-    pub fn release(&self) {
-        self.0.send_replace(true);
-    }
-
-    async fn released(&self) {
-        let mut released = self.0.subscribe();
-        // The sender lives in `self`, so the wait ends only by a release.
-        let _ = released.wait_for(|open| *open).await;
     }
 }
 
