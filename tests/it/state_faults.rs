@@ -16,7 +16,8 @@ use crate::support::{
 use lsq_sandbox::Sandbox;
 
 /// `run INPUT --email` of campaign `spring` with the state file `state`,
-/// its report at `report`.
+/// its report at `report`. Messages a test holds at the server wait for
+/// their replies as long as a loaded machine may need.
 fn email_run(
     sandbox: &Sandbox,
     smtp: &SmtpServer,
@@ -26,7 +27,10 @@ fn email_run(
     report: &str,
 ) -> Command {
     let mut cmd = run_on_sandbox(sandbox, dir, input, &sandbox.portal_url());
-    cmd.args(["--campaign", "spring", "--report", report, "--state"])
+    let config = write(dir, "patient.toml", "smtp_timeout = \"10m\"\n");
+    cmd.args(["--campaign", "spring", "--report", report, "--config"])
+        .arg(config)
+        .arg("--state")
         .arg(state);
     with_email(&mut cmd, &smtp.url(), &sample("templates"));
     cmd
