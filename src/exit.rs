@@ -64,7 +64,7 @@ impl Exit {
         let locked = error.chain().any(|e| {
             matches!(
                 e.downcast_ref(),
-                Some(StateError::Locked { .. } | StateError::Busy { .. })
+                Some(StateError::OtherName { .. } | StateError::Busy { .. })
             )
         });
         let usage = error.chain().any(|e| {

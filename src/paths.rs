@@ -76,7 +76,7 @@ impl Output {
             path: real.clone(),
             written_here: false,
         }];
-        for suffix in ["-wal", "-shm", "-journal", ".lock"] {
+        for suffix in ["-wal", "-shm", "-journal"] {
             let mut side = real.clone().into_os_string();
             side.push(suffix);
             let side = PathBuf::from(side);

@@ -114,13 +114,38 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// The longest age [`parse_age`] takes: about a hundred years.
-const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Parses an age such as `90d`, `12h` or `30m`, longer than a day if need
-/// be, for `status --prune --older-than`. `None` when malformed, zero or
-/// over a hundred years.
+/// [`MAX_AGE`] as a user writes it.
+pub(crate) const MAX_AGE_TEXT: &str = "36500d";
+
+/// Why an age was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BadAge {
+    /// Not written as a length of time.
+    Malformed,
+    /// Zero.
+    Zero,
+    /// Longer than [`MAX_AGE`], or than any length of time holds.
+    TooLong,
+}
+
+/// Reads an age such as `90d`, `12h` or `30m`, longer than a day if need
+/// be, for `status --prune --older-than`: above zero, at most a hundred
+/// years.
+pub(crate) fn read_age(s: &str) -> Result<Duration, BadAge> {
+    match length(s) {
+        Err(Length::Malformed) => Err(BadAge::Malformed),
+        Err(Length::TooLong) => Err(BadAge::TooLong),
+        Ok(d) if d.is_zero() => Err(BadAge::Zero),
+        Ok(d) if d > MAX_AGE => Err(BadAge::TooLong),
+        Ok(d) => Ok(d),
+    }
+}
+
+/// [`read_age`], `None` for any refusal.
 pub(crate) fn parse_age(s: &str) -> Option<Duration> {
-    length(s).ok().filter(|d| !d.is_zero() && *d <= MAX_AGE)
+    read_age(s).ok()
 }
 
 /// An age as given (for messages and output) and as read.
@@ -223,5 +248,11 @@ mod tests {
         for bad in ["", "0d", "d", "90 dayz", "-1d", "99999d", "3 moons"] {
             assert_eq!(parse_age(bad), None, "{bad}");
         }
+        assert_eq!(parse_age(MAX_AGE_TEXT), Some(MAX_AGE));
+        for too_long in ["36501d", "100000d", "99999999999999999999999d"] {
+            assert_eq!(read_age(too_long), Err(BadAge::TooLong), "{too_long}");
+        }
+        assert_eq!(read_age("0h"), Err(BadAge::Zero));
+        assert_eq!(read_age("3 moons"), Err(BadAge::Malformed));
     }
 }

@@ -231,6 +231,8 @@ pub enum Delivery {
 #[derive(Debug, Clone)]
 pub struct StatePath {
     path: PathBuf,
+    /// The setting that chose the path, for messages.
+    setting: &'static str,
     _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -240,10 +242,12 @@ impl StatePath {
         self._scratch.is_none()
     }
 
-    /// A state file that outlives the run.
-    pub fn kept(path: PathBuf) -> StatePath {
+    /// A state file that outlives the run, chosen by `setting` (`--state`,
+    /// or what chose the default: `XDG_STATE_HOME`, `HOME`).
+    pub fn kept(path: PathBuf, setting: &'static str) -> StatePath {
         StatePath {
             path,
+            setting,
             _scratch: None,
         }
     }
@@ -260,6 +264,7 @@ impl StatePath {
             .tempdir()?;
         Ok(StatePath {
             path: dir.path().join("state.sqlite"),
+            setting: "TMPDIR",
             _scratch: Some(Arc::new(dir)),
         })
     }
@@ -267,6 +272,12 @@ impl StatePath {
     /// Where the state file is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The setting that chose the state file: `--state`, `XDG_STATE_HOME`,
+    /// `HOME` or, for a sandbox run's own, `TMPDIR`.
+    pub fn setting(&self) -> &'static str {
+        self.setting
     }
 }
 

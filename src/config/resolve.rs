@@ -184,7 +184,7 @@ fn redirect_links(args: &RunArgs) -> Result<Option<RedirectLinks>, UsageError> {
 
 fn state_path(args: &RunArgs) -> anyhow::Result<StatePath> {
     match args.state.clone() {
-        Some(path) => Ok(StatePath::kept(path)),
+        Some(path) => Ok(StatePath::kept(path, "--state")),
         // A sandbox's keys die with it: its runs keep their state apart, for
         // this run only, and never touch a real campaign.
         None if args.sandbox => StatePath::scratch().with_context(|| {
@@ -194,7 +194,10 @@ fn state_path(args: &RunArgs) -> anyhow::Result<StatePath> {
                 std::env::temp_dir().display()
             )
         }),
-        None => Ok(StatePath::kept(crate::state::StateStore::default_path())),
+        None => Ok(StatePath::kept(
+            crate::state::StateStore::default_path(),
+            crate::state::default_path_setting(),
+        )),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::daytime::WorkingHours;
 use crate::email::ListUnsubscribe;
 use crate::input::TextEncoding;
 use crate::ping::PingUrl;
-use crate::units::{parse_age, parse_duration, Age, Rate};
+use crate::units::{parse_duration, Age, Rate};
 
 /// Marks an [`Invalid`]'s text, so it is known again inside the TOML
 /// parser's error; the setting's name stands between two of them.
@@ -277,9 +277,16 @@ pub(crate) fn ping_url(value: &str) -> Result<PingUrl, Invalid> {
 
 /// How long ago a campaign last ran, for `status --prune`.
 pub(crate) fn age(value: &str) -> Result<Age, Invalid> {
-    let length = parse_age(value).ok_or_else(|| {
-        Invalid::new(|name| {
-            format!("{name} {value:?}: use a number of days or hours such as 90d or 12h")
+    use crate::units::{BadAge, MAX_AGE_TEXT};
+    let length = crate::units::read_age(value).map_err(|bad| {
+        Invalid::new(|name| match bad {
+            BadAge::TooLong => {
+                format!("{name} {value:?} is too large: at most {MAX_AGE_TEXT} (a hundred years)")
+            }
+            BadAge::Zero => format!("{name} {value:?}: give an age above zero, such as 90d"),
+            BadAge::Malformed => {
+                format!("{name} {value:?}: use a number of days or hours such as 90d or 12h")
+            }
         })
     })?;
     let given = value.trim().to_owned();

@@ -272,9 +272,13 @@ impl SmtpRelay {
                     self.endpoint, self.timeout
                 )))
             }
-            Ok(Err(e)) if may_have_been_delivered(&e) => Err(self.scrub(SendError::InDoubt(
-                format!("{}: {e}; the server may have the message", self.endpoint),
-            ))),
+            Ok(Err(e)) if may_have_been_delivered(&e) => {
+                Err(self.scrub(SendError::InDoubt(format!(
+                    "{}: the connection to the SMTP server was lost after the message was \
+                     sent ({e}); the server may have the message",
+                    self.endpoint
+                ))))
+            }
             Ok(Err(e)) => Err(self.classify(&e)),
             Ok(Ok(_)) => Ok(()),
         }

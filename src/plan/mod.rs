@@ -268,10 +268,14 @@ impl Plan {
         }
         if self.in_doubt > 0 {
             self.warnings.push(format!(
-                "{} in doubt (a run stopped while emailing {}): {} not be re-sent \
-                 without --resend-in-doubt",
+                "{} in doubt (an earlier run could not tell whether {} delivered): {} not \
+                 be re-sent without --resend-in-doubt",
                 leads(self.in_doubt),
-                if self.in_doubt == 1 { "it" } else { "them" },
+                if self.in_doubt == 1 {
+                    "it was"
+                } else {
+                    "they were"
+                },
                 if self.in_doubt == 1 {
                     "it will"
                 } else {

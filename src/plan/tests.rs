@@ -56,7 +56,11 @@ fn fixture() -> Plan {
                 sent_at: Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap(),
             }),
         ),
-        record(8, Status::InDoubt, Some(RowError::InDoubt)),
+        record(
+            8,
+            Status::InDoubt,
+            Some(RowError::InDoubt("a run stopped".into())),
+        ),
         record(9, Status::Invalid, not_a_guid("{abc}")),
         record(10, Status::Planned, None),
         record(11, Status::Sent, None),

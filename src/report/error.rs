@@ -48,8 +48,9 @@ pub enum RowError {
         /// When it was accepted.
         sent_at: DateTime<Utc>,
     },
-    /// A run stopped while this lead's email was being sent.
-    InDoubt,
+    /// An earlier run could not tell whether this lead's email was
+    /// delivered; the text says why.
+    InDoubt(String),
     /// Past the rows `--limit` lets this run take on; a later run of the
     /// campaign does it.
     BeyondLimit {
@@ -70,6 +71,9 @@ pub enum RowError {
     /// look-alike of another domain does (`exаmple.com` with a Cyrillic
     /// `а`). The row goes on as it would; the note is for a person to check.
     LookAlike(String),
+    /// The SMTP server accepted the message, but the campaign state could
+    /// not record it as sent; holds the state's failure.
+    SentUnrecorded(String),
 }
 
 impl RowError {
@@ -89,9 +93,10 @@ impl RowError {
             RowError::Email(_) => "email not sent".into(),
             RowError::AlreadySent { .. } => "already sent".into(),
             RowError::BeyondLimit { .. } => "beyond --limit".into(),
-            RowError::InDoubt | RowError::EmailInDoubt(_) => "in doubt".into(),
+            RowError::InDoubt(_) | RowError::EmailInDoubt(_) => "in doubt".into(),
             RowError::NotEmailed => "not emailed: the run was interrupted".into(),
             RowError::LookAlike(_) => "the email domain mixes scripts".into(),
+            RowError::SentUnrecorded(_) => "sent, not recorded in the state".into(),
         }
     }
 
@@ -138,15 +143,20 @@ impl fmt::Display for RowError {
                 "beyond --limit {limit}; this sandbox run's campaign state is not kept, so a \
                  later run starts over (give --state to keep it)"
             ),
-            RowError::InDoubt => f.write_str(
-                "a run stopped while this email was being sent: it may or may not have been \
-                 delivered; check the mailbox, then re-run with --resend-in-doubt to send it again",
+            RowError::InDoubt(why) => write!(
+                f,
+                "{why}; check the mailbox, then re-run with --resend-in-doubt to send it again"
             ),
             RowError::NotEmailed => f.write_str(
                 "not emailed: the run was interrupted before this message was started; the lead \
                  stays linked and a re-run of the campaign emails it",
             ),
             RowError::LookAlike(note) => write!(f, "warning: {note}"),
+            RowError::SentUnrecorded(e) => write!(
+                f,
+                "sent, but the state file could not record it ({e}): the next run of the \
+                 campaign holds this lead in_doubt and does not send it again"
+            ),
             RowError::EmailInDoubt(e) => write!(
                 f,
                 "email in doubt, not sent again: {e}; look for its Message-ID in the mail \

@@ -170,7 +170,8 @@ impl Job {
     /// record. An SMTP fault that stops every message (authentication, TLS,
     /// a server gone) comes back beside the row's record, which is reported
     /// `failed` like any other: every input row reaches the report and the
-    /// rows to retry, even on an abort.
+    /// rows to retry, even on an abort. So does a state that cannot record a
+    /// message the server accepted: the row is reported `sent`, saying so.
     async fn conclude(
         &self,
         mail: &Mail,
@@ -178,7 +179,7 @@ impl Job {
         to: &Address,
         message_id: String,
         outcome: Delivered,
-    ) -> anyhow::Result<(Record, Option<SendError>)> {
+    ) -> anyhow::Result<(Record, Option<anyhow::Error>)> {
         let review = mail.reviews();
         let ledger = self.ledger();
         let (lead, portal) = (&record.lead_id, &record.portal_id);
@@ -195,19 +196,32 @@ impl Job {
             }
             Delivered::Sent => {
                 let id = message_id.clone();
-                ledger
+                let recorded = ledger
                     .with_lead(lead, portal, move |store, key| store.mark_sent(key, &id))
-                    .await?;
+                    .await;
                 record.status = Status::Sent;
                 record.message_id = message_id;
+                // The message is out whatever the state says: the lead stays
+                // `sending` there, which the next run holds in doubt.
+                if let Err(e) = recorded {
+                    self.stop.raise(crate::signal::Stop::Finish);
+                    record.error = Some(RowError::SentUnrecorded(e.to_string()));
+                    return Ok((record, Some(e.into())));
+                }
             }
             // Still `linked`, in the state as in the report.
             Delivered::NotStarted => record.error = Some(RowError::NotEmailed),
             Delivered::InDoubt(error) => {
                 let id = message_id.clone();
+                let reason = match &error {
+                    RowError::EmailInDoubt(what) => {
+                        format!("an earlier run could not tell whether the server took this email: {what}")
+                    }
+                    other => other.to_string(),
+                };
                 ledger
                     .with_lead(lead, portal, move |store, key| {
-                        store.mark_in_doubt(key, &id)
+                        store.mark_in_doubt(key, &id, &reason)
                     })
                     .await?;
                 record.status = Status::InDoubt;
@@ -229,7 +243,7 @@ impl Job {
                 }
                 record.status = Status::Failed;
                 record.error = Some(RowError::Email(error.to_string()));
-                return Ok((record, Some(error)));
+                return Ok((record, Some(error.into())));
             }
             Delivered::Deferred(reason) => {
                 // `attempt` turns a deferral into a try later or a failure.

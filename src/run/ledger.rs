@@ -209,7 +209,7 @@ fn write(store: &StateStore, steps: &mpsc::Receiver<Step>) {
 fn not_committed(path: PathBuf, why: &str) -> StateError {
     StateError::Io {
         path,
-        source: std::io::Error::other(why.to_owned()),
+        error: std::io::Error::other(why.to_owned()),
     }
 }
 

@@ -38,7 +38,7 @@ use crate::console::say;
 use crate::exit::Exit;
 use crate::logging::RESULT;
 use crate::ping::Pinger;
-use crate::report::{Record, Status};
+use crate::report::{Record, RowError, Status};
 use crate::signal::{watch_signals, Stop, StopSignal};
 use crate::summary::Summary;
 
@@ -65,9 +65,10 @@ pub struct RunOutcome {
 pub(crate) struct Finished {
     record: Record,
     raw: Option<csv::ByteRecord>,
-    /// The SMTP fault this row met that stops the run (authentication, TLS,
-    /// a server gone): the row is still reported, then the run aborts.
-    fatal: Option<crate::email::SendError>,
+    /// The fault this row met that stops the run (an SMTP server that takes
+    /// no message, a state file that takes no write): the row is still
+    /// reported, then the run aborts.
+    fatal: Option<anyhow::Error>,
 }
 
 /// `lsq-dispatch run`: the test message when `--test-email` is given,
@@ -242,6 +243,8 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
     let mut metrics = tokio::time::interval(crate::metrics::EVERY);
     metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fatal = None;
+    // Messages the SMTP server accepted that the state could not record.
+    let mut unrecorded = 0u64;
     loop {
         let outcome = tokio::select! {
             outcome = outcomes.next() => outcome,
@@ -255,6 +258,9 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
             None => break,
             Some(Ok(mut finished)) => {
                 let stops = finished.fatal.take();
+                if matches!(finished.record.error, Some(RowError::SentUnrecorded(_))) {
+                    unrecorded += 1;
+                }
                 // An output that cannot be written (a full disk) stops the
                 // run as a lost budget does; the campaign state records
                 // the rows in flight, and the other outputs tell them.
@@ -264,14 +270,15 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
                 }
                 if let Some(e) = stops {
                     job.stop.raise(Stop::Finish);
-                    fatal.get_or_insert(e.into());
+                    fatal.get_or_insert(e);
                 }
             }
-            // The budget shared with other processes is gone, or the SMTP
-            // server takes no message: no call or message may start, but
-            // those in flight are finished and recorded, as after a first
-            // signal; the run then ends aborted.
-            Some(Err(e)) if is_budget_lost(&e) || is_smtp_fatal(&e) => {
+            // The budget shared with other processes is gone, the SMTP
+            // server takes no message, or the campaign state takes no write
+            // (a full disk): no call or message may start, but those in
+            // flight are finished and recorded (or counted), as after a
+            // first signal; the run then ends aborted.
+            Some(Err(e)) if is_budget_lost(&e) || is_smtp_fatal(&e) || is_state_lost(&e) => {
                 job.stop.raise(Stop::Finish);
                 fatal.get_or_insert(e);
             }
@@ -285,26 +292,50 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
     let interrupted = *stop.borrow() != Stop::Running;
     let (outcome, failed) = sink.finish(interrupted, fatal.as_ref());
     let fatal = fatal.or(failed);
-    job.register_retry_file(outcome.retry_csv.as_deref())
-        .await?;
-    match fatal {
-        Some(e) => {
-            let message = match e.downcast_ref::<sink::ReportLost>() {
-                Some(lost) => outcome.report_lost(lost, job.settings.is_dry_run()),
-                None => format!(
-                    "run aborted; the report {} holds every row done before{}\n{}",
-                    outcome.report.display(),
-                    outcome.files(),
-                    outcome.resume_advice("fix the cause and re-run the same command")
-                ),
-            };
-            Err(e.context(Aborted {
-                message: message + ". Cause",
-                summary: outcome.summary,
-            }))
-        }
-        None => Ok(outcome),
+    let registered = job.register_retry_file(outcome.retry_csv.as_deref()).await;
+    let Some(e) = fatal else {
+        registered?;
+        return Ok(outcome);
+    };
+    if let Err(unregistered) = registered {
+        // The abort's cause matters more; the file is still written.
+        tracing::warn!("{unregistered:#}");
     }
+    let unrecorded = match unrecorded {
+        0 => String::new(),
+        n => format!("{}\n", unrecorded_advice(n, &job.settings)),
+    };
+    let message = match e.downcast_ref::<sink::ReportLost>() {
+        Some(lost) => outcome.report_lost(lost, job.settings.is_dry_run()),
+        None => format!(
+            "run aborted; the report {} holds every row done before{}\n{unrecorded}{}",
+            outcome.report.display(),
+            outcome.files(),
+            outcome.resume_advice("fix the cause and re-run the same command")
+        ),
+    };
+    Err(e.context(Aborted {
+        message: message + ". Cause",
+        summary: outcome.summary,
+    }))
+}
+
+/// What an abort says about the `n` messages the SMTP server accepted that
+/// the campaign state could not record as sent.
+fn unrecorded_advice(n: u64, settings: &Settings) -> String {
+    let (emails, leads, them) = match n {
+        1 => ("email", "that lead", "it"),
+        _ => ("emails", "those leads", "them"),
+    };
+    format!(
+        "the SMTP server accepted {n} {emails} that the state file {} could not record as \
+         sent (the report lists {them} as sent): the next run of campaign {} holds {leads} \
+         in_doubt and does not send {them} again; free space for the state file (or fix the \
+         cause below), check the mailboxes if need be, and re-run; --resend-in-doubt would \
+         send {them} a second time",
+        settings.state.path().display(),
+        settings.campaign,
+    )
 }
 
 /// 130 interrupted; 3 when a lead failed or is in doubt; 5 when every lead
@@ -327,6 +358,11 @@ fn is_smtp_fatal(error: &anyhow::Error) -> bool {
     error
         .downcast_ref::<crate::email::SendError>()
         .is_some_and(crate::email::SendError::is_fatal)
+}
+
+/// A row's error says the campaign state cannot be written (or read).
+fn is_state_lost(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<crate::state::StateError>())
 }
 
 /// A row's error says the shared API budget cannot be used.

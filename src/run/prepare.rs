@@ -166,6 +166,11 @@ pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Res
         )?),
         None => None,
     };
+    // The budget file lives beside the state file: a directory that cannot
+    // be made is the state path's fault, and is named so.
+    if !settings.is_dry_run() {
+        crate::state::make_directory(settings.state.path(), settings.state.setting())?;
+    }
     let limiter = match (settings.connection(), &settings.tenant) {
         (Some(connection), Some(tenant)) => {
             let store = &settings.budget_store;

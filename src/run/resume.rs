@@ -92,13 +92,19 @@ pub(super) fn resume(
                 sent_at,
             },
         },
-        LeadState::InDoubt { message_id } | LeadState::Sending { message_id }
-            if !flags.resend && !flags.resend_in_doubt =>
-        {
+        LeadState::InDoubt { message_id, reason } if !flags.resend && !flags.resend_in_doubt => {
             Resume::Report {
                 status: Status::InDoubt,
                 message_id,
-                error: RowError::InDoubt,
+                error: RowError::InDoubt(reason),
+            }
+        }
+        // Only a run that stopped leaves a lead `sending` for the next one.
+        LeadState::Sending { message_id } if !flags.resend && !flags.resend_in_doubt => {
+            Resume::Report {
+                status: Status::InDoubt,
+                message_id,
+                error: RowError::InDoubt(crate::state::STOPPED_WHILE_SENDING.to_owned()),
             }
         }
         _ => match (entry.auth_key, entry.expires_at) {
@@ -186,6 +192,7 @@ mod tests {
         for state in [
             LeadState::InDoubt {
                 message_id: "<m@x>".into(),
+                reason: "the connection was lost".into(),
             },
             LeadState::Sending {
                 message_id: "<m@x>".into(),

@@ -37,10 +37,13 @@ pub enum LeadState {
         /// Why, as written in the report.
         reason: String,
     },
-    /// A run stopped while sending: the email may or may not have arrived.
+    /// The email may or may not have arrived: a run stopped while sending
+    /// it, or the SMTP server's answer was lost.
     InDoubt {
         /// The Message-ID of the email, to look for in the mail server's log.
         message_id: String,
+        /// Why it is in doubt, as the next run reports it.
+        reason: String,
     },
 }
 
@@ -68,11 +71,19 @@ impl LeadState {
             LeadState::Reviewed { message_id }
             | LeadState::Sending { message_id }
             | LeadState::Sent { message_id, .. }
-            | LeadState::InDoubt { message_id } => Some(message_id),
+            | LeadState::InDoubt { message_id, .. } => Some(message_id),
             LeadState::Linked | LeadState::Failed { .. } => None,
         }
     }
 }
+
+/// Why a lead left in `sending` by a run that stopped is in doubt.
+pub const STOPPED_WHILE_SENDING: &str =
+    "a run stopped while this email was being sent: it may or may not have been delivered";
+
+/// Why a lead is in doubt when the store did not record why (a state file
+/// of an earlier version).
+const UNKNOWN_DOUBT: &str = "an earlier run could not tell whether the SMTP server took this email";
 
 /// Everything the store holds about one lead.
 #[derive(Clone, Debug)]
@@ -118,14 +129,13 @@ impl LeadEntry {
             LeadState::Failed { reason } => {
                 (Status::Failed, Some(RowError::Earlier(reason.clone())))
             }
-            LeadState::Sending { .. } | LeadState::InDoubt { .. } => (
+            LeadState::Sending { .. } => (
                 Status::InDoubt,
-                Some(RowError::Earlier(
-                    "a run stopped while sending this email: it may or may not have \
-                     been delivered"
-                        .to_owned(),
-                )),
+                Some(RowError::Earlier(STOPPED_WHILE_SENDING.to_owned())),
             ),
+            LeadState::InDoubt { reason, .. } => {
+                (Status::InDoubt, Some(RowError::Earlier(reason.clone())))
+            }
         };
         Record {
             row: self.row,
@@ -228,6 +238,10 @@ impl RawEntry {
             },
             "in_doubt" => LeadState::InDoubt {
                 message_id: message_id()?,
+                reason: self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| UNKNOWN_DOUBT.to_owned()),
             },
             _ => return Err(bad("an unknown state")),
         };

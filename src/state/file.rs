@@ -1,7 +1,8 @@
 //! The state file on disk, before SQLite sees it: where it lives by default,
-//! its real path, the locks that keep runs of one campaign apart while
-//! letting other campaigns and readers in, its permissions, and the look at
-//! its header that tells our file from someone else's.
+//! its real path, the locks on it that keep runs of one campaign (and two
+//! names of the file) apart while letting other campaigns and readers in, its
+//! permissions, and the look at its header that tells our file from someone
+//! else's.
 //!
 //! The header is read with plain file I/O on purpose: SQLite may write to a
 //! database it opens (hot-journal rollback, WAL checkpoint on close), and a
@@ -41,7 +42,7 @@ pub(super) enum Header {
 pub(super) fn read_header(path: &Path) -> Result<Option<Header>, StateError> {
     let io_err = |source| StateError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut file = match File::open(path) {
         Ok(file) => file,
@@ -84,7 +85,7 @@ pub(super) fn create_private(path: &Path) -> Result<(), StateError> {
         .map(drop)
         .map_err(|source| StateError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         })
 }
 
@@ -98,7 +99,7 @@ pub(super) fn make_private(path: &Path) -> Result<(), StateError> {
     for file in [path, Path::new(&wal), Path::new(&shm)] {
         let io_err = |source| StateError::Io {
             path: file.to_owned(),
-            source,
+            error: source,
         };
         let mode = match fs::metadata(file) {
             Ok(meta) => meta.permissions().mode(),
@@ -121,18 +122,10 @@ pub(super) fn create_parent_dirs(path: &Path) -> Result<(), StateError> {
             .create(dir)
             .map_err(|source| StateError::Io {
                 path: dir.to_owned(),
-                source,
+                error: source,
             }),
         _ => Ok(()),
     }
-}
-
-/// `<state path>.lock`: the locks live beside the database rather than on it
-/// because SQLite takes and drops its own POSIX locks on the database file.
-pub(super) fn lock_path(path: &Path) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(".lock");
-    PathBuf::from(name)
 }
 
 /// The real path of a state file: symbolic links resolved, so that two
@@ -141,7 +134,7 @@ pub(super) fn lock_path(path: &Path) -> PathBuf {
 pub(super) fn real_path(path: &Path) -> Result<PathBuf, StateError> {
     let io_err = |source| StateError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     match fs::canonicalize(path) {
         Ok(real) => Ok(real),
@@ -165,50 +158,93 @@ pub(super) fn real_path(path: &Path) -> Result<PathBuf, StateError> {
     }
 }
 
-/// The lock file of one state file, open for as long as a store uses it.
+/// Where the campaign locks live in the database file: far above the bytes
+/// SQLite locks (from 0x4000_0000 up, 1 GiB) and below `off_t`'s limit.
+const CAMPAIGN_LOCKS: i64 = 1 << 60;
+/// Where the locks on the file's names live, above the campaign locks.
+const NAME_LOCKS: i64 = 1 << 61;
+/// How many bytes each set of locks spans.
+const LOCK_SPAN: i64 = 1 << 60;
+
+/// The database file itself, open for as long as a store uses it, carrying
+/// the store's locks. Locks on the file (not on a file named after the
+/// path) belong to its inode, so every name of one file, hard links
+/// included, shares them.
 ///
-/// Every store holds a shared `flock` on it for its whole life: stores of
-/// this version share the file, while an older lsq-dispatch, which takes the
-/// whole file exclusively, is kept out (and keeps this one out). Each
-/// campaign a store runs is claimed with an exclusive open-file-description
-/// lock on one byte of the same file, chosen by the campaign's name: two runs
-/// of one campaign exclude each other, runs of different campaigns do not.
+/// Each campaign a store runs is claimed with an exclusive
+/// open-file-description lock on one byte, chosen by the campaign's name:
+/// two runs of one campaign exclude each other, runs of different campaigns
+/// do not. Each store also holds a shared lock on one byte chosen by the
+/// name it opened the file by, and a store opening it by another name while
+/// one is held is turned away: SQLite keeps its write-ahead log and its
+/// index beside each name (`NAME-wal`, `NAME-shm`), which a hard link does
+/// not link, so one database open under two names at once would have two
+/// logs, and lose or corrupt writes.
 ///
-/// The locks belong to this open file description and go with it (or with
-/// the process, after a crash, so a stale lock never blocks the next run).
-/// The lock file itself is never deleted, since unlinking a lock file another
-/// process is about to lock lets two runs in.
+/// These are record locks in a range no SQLite lock reaches, so they never
+/// meet SQLite's own (POSIX) locks on the same file; and, belonging to this
+/// open file description, they are not dropped when SQLite closes a
+/// descriptor of its own. They go with this file (or with the process,
+/// after a crash, so a stale lock never blocks the next run).
 #[derive(Debug)]
-pub(super) struct LockFile {
+pub(super) struct FileLock {
     file: File,
     path: PathBuf,
 }
 
-impl LockFile {
-    /// Opens (or creates, mode 0600) the lock file of the state file at
-    /// `path` and takes the shared lock, without waiting.
-    pub(super) fn share(path: &Path) -> Result<LockFile, StateError> {
-        let lock_path = lock_path(path);
-        let file = crate::paths::open_private(&lock_path).map_err(|source| StateError::Io {
-            path: lock_path.clone(),
-            source,
+impl FileLock {
+    /// Opens the database file at `path` (a real path, of an existing file)
+    /// and takes the lock of its name, without waiting; another name of the
+    /// file in use gives [`StateError::OtherName`].
+    pub(super) fn take(path: &Path) -> Result<FileLock, StateError> {
+        let file = crate::paths::open_private(path).map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            error: source,
         })?;
-        let lock = LockFile {
+        let lock = FileLock {
             file,
-            path: lock_path,
+            path: path.to_owned(),
         };
-        // SAFETY: the descriptor is valid for the duration of the call.
-        let held = lock.retrying(|fd| unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) })?;
-        if !held {
-            return Err(StateError::Locked {
+        let name = lock.name_byte();
+        let mut range = byte_range(libc::F_RDLCK, name, 1);
+        // SAFETY: the descriptor is valid and `range` outlives the call.
+        let held = lock.retrying(|fd| unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &range) })?;
+        // Taken first, looked for after: of two names opened at once, the
+        // later one, or both, are turned away, never neither.
+        let below = byte_range(libc::F_WRLCK, NAME_LOCKS, name - NAME_LOCKS);
+        let above = byte_range(libc::F_WRLCK, name + 1, NAME_LOCKS + LOCK_SPAN - name - 1);
+        let mut other_name = !held;
+        // A zero length would mean "to the end of the file": not probed.
+        for probe in [below, above].into_iter().filter(|p| p.l_len > 0) {
+            range = probe;
+            // SAFETY: the descriptor is valid and `range` outlives the call.
+            lock.retrying(|fd| unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut range) })?;
+            other_name |= range.l_type != libc::F_UNLCK as libc::c_short;
+        }
+        if other_name {
+            return Err(StateError::OtherName {
                 path: path.to_owned(),
             });
         }
         Ok(lock)
     }
 
-    /// Claims `campaign` for this lock file's holder, without waiting:
-    /// `false` when another holder has it.
+    /// Whether `path` still names the file this lock is on, and how many
+    /// names the file has.
+    pub(super) fn names(&self, path: &Path) -> Result<(bool, u64), StateError> {
+        use std::os::unix::fs::MetadataExt;
+        let io_err = |source| StateError::Io {
+            path: path.to_owned(),
+            error: source,
+        };
+        let held = self.file.metadata().map_err(io_err)?;
+        let named = fs::metadata(path).map_err(io_err)?;
+        let same = (held.dev(), held.ino()) == (named.dev(), named.ino());
+        Ok((same, held.nlink()))
+    }
+
+    /// Claims `campaign` for this lock's holder, without waiting: `false`
+    /// when another holder has it.
     pub(super) fn claim(&self, campaign: &str) -> Result<bool, StateError> {
         let range = campaign_byte(campaign);
         // SAFETY: the descriptor is valid and `range` outlives the call.
@@ -222,6 +258,11 @@ impl LockFile {
         // SAFETY: the descriptor is valid and `range` outlives the call.
         self.retrying(|fd| unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut range) })?;
         Ok(range.l_type != libc::F_UNLCK as libc::c_short)
+    }
+
+    /// The byte that stands for the name this file was opened by.
+    fn name_byte(&self) -> i64 {
+        NAME_LOCKS + spread(self.path.as_os_str().as_encoded_bytes())
     }
 
     /// Runs a non-blocking lock call until it is not interrupted: `true` when
@@ -238,7 +279,7 @@ impl LockFile {
                 _ => {
                     return Err(StateError::Io {
                         path: self.path.clone(),
-                        source: err,
+                        error: err,
                     })
                 }
             }
@@ -246,21 +287,57 @@ impl LockFile {
     }
 }
 
-/// The exclusive lock on the one byte of the lock file that stands for
+/// The exclusive lock on the one byte of the database file that stands for
 /// `campaign`.
 fn campaign_byte(campaign: &str) -> libc::flock {
-    let digest = ring::digest::digest(&ring::digest::SHA256, campaign.as_bytes());
+    byte_range(
+        libc::F_WRLCK,
+        CAMPAIGN_LOCKS + spread(campaign.as_bytes()),
+        1,
+    )
+}
+
+/// An offset below [`LOCK_SPAN`] picked by `name`'s SHA-256.
+fn spread(name: &[u8]) -> i64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name);
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_ref()[..8]);
-    // Byte 0 is left alone; offsets stay far below off_t's limit.
-    let offset = 1 + (u64::from_be_bytes(first) >> 2);
+    (u64::from_be_bytes(first) % LOCK_SPAN as u64) as i64
+}
+
+/// A lock of `kind` on `len` bytes from `start`.
+fn byte_range(kind: libc::c_int, start: i64, len: i64) -> libc::flock {
     // SAFETY: an all-zero `flock` is a valid value of the plain C struct.
     let mut range: libc::flock = unsafe { std::mem::zeroed() };
-    range.l_type = libc::F_WRLCK as libc::c_short;
+    range.l_type = kind as libc::c_short;
     range.l_whence = libc::SEEK_SET as libc::c_short;
-    range.l_start = offset as libc::off_t;
-    range.l_len = 1;
+    range.l_start = start as libc::off_t;
+    range.l_len = len as libc::off_t;
     range
+}
+
+/// Which setting chose the default state file ([`default_path_from`] with
+/// this process's environment), for messages: `XDG_STATE_HOME` when it is
+/// set to an absolute path, else `HOME`.
+pub fn default_path_setting() -> &'static str {
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(dir) if Path::new(&dir).is_absolute() => "XDG_STATE_HOME",
+        _ => "HOME",
+    }
+}
+
+/// Creates the missing directories of the state file at `path` (mode 0700),
+/// before anything else is kept beside it; `setting` is what chose the path
+/// (`--state`, `XDG_STATE_HOME`), for the message when they cannot be made.
+pub fn make_directory(path: &Path, setting: &'static str) -> Result<(), StateError> {
+    create_parent_dirs(path).map_err(|e| match e {
+        StateError::Io { error, .. } => StateError::Directory {
+            path: path.to_owned(),
+            setting,
+            error,
+        },
+        other => other,
+    })
 }
 
 /// The default state file, from the values of `$XDG_STATE_HOME`, the
@@ -310,13 +387,5 @@ mod tests {
         assert!(matches!(classify(b"LeadId\n1\n"), Header::Foreign(_)));
         // A truncated header is not trusted even with the right magic.
         assert!(matches!(classify(SQLITE_MAGIC), Header::Foreign(_)));
-    }
-
-    #[test]
-    fn lock_path_appends_to_the_file_name() {
-        assert_eq!(
-            lock_path(Path::new("/x/state.sqlite")),
-            PathBuf::from("/x/state.sqlite.lock")
-        );
     }
 }

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::ErrorCode;
 
 pub use campaigns::{CampaignOverview, Pruning};
-pub use entry::{LeadEntry, LeadState};
-pub use file::{default_path_from, APPLICATION_ID};
+pub use entry::{LeadEntry, LeadState, STOPPED_WHILE_SENDING};
+pub use file::{default_path_from, default_path_setting, make_directory, APPLICATION_ID};
 pub use schema::SCHEMA_VERSION;
 pub use store::StateStore;
 
@@ -56,14 +56,17 @@ pub fn retry_file_campaign(state: &Path, file: &Path) -> Option<String> {
 /// Why the state store could not be opened or used.
 #[derive(thiserror::Error, Debug)]
 pub enum StateError {
-    /// An older lsq-dispatch, which locks the whole file, is using it.
+    /// The file is open under another of its names (a hard link): SQLite
+    /// keeps its write-ahead log beside each name, so two names open at
+    /// once would each have a log of their own for one database.
     #[error(
-        "the state file {} is in use by an older lsq-dispatch run: wait for it to \
-         finish, or pass another --state",
+        "the state file {} is in use under another name (a hard link to the same file) \
+         by another lsq-dispatch process: one state file is opened under one name at a \
+         time; wait for that run to finish, or pass the same --state path as it does",
         path.display()
     )]
-    Locked {
-        /// The state file.
+    OtherName {
+        /// The state file, as this process names it.
         path: PathBuf,
     },
     /// Another run, in this process or another, holds the campaign.
@@ -77,6 +80,23 @@ pub enum StateError {
         path: PathBuf,
         /// The campaign.
         campaign: String,
+    },
+    /// The directory of the state file cannot be made: a file in the way,
+    /// say, or no permission.
+    #[error(
+        "cannot make the directory of the state file {} ({error}): {}",
+        path.display(),
+        directory_advice(setting)
+    )]
+    Directory {
+        /// The state file.
+        path: PathBuf,
+        /// The setting that chose the path: `--state`, `XDG_STATE_HOME`,
+        /// `HOME`.
+        setting: &'static str,
+        /// The operating system's answer, shown in the message (not a
+        /// source, so it is not shown twice).
+        error: std::io::Error,
     },
     /// The file is not an lsq-dispatch state file.
     #[error(
@@ -103,12 +123,13 @@ pub enum StateError {
         detail: String,
     },
     /// The file, its lock or its directory could not be created or read.
-    #[error("cannot use the state file {}: {source}", path.display())]
+    #[error("cannot use the state file {}: {error}", path.display())]
     Io {
         /// The path that failed.
         path: PathBuf,
-        /// The operating system's answer.
-        source: std::io::Error,
+        /// The operating system's answer, shown in the message (not a
+        /// source, so it is not shown twice).
+        error: std::io::Error,
     },
     /// `mark_sent` or `mark_in_doubt` for a lead that is not in `sending`
     /// with that Message-ID:
@@ -129,9 +150,28 @@ pub enum StateError {
         /// What the store holds for the lead instead.
         found: String,
     },
-    /// Any other SQLite failure.
+    /// Any other SQLite failure, shown in the message (not a source, so it
+    /// is not shown twice).
     #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        StateError::Sqlite(e)
+    }
+}
+
+/// What to do when the directory of a state file chosen by `setting`
+/// cannot be made.
+fn directory_advice(setting: &str) -> String {
+    match setting {
+        "--state" => "pass a --state path in a directory you can write".to_owned(),
+        _ => format!(
+            "the state file is found under {setting}: point {setting} at a directory you \
+             can write, or pass --state PATH"
+        ),
+    }
 }
 
 /// Names one lead of one campaign on one portal for one tenant: the store's

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
 
-use super::entry::{RawEntry, ENTRY_COLUMNS};
-use super::file::{self, default_path_from, Header, LockFile};
+use super::entry::{RawEntry, ENTRY_COLUMNS, STOPPED_WHILE_SENDING};
+use super::file::{self, default_path_from, FileLock, Header};
 use super::schema::{bring_up_to_date, check, intact, is_current, timestamp};
 use super::{damaged, foreign, LeadEntry, LeadKey, StateError};
 use crate::redirect::LinkMode;
@@ -31,7 +31,7 @@ pub struct StateStore {
     // Declared before `lock` so the connection closes (and checkpoints its
     // WAL) before the lock is released: fields drop in declaration order.
     pub(super) conn: Connection,
-    pub(super) lock: LockFile,
+    pub(super) lock: FileLock,
     pub(super) path: PathBuf,
 }
 
@@ -51,8 +51,8 @@ impl StateStore {
     ///
     /// A file that is not an lsq-dispatch state file is refused with
     /// [`StateError::Foreign`] or [`StateError::Corrupt`] and left exactly as
-    /// it was; a file an older lsq-dispatch holds gives
-    /// [`StateError::Locked`] at once.
+    /// it was; a file open under another of its names (a hard link) gives
+    /// [`StateError::OtherName`] at once.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
         StateStore::open_checked(path, true)
     }
@@ -66,20 +66,20 @@ impl StateStore {
     }
 
     fn open_checked(path: &Path, check_pages: bool) -> Result<StateStore, StateError> {
-        // Look before locking, so that a foreign file does not even get a
-        // lock file put beside it.
+        // Look before opening, so that a foreign file is never opened for
+        // writing, nor a file made where a foreign one should be.
         match file::read_header(path)? {
             Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
             Some(_) => {}
             None => file::create_parent_dirs(path)?,
         }
         let path = &file::real_path(path)?;
-        let lock = LockFile::share(path)?;
+        // The locks are on the file itself, so it must exist to be locked.
+        file::create_private(path)?;
+        let lock = FileLock::take(path)?;
         // Look again under the lock: the file may have changed meanwhile.
-        match file::read_header(path)? {
-            Some(Header::Foreign(detail)) => return Err(foreign(path, detail)),
-            Some(_) => {}
-            None => file::create_private(path)?,
+        if let Some(Header::Foreign(detail)) = file::read_header(path)? {
+            return Err(foreign(path, detail));
         }
         file::make_private(path)?;
 
@@ -88,6 +88,24 @@ impl StateStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| damaged(path, e))?;
+        let (same, names) = lock.names(path)?;
+        if !same {
+            return Err(StateError::Io {
+                path: path.to_owned(),
+                error: std::io::Error::other(
+                    "the file was replaced while it was being opened; run again",
+                ),
+            });
+        }
+        if names > 1 && check_pages {
+            tracing::warn!(
+                "the state file {} has {names} names (hard links): a run uses it under one \
+                 name at a time; after a crash, run again under the same name, as the \
+                 changes it had not yet folded into the file are in {}-wal beside that name",
+                path.display(),
+                path.display()
+            );
+        }
         conn.busy_timeout(BUSY_TIMEOUT)?;
         if check_pages || !is_current(&conn, path)? {
             intact(&conn, path)?;
@@ -98,7 +116,7 @@ impl StateStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Io {
                 path: path.to_owned(),
-                source: std::io::Error::other(format!(
+                error: std::io::Error::other(format!(
                     "SQLite cannot use a write-ahead log here (journal mode stays {mode}); \
                      put the state file on a local file system"
                 )),
@@ -289,17 +307,18 @@ impl StateStore {
     /// `sending` with the same Message-ID can become `sent`; anything else is
     /// a bug in the caller and gives [`StateError::NotSending`].
     pub fn mark_sent(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
-        self.settle_sending(key, message_id, "sent")
+        self.settle_sending(key, message_id, "sent", None)
     }
 
     /// Moves the key's lead from `sending` with this Message-ID to `state`
-    /// (`sent` also records when); anything else gives
+    /// (`sent` also records when), with `reason`; anything else gives
     /// [`StateError::NotSending`].
     fn settle_sending(
         &self,
         key: &LeadKey,
         message_id: &str,
         state: &'static str,
+        reason: Option<&str>,
     ) -> Result<(), StateError> {
         let now = timestamp(&Utc::now());
         let sent_at = if state == "sent" {
@@ -309,7 +328,7 @@ impl StateStore {
         };
         let changed = self.conn.execute(
             &format!(
-                "UPDATE leads SET state = '{state}', updated_at = ?5{sent_at} \
+                "UPDATE leads SET state = '{state}', updated_at = ?5, reason = ?7{sent_at} \
                  WHERE campaign = ?1 AND lead_id = ?2 AND portal_id = ?3 AND tenant = ?6 \
                    AND state = 'sending' AND message_id = ?4"
             ),
@@ -319,7 +338,8 @@ impl StateStore {
                 key.portal_id,
                 message_id,
                 now,
-                key.tenant
+                key.tenant,
+                reason
             ],
         )?;
         if changed == 1 {
@@ -342,13 +362,19 @@ impl StateStore {
     }
 
     /// Records that the lead's email, with this Message-ID, may or may not
-    /// have been delivered: the SMTP connection failed or went silent once the
-    /// server could have had the message. As after a crash, no later run sends
-    /// it again unless asked to. Only a lead in `sending` with the same
-    /// Message-ID can become `in_doubt`; anything else is a bug in the caller
-    /// and gives [`StateError::NotSending`].
-    pub fn mark_in_doubt(&self, key: &LeadKey, message_id: &str) -> Result<(), StateError> {
-        self.settle_sending(key, message_id, "in_doubt")
+    /// have been delivered, and why (`reason`, as the next run reports it):
+    /// the SMTP connection failed or went silent once the server could have
+    /// had the message. As after a crash, no later run sends it again unless
+    /// asked to. Only a lead in `sending` with the same Message-ID can become
+    /// `in_doubt`; anything else is a bug in the caller and gives
+    /// [`StateError::NotSending`].
+    pub fn mark_in_doubt(
+        &self,
+        key: &LeadKey,
+        message_id: &str,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        self.settle_sending(key, message_id, "in_doubt", Some(reason))
     }
 
     /// Records that the lead failed, and why. Its link and key, if any, are
@@ -472,9 +498,9 @@ impl StateStore {
     /// a crash interrupted.
     pub fn recover_in_doubt(&self, campaign: &str) -> Result<u64, StateError> {
         let changed = self.conn.execute(
-            "UPDATE leads SET state = 'in_doubt', updated_at = ?2 \
+            "UPDATE leads SET state = 'in_doubt', updated_at = ?2, reason = ?3 \
              WHERE campaign = ?1 AND state = 'sending'",
-            params![campaign, timestamp(&Utc::now())],
+            params![campaign, timestamp(&Utc::now()), STOPPED_WHILE_SENDING],
         )?;
         Ok(changed as u64)
     }

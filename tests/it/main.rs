@@ -58,6 +58,7 @@ mod secrets;
 mod serve;
 mod serve_config;
 mod shared_budget;
+mod state_faults;
 mod state_locks;
 mod state_store;
 mod status;

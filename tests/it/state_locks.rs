@@ -1,6 +1,6 @@
 //! The campaign locks of the state store: one store claims a campaign at a
-//! time, in this process and from another, and a symlink to the state file
-//! shares its locks.
+//! time, in this process and from another; a symlink to the state file
+//! shares its locks, and a hard link is kept out while another name is open.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -45,6 +45,39 @@ fn a_symlink_to_the_state_file_shares_its_campaign_locks() {
     assert!(matches!(
         second.claim(CAMPAIGN),
         Err(StateError::Busy { .. })
+    ));
+}
+
+#[test]
+fn a_hard_link_to_the_state_file_is_the_same_file_to_its_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let first = StateStore::open(&path).unwrap();
+    first.claim(CAMPAIGN).unwrap();
+    let other_dir = dir.path().join("b");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other_name = other_dir.join("state.sqlite");
+    std::fs::hard_link(&path, &other_name).unwrap();
+
+    // SQLite keeps its log beside each name, so a second name may not open
+    // the file at all while the first is open: not for this campaign, not
+    // for another, not to read.
+    let err = StateStore::open(&other_name).unwrap_err();
+    assert!(matches!(err, StateError::OtherName { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&other_name.display().to_string()), "{msg}");
+    assert!(msg.contains("another name"), "{msg}");
+    assert!(StateStore::open_to_read(&other_name).is_err());
+    // The same name stays open to others.
+    let again = StateStore::open(&path).unwrap();
+    again.claim("april").unwrap();
+
+    drop((first, again));
+    let second = StateStore::open(&other_name).unwrap();
+    second.claim(CAMPAIGN).unwrap();
+    assert!(matches!(
+        StateStore::open(&path),
+        Err(StateError::OtherName { .. })
     ));
 }
 

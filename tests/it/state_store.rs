@@ -138,7 +138,8 @@ fn every_state_round_trips() {
     assert_eq!(
         c.state,
         LeadState::InDoubt {
-            message_id: "<m3@x>".into()
+            message_id: "<m3@x>".into(),
+            reason: lsq_dispatch::state::STOPPED_WHILE_SENDING.into(),
         }
     );
     assert_eq!(c.to_record().status, Status::InDoubt);
@@ -194,24 +195,32 @@ fn mark_sent_requires_sending_with_the_same_message_id() {
     assert!(err.to_string().contains("it is sent"), "{err}");
 }
 
+/// Why a lead is in doubt, as the SMTP stage records it.
+const LOST: &str = "the connection to the SMTP server was lost after the message was sent";
+
 #[test]
 fn mark_in_doubt_requires_sending_with_the_same_message_id() {
     let (_dir, store) = new_store();
     link(&store, "a", 2, 4);
-    let err = store.mark_in_doubt(&key("a"), "<m@x>").unwrap_err();
+    let err = store.mark_in_doubt(&key("a"), "<m@x>", LOST).unwrap_err();
     assert!(err.to_string().contains("it is linked"), "{err}");
 
     store.mark_sending(&key("a"), 2, "a@x", "<m@x>").unwrap();
-    let err = store.mark_in_doubt(&key("a"), "<other@x>").unwrap_err();
+    let err = store
+        .mark_in_doubt(&key("a"), "<other@x>", LOST)
+        .unwrap_err();
     assert!(matches!(err, StateError::NotSending { .. }), "{err}");
 
-    store.mark_in_doubt(&key("a"), "<m@x>").unwrap();
+    store.mark_in_doubt(&key("a"), "<m@x>", LOST).unwrap();
+    let entry = store.get(&key("a")).unwrap().unwrap();
     assert_eq!(
-        store.get(&key("a")).unwrap().unwrap().state,
+        entry.state,
         LeadState::InDoubt {
-            message_id: "<m@x>".into()
+            message_id: "<m@x>".into(),
+            reason: LOST.into(),
         }
     );
+    assert!(entry.to_record().error.unwrap().to_string().contains(LOST));
     let err = store.mark_sent(&key("a"), "<m@x>").unwrap_err();
     assert!(err.to_string().contains("it is in_doubt"), "{err}");
 }
@@ -227,7 +236,7 @@ fn marking_one_tenants_lead_leaves_anothers_alone() {
     for k in [&key("a"), &other] {
         store.mark_sending(k, 2, "a@x", "<m@x>").unwrap();
     }
-    store.mark_in_doubt(&key("a"), "<m@x>").unwrap();
+    store.mark_in_doubt(&key("a"), "<m@x>", LOST).unwrap();
     store.mark_sent(&other, "<m@x>").unwrap();
     assert_eq!(
         store.get(&key("a")).unwrap().unwrap().state.name(),
@@ -472,7 +481,6 @@ fn a_damaged_state_file_is_refused_and_left_alone() {
         *b = 0xA5;
     }
     fs::write(&path, &contents).unwrap();
-    fs::remove_file(path.with_extension("sqlite.lock")).unwrap();
 
     let err = StateStore::open(&path).unwrap_err();
     assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");

@@ -11,6 +11,7 @@ pub mod redis_server;
 mod server_thread;
 pub mod small_disk;
 pub mod smtp_server;
+pub mod tmpfs;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -23,9 +23,13 @@ use tokio::net::TcpStream;
 
 use super::server_thread::ServerThread;
 
-// A sibling file, named by path so the bench that includes this one finds it too.
+// Sibling files, named by path so the bench that includes this one finds them too.
+#[path = "hold.rs"]
+mod hold;
 #[path = "received.rs"]
 mod received;
+
+pub use hold::Hold;
 
 use received::b64;
 pub use received::ReceivedMessage;
@@ -47,6 +51,8 @@ pub struct SmtpBehaviour {
     pub rcpt_replies: Vec<String>,
     /// How long the server takes to accept each message.
     pub delay: Duration,
+    /// When set, every message's final reply waits until it is released.
+    pub hold: Option<Hold>,
     /// Messages whose payload the server takes in and then never answers.
     pub unanswered: Option<Unanswered>,
     /// A refused login's reply quotes the AUTH command it got, as some
@@ -143,6 +149,13 @@ impl SmtpBehaviour {
     /// Takes `delay` before answering each message's DATA.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Takes in every message's payload and answers it only once `hold`
+    /// is released, so a test can act while messages are under way.
+    pub fn hold(mut self, hold: &Hold) -> Self {
+        self.hold = Some(hold.clone());
         self
     }
 }
@@ -523,6 +536,9 @@ async fn session(
                         return Ok(());
                     }
                     None => {}
+                }
+                if let Some(hold) = &behaviour.hold {
+                    hold.released().await;
                 }
                 tokio::time::sleep(behaviour.delay).await;
                 let reply = {
