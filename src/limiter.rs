@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 pub use crate::units::Rate;
 use arrival::Suspect;
-pub use connection::{note_connection, note_setup, observing, Connection};
+pub use connection::{note_connection, note_setup, observing, watch_opening, Connection};
 pub use permit::Permit;
 use share::Share;
 pub use shared::{

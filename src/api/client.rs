@@ -13,7 +13,7 @@ use url::Url;
 
 use super::error::{classify, parse_retry_after, transport_error};
 use super::ApiError;
-use crate::limiter::{note_connection, note_setup, Connection};
+use crate::limiter::{note_connection, note_setup, watch_opening, Connection};
 use crate::secret::{Scrubber, Secret};
 
 /// Body of Generate lead-level auth key.
@@ -107,11 +107,11 @@ where
     fn call(&mut self, request: R) -> Self::Future {
         let started = tokio::time::Instant::now();
         let connecting = self.0.call(request);
-        Box::pin(async move {
+        Box::pin(watch_opening(async move {
             let connected = connecting.await;
             note_setup(started.elapsed());
             connected
-        })
+        }))
     }
 }
 
@@ -334,6 +334,23 @@ mod tests {
         assert_eq!(pairs, ["a$b", "s+/=&x", "k +="]);
     }
 
+    /// A client of `sandbox`, and what a key generation sends it.
+    fn client_of(sandbox: &lsq_sandbox::Sandbox) -> (ApiClient, Secret, String) {
+        let config = sandbox.config().clone();
+        let client = ApiClient::new(ApiSettings {
+            host: Url::parse(&sandbox.base_url()).unwrap(),
+            access_key: Secret::new(config.access_key.clone()),
+            secret_key: Secret::new(config.secret_key.clone()),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let tenant = Secret::new(config.tenant_auth_key.clone());
+        (client, tenant, config.portal_ids[0].clone())
+    }
+
+    const LEAD: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+
     /// The limiter blocks a slot longer after a call that opened a
     /// connection: the client must tell it which calls did, on a real
     /// server.
@@ -349,22 +366,11 @@ mod tests {
         })
         .await
         .unwrap();
-        let config = sandbox.config().clone();
-        let client = ApiClient::new(ApiSettings {
-            host: Url::parse(&sandbox.base_url()).unwrap(),
-            access_key: Secret::new(config.access_key.clone()),
-            secret_key: Secret::new(config.secret_key.clone()),
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-        })
-        .unwrap();
-        let tenant = Secret::new(config.tenant_auth_key.clone());
-        let portal = &config.portal_ids[0];
-        let lead = "0a1b2c3d-0000-4000-8000-000000000001";
+        let (client, tenant, portal) = client_of(&sandbox);
         let mut seen = Vec::new();
         for pause in [Duration::ZERO, Duration::ZERO, idle * 3, Duration::ZERO] {
             tokio::time::sleep(pause).await;
-            let (answer, connection) = observing(client.generate(&tenant, lead, portal)).await;
+            let (answer, connection) = observing(client.generate(&tenant, LEAD, &portal)).await;
             answer.unwrap();
             seen.push(connection);
         }
@@ -374,12 +380,81 @@ mod tests {
                 Connection::New { setup: Some(_) } => "new, timed",
                 Connection::New { setup: None } => "new",
                 Connection::Reused => "reused",
+                Connection::Pooled { .. } => "pooled",
                 Connection::Unknown => "unknown",
             })
             .collect();
         // The server closed the idle connection before the third call: the
         // client opened another, and timed its set-up both times.
         assert_eq!(kinds, ["new, timed", "reused", "new, timed", "reused"]);
+        sandbox.shutdown().await;
+    }
+
+    /// A call whose own connection is slow to open (its SYN dropped by a
+    /// full accept queue and sent again a second later) takes a connection
+    /// that falls idle meanwhile: its request is written then, not when the
+    /// call started, and the client says so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn says_when_a_call_got_a_connection_that_fell_idle_while_its_own_was_opening() {
+        use crate::limiter::observing;
+        use lsq_sandbox::{Sandbox, SandboxConfig};
+        let service = Duration::from_millis(300);
+        // An accept backlog of 1 and one accept every 200 ms: of 8 calls at
+        // once, a few connect, the others' SYNs are dropped.
+        let sandbox = Sandbox::start(SandboxConfig {
+            slow_accept: Some((1, Duration::from_millis(200))),
+            service_time: (service, service),
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let (client, tenant, portal) = client_of(&sandbox);
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, tenant, portal) = (client.clone(), tenant.clone(), portal.clone());
+                tokio::spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    let (answer, connection) =
+                        observing(client.generate(&tenant, LEAD, &portal)).await;
+                    answer.unwrap();
+                    (connection, started.elapsed())
+                })
+            })
+            .collect();
+        let slack = Duration::from_millis(150);
+        let mut pooled = 0;
+        for call in calls {
+            // How long before its answer the request was written: about the
+            // service time, never much more.
+            let (connection, took) = call.await.unwrap();
+            let written_before_answer = match connection {
+                Connection::Reused => took,
+                Connection::Pooled {
+                    waited: Some(waited),
+                } => {
+                    pooled += 1;
+                    took.saturating_sub(waited)
+                }
+                Connection::Pooled { waited: None } => {
+                    pooled += 1;
+                    continue;
+                }
+                // May have waited in the accept queue: another rule's case.
+                Connection::New { setup: Some(_) } => continue,
+                // One opened in the background for another call: blocked
+                // from its answer.
+                Connection::New { setup: None } => {
+                    pooled += 1;
+                    continue;
+                }
+                other => panic!("{other:?}"),
+            };
+            assert!(
+                written_before_answer < service + slack,
+                "{connection:?} answered {took:?} after the call started"
+            );
+        }
+        assert!(pooled > 0, "no call took a connection it did not open");
         sandbox.shutdown().await;
     }
 }

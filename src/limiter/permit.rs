@@ -42,7 +42,9 @@ impl Permit {
     /// have reached the server: the arrival margin after its request was
     /// written (at once on a reused connection; after the timed set-up on a
     /// new one), however long the answer took. Only evidence of a late
-    /// request blocks it from the answer instead: a set-up [`LATE_SETUP`]
+    /// request blocks it from the answer instead: a call that waited for
+    /// an idle connection when the client could not tell how long, a set-up
+    /// [`LATE_SETUP`]
     /// slower than the quickest seen (and then for the calls of its burst
     /// over connections that opened at once, which may have waited in the
     /// listener's full accept queue), a new connection whose set-up was not
@@ -52,6 +54,8 @@ impl Permit {
         let now = Instant::now();
         let written = match connection {
             Connection::Reused => Some(Duration::ZERO),
+            // Written when the idle connection was handed over.
+            Connection::Pooled { waited } => waited,
             Connection::New { setup: Some(setup) } => {
                 match self.limiter.late_setup(setup, self.sent_at, now) {
                     true => None,

@@ -42,7 +42,8 @@ impl Share {
 
     /// The share a store remembered: `allowed` calls learnt `age` ago after
     /// `failed_probes` probes in a row drew a 429. It climbs back over the
-    /// windows that passed since, one call a window after the probe's wait.
+    /// time that passed since: one call (the probe) after the probe's wait,
+    /// then one every longest probe wait (8 windows).
     pub(super) fn resume(
         &mut self,
         allowed: u32,
@@ -55,20 +56,26 @@ impl Share {
         self.failed_probes = failed_probes.min(MOST_PROBE_BACKOFF);
         self.clean_windows = 0;
         self.climbed = None;
-        // Nobody probed meanwhile, so the share climbs by one call a window
-        // after the probe's wait, not by 1, 4, 8…: a competitor that was
-        // there a minute ago most likely still is; one gone for hours no
-        // longer counts.
+        // Nobody probed meanwhile, so the share climbs by one call every
+        // longest probe wait, not by 1, 4, 8… nor a call a window: a
+        // competitor that was there a minute ago most likely still is, and a
+        // share climbed while nobody looked costs a 429 a call at the next
+        // run's start; one gone for an hour no longer counts.
         let mut left = age;
         let mut wait = self.next_wait(window);
         while self.allowed < self.budget && left >= wait {
             left -= wait;
             self.allowed += 1;
-            wait = window;
+            wait = window * (1 << MOST_PROBE_BACKOFF);
         }
         self.since = now.checked_sub(left).unwrap_or(now);
         if self.allowed == self.budget {
             self.failed_probes = 0;
+            self.since = now;
+        } else if self.allowed > allowed as usize {
+            // A climb nobody proved, probed now: a 429 in the first window
+            // is a failed probe, and the next one waits twice as long.
+            self.climbed = Some(now);
             self.since = now;
         }
     }

@@ -155,6 +155,33 @@ async fn a_smaller_burst_spreads_the_first_calls() {
     assert_eq!(Instant::now() - t0, Duration::from_millis(200));
 }
 
+/// A call that waited for an idle connection wrote its request when it got
+/// it: its slot is blocked a window from then (plus the margin), or from its
+/// answer when the client could not tell when.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_waited_for_an_idle_connection_is_timed_from_when_it_got_it() {
+    let waited = Duration::from_secs(1);
+    let answered = waited + Duration::from_millis(200);
+    // The window, and the millisecond that keeps a call off its edge.
+    let window = Rate::DEFAULT.window + Duration::from_millis(1);
+    for (told, free_after) in [
+        (Some(waited), waited + DEFAULT_ARRIVAL_MARGIN + window),
+        (None, answered + window),
+    ] {
+        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+        let t0 = Instant::now();
+        let permits: Vec<_> = futures::future::join_all((0..25).map(|_| limiter.acquire())).await;
+        tokio::time::sleep(answered).await;
+        for permit in permits {
+            permit
+                .unwrap()
+                .completed_on(Connection::Pooled { waited: told });
+        }
+        let next = limiter.acquire().await.unwrap();
+        assert_eq!(next.sent_at() - t0, free_after, "told {told:?}");
+    }
+}
+
 /// A strict server on the paused clock: it counts arrivals, ours and a
 /// competitor's, in a sliding window and refuses ours beyond the budget.
 struct StrictServer {

@@ -14,7 +14,8 @@ use crate::report::{Record, RowError, Status};
 use crate::secret::Secret;
 use crate::state::{LeadEntry, LeadKey};
 
-use super::prepare::{Gate, Job};
+use super::gate::Pass;
+use super::prepare::Job;
 use super::resume::{resume, reuse_margin, Resume, ResumeFlags};
 use super::Finished;
 
@@ -415,36 +416,29 @@ impl Job {
         }
     }
 
-    /// Generates one key; the run's first call goes alone (see [`Gate`]).
+    /// Generates one key; the run's first call goes ahead (see
+    /// [`Gate`](super::gate::Gate)).
     async fn generate(
         &self,
         caller: &Caller,
         lead_id: &str,
         portal_id: &str,
     ) -> Attempted<GeneratedKey> {
-        let mut gate = self.gate.lock().await;
-        match *gate {
-            Gate::Proven => drop(gate),
-            Gate::Refused => {
-                return Attempted {
-                    result: Err(ApiError::Unauthorized {
-                        message: "an earlier call was refused".into(),
-                    }),
-                    attempts: 0,
-                    rate_limited: 0,
-                }
-            }
-            Gate::Unproven => {
-                let done = caller.generate(lead_id, portal_id, &self.stop).await;
-                *gate = match &done.result {
-                    Err(e) if e.is_fatal() => Gate::Refused,
-                    _ => Gate::Proven,
-                };
-                self.note_accepted(caller, &done);
-                return done;
-            }
+        let pass = self.gate.pass().await;
+        if pass == Pass::Refused {
+            return Attempted {
+                result: Err(ApiError::Unauthorized {
+                    message: "an earlier call was refused".into(),
+                }),
+                attempts: 0,
+                rate_limited: 0,
+            };
         }
         let done = caller.generate(lead_id, portal_id, &self.stop).await;
+        if pass == Pass::First {
+            self.gate
+                .decide(matches!(&done.result, Err(e) if e.is_fatal()));
+        }
         self.note_accepted(caller, &done);
         done
     }

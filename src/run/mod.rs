@@ -19,6 +19,7 @@
 
 mod defer;
 mod email;
+mod gate;
 mod ledger;
 mod link;
 mod prepare;

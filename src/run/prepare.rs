@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::Mutex;
 
 use crate::api::Caller;
 use crate::api::{ApiClient, TenantKey};
@@ -21,23 +20,13 @@ use crate::paths::{Output, Target};
 use crate::signal::StopSignal;
 use crate::state::{LeadEntry, StateStore};
 
+use super::gate::Gate;
 use super::ledger::Ledger;
 
 /// Messages in a row whose every attempt could not connect before the run
 /// stops: the SMTP server is down or mistyped, and every other message would
 /// fail the same way, each after its retries.
 const UNREACHABLE_AFTER: u32 = 3;
-
-/// Whether the run's credentials and host have been proven by a first call.
-/// Until then one call goes alone, so that a bad key costs one call, not a burst.
-/// Credentials the API accepted within the last hours (as the tenant's budget
-/// store remembers) start proven.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Gate {
-    Unproven,
-    Proven,
-    Refused,
-}
 
 /// The email side of a run.
 pub(super) struct Mail {
@@ -80,7 +69,8 @@ pub(super) struct Job {
     pub(super) previews: AtomicUsize,
     /// Rows taken on so far, against `--limit`.
     pub(super) taken: AtomicU64,
-    pub(super) gate: Mutex<Gate>,
+    /// The run's first call goes ahead of the others (see [`Gate`]).
+    pub(super) gate: Gate,
     /// The mark of the run's credentials (see [`credentials_mark`]), and
     /// whether their acceptance was noted in the budget store yet.
     pub(super) credentials: Option<(String, AtomicBool)>,
@@ -189,13 +179,12 @@ pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Res
         None => None,
     };
     let credentials = settings.connection().map(credentials_mark);
-    let gate = match &credentials {
-        Some(mark) if limiter.accepted_recently(mark) => {
-            tracing::debug!("these credentials were accepted lately: the first burst goes at once");
-            Gate::Proven
-        }
-        _ => Gate::Unproven,
-    };
+    let proven = credentials
+        .as_ref()
+        .is_some_and(|mark| limiter.accepted_recently(mark));
+    if proven {
+        tracing::debug!("these credentials were accepted lately: the first burst goes at once");
+    }
     Ok(Prepared {
         job: Arc::new(Job {
             settings,
@@ -206,7 +195,7 @@ pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Res
             known,
             previews: AtomicUsize::new(0),
             taken: AtomicU64::new(0),
-            gate: Mutex::new(gate),
+            gate: Gate::new(proven),
             credentials: credentials.map(|mark| (mark, AtomicBool::new(false))),
             stop,
         }),

@@ -15,8 +15,16 @@ fn learnt(allowed: u32, failed_probes: u32, age_secs: u64) -> Memory {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_remembered_share_climbs_back_a_call_a_window_over_the_windows_passed() {
-    for (age, allowed) in [(0, 15), (4, 15), (5, 16), (10, 17), (30, 21), (3_600, 25)] {
+async fn a_remembered_share_climbs_back_a_call_every_eight_windows_after_the_probe() {
+    for (age, allowed) in [
+        (0, 15),
+        (4, 15),
+        (5, 16),
+        (44, 16),
+        (45, 17),
+        (125, 19),
+        (3_600, 25),
+    ] {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         limiter.resume(learnt(15, 0, age));
         assert_eq!(limiter.allowed(), allowed, "learnt {age} s ago");
@@ -55,9 +63,12 @@ async fn a_run_that_resumes_a_learnt_share_is_refused_far_less_than_one_that_lea
         got.refused as f64 / got.calls as f64
     };
     let first = run(None).await;
-    let second = run(Some(learnt(15, 1, 2))).await;
     assert!(first <= 0.10, "first run: {first}");
-    assert!(second <= 0.02, "second run: {second}");
+    // Started right after the first, or half a minute after its last 429.
+    for (failed_probes, age) in [(1, 2), (1, 25), (2, 30), (3, 30)] {
+        let second = run(Some(learnt(15, failed_probes, age))).await;
+        assert!(second <= 0.02, "second run, {age} s after: {second}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

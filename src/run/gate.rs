@@ -1,0 +1,171 @@
+//! The run's first call: it goes ahead of the others for a moment, so that
+//! bad credentials are refused after one call rather than a burst.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long the other calls wait for the first call's answer. The API
+/// checks the keys before it does any work, so a refusal comes back quickly;
+/// an answer slower than this is taken as a sign of a slow API, not of bad
+/// keys, and the burst goes. Waiting for a 1 s answer would delay every slot
+/// of the first window, and so the whole run, by that second.
+pub(super) const ALONE_FOR: Duration = Duration::from_millis(250);
+
+/// Whether the run's credentials and host have been proven by a first call.
+/// Credentials the API accepted within the last hours (as the tenant's budget
+/// store remembers) start proven.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Unproven,
+    /// The first call is under way since then.
+    Probing(Instant),
+    Proven,
+    Refused,
+}
+
+/// What a call may do, as [`Gate::pass`] says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Pass {
+    /// This is the run's first call: report its outcome with [`Gate::decide`].
+    First,
+    /// Go ahead.
+    Go,
+    /// An earlier call's credentials were refused: do not call.
+    Refused,
+}
+
+/// The gate every key generation passes (see [`State`]).
+#[derive(Debug)]
+pub(super) struct Gate(watch::Sender<State>);
+
+impl Gate {
+    pub(super) fn new(proven: bool) -> Gate {
+        Gate(watch::Sender::new(if proven {
+            State::Proven
+        } else {
+            State::Unproven
+        }))
+    }
+
+    /// Waits until this call may go: at once for the first call and once the
+    /// credentials are proven; otherwise until the first call is answered or
+    /// has been under way for [`ALONE_FOR`].
+    pub(super) async fn pass(&self) -> Pass {
+        let mut first = false;
+        self.0.send_if_modified(|state| {
+            first = *state == State::Unproven;
+            if first {
+                *state = State::Probing(Instant::now());
+            }
+            first
+        });
+        if first {
+            return Pass::First;
+        }
+        let mut seen = self.0.subscribe();
+        let since = match *seen.borrow_and_update() {
+            State::Probing(since) => since,
+            State::Refused => return Pass::Refused,
+            State::Unproven | State::Proven => return Pass::Go,
+        };
+        let refused = async {
+            let answered = seen.wait_for(|s| matches!(s, State::Proven | State::Refused));
+            answered.await.is_ok_and(|state| *state == State::Refused)
+        };
+        match tokio::time::timeout_at(since + ALONE_FOR, refused).await {
+            Ok(true) => Pass::Refused,
+            _ => Pass::Go,
+        }
+    }
+
+    /// The first call's outcome: the credentials were `refused`, or not.
+    pub(super) fn decide(&self, refused: bool) {
+        self.0.send_replace(if refused {
+            State::Refused
+        } else {
+            State::Proven
+        });
+    }
+
+    /// Whether a call was refused for the run's credentials.
+    #[cfg(test)]
+    fn refused(&self) -> bool {
+        *self.0.borrow() == State::Refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Starts `n` passes at once and says when each got through, and how.
+    async fn passes(gate: &Arc<Gate>, n: usize) -> Vec<tokio::task::JoinHandle<(Pass, Instant)>> {
+        (0..n)
+            .map(|_| {
+                let gate = Arc::clone(gate);
+                tokio::spawn(async move { (gate.pass().await, Instant::now()) })
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn proven_credentials_let_every_call_go_at_once() {
+        let gate = Arc::new(Gate::new(true));
+        let t0 = Instant::now();
+        for handle in passes(&gate, 5).await {
+            assert_eq!(handle.await.unwrap(), (Pass::Go, t0));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_refusal_stops_the_burst_after_one_call() {
+        let gate = Arc::new(Gate::new(false));
+        assert_eq!(gate.pass().await, Pass::First);
+        let waiting = passes(&gate, 24).await;
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        gate.decide(true);
+        for handle in waiting {
+            assert_eq!(handle.await.unwrap().0, Pass::Refused);
+        }
+        assert_eq!(gate.pass().await, Pass::Refused);
+        assert!(gate.refused());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_acceptance_lets_the_burst_go_at_its_answer() {
+        let gate = Arc::new(Gate::new(false));
+        let t0 = Instant::now();
+        assert_eq!(gate.pass().await, Pass::First);
+        let waiting = passes(&gate, 24).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        gate.decide(false);
+        for handle in waiting {
+            let (pass, at) = handle.await.unwrap();
+            assert_eq!(pass, Pass::Go);
+            assert_eq!(at - t0, Duration::from_millis(120));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_answer_holds_the_burst_back_no_longer_than_alone_for() {
+        let gate = Arc::new(Gate::new(false));
+        let t0 = Instant::now();
+        assert_eq!(gate.pass().await, Pass::First);
+        let early = passes(&gate, 10).await;
+        // Calls that come later wait only for what is left of the moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let late = passes(&gate, 14).await;
+        for handle in early.into_iter().chain(late) {
+            let (pass, at) = handle.await.unwrap();
+            assert_eq!(pass, Pass::Go);
+            assert_eq!(at - t0, ALONE_FOR);
+        }
+        // A refusal after the burst went still stops the calls after it.
+        gate.decide(true);
+        assert_eq!(gate.pass().await, Pass::Refused);
+    }
+}
