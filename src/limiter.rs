@@ -282,6 +282,7 @@ impl Limiter {
     pub async fn acquire(self: &Arc<Self>) -> Result<Permit, BudgetError> {
         let mut permit = self.acquire_local().await;
         let Some((shared, hold)) = &self.shared else {
+            self.started(permit.sent_at);
             return Ok(permit);
         };
         let window = self.settings.rate.window;
@@ -291,12 +292,24 @@ impl Limiter {
                     permit.token = Some(token);
                     // Sent now, after the wait for the shared slot.
                     permit.sent_at = Instant::now();
+                    self.started(permit.sent_at);
                     return Ok(permit);
                 }
                 Taken::Wait(wait) => {
                     tokio::time::sleep(wait.clamp(Duration::from_millis(1), window)).await;
                 }
             }
+        }
+    }
+
+    /// A call let through at `at`, its shared slot taken: counted as
+    /// started. One given up while it waited for the shared slot (the run
+    /// stopping) never reached the server and is not.
+    fn started(&self, at: Instant) {
+        let mut state = self.lock();
+        state.starts += 1;
+        if let Some(log) = state.start_log.as_mut() {
+            log.push(at);
         }
     }
 
@@ -327,10 +340,6 @@ impl Limiter {
                                         unreachable!("a ready slot is free")
                                     };
                                     state.slots[i] = Slot::Busy;
-                                    state.starts += 1;
-                                    if let Some(log) = state.start_log.as_mut() {
-                                        log.push(now);
-                                    }
                                     return Permit {
                                         limiter: Arc::clone(self),
                                         slot: i,
