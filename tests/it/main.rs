@@ -59,3 +59,4 @@ mod state_locks;
 mod state_store;
 mod status;
 mod stopping;
+mod stored_pause;
