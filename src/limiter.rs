@@ -462,7 +462,7 @@ impl Limiter {
         if !known {
             tracing::info!(
                 "{} is paused for {:.1}s more, as a run sharing it met a 429 (rate-limited): \
-                 this run waits until then (Ctrl-C or SIGTERM stops it meanwhile)",
+                 this run waits until then (Ctrl-C, SIGTERM or SIGHUP stops it meanwhile)",
                 shared.describe(),
                 left.as_secs_f64()
             );
@@ -559,7 +559,7 @@ fn capped_warning(asked: Duration) -> String {
     };
     format!(
         "the API asked every call to wait {asked} (Retry-After); waiting {} instead, \
-         the longest pause a run takes (Ctrl-C or SIGTERM stops the run meanwhile)",
+         the longest pause a run takes (Ctrl-C, SIGTERM or SIGHUP stops the run meanwhile)",
         format_args!("{}m", MAX_PAUSE.as_secs() / 60)
     )
 }

@@ -39,7 +39,7 @@ use crate::exit::Exit;
 use crate::logging::RESULT;
 use crate::ping::Pinger;
 use crate::report::{Record, Status};
-use crate::signal::{watch_signals, Stop};
+use crate::signal::{watch_signals, Interrupted, Stop, StopSignal};
 use crate::summary::Summary;
 
 /// How a finished (or interrupted) run ended.
@@ -47,7 +47,7 @@ use crate::summary::Summary;
 pub struct RunOutcome {
     /// Counts and figures.
     pub summary: Summary,
-    /// Stopped by Ctrl-C or SIGTERM before every row was done.
+    /// Stopped by Ctrl-C, SIGTERM or SIGHUP before every row was done.
     pub interrupted: bool,
     /// Where the report is.
     pub report: PathBuf,
@@ -76,8 +76,17 @@ pub(crate) struct Finished {
 pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     let settings = start_sandbox(settings).await?;
     if settings.test_address().is_some() {
-        say!("{}", test_email::send_test(settings).await?);
-        return Ok(Exit::Success);
+        return match test_email::send_test(settings).await {
+            Ok(sent) => {
+                say!("{sent}");
+                Ok(Exit::Success)
+            }
+            Err(error) if error.is::<Interrupted>() => {
+                tracing::info!("{error}");
+                Ok(Exit::Interrupted)
+            }
+            Err(error) => Err(error),
+        };
     }
     log_start(&settings);
     let begun = Summary::begin(&settings.campaign, &settings.input);
@@ -89,6 +98,10 @@ pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     let result = run_from(settings, begun.clone()).await;
     let (exit, summary) = match &result {
         Ok(outcome) => (outcome.exit(), outcome.summary.clone()),
+        Err(error) if error.is::<Interrupted>() => {
+            tracing::info!("{error}");
+            (Exit::Interrupted, begun.ended(Exit::Interrupted))
+        }
         Err(error) => {
             let exit = Exit::of_error(error);
             match error.downcast_ref::<Aborted>() {
@@ -101,7 +114,10 @@ pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     if let Some(pinger) = pinger {
         pinger.finish(exit, summary.to_json()).await;
     }
-    let outcome = result?;
+    let outcome = match result {
+        Err(error) if error.is::<Interrupted>() => return Ok(Exit::Interrupted),
+        result => result?,
+    };
     log_end(&outcome, exit);
     Ok(exit)
 }
@@ -205,10 +221,14 @@ impl std::fmt::Display for Aborted {
     }
 }
 
-/// Runs the batch job whose summary `begun` started.
+/// Runs the batch job whose summary `begun` started. Signals stop it from
+/// the start: one that comes while it prepares ends it with
+/// [`Interrupted`], one during the SMTP login check with an empty report.
 async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    let prepared = prepare::prepare(settings).await?;
+    let signal = StopSignal::new();
+    let stop = watch_signals(&signal);
+    let prepared = prepare::prepare(settings, signal).await?;
     let job = prepared.job;
     let mut sink = sink::Sink::open(
         &job.settings,
@@ -217,7 +237,15 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         prepared.limiter,
         (started, begun),
     )?;
-    job.check_mail().await?;
+    if job
+        .stop
+        .unless_stopping(job.check_mail())
+        .await
+        .transpose()?
+        .is_none()
+    {
+        return sink.finish(true, None);
+    }
     if let Some(warning) = job.settings.night_warning(chrono::Utc::now()) {
         tracing::warn!("{warning}");
         if job.settings.refuse_night_links {
@@ -232,7 +260,6 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
             }));
         }
     }
-    let stop = watch_signals(&job.stop);
     let mut outcomes = stages::outcomes(prepared.reader, job.clone(), stop.clone());
     let quit = crate::signal::reached(stop.clone(), Stop::Quit);
     tokio::pin!(quit);

@@ -99,8 +99,10 @@ pub(super) struct Prepared {
 
 /// Opens the input and checks every output against it and one another,
 /// loads and checks templates, takes the tenant's shared budget, opens the
-/// campaign state and builds the client and the mail transport.
-pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
+/// campaign state and builds the client and the mail transport. A signal
+/// (`stop`) while it waits for the shared budget's store ends it with
+/// [`crate::signal::Interrupted`].
+pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
     // A summary or metrics path that cannot be written is found before the
@@ -162,7 +164,10 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         (Some(connection), Some(tenant)) => {
             let store = &settings.budget_store;
             let hold = connection.api.timeout;
-            crate::budget::limiter(settings.limiter, store, tenant, hold).await?
+            let limiter = crate::budget::limiter(settings.limiter, store, tenant, hold);
+            stop.unless_stopping(limiter)
+                .await
+                .ok_or(crate::signal::Interrupted)??
         }
         _ => Limiter::new(settings.limiter),
     };
@@ -195,7 +200,7 @@ pub(super) async fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
             taken: AtomicU64::new(0),
             gate: Mutex::new(gate),
             credentials: credentials.map(|mark| (mark, AtomicBool::new(false))),
-            stop: StopSignal::new(),
+            stop,
         }),
         reader,
         rows_estimate,

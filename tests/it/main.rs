@@ -58,5 +58,6 @@ mod shared_budget;
 mod state_locks;
 mod state_store;
 mod status;
+mod stop_waits;
 mod stopping;
 mod stored_pause;

@@ -384,10 +384,7 @@ pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// Sends SIGTERM to a running binary.
 pub fn sigterm(child: &std::process::Child) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    send_signal(child, libc::SIGTERM);
 }
 
 /// Runs and asserts a zero exit, for the runs that set the stage for what a
