@@ -2,7 +2,8 @@
 //! in: the limiter's wait for the budget, a Retry-After pause, the SMTP
 //! login check at the start, a slow SMTP transaction (finished, then
 //! stopped), a pause another run stored in the budget file, and `otp`'s
-//! wait for the tenant's budget. Each ends in 130 with the state
+//! wait for the tenant's budget; `serve` stops cleanly (0) while it still
+//! connects to its budget store. Each run ends in 130 with the state
 //! consistent: no lead `sending` that was not in an SMTP transaction, and a
 //! re-run that agrees with what the first recorded.
 //!
@@ -77,6 +78,32 @@ fn state_counts(dir: &Path) -> BTreeMap<String, u64> {
     let mut counts = store.counts("leads").unwrap();
     counts.retain(|_, n| *n > 0);
     counts
+}
+
+/// A server on loopback that takes connections and never says a word.
+struct Silent(std::net::TcpListener);
+
+impl Silent {
+    fn bind() -> Silent {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Silent(listener)
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.0.local_addr().unwrap()
+    }
+
+    /// Waits for the first connection (`what`), and holds it open.
+    async fn connection(&self, what: &str) -> std::net::TcpStream {
+        let mut held = None;
+        wait_until(what, || {
+            held = held.take().or_else(|| self.0.accept().ok().map(|(s, _)| s));
+            held.is_some()
+        })
+        .await;
+        held.unwrap()
+    }
 }
 
 /// Asserts that a run stopped before any lead got its key left none
@@ -161,21 +188,15 @@ async fn a_signal_during_a_retry_after_pause_stops_the_run() {
 async fn a_signal_during_the_smtp_login_check_stops_the_run_before_any_call() {
     for signal in SIGNALS {
         // A server that takes the connection and never greets.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let silent = Silent::bind();
+        let url = format!("smtp://{}", silent.addr());
         let sandbox = fast_sandbox().await;
         let dir = tempfile::tempdir().unwrap();
         let input = leads_with_email(dir.path(), 3);
         let mut cmd = command(&sandbox, dir.path(), &input);
         with_email(&mut cmd, &url, &sample("templates"));
         let running = Running::start(&mut cmd);
-        let mut held = None;
-        wait_until("the login check's connection", || {
-            held = held.take().or_else(|| listener.accept().ok());
-            held.is_some()
-        })
-        .await;
+        let held = silent.connection("the login check's connection").await;
         running.stopped_by(signal);
         drop(held);
 
@@ -253,5 +274,43 @@ async fn a_signal_while_otp_waits_for_the_tenants_budget_stops_it() {
         running.wait_for_line("is paused for").await;
         let log = running.stopped_by(signal);
         assert_eq!(sandbox.stats().calls, 0, "{}: {log}", signal.1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_while_serve_connects_to_its_budget_store_stops_it_cleanly() {
+    for signal in SIGNALS {
+        // A "Redis" that takes the connection and never answers.
+        let silent = Silent::bind();
+        let store = format!("redis://{}", silent.addr());
+        let sandbox = fast_sandbox().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = sandbox.config();
+        let mut cmd = lsq(dir.path());
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--host", &sandbox.base_url()])
+            .args([
+                "--portal-url",
+                &sandbox.portal_url(),
+                "--budget-store",
+                &store,
+            ])
+            .env("LSQ_ACCESS_KEY", &config.access_key)
+            .env("LSQ_SECRET_KEY", &config.secret_key)
+            .env("LSQ_TENANT_AUTH_KEY", &config.tenant_auth_key)
+            .env("LSQ_LINK_SECRET", crate::serve::SECRET_A);
+        let mut running = Running::start(&mut cmd);
+        let _held = silent.connection("serve's connection to its store").await;
+        send_signal(&running.child, signal.0);
+        let status = running.child.wait().unwrap();
+        let log = String::from_utf8_lossy(&running.log.finish()).into_owned();
+        // serve's code for a stop asked by a signal.
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "after {}: {status:?}\n{log}",
+            signal.1
+        );
+        assert!(log.contains("stopped"), "{}: {log}", signal.1);
     }
 }
