@@ -49,7 +49,8 @@ impl Exit {
         }
     }
 
-    /// The code for a command that returned an error: usage mistakes (an
+    /// The code for a command that returned an error: a signal that
+    /// stopped it is 130, usage mistakes (an
     /// input column missing or named twice among them) are 2,
     /// a state file held by another run is 4, a signal while the run waited
     /// for a FIFO's reader before doing anything is 130, every other fault
@@ -72,7 +73,9 @@ impl Exit {
                 || e.downcast_ref::<crate::input::InputError>()
                     .is_some_and(crate::input::InputError::is_usage)
         });
-        if usage {
+        if error.chain().any(|e| e.is::<crate::signal::Interrupted>()) {
+            Exit::Interrupted
+        } else if usage {
             Exit::Usage
         } else if locked {
             Exit::Busy

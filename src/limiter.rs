@@ -141,6 +141,10 @@ struct State {
     refusals: std::collections::VecDeque<Instant>,
     paused_until: Option<Instant>,
     paused_total: Duration,
+    /// The end of the latest pause counted in `paused_total`, ours or one
+    /// the shared budget held: a wait is counted once, however many tasks
+    /// wait it out.
+    counted_until: Option<Instant>,
     rate_limited: u64,
     starts: u64,
     start_log: Option<Vec<Instant>>,
@@ -156,6 +160,16 @@ struct State {
 pub const LATE_SETUP: Duration = Duration::from_millis(500);
 
 impl State {
+    /// Counts a pause from `now` to `until` in the total, less what an
+    /// earlier pause counted already.
+    fn count_pause(&mut self, now: Instant, until: Instant) {
+        let from = self.counted_until.map_or(now, |end| end.max(now));
+        if until > from {
+            self.paused_total += until - from;
+            self.counted_until = Some(until);
+        }
+    }
+
     /// Our calls the server may count in a window ending now: in flight, or
     /// blocked for the rest of their window.
     fn in_window(&self, now: Instant) -> usize {
@@ -234,6 +248,7 @@ impl Limiter {
                 refusals: std::collections::VecDeque::new(),
                 paused_until: None,
                 paused_total: Duration::ZERO,
+                counted_until: None,
                 rate_limited: 0,
                 starts: 0,
                 start_log: None,
@@ -271,7 +286,8 @@ impl Limiter {
         self.lock().rate_limited
     }
 
-    /// Total time every task stood paused after 429s.
+    /// Total time every task stood paused after 429s, this process's or
+    /// those of others sharing the budget.
     pub fn paused_total(&self) -> Duration {
         self.lock().paused_total
     }
@@ -297,6 +313,10 @@ impl Limiter {
                 }
                 Taken::Wait(wait) => {
                     tokio::time::sleep(wait.clamp(Duration::from_millis(1), window)).await;
+                }
+                Taken::Paused(left) => {
+                    self.shared_pause(left, shared.as_ref());
+                    tokio::time::sleep(left.clamp(Duration::from_millis(1), window)).await;
                 }
             }
         }
@@ -416,16 +436,10 @@ impl Limiter {
             tracing::warn!("{}", capped_warning(asked));
         }
         let until = now + wait;
-        let from = match state.paused_until {
-            Some(old) if old > now => {
-                if until <= old {
-                    return;
-                }
-                old
-            }
-            _ => now,
-        };
-        state.paused_total += until - from;
+        if state.paused_until.is_some_and(|old| until <= old) {
+            return;
+        }
+        state.count_pause(now, until);
         state.paused_until = Some(until);
         drop(state);
         self.changed.notify_waiters();
@@ -433,6 +447,34 @@ impl Limiter {
             let shared = Arc::clone(shared);
             // Best effort: a store that fails here fails the next take.
             tokio::spawn(async move { shared.pause(wait).await });
+        }
+    }
+
+    /// The shared budget is paused for `left` more (a 429 met by this
+    /// process or another sharing it): every task here holds too, and the
+    /// wait counts in [`Limiter::paused_total`] once. A pause this process
+    /// did not know of is said, with the store and why.
+    fn shared_pause(&self, left: Duration, shared: &dyn SharedBudget) {
+        let now = Instant::now();
+        let until = now + left;
+        let mut state = self.lock();
+        // Our own pause comes back from the store a little later than we
+        // set it: a pause ending within a moment of one we know is that.
+        let known = state
+            .counted_until
+            .is_some_and(|end| until <= end + Duration::from_millis(500));
+        state.count_pause(now, until);
+        if state.paused_until.is_none_or(|old| old < until) {
+            state.paused_until = Some(until);
+        }
+        drop(state);
+        if !known {
+            tracing::info!(
+                "{} is paused for {:.1}s more, as a run sharing it met a 429 (rate-limited): \
+                 this run waits until then (Ctrl-C, SIGTERM or SIGHUP stops it meanwhile)",
+                shared.describe(),
+                left.as_secs_f64()
+            );
         }
     }
 
@@ -526,7 +568,7 @@ fn capped_warning(asked: Duration) -> String {
     };
     format!(
         "the API asked every call to wait {asked} (Retry-After); waiting {} instead, \
-         the longest pause a run takes (Ctrl-C or SIGTERM stops the run meanwhile)",
+         the longest pause a run takes (Ctrl-C, SIGTERM or SIGHUP stops the run meanwhile)",
         format_args!("{}m", MAX_PAUSE.as_secs() / 60)
     )
 }

@@ -1,12 +1,14 @@
-//! Ctrl-C and SIGTERM: the first asks the run to stop taking rows and finish
-//! what is in flight; the second asks it to quit at once. Either way the run
-//! returns through `main`, so every output is flushed and every destructor
-//! runs.
+//! Ctrl-C, SIGTERM and SIGHUP (the SSH session a run was started from
+//! closing): the first asks the run to stop taking rows and finish what is
+//! in flight; the second asks it to quit at once. Either way the run returns
+//! through `main`, so every output is flushed and every destructor runs, and
+//! it exits 130.
 //!
 //! "In flight" is narrow on purpose: an API call or an SMTP transaction that
-//! has begun. Work still waiting for its turn (at the limiter, in a retry's
-//! backoff, behind the SMTP budget) asks [`StopSignal`] first and gives up, so
-//! nothing new starts after the first signal.
+//! has begun. Every wait (at the limiter, on a pause another run stored, in a
+//! retry's backoff, behind the SMTP budget, for the SMTP login check at the
+//! start) asks [`StopSignal`] first and gives up, so nothing new starts after
+//! the first signal.
 
 use std::future::Future;
 
@@ -64,16 +66,26 @@ impl Default for StopSignal {
     }
 }
 
-/// Watches for Ctrl-C and SIGTERM for the rest of the run, raising `signal`;
-/// returns a receiver of what they asked.
+/// A command stopped by a signal before it had done anything worth a
+/// report: it exits 130 all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted before the first API call; nothing was done: re-run the same command")]
+pub(crate) struct Interrupted;
+
+/// Watches for Ctrl-C, SIGTERM and SIGHUP for the rest of the run, raising
+/// `signal`; returns a receiver of what they asked. The handlers are in
+/// place when this returns.
 pub(crate) fn watch_signals(signal: &StopSignal) -> watch::Receiver<Stop> {
     let raised = signal.clone();
+    let mut signals = Signals::install();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: no new API call or email is started; those in flight are finished and recorded (press Ctrl-C again to quit at once)");
+        let name = signals.next().await;
+        tracing::info!("stopping: {name} received; no new API call or email is started, every wait ends, and those in flight are finished and recorded (press Ctrl-C again to quit at once)");
         raised.raise(Stop::Finish);
-        wait_for_signal().await;
-        tracing::info!("quitting at once; the report holds every row finished so far");
+        let name = signals.next().await;
+        tracing::info!(
+            "quitting at once ({name} again); the report holds every row finished so far"
+        );
         raised.raise(Stop::Quit);
     });
     signal.0.subscribe()
@@ -87,18 +99,42 @@ pub(crate) async fn reached(mut stop: watch::Receiver<Stop>, at_least: Stop) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+/// The signals that stop a command, caught from the moment they are
+/// installed: a signal that comes before anyone waits for it is kept.
+struct Signals {
+    caught: Vec<(tokio::signal::unix::Signal, &'static str)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::hangup(), "SIGHUP"),
+        ];
+        let caught = kinds
+            .into_iter()
+            // A handler that cannot be installed leaves that signal's
+            // default: it still ends the process.
+            .filter_map(|(kind, name)| signal(kind).ok().map(|s| (s, name)))
+            .collect();
+        Signals { caught }
+    }
+
+    /// The name of the next signal caught.
+    async fn next(&mut self) -> &'static str {
+        if self.caught.is_empty() {
+            return std::future::pending().await;
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        let waits = self.caught.iter_mut().map(|(signal, name)| {
+            let name = *name;
+            Box::pin(async move {
+                signal.recv().await;
+                name
+            })
+        });
+        futures::future::select_all(waits).await.0
     }
 }
 

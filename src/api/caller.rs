@@ -5,6 +5,7 @@
 //! the run.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,16 @@ pub(crate) struct Attempted<T> {
     pub attempts: u32,
     /// 429s met.
     pub rate_limited: u32,
+}
+
+tokio::task_local! {
+    static RETRYING: Arc<AtomicBool>;
+}
+
+/// Runs `call`, setting `retrying` when one of its API attempts fails and is
+/// to be tried again (see [`with_retry_until`]).
+pub(crate) async fn noting_retries<F: Future>(retrying: Arc<AtomicBool>, call: F) -> F::Output {
+    RETRYING.scope(retrying, call).await
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the policy gives up.
@@ -98,6 +109,7 @@ where
         let Some(wait) = wait else {
             break error;
         };
+        let _ = RETRYING.try_with(|retrying| retrying.store(true, Ordering::Relaxed));
         tracing::debug!(
             attempt = attempts,
             "API attempt {attempts} failed ({error}); trying again in {}ms",

@@ -12,7 +12,7 @@ mod tenant;
 
 use std::time::Duration;
 
-pub(crate) use caller::{with_retry, Attempted, Caller};
+pub(crate) use caller::{noting_retries, with_retry, Attempted, Caller};
 pub(crate) use client::{ApiClient, ApiSettings, GeneratedKey};
 pub(crate) use error::ApiError;
 pub(crate) use otp::OtpHeaders;

@@ -12,6 +12,7 @@ use std::io::{self, Read as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,8 +50,13 @@ impl std::fmt::Debug for FileBudget {
 impl FileBudget {
     /// The budget file of `tenant` in `dir` (created, 0700, when missing),
     /// opened once now so that a file that cannot be used stops the process
-    /// before its first call.
-    pub(crate) fn open(dir: &Path, tenant: &Tenant) -> Result<FileBudget, BudgetError> {
+    /// before its first call. `window` is the budget's: an implausible
+    /// pause the file holds is cut to one.
+    pub(crate) fn open(
+        dir: &Path,
+        tenant: &Tenant,
+        window: Duration,
+    ) -> Result<FileBudget, BudgetError> {
         let fail = |path: &Path, e: io::Error| BudgetError {
             store: path.display().to_string(),
             reason: e.to_string(),
@@ -64,13 +70,19 @@ impl FileBudget {
         }
         let dir = fs::canonicalize(dir).map_err(|e| fail(dir, e))?;
         let path = dir.join(format!("{}.log", log_name(tenant)));
-        FileBudget::with_clock(path, Arc::new(wall_clock))
+        FileBudget::with_clock(path, Arc::new(wall_clock), window)
     }
 
-    fn with_clock(path: PathBuf, clock: Clock) -> Result<FileBudget, BudgetError> {
+    fn with_clock(
+        path: PathBuf,
+        clock: Clock,
+        window: Duration,
+    ) -> Result<FileBudget, BudgetError> {
         let file = LogFile {
             path: Arc::new(path),
             clock,
+            window: ms(window),
+            warned_garbage: Arc::new(AtomicBool::new(false)),
         };
         file.change(|_, _| ()).map_err(|e| file.error(e))?;
         // Narrowed when an older file is wider: other users have no business
@@ -110,6 +122,10 @@ impl FileBudget {
 }
 
 impl SharedBudget for FileBudget {
+    fn describe(&self) -> String {
+        format!("the budget file {}", self.file.path.display())
+    }
+
     fn take(
         &self,
         allowed: u32,
@@ -119,9 +135,16 @@ impl SharedBudget for FileBudget {
         let token = rand::random::<u64>();
         let life = ms(hold + window);
         Box::pin(async move {
-            let taken = self
+            let (taken, capped) = self
                 .change(move |log, now| log.take(now, allowed, life, token))
                 .await?;
+            if capped > 0 {
+                tracing::warn!(
+                    "{}: {}",
+                    self.describe(),
+                    super::implausible_entries(capped, Duration::from_millis(life))
+                );
+            }
             if let Taken::Slot(token) = taken {
                 self.held.add(token, window);
             }
@@ -175,11 +198,15 @@ impl Drop for FileBudget {
     }
 }
 
-/// The file itself and the clock its times are read on.
+/// The file itself, the clock its times are read on, and the budget's
+/// window (ms).
 #[derive(Clone)]
 struct LogFile {
     path: Arc<PathBuf>,
     clock: Clock,
+    window: u64,
+    /// Lines that did not read were said already: once a run is enough.
+    warned_garbage: Arc<AtomicBool>,
 }
 
 impl LogFile {
@@ -193,14 +220,24 @@ impl LogFile {
         lock(&file)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let before = Log::parse(&String::from_utf8_lossy(&bytes));
+        let (before, garbage) = Log::parse(&String::from_utf8_lossy(&bytes));
+        if !garbage.is_empty() && !self.warned_garbage.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the budget file {}: {} not read as budget lines (\"TOKEN EXPIRES\", \"pause \
+                 UNTIL\", \"share CALLS FAILED_PROBES AT\", \"accepted MARK AT\") and dropped; \
+                 the run goes on. A write cut short by a crash, or an edit, leaves such \
+                 lines: nothing needs doing",
+                self.path.display(),
+                lines(&garbage)
+            );
+        }
         let mut log = before.clone();
         let now = (self.clock)();
-        if let Some(why) = log.cap(now) {
+        for why in log.cap(now, self.window) {
             tracing::warn!("the budget file {}: {why}", self.path.display());
         }
         let result = change(&mut log, now);
-        if log != before || bytes.is_empty() {
+        if log != before || bytes.is_empty() || !garbage.is_empty() {
             let text = log.render();
             file.write_all_at(text.as_bytes(), 0)?;
             file.set_len(text.len() as u64)?;
@@ -250,41 +287,48 @@ struct Log {
 }
 
 impl Log {
-    /// Reads the file's text. A line that does not read (the tail of a
-    /// write cut short by a crash) is dropped: the worst it can cost is one
-    /// call's slot, and a 429 then pauses everyone.
-    fn parse(text: &str) -> Log {
+    /// Reads the file's text, and gives the numbers (from 1) of the lines
+    /// that do not read. Such a line (the tail of a write cut short by a
+    /// crash, an edit) is dropped: the worst it can cost is one call's
+    /// slot, and a 429 then pauses everyone.
+    fn parse(text: &str) -> (Log, Vec<usize>) {
         let mut log = Log::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut garbage = Vec::new();
+        for (at, line) in text.lines().enumerate() {
             let words: Vec<&str> = line.split_whitespace().collect();
             let number = |word: &str| word.parse::<u64>().ok();
-            match words.as_slice() {
-                ["pause", until] => {
-                    if let Some(until) = number(until) {
-                        log.paused_until = log.paused_until.max(until);
-                    }
-                }
+            let read = match words.as_slice() {
+                [] => true,
+                [first, ..] if first.starts_with('#') => true,
+                ["pause", until] => number(until)
+                    .map(|until| log.paused_until = log.paused_until.max(until))
+                    .is_some(),
                 ["share", allowed, probes, at] => {
-                    if let (Ok(allowed), Ok(probes), Some(at)) =
-                        (allowed.parse(), probes.parse(), number(at))
-                    {
-                        log.share = Some((allowed, probes, at));
+                    match (allowed.parse(), probes.parse(), number(at)) {
+                        (Ok(allowed), Ok(probes), Some(at)) => {
+                            log.share = Some((allowed, probes, at));
+                            true
+                        }
+                        _ => false,
                     }
                 }
-                ["accepted", mark, at] => {
-                    if let Some(at) = number(at) {
-                        log.accepted = Some(((*mark).to_owned(), at));
-                    }
-                }
-                [token, expires] => {
-                    if let (Some(token), Some(expires)) = (number(token), number(expires)) {
+                ["accepted", mark, at] => number(at)
+                    .map(|at| log.accepted = Some(((*mark).to_owned(), at)))
+                    .is_some(),
+                [token, expires] => match (number(token), number(expires)) {
+                    (Some(token), Some(expires)) => {
                         log.entries.push((token, expires));
+                        true
                     }
-                }
-                _ => {}
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !read {
+                garbage.push(at + 1);
             }
         }
-        log
+        (log, garbage)
     }
 
     fn render(&self) -> String {
@@ -306,22 +350,25 @@ impl Log {
 
     /// Caps the stored times against the clock, so that a clock set back or
     /// a file from a machine whose clock runs ahead never blocks a run: a
-    /// pause ends within [`MAX_PAUSE`], and a share or an acceptance dated
-    /// in the future dates from now. Says why, when it capped anything.
-    fn cap(&mut self, now: u64) -> Option<String> {
-        let mut why = None;
-        let longest = now.saturating_add(ms(MAX_PAUSE));
-        if self.paused_until > longest {
-            why = Some(format!(
-                "it holds a pause {}s ahead of this machine's clock; the run waits {}m at most",
-                (self.paused_until - now) / 1000,
-                MAX_PAUSE.as_secs() / 60
+    /// pause longer than any run stores ([`MAX_PAUSE`]) is implausible and
+    /// cut to one `window` (ms) from now, a share or an acceptance dated in
+    /// the future dates from now. (Slots are capped as they are taken, see
+    /// [`Log::expire`].) Says why for each thing it capped.
+    fn cap(&mut self, now: u64, window: u64) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.paused_until > now.saturating_add(ms(MAX_PAUSE)) {
+            why.push(super::implausible_pause(
+                &format!(
+                    "it holds a pause {}s ahead of this machine's clock",
+                    (self.paused_until - now) / 1000
+                ),
+                Duration::from_millis(window),
             ));
-            self.paused_until = longest;
+            self.paused_until = now.saturating_add(window);
         }
-        let ahead = |at: &mut u64, why: &mut Option<String>, what: &str| {
+        let mut ahead = |at: &mut u64, what: &str| {
             if *at > now {
-                *why = Some(format!(
+                why.push(format!(
                     "its {what} is dated {}s ahead of this machine's clock; taken as learnt now",
                     (*at - now) / 1000
                 ));
@@ -329,10 +376,10 @@ impl Log {
             }
         };
         if let Some((_, _, at)) = &mut self.share {
-            ahead(at, &mut why, "learnt share");
+            ahead(at, "learnt share");
         }
         if let Some((_, at)) = &mut self.accepted {
-            ahead(at, &mut why, "last acceptance");
+            ahead(at, "last acceptance");
         }
         why
     }
@@ -369,29 +416,42 @@ impl Log {
 
     /// Forgets what expired by `now`. No entry outlives `now + longest`, so
     /// a wall clock set back cannot block the budget longer than that.
-    fn expire(&mut self, now: u64, longest: u64) {
+    /// Gives how many entries were implausible: dated more than the longest
+    /// pause beyond that (no run writes one; a run with a longer timeout
+    /// writes one a little beyond).
+    fn expire(&mut self, now: u64, longest: u64) -> usize {
         self.entries.retain(|(_, expires)| *expires > now);
+        let cap = now.saturating_add(longest);
+        let implausible = self
+            .entries
+            .iter()
+            .filter(|(_, expires)| *expires > cap.saturating_add(ms(MAX_PAUSE)))
+            .count();
         for (_, expires) in &mut self.entries {
-            *expires = (*expires).min(now.saturating_add(longest));
+            *expires = (*expires).min(cap);
         }
         if self.paused_until <= now {
             self.paused_until = 0;
         }
+        implausible
     }
 
     /// A slot for `token` lasting `life` when fewer than `allowed` are live
-    /// and no pause holds, else how long until one may be.
-    fn take(&mut self, now: u64, allowed: u32, life: u64, token: u64) -> Taken {
-        self.expire(now, life);
+    /// and no pause holds, else how long until one may be; with the number
+    /// of implausible entries capped (see [`Log::expire`]).
+    fn take(&mut self, now: u64, allowed: u32, life: u64, token: u64) -> (Taken, usize) {
+        let capped = self.expire(now, life);
         if self.paused_until > now {
-            return Taken::Wait(Duration::from_millis(self.paused_until - now));
+            let left = Duration::from_millis(self.paused_until - now);
+            return (Taken::Paused(left), capped);
         }
         if self.entries.len() < allowed as usize {
             self.entries.push((token, now.saturating_add(life)));
-            return Taken::Slot(token);
+            return (Taken::Slot(token), capped);
         }
         let first = self.entries.iter().map(|(_, e)| *e).min().unwrap_or(now);
-        Taken::Wait(Duration::from_millis(first.saturating_sub(now).max(1)))
+        let wait = Duration::from_millis(first.saturating_sub(now).max(1));
+        (Taken::Wait(wait), capped)
     }
 
     /// The call holding `token` completed: its slot stays blocked for
@@ -407,6 +467,22 @@ impl Log {
     /// Every process holds its calls for `wait` from `now`.
     fn pause(&mut self, now: u64, wait: u64) {
         self.paused_until = self.paused_until.max(now.saturating_add(wait));
+    }
+}
+
+/// "line 2", "lines 2 and 5", "lines 2, 3 and 6", "lines 2, 3, … and 40
+/// more": the lines a warning names.
+fn lines(numbers: &[usize]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = numbers.iter().take(SHOWN).map(usize::to_string).collect();
+    let more = numbers.len().saturating_sub(SHOWN);
+    match (shown.as_slice(), more) {
+        ([one], _) => format!("line {one} was"),
+        (_, 0) => {
+            let (last, rest) = shown.split_last().expect("two or more");
+            format!("lines {} and {last} were", rest.join(", "))
+        }
+        _ => format!("lines {} and {more} more were", shown.join(", ")),
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::BudgetStore;
-use crate::limiter::{BudgetError, Limiter, LimiterSettings, SharedBudget};
+use crate::limiter::{BudgetError, Limiter, LimiterSettings, SharedBudget, MAX_PAUSE};
 use crate::tenant::Tenant;
 
 /// The limiter of a live process's API calls: `settings` within the process,
@@ -42,8 +42,12 @@ pub(crate) async fn limiter(
 ) -> Result<Arc<Limiter>, BudgetError> {
     let shared: Arc<dyn SharedBudget> = match store {
         BudgetStore::Own => return Ok(Limiter::new(settings)),
-        BudgetStore::Machine(dir) => Arc::new(file::FileBudget::open(dir, tenant)?),
-        BudgetStore::Redis(url) => Arc::new(redis::RedisBudget::connect(url, tenant).await?),
+        BudgetStore::Machine(dir) => {
+            Arc::new(file::FileBudget::open(dir, tenant, settings.rate.window)?)
+        }
+        BudgetStore::Redis(url) => {
+            Arc::new(redis::RedisBudget::connect(url, tenant, settings.rate.window).await?)
+        }
     };
     let memory = shared.recall().await?;
     let limiter = Limiter::shared(settings, shared, hold);
@@ -55,6 +59,29 @@ pub(crate) async fn limiter(
 /// digits of its fingerprint.
 fn log_name(tenant: &Tenant) -> String {
     format!("budget-{}", &tenant.fingerprint()[..16])
+}
+
+/// What a store says of a pause longer than any run stores (`what`): it is
+/// implausible, and cut to one `window`.
+fn implausible_pause(what: &str, window: Duration) -> String {
+    format!(
+        "{what}, longer than the {}m any run stores, so implausible (a clock that ran ahead \
+         and was set right, or an edit); taken as a pause of one window ({:.1}s): the run \
+         waits that long, then goes on",
+        MAX_PAUSE.as_secs() / 60,
+        window.as_secs_f64()
+    )
+}
+
+/// What a store says of `count` log entries dated far beyond the longest a
+/// slot is held (`longest`): implausible, each capped to that.
+fn implausible_entries(count: usize, longest: Duration) -> String {
+    format!(
+        "{count} entries of its log expire far beyond the longest a call holds a slot, so \
+         implausible (a clock that ran ahead and was set right, or an edit); each is taken \
+         to expire in {:.1}s (this run's --timeout and a window)",
+        longest.as_secs_f64()
+    )
 }
 
 /// Whole milliseconds, rounded up: a slot is never given back early.

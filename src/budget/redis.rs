@@ -33,26 +33,41 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
 /// KEYS[1] the log, KEYS[2] the pause; ARGV[1] calls allowed, ARGV[2] a new
-/// entry's life (ms), ARGV[3] its token, ARGV[4] the longest pause (ms).
-/// `{1, 0, 0}`: a slot; `{0, ms, capped}`: wait, and whether a pause
-/// longer than the longest was cut to it.
+/// entry's life (ms), ARGV[3] its token, ARGV[4] the longest pause (ms),
+/// ARGV[5] the budget's window (ms).
+///
+/// Gives `{got, ms, kind, entries, pause}`: `got` 1 for a slot, else wait
+/// `ms`; `kind` 1 when a pause holds, 2 when that pause was longer than
+/// the longest (or never ended) and was cut to a window; `entries` the log
+/// entries that expired implausibly far ahead (more than the longest pause
+/// beyond a new entry's life); `pause` the pause's time to live as found.
+/// No entry outlives a new entry's life: a clock that ran ahead, or an
+/// edit, cannot block the budget longer.
 const TAKE: &str = "
-local paused = redis.call('PTTL', KEYS[2])
-local longest = tonumber(ARGV[4])
-if paused > longest or paused == -1 then
-  redis.call('PEXPIRE', KEYS[2], longest)
-  return {0, longest, 1}
-end
-if paused > 0 then return {0, paused, 0} end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local life = tonumber(ARGV[2])
+local longest = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local implausible = 0
+for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now + life), '+inf')) do
+  if tonumber(redis.call('ZSCORE', KEYS[1], token)) > now + life + longest then
+    implausible = implausible + 1
+  end
+  redis.call('ZADD', KEYS[1], now + life, token)
+end
+local paused = redis.call('PTTL', KEYS[2])
+if paused > longest or paused == -1 then
+  redis.call('PEXPIRE', KEYS[2], window)
+  return {0, window, 2, implausible, paused}
+end
+if paused > 0 then return {0, paused, 1, implausible, paused} end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + life, ARGV[3])
   if redis.call('PTTL', KEYS[1]) < life then redis.call('PEXPIRE', KEYS[1], life) end
-  return {1, 0, 0}
+  return {1, 0, 0, implausible, 0}
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, math.max(1, tonumber(first[2]) - now), 0}
+return {0, math.max(1, tonumber(first[2]) - now), 0, implausible, 0}
 ";
 
 /// KEYS[1] the log; ARGV[1] the token, ARGV[2] how long (ms) its slot stays
@@ -103,6 +118,8 @@ pub(crate) struct RedisBudget {
     remember: Script,
     recall: Script,
     held: Held,
+    /// The budget's window: an implausible pause is cut to one.
+    window: Duration,
 }
 
 impl std::fmt::Debug for RedisBudget {
@@ -117,6 +134,7 @@ impl RedisBudget {
     pub(crate) async fn connect(
         url: &RedisUrl,
         tenant: &Tenant,
+        window: Duration,
     ) -> Result<RedisBudget, BudgetError> {
         let client = redis::Client::open(url.expose().as_str()).map_err(|e| error(url, &e))?;
         let config = ConnectionManagerConfig::new()
@@ -142,6 +160,7 @@ impl RedisBudget {
             remember: Script::new(&format!("{NOW}{REMEMBER}")),
             recall: Script::new(&format!("{NOW}{RECALL}")),
             held: Held::default(),
+            window,
         };
         for script in [
             &budget.take,
@@ -179,6 +198,10 @@ impl RedisBudget {
 }
 
 impl SharedBudget for RedisBudget {
+    fn describe(&self) -> String {
+        format!("the shared API budget {}", self.name)
+    }
+
     fn take(
         &self,
         allowed: u32,
@@ -193,23 +216,37 @@ impl SharedBudget for RedisBudget {
                 .arg(allowed)
                 .arg(ms(hold + window))
                 .arg(token)
-                .arg(ms(MAX_PAUSE));
-            let (slot, wait, capped): (i64, i64, i64) = self.invoke(invocation).await?;
-            if capped == 1 {
+                .arg(ms(MAX_PAUSE))
+                .arg(ms(self.window));
+            let (slot, wait, kind, entries, pause): (i64, i64, i64, i64, i64) =
+                self.invoke(invocation).await?;
+            if entries > 0 {
                 tracing::warn!(
-                    "the shared API budget {} held a pause longer than {}m (or one that never \
-                     ends); the run waits {}m at most",
-                    self.name,
-                    MAX_PAUSE.as_secs() / 60,
-                    MAX_PAUSE.as_secs() / 60
+                    "{}: {}",
+                    self.describe(),
+                    super::implausible_entries(entries as usize, hold + window)
+                );
+            }
+            if kind == 2 {
+                let what = match pause {
+                    -1 => "it held a pause that never ends".to_owned(),
+                    ms => format!("it held a pause of {}s", ms / 1000),
+                };
+                tracing::warn!(
+                    "{}: {}",
+                    self.describe(),
+                    super::implausible_pause(&what, self.window)
                 );
             }
             if slot == 1 {
                 self.held.add(token, window);
                 return Ok(Taken::Slot(token));
             }
-            let wait = u64::try_from(wait).unwrap_or(1).max(1);
-            Ok(Taken::Wait(Duration::from_millis(wait)))
+            let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(1).max(1));
+            Ok(match kind {
+                0 => Taken::Wait(wait),
+                _ => Taken::Paused(wait),
+            })
         })
     }
 
@@ -364,9 +401,10 @@ mod tests {
             &url::Url::parse("https://portalapi.leadsquared.com").unwrap(),
             &crate::secret::Secret::new("access".to_owned()),
         );
+        let window = Duration::from_secs(5);
         (
-            RedisBudget::connect(&url, &tenant).await.unwrap(),
-            RedisBudget::connect(&url, &tenant).await.unwrap(),
+            RedisBudget::connect(&url, &tenant, window).await.unwrap(),
+            RedisBudget::connect(&url, &tenant, window).await.unwrap(),
         )
     }
 
@@ -426,13 +464,14 @@ mod tests {
             b.take(5, Duration::from_secs(5), Duration::from_secs(30))
                 .await
                 .unwrap(),
-            Taken::Wait(MAX_PAUSE)
+            Taken::Paused(Duration::from_secs(5)),
+            "cut to a window"
         );
         let ttl: i64 = redis::cmd("PTTL")
             .arg(&a.pause_key)
             .query_async(&mut connection)
             .await
             .unwrap();
-        assert!(ttl > 0 && ttl <= ms(MAX_PAUSE) as i64, "{ttl}");
+        assert!(ttl > 0 && ttl <= 5_000, "{ttl}");
     }
 }

@@ -12,6 +12,10 @@ use futures::future::BoxFuture;
 /// when it completes. Times are the store's own clock, as durations from its
 /// now, so processes never compare clocks.
 pub trait SharedBudget: Send + Sync + fmt::Debug {
+    /// The store as a person would name it in a message: "the budget file
+    /// PATH", "the shared API budget redis://HOST:PORT".
+    fn describe(&self) -> String;
+
     /// Takes one of `allowed` slots of a sliding `window` for a call about to
     /// be sent, held for at most `hold` plus a window unless released first:
     /// a token, or how long to wait before asking again.
@@ -81,6 +85,9 @@ pub enum Taken {
     Slot(u64),
     /// Every slot is taken or blocked: ask again after this long.
     Wait(Duration),
+    /// A 429 paused every process (see [`SharedBudget::pause`]): the pause
+    /// ends in this long.
+    Paused(Duration),
 }
 
 /// The shared budget cannot be used: the run stops taking new calls.

@@ -295,7 +295,8 @@ impl Job {
         };
         // Taken before `sending` is recorded, so that no more leads than
         // there are conversations can be left in doubt by a crash.
-        let Ok(_conversation) = mail.conversations.acquire().await else {
+        let conversation = self.stop.unless_stopping(mail.conversations.acquire());
+        let Some(Ok(_conversation)) = conversation.await else {
             return Ok((Delivered::NotStarted, 0));
         };
         if self.stop.is_stopping() {

@@ -1,6 +1,8 @@
 //! The run's first call: it goes ahead of the others for a moment, so that
 //! bad credentials are refused after one call rather than a burst.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -38,23 +40,37 @@ pub(super) enum Pass {
 
 /// The gate every key generation passes (see [`State`]).
 #[derive(Debug)]
-pub(super) struct Gate(watch::Sender<State>);
+pub(super) struct Gate {
+    state: watch::Sender<State>,
+    /// An attempt of the first call failed and is tried again: the host or
+    /// the credentials are not proven by a slow answer, so the others wait
+    /// for the first call's end, however long.
+    retrying: Arc<AtomicBool>,
+}
 
 impl Gate {
     pub(super) fn new(proven: bool) -> Gate {
-        Gate(watch::Sender::new(if proven {
-            State::Proven
-        } else {
-            State::Unproven
-        }))
+        Gate {
+            state: watch::Sender::new(if proven {
+                State::Proven
+            } else {
+                State::Unproven
+            }),
+            retrying: Arc::default(),
+        }
+    }
+
+    /// Set when an attempt of the first call fails and is tried again.
+    pub(super) fn retrying(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.retrying)
     }
 
     /// Waits until this call may go: at once for the first call and once the
     /// credentials are proven; otherwise until the first call is answered or
-    /// has been under way for [`ALONE_FOR`].
+    /// has been under way for [`ALONE_FOR`] without an attempt that failed.
     pub(super) async fn pass(&self) -> Pass {
         let mut first = false;
-        self.0.send_if_modified(|state| {
+        self.state.send_if_modified(|state| {
             first = *state == State::Unproven;
             if first {
                 *state = State::Probing(Instant::now());
@@ -64,25 +80,30 @@ impl Gate {
         if first {
             return Pass::First;
         }
-        let mut seen = self.0.subscribe();
+        let mut seen = self.state.subscribe();
         let since = match *seen.borrow_and_update() {
             State::Probing(since) => since,
             State::Refused => return Pass::Refused,
             State::Unproven | State::Proven => return Pass::Go,
         };
-        let refused = async {
+        let decided = |seen: watch::Receiver<State>| async move {
+            let mut seen = seen;
             let answered = seen.wait_for(|s| matches!(s, State::Proven | State::Refused));
-            answered.await.is_ok_and(|state| *state == State::Refused)
+            match answered.await.is_ok_and(|state| *state == State::Refused) {
+                true => Pass::Refused,
+                false => Pass::Go,
+            }
         };
-        match tokio::time::timeout_at(since + ALONE_FOR, refused).await {
-            Ok(true) => Pass::Refused,
-            _ => Pass::Go,
+        match tokio::time::timeout_at(since + ALONE_FOR, decided(seen.clone())).await {
+            Ok(pass) => pass,
+            Err(_) if self.retrying.load(Ordering::Relaxed) => decided(seen).await,
+            Err(_) => Pass::Go,
         }
     }
 
     /// The first call's outcome: the credentials were `refused`, or not.
     pub(super) fn decide(&self, refused: bool) {
-        self.0.send_replace(if refused {
+        self.state.send_replace(if refused {
             State::Refused
         } else {
             State::Proven
@@ -92,14 +113,12 @@ impl Gate {
     /// Whether a call was refused for the run's credentials.
     #[cfg(test)]
     fn refused(&self) -> bool {
-        *self.0.borrow() == State::Refused
+        *self.state.borrow() == State::Refused
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     /// Starts `n` passes at once and says when each got through, and how.
@@ -167,5 +186,23 @@ mod tests {
         // A refusal after the burst went still stops the calls after it.
         gate.decide(true);
         assert_eq!(gate.pass().await, Pass::Refused);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_call_that_is_tried_again_holds_the_burst_back_until_it_ends() {
+        let gate = Arc::new(Gate::new(false));
+        let t0 = Instant::now();
+        assert_eq!(gate.pass().await, Pass::First);
+        let waiting = passes(&gate, 24).await;
+        // Its first attempt could not connect; the retry waits a second.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gate.retrying().store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        gate.decide(true);
+        for handle in waiting {
+            let (pass, at) = handle.await.unwrap();
+            assert_eq!(pass, Pass::Refused);
+            assert_eq!(at - t0, Duration::from_millis(2_010));
+        }
     }
 }

@@ -434,11 +434,16 @@ impl Job {
                 rate_limited: 0,
             };
         }
-        let done = caller.generate(lead_id, portal_id, &self.stop).await;
-        if pass == Pass::First {
-            self.gate
-                .decide(matches!(&done.result, Err(e) if e.is_fatal()));
-        }
+        let call = caller.generate(lead_id, portal_id, &self.stop);
+        let done = match pass {
+            Pass::First => {
+                let done = crate::api::noting_retries(self.gate.retrying(), call).await;
+                self.gate
+                    .decide(matches!(&done.result, Err(e) if e.is_fatal()));
+                done
+            }
+            _ => call.await,
+        };
         self.note_accepted(caller, &done);
         done
     }

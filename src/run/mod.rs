@@ -40,7 +40,7 @@ use crate::exit::Exit;
 use crate::logging::RESULT;
 use crate::ping::Pinger;
 use crate::report::{Record, RowError, Status};
-use crate::signal::{watch_signals, Stop, StopSignal};
+use crate::signal::{watch_signals, Interrupted, Stop, StopSignal};
 use crate::summary::Summary;
 
 /// How a finished (or interrupted) run ended.
@@ -48,7 +48,7 @@ use crate::summary::Summary;
 pub struct RunOutcome {
     /// Counts and figures.
     pub summary: Summary,
-    /// Stopped by Ctrl-C or SIGTERM before every row was done.
+    /// Stopped by Ctrl-C, SIGTERM or SIGHUP before every row was done.
     pub interrupted: bool,
     /// Where the report is.
     pub report: PathBuf,
@@ -78,8 +78,17 @@ pub(crate) struct Finished {
 pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     let settings = start_sandbox(settings).await?;
     if settings.test_address().is_some() {
-        say!("{}", test_email::send_test(settings).await?);
-        return Ok(Exit::Success);
+        return match test_email::send_test(settings).await {
+            Ok(sent) => {
+                say!("{sent}");
+                Ok(Exit::Success)
+            }
+            Err(error) if error.is::<Interrupted>() => {
+                tracing::info!("{error}");
+                Ok(Exit::Interrupted)
+            }
+            Err(error) => Err(error),
+        };
     }
     log_start(&settings);
     let begun = Summary::begin(&settings.campaign, &settings.input);
@@ -91,6 +100,10 @@ pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     let result = run_from(settings, begun.clone()).await;
     let (exit, summary) = match &result {
         Ok(outcome) => (outcome.exit(), outcome.summary.clone()),
+        Err(error) if error.is::<Interrupted>() => {
+            tracing::info!("{error}");
+            (Exit::Interrupted, begun.ended(Exit::Interrupted))
+        }
         Err(error) => {
             let exit = Exit::of_error(error);
             match error.downcast_ref::<Aborted>() {
@@ -103,7 +116,10 @@ pub async fn execute(settings: Settings) -> anyhow::Result<Exit> {
     if let Some(pinger) = pinger {
         pinger.finish(exit, summary.to_json()).await;
     }
-    let outcome = result?;
+    let outcome = match result {
+        Err(error) if error.is::<Interrupted>() => return Ok(Exit::Interrupted),
+        result => result?,
+    };
     log_end(&outcome, exit);
     Ok(exit)
 }
@@ -207,7 +223,9 @@ impl std::fmt::Display for Aborted {
     }
 }
 
-/// Runs the batch job whose summary `begun` started.
+/// Runs the batch job whose summary `begun` started. Signals stop it from
+/// the start: one that comes while it prepares ends it with
+/// [`Interrupted`], one during the SMTP login check with an empty report.
 async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     // Signals are heard from the start: one during a wait for a FIFO's
@@ -223,7 +241,16 @@ async fn run_from(settings: Settings, begun: Summary) -> anyhow::Result<RunOutco
         prepared.limiter,
         (started, begun),
     )?;
-    job.check_mail().await?;
+    if job
+        .stop
+        .unless_stopping(job.check_mail())
+        .await
+        .transpose()?
+        .is_none()
+    {
+        let (outcome, failed) = sink.finish(true, None);
+        return failed.map_or(Ok(outcome), Err);
+    }
     if let Some(warning) = job.settings.night_warning(chrono::Utc::now()) {
         tracing::warn!("{warning}");
         if job.settings.refuse_night_links {

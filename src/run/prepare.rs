@@ -98,7 +98,9 @@ pub(super) struct Prepared {
 /// Opens the input and checks every output against it and one another,
 /// loads and checks templates, takes the tenant's shared budget, opens the
 /// campaign state and builds the client and the mail transport. `stop`
-/// is asked by every wait, from the wait for a FIFO's reader on.
+/// is asked by every wait, from the wait for a FIFO's reader on; a signal
+/// while it waits for the shared budget's store ends it with
+/// [`crate::signal::Interrupted`].
 pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Result<Prepared> {
     let input = crate::input::open_input(&settings.input)?;
     crate::paths::check(&settings.input, &input, &outputs(&settings))?;
@@ -165,7 +167,10 @@ pub(super) async fn prepare(settings: Settings, stop: StopSignal) -> anyhow::Res
         (Some(connection), Some(tenant)) => {
             let store = &settings.budget_store;
             let hold = connection.api.timeout;
-            crate::budget::limiter(settings.limiter, store, tenant, hold).await?
+            let limiter = crate::budget::limiter(settings.limiter, store, tenant, hold);
+            stop.unless_stopping(limiter)
+                .await
+                .ok_or(crate::signal::Interrupted)??
         }
         _ => Limiter::new(settings.limiter),
     };

@@ -8,12 +8,23 @@ use crate::config::Settings;
 use crate::email::Transport;
 use crate::input::RowKind;
 use crate::report::Status;
+use crate::signal::{watch_signals, Interrupted, StopSignal};
 
 use super::prepare::prepare;
 
-/// Sends the test message; says which lead it was made for.
+/// Sends the test message; says which lead it was made for. A signal
+/// ends it wherever it waits, with [`Interrupted`].
 pub(super) async fn send_test(settings: Settings) -> anyhow::Result<String> {
-    let prepared = prepare(settings, crate::signal::StopSignal::new()).await?;
+    let signal = StopSignal::new();
+    let _signals = watch_signals(&signal);
+    signal
+        .unless_stopping(send(settings, signal.clone()))
+        .await
+        .ok_or(Interrupted)?
+}
+
+async fn send(settings: Settings, stop: StopSignal) -> anyhow::Result<String> {
+    let prepared = prepare(settings, stop).await?;
     let job = prepared.job;
     job.check_mail().await?;
     let mail = job

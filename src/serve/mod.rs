@@ -71,11 +71,19 @@ impl ServeArgs {
     }
 }
 
-/// Runs the service until SIGTERM or Ctrl-C, then lets the clicks in flight
-/// finish.
+/// Runs the service until SIGTERM, SIGHUP or Ctrl-C, then lets the clicks
+/// in flight finish.
 pub async fn execute(args: ServeArgs) -> anyhow::Result<Exit> {
     let settings = ServeSettings::resolve(&args)?;
-    let service = Arc::new(Service::open(settings).await?);
+    // Watched from here on, so that a signal while the budget store
+    // connects stops the service as cleanly as one while it serves.
+    let stop = StopSignal::new();
+    let signals = crate::signal::watch_signals(&stop);
+    let Some(service) = stop.unless_stopping(Service::open(settings)).await else {
+        tracing::info!("stopped before serving");
+        return Ok(Exit::Success);
+    };
+    let service = Arc::new(service?);
     let listen = service.settings.listen;
     let listener = TcpListener::bind(listen)
         .await
@@ -87,8 +95,6 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<Exit> {
     tracing::info!(
         "serving links on http://{local}/l/TOKEN (health: /healthz, /readyz; metrics: /metrics)"
     );
-    let stop = StopSignal::new();
-    let signals = crate::signal::watch_signals(&stop);
     let router = routes::router(Arc::clone(&service));
     let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();

@@ -31,7 +31,7 @@ Examples:
       --portal-url https://apply.example.lsqportal.com/ --listen 127.0.0.1:8080
   lsq-dispatch serve ... --budget-store redis://10.0.0.5:6379/0 --trusted-proxy 127.0.0.1
 
-Exit codes: 0 stopped by SIGTERM or Ctrl-C after the clicks in flight were answered; 1 could \
+Exit codes: 0 stopped by SIGTERM, SIGHUP or Ctrl-C after the clicks in flight were answered; 1 could \
 not start (the message says why); 2 usage error.";
 
 /// Where the service listens unless told.

@@ -32,11 +32,23 @@ pub use args::{OtpCommand, OtpConnection, RequestArgs, SigninArgs};
 use client::{describe_failure, needs_new_code};
 use client::{Otp, Step};
 
-/// Runs an `otp` subcommand and returns its exit code.
+/// Runs an `otp` subcommand and returns its exit code. Ctrl-C, SIGTERM or
+/// SIGHUP ends it wherever it waits (130): it keeps no state to save.
 pub async fn execute(command: OtpCommand) -> anyhow::Result<Exit> {
-    match command {
-        OtpCommand::Request(args) => request(*args).await,
-        OtpCommand::Signin(args) => signin(*args).await,
+    let stop = crate::signal::StopSignal::new();
+    let _signals = crate::signal::watch_signals(&stop);
+    let work = async {
+        match command {
+            OtpCommand::Request(args) => request(*args).await,
+            OtpCommand::Signin(args) => signin(*args).await,
+        }
+    };
+    match stop.unless_stopping(work).await {
+        Some(done) => done,
+        None => {
+            tracing::info!("interrupted: re-run the command to try again");
+            Ok(Exit::Interrupted)
+        }
     }
 }
 

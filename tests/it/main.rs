@@ -62,4 +62,6 @@ mod state_faults;
 mod state_locks;
 mod state_store;
 mod status;
+mod stop_waits;
 mod stopping;
+mod stored_pause;

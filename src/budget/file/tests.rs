@@ -23,7 +23,7 @@ impl Fixture {
         let open = || {
             let now = Arc::clone(&now);
             let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
-            FileBudget::with_clock(dir.path().join("budget.log"), clock).unwrap()
+            FileBudget::with_clock(dir.path().join("budget.log"), clock, WINDOW).unwrap()
         };
         let (a, b) = (open(), open());
         Fixture {
@@ -46,7 +46,7 @@ impl Fixture {
 async fn slot(budget: &FileBudget, allowed: u32) -> u64 {
     match budget.take(allowed, WINDOW, HOLD).await.unwrap() {
         Taken::Slot(token) => token,
-        Taken::Wait(wait) => panic!("no slot: wait {wait:?}"),
+        other => panic!("no slot: {other:?}"),
     }
 }
 
@@ -88,7 +88,7 @@ async fn a_pause_holds_every_process_and_only_grows() {
     f.b.pause(Duration::from_secs(1)).await.unwrap();
     assert_eq!(
         f.b.take(5, WINDOW, HOLD).await.unwrap(),
-        Taken::Wait(Duration::from_secs(2))
+        Taken::Paused(Duration::from_secs(2))
     );
     f.advance(Duration::from_secs(2));
     slot(&f.b, 5).await;
@@ -133,8 +133,9 @@ async fn a_line_cut_short_is_dropped_and_a_clock_set_back_blocks_no_longer_than_
         f.a.take(2, WINDOW, HOLD).await.unwrap(),
         Taken::Wait(HOLD + WINDOW)
     );
-    let log = Log::parse(&f.text());
+    let (log, garbage) = Log::parse(&f.text());
     assert_eq!(log.entries.len(), 2, "{log:?}");
+    assert_eq!(garbage, Vec::<usize>::new(), "dropped and written back");
 }
 
 #[test]
@@ -145,7 +146,7 @@ fn the_file_reads_back_as_written() {
         share: Some((15, 2, 30)),
         accepted: Some(("0123abcd".into(), 40)),
     };
-    assert_eq!(Log::parse(&log.render()), log);
+    assert_eq!(Log::parse(&log.render()), (log, vec![]));
 }
 
 #[tokio::test]
@@ -179,6 +180,19 @@ async fn the_learnt_share_and_the_acceptance_are_remembered_for_the_next_run() {
     assert!(!f.text().contains("\nshare "), "{}", f.text());
 }
 
+#[test]
+fn the_lines_that_do_not_read_are_named() {
+    let (log, garbage) = Log::parse("# header\n\n1 2\npause x\n3 4 5\nshare 1 2\n");
+    assert_eq!(log.entries, vec![(1, 2)]);
+    assert_eq!(garbage, vec![4, 5, 6]);
+    assert_eq!(lines(&[4]), "line 4 was");
+    assert_eq!(lines(&[4, 5, 6]), "lines 4, 5 and 6 were");
+    assert_eq!(
+        lines(&(1..=10).collect::<Vec<_>>()),
+        "lines 1, 2, 3, 4, 5, 6, 7, 8 and 2 more were"
+    );
+}
+
 #[tokio::test]
 async fn times_ahead_of_the_clock_are_capped_so_no_run_is_blocked() {
     let f = Fixture::new();
@@ -193,12 +207,12 @@ async fn times_ahead_of_the_clock_are_capped_so_no_run_is_blocked() {
     fs::write(&*f.a.file.path, text).unwrap();
     assert_eq!(
         f.a.take(5, WINDOW, HOLD).await.unwrap(),
-        Taken::Wait(MAX_PAUSE),
-        "a pause a year ahead waits the longest pause, no more"
+        Taken::Paused(WINDOW),
+        "a pause a year ahead is implausible: cut to a window"
     );
     let memory = f.b.recall().await.unwrap();
     assert_eq!(memory.share.unwrap().age, Duration::ZERO);
     assert_eq!(memory.accepted, Some(("m".into(), Duration::ZERO)));
-    f.advance(MAX_PAUSE);
+    f.advance(WINDOW);
     slot(&f.b, 5).await;
 }

@@ -387,10 +387,7 @@ pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// Sends SIGTERM to a running binary.
 pub fn sigterm(child: &std::process::Child) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    send_signal(child, libc::SIGTERM);
 }
 
 /// Runs and asserts a zero exit, for the runs that set the stage for what a
@@ -456,5 +453,34 @@ pub fn run_measured(cmd: &Command, dir: &Path) -> Measured {
         stderr,
         // ru_maxrss is in KiB on Linux.
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
+
+/// The budget file runs against `sandbox` share in `dir`, the directory of
+/// their campaign state file: `budget-` and 16 hex digits of the tenant.
+pub fn budget_file(dir: &Path, sandbox: &Sandbox) -> PathBuf {
+    dir.join(format!("budget-{}.log", &tenant_of(sandbox)[..16]))
+}
+
+/// The keys of the sandbox tenant's budget in a Redis server: `(log, pause)`.
+pub fn redis_budget_keys(sandbox: &Sandbox) -> (String, String) {
+    let tag = format!("lsq-dispatch:{{budget-{}}}", &tenant_of(sandbox)[..16]);
+    (format!("{tag}:log"), format!("{tag}:pause"))
+}
+
+/// Milliseconds since 1970 on this machine's clock, as budget stores write
+/// their times.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Sends `signal` (`libc::SIGTERM`, `libc::SIGHUP`, …) to a running binary.
+pub fn send_signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
     }
 }
