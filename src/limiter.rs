@@ -303,7 +303,11 @@ impl Limiter {
         };
         let window = self.settings.rate.window;
         loop {
-            match shared.take(self.settings.rate.calls, window, *hold).await? {
+            // The share learnt from 429s is the tenant's: our calls of every
+            // process together, this one's and those of the runs before it
+            // still in the window, keep under it.
+            let allowed = self.lock().share.allowed as u32;
+            match shared.take(allowed, window, *hold).await? {
                 Taken::Slot(token) => {
                     permit.token = Some(token);
                     // Sent now, after the wait for the shared slot.

@@ -272,3 +272,35 @@ async fn a_run_whose_credentials_were_accepted_lately_does_not_send_its_first_ca
     assert!(gap >= ahead, "other credentials went at once: {gap:?}");
     assert!(sandbox.stats().calls <= calls + 5);
 }
+
+/// The share learnt from a competitor holds for the tenant's budget file as a
+/// whole, not only for one run's own calls: a second run started as the
+/// first ends finds the first's latest calls still in the window and adds
+/// only what is left of the share, so it pays no 429s for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_right_after_the_first_keeps_to_the_share_the_first_learnt() {
+    let sandbox = sandbox(SandboxConfig {
+        budget: format!("{CALLS}/1s").parse().unwrap(),
+        competitor: 4,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_home = dir.path().join("state");
+    let ids = lead_ids(80);
+    let mut refused = Vec::new();
+    for (name, ids) in [("first", &ids[..40]), ("second", &ids[40..])] {
+        let mut cmd = run_in(&sandbox, dir.path(), name, ids, &state_home);
+        cmd.args(["--summary-json", "s.json", "--max-attempts", "10"]);
+        let out = finish(cmd.spawn().unwrap());
+        assert_eq!(out.status.code(), Some(0));
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(name).join("s.json")).unwrap())
+                .unwrap();
+        refused.push(summary["rate_limited"].as_u64().unwrap());
+    }
+    // The first learns the share from its first window's 429s; the second
+    // starts from it, and at most its probe is refused.
+    assert!(refused[0] >= 2, "the competitor was not met: {refused:?}");
+    assert!(refused[1] <= 1, "429s of the second run: {refused:?}");
+}
