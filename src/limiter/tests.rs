@@ -220,6 +220,18 @@ impl StrictServer {
     fn competitor(&self) {
         self.arrivals.lock().unwrap().push(Instant::now());
     }
+
+    /// A steady competitor taking 10 of every 25 calls in 5 s: one call
+    /// every 500 ms, until the task is aborted.
+    fn steady_competitor(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                server.competitor();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
 }
 
 /// What one simulated run made of `leads` calls.
@@ -537,15 +549,7 @@ async fn no_window_holds_more_than_the_budget_with_spread_tails_and_late_set_ups
 #[tokio::test(start_paused = true)]
 async fn with_a_competitor_taking_10_of_25_few_calls_are_refused_and_the_rest_is_used() {
     let server = StrictServer::new(Rate::DEFAULT);
-    let competitor = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            loop {
-                server.competitor();
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+    let competitor = server.steady_competitor();
     let got = simulate(server, 300, Service::fixed(200), ON_TIME).await;
     competitor.abort();
     let refused = got.refused as f64 / got.calls as f64;

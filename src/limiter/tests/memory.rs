@@ -45,15 +45,7 @@ async fn a_remembered_share_climbs_back_a_call_every_eight_windows_after_the_pro
 async fn a_run_that_resumes_a_learnt_share_is_refused_far_less_than_one_that_learns_it() {
     let run = |memory: Option<Memory>| async move {
         let server = StrictServer::new(Rate::DEFAULT);
-        let competitor = {
-            let server = server.clone();
-            tokio::spawn(async move {
-                loop {
-                    server.competitor();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            })
-        };
+        let competitor = server.steady_competitor();
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         if let Some(memory) = memory {
             limiter.resume(memory);
