@@ -80,7 +80,7 @@ impl LimiterSettings {
 
 /// Default arrival margin: covers 100 ms of network jitter with 20 ms to spare,
 /// as much as a plain client that waits 5.12 s after its 25th-last call keeps.
-pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(150);
+pub const DEFAULT_ARRIVAL_MARGIN: Duration = Duration::from_millis(120);
 
 /// The longest pause a 429 can ask for: a server that asks for more (a
 /// Retry-After of hours, or one no clock can hold) gets this, with a warning.

@@ -31,8 +31,9 @@ tokio::task_local! {
     static RETRYING: Arc<AtomicBool>;
 }
 
-/// Runs `call`, setting `retrying` when one of its API attempts fails and is
-/// to be tried again (see [`with_retry_until`]).
+/// Runs `call`, setting `retrying` when one of its API attempts reached no
+/// HTTP server (no connection, a reset, a timeout) and is to be tried again
+/// (see [`with_retry_until`]).
 pub(crate) async fn noting_retries<F: Future>(retrying: Arc<AtomicBool>, call: F) -> F::Output {
     RETRYING.scope(retrying, call).await
 }
@@ -109,7 +110,17 @@ where
         let Some(wait) = wait else {
             break error;
         };
-        let _ = RETRYING.try_with(|retrying| retrying.store(true, Ordering::Relaxed));
+        // Only an attempt that reached no HTTP server keeps the run's first
+        // call proving the host: a 5xx or a 429 came from one.
+        if matches!(
+            error,
+            ApiError::Unconnected(_)
+                | ApiError::Unreachable { .. }
+                | ApiError::Timeout(_)
+                | ApiError::Transport(_)
+        ) {
+            let _ = RETRYING.try_with(|retrying| retrying.store(true, Ordering::Relaxed));
+        }
         tracing::debug!(
             attempt = attempts,
             "API attempt {attempts} failed ({error}); trying again in {}ms",
@@ -339,6 +350,40 @@ mod tests {
         })
         .await;
         assert_eq!(done.attempts, policy.max_attempts);
+    }
+
+    /// The run's first call holds the burst back through a retry only when
+    /// its attempt reached no HTTP server: an answer, a 5xx or a 429
+    /// included, shows a server there, and the burst goes as after a slow
+    /// answer instead of waiting out a backoff and a second attempt.
+    #[tokio::test(start_paused = true)]
+    async fn only_an_attempt_that_reached_no_server_is_noted_as_retried() {
+        let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
+        let policy = RetryPolicy::default();
+        let boom = ApiError::Server {
+            status: 500,
+            message: "boom".into(),
+        };
+        let limited = ApiError::RateLimited {
+            retry_after: None,
+            message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
+        };
+        for (error, held) in [
+            (boom, false),
+            (limited, false),
+            (ApiError::Unconnected("refused".into()), true),
+            (ApiError::Transport("reset".into()), true),
+            (ApiError::Timeout("slow".into()), true),
+        ] {
+            let retrying = Arc::new(AtomicBool::new(false));
+            let done = noting_retries(
+                Arc::clone(&retrying),
+                with_retry(&limiter, &policy, failing(1, error.clone())),
+            )
+            .await;
+            assert!(done.result.is_ok());
+            assert_eq!(retrying.load(Ordering::Relaxed), held, "{error}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

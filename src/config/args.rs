@@ -150,7 +150,7 @@ pub struct RunArgs {
     pub timeout: Option<Duration>,
 
     /// Longest time a call may take to reach the server once sent; the limiter
-    /// keeps this much clear of every window; at most 1m [default: 150ms].
+    /// keeps this much clear of every window; at most 1m [default: 120ms].
     #[arg(long, value_name = "DURATION", value_parser = value::margin, help_heading = "LeadSquared API")]
     #[serde(default, deserialize_with = "value::file::margin")]
     pub arrival_margin: Option<Duration>,

@@ -172,7 +172,7 @@ fn the_sample_config_parses() {
     assert_eq!(sample.rate, Some(crate::limiter::Rate::DEFAULT));
     assert_eq!(
         sample.arrival_margin,
-        Some(std::time::Duration::from_millis(150))
+        Some(std::time::Duration::from_millis(120))
     );
 }
 

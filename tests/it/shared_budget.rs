@@ -148,7 +148,7 @@ async fn a_redis_lost_mid_run_stops_new_calls_and_records_those_in_flight() {
         return;
     };
     // Each call is answered a second after it arrives: the run's first call
-    // goes ahead, nine follow at 0.25 s, and all are in flight when Redis is
+    // goes ahead, nine follow at 0.1 s, and all are in flight when Redis is
     // lost.
     let sandbox = sandbox(SandboxConfig {
         budget: format!("{CALLS}/1s").parse().unwrap(),
@@ -225,7 +225,7 @@ async fn an_otp_request_takes_its_call_from_the_tenants_budget_file() {
 /// The tenant's budget file remembers that the API accepted these
 /// credentials: the next run within hours sends its first burst at once,
 /// while a run with other credentials sends its first call ahead again.
-/// The first call goes ahead for at most 250 ms: against this slow API (every
+/// The first call goes ahead for at most 100 ms: against this slow API (every
 /// answer, a refusal too, takes 400 ms) the burst follows before the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_credentials_were_accepted_lately_does_not_send_its_first_call_ahead() {
@@ -242,8 +242,8 @@ async fn a_run_whose_credentials_were_accepted_lately_does_not_send_its_first_ca
         let arrivals = sandbox.arrivals();
         arrivals[from + 1] - arrivals[from]
     };
-    // The first call goes ahead for 250 ms; a burst's calls go together.
-    let ahead = Duration::from_millis(200);
+    // The first call goes ahead for 100 ms; a burst's calls go together.
+    let ahead = Duration::from_millis(80);
 
     let mut first = run_in(&sandbox, dir.path(), "first", &ids[..5], &state_home);
     assert!(run(&mut first).status.success());

@@ -55,8 +55,8 @@ fn state_counts(dir: &Path) -> BTreeMap<String, u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn after_sigterm_no_api_call_starts_and_every_answered_call_is_reported() {
     // 5 calls a second, each answered after 500 ms: the run's first call
-    // goes ahead, four follow at 0.25 s, one more at about 1.15 s, and the
-    // next four not before 1.4 s. Rows beyond those wait in the limiter.
+    // goes ahead, four follow at 0.1 s, one more at about 1.12 s, and the
+    // next four not before 1.22 s. Rows beyond those wait in the limiter.
     let sandbox = sandbox(SandboxConfig {
         budget: "5/1s".parse().unwrap(),
         service_time: (Duration::from_millis(500), Duration::from_millis(500)),
