@@ -1,7 +1,8 @@
 //! Pace benchmark: lsq-dispatch against the sandbox set to a strict
 //! 25-in-any-5 s window counted at arrival, with 0-100 ms of inbound jitter and
 //! service times with spread (50-300 ms, 900-1,100 ms, a tail of 5 % at
-//! 2-3 s), a listener that drops a burst's SYNs, and a competitor, side by
+//! 2-3 s), a listener with a backlog of 5 that drops a burst's SYNs (it
+//! accepts a connection every 50 ms, or every 1 ms), and a competitor, side by
 //! side with a plain sliding-log client (it logs its own send times and lets
 //! a call go 5.12 s after the 25th-last one, retrying 429s). Each scenario
 //! runs with several seeds; prints the ratio of the window's lower bound to
@@ -337,6 +338,11 @@ fn main() {
         Scenario {
             name: "900-1100ms, SYNs dropped",
             slow_accept: Some((5, 50)),
+            ..one_second
+        },
+        Scenario {
+            name: "SYNs dropped, fast accept",
+            slow_accept: Some((5, 1)),
             ..one_second
         },
         Scenario {

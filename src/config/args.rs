@@ -252,7 +252,8 @@ pub struct RunArgs {
     #[serde(default)]
     pub smtp_ca_file: Option<PathBuf>,
 
-    /// Messages in flight at most [default: 8; 32 with --mint at-click].
+    /// Messages in flight at most [default: the budget's calls, 8 to 32
+    /// (25); 32 with --mint at-click].
     #[arg(long, value_name = "N", help_heading = "Email")]
     #[serde(default)]
     pub email_concurrency: Option<usize>,

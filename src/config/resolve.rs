@@ -304,11 +304,14 @@ fn live_connection(args: &RunArgs, key_lifetime: Duration) -> Result<Connection,
 /// Messages in flight when `--email-concurrency` is not given. A run that
 /// mints at click waits on nothing but the SMTP server, whose every message
 /// costs its connection a few round trips and often a delayed ACK (about
-/// 40 ms on Linux): more conversations keep it busy.
+/// 40 ms on Linux): more conversations keep it busy. A run that mints at
+/// send gets a window's links at once: as many conversations as the
+/// budget's calls (8 to 32) send them together, so the last window's
+/// messages do not queue behind each other at the end of the run.
 fn default_email_concurrency(args: &RunArgs) -> usize {
     match args.mint {
         Some(crate::redirect::Mint::AtClick) => 32,
-        _ => 8,
+        _ => (args.rate.unwrap_or(Rate::DEFAULT).calls as usize).clamp(8, 32),
     }
 }
 
