@@ -145,6 +145,35 @@ async fn jittered_arrivals_never_exceed_the_window() {
     assert_eq!(stats.keys_issued.len(), 45);
 }
 
+/// Guards the rule for a full accept queue end to end: a listener with a
+/// backlog of 5 that accepts a connection every 50 ms drops the SYNs of a
+/// first burst of 25 beyond it (sent again 1 s, then 3 s later) and holds
+/// the requests of the connections it queued, unseen by the client. The late
+/// set-ups show it, and the run never puts more than the budget into a
+/// window.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_dropping_a_bursts_syns_sees_no_window_over_the_budget() {
+    let sandbox = sandbox(SandboxConfig {
+        budget: lsq_sandbox::Budget::DEFAULT,
+        jitter: (Duration::ZERO, Duration::from_millis(100)),
+        service_time: (Duration::from_millis(900), Duration::from_millis(1100)),
+        slow_accept: Some((5, Duration::from_millis(50))),
+        count_rejected: true,
+        seed: Some(5),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = leads_csv(dir.path(), &lead_ids(60));
+    let out = run(&mut command_for(&sandbox, dir.path(), &input));
+    let said = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let stats = sandbox.stats();
+    assert!(stats.max_in_window <= 25, "{stats:?}");
+    assert_eq!(stats.by_status.get(&429), None, "{stats:?}");
+    assert_eq!(stats.keys_issued.len(), 60);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn server_errors_and_dropped_connections_are_retried_until_every_lead_is_linked() {
     let sandbox = sandbox(SandboxConfig {
