@@ -401,7 +401,7 @@ fn the_file_gives_the_key_lifetime_and_every_redirect_setting_typed() {
     let (link, _) = settings.give_link("lead", "portal", None, chrono::Utc::now());
     assert!(link.starts_with("https://go.example.com/l/1"), "{link}");
 
-    let concurrency = |mint, given| {
+    let concurrency_at = |rate: &str, mint, given| {
         let args = RunArgs {
             input: "leads.csv".into(),
             email: true,
@@ -412,15 +412,22 @@ fn the_file_gives_the_key_lifetime_and_every_redirect_setting_typed() {
             sandbox: mint == Some(crate::redirect::Mint::AtSend),
             mint,
             email_concurrency: given,
+            rate: Some(rate.parse().unwrap()),
             ..loaded.clone()
         };
         Settings::resolve(&args).unwrap().email.unwrap().concurrency
     };
+    let concurrency = |mint, given| concurrency_at("25/5s", mint, given);
     // At click the SMTP server alone sets the pace: more conversations.
     assert_eq!(concurrency(Some(crate::redirect::Mint::AtClick), None), 32);
     // At send, a window's calls: the links a window mints at once go out
     // together, and the run's last window does not wait on a queue of them.
     assert_eq!(concurrency(Some(crate::redirect::Mint::AtSend), None), 25);
+    // Following --rate, from 8 to 32.
+    for (rate, messages) in [("4/5s", 8), ("20/5s", 20), ("100/5s", 32)] {
+        let at_send = Some(crate::redirect::Mint::AtSend);
+        assert_eq!(concurrency_at(rate, at_send, None), messages, "{rate}");
+    }
     assert_eq!(
         concurrency(Some(crate::redirect::Mint::AtClick), Some(4)),
         4
