@@ -320,14 +320,19 @@ mod tests {
     use crate::limiter::{LimiterSettings, Rate};
     use crate::retry::tests::failing;
 
+    /// A 500 from the API.
+    fn boom() -> ApiError {
+        ApiError::Server {
+            status: 500,
+            message: "boom".into(),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_server_errors_but_not_rejections() {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         let policy = RetryPolicy::default();
-        let boom = ApiError::Server {
-            status: 500,
-            message: "boom".into(),
-        };
+        let boom = boom();
         let done = with_retry(&limiter, &policy, failing(2, boom)).await;
         assert!(done.result.is_ok());
         assert_eq!(done.attempts, 3);
@@ -360,10 +365,7 @@ mod tests {
     async fn only_an_attempt_that_reached_no_server_is_noted_as_retried() {
         let limiter = Limiter::new(LimiterSettings::new(Rate::DEFAULT));
         let policy = RetryPolicy::default();
-        let boom = ApiError::Server {
-            status: 500,
-            message: "boom".into(),
-        };
+        let boom = boom();
         let limited = ApiError::RateLimited {
             retry_after: None,
             message: "API calls exceeded the limit of 25 in 5 second(s)".into(),
@@ -412,10 +414,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             stop.raise(Stop::Finish);
         };
-        let boom = ApiError::Server {
-            status: 500,
-            message: "boom".into(),
-        };
+        let boom = boom();
         // The only slot is taken: the call waits for it, then gives up unsent.
         let held = limiter.acquire().await.unwrap();
         let stop = StopSignal::new();

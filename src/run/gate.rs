@@ -134,13 +134,23 @@ mod tests {
             .collect()
     }
 
+    /// Every call of `handles` got `pass`, `after` the start `t0`.
+    async fn all_got(
+        handles: Vec<tokio::task::JoinHandle<(Pass, Instant)>>,
+        pass: Pass,
+        t0: Instant,
+        after: Duration,
+    ) {
+        for handle in handles {
+            assert_eq!(handle.await.unwrap(), (pass, t0 + after));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn proven_credentials_let_every_call_go_at_once() {
         let gate = Arc::new(Gate::new(true));
         let t0 = Instant::now();
-        for handle in passes(&gate, 5).await {
-            assert_eq!(handle.await.unwrap(), (Pass::Go, t0));
-        }
+        all_got(passes(&gate, 5).await, Pass::Go, t0, Duration::ZERO).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -165,11 +175,7 @@ mod tests {
         let waiting = passes(&gate, 24).await;
         tokio::time::sleep(Duration::from_millis(70)).await;
         gate.decide(false);
-        for handle in waiting {
-            let (pass, at) = handle.await.unwrap();
-            assert_eq!(pass, Pass::Go);
-            assert_eq!(at - t0, Duration::from_millis(70));
-        }
+        all_got(waiting, Pass::Go, t0, Duration::from_millis(70)).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -181,11 +187,8 @@ mod tests {
         // Calls that come later wait only for what is left of the moment.
         tokio::time::sleep(Duration::from_millis(80)).await;
         let late = passes(&gate, 14).await;
-        for handle in early.into_iter().chain(late) {
-            let (pass, at) = handle.await.unwrap();
-            assert_eq!(pass, Pass::Go);
-            assert_eq!(at - t0, ALONE_FOR);
-        }
+        let burst = early.into_iter().chain(late).collect();
+        all_got(burst, Pass::Go, t0, ALONE_FOR).await;
         // A refusal after the burst went still stops the calls after it.
         gate.decide(true);
         assert_eq!(gate.pass().await, Pass::Refused);
@@ -202,10 +205,6 @@ mod tests {
         gate.retrying().store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(2)).await;
         gate.decide(true);
-        for handle in waiting {
-            let (pass, at) = handle.await.unwrap();
-            assert_eq!(pass, Pass::Refused);
-            assert_eq!(at - t0, Duration::from_millis(2_010));
-        }
+        all_got(waiting, Pass::Refused, t0, Duration::from_millis(2_010)).await;
     }
 }
