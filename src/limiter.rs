@@ -12,19 +12,23 @@
 //!   connection an earlier call used, its send time plus the measured set-up
 //!   time over one opened for it (a lost SYN sent again shows there), plus
 //!   the arrival margin. A slow answer says nothing about when the request
-//!   arrived, so it never blocks a slot for longer. Only evidence of a late
-//!   request does: a set-up far slower than the quickest seen (the listener
-//!   was dropping SYNs, so this request may have waited too), a new
-//!   connection whose set-up was not timed, and a slot's first call when
-//!   the client did not say which connection it used. Those are blocked from
-//!   the answer, the latest moment they can have arrived. A late set-up also
-//!   shows that the listener's accept queue was full: the calls sent within
-//!   a window of it over connections that opened at once may have waited in
-//!   that queue, unseen, so they too are blocked from their answers.
+//!   arrived, so it never blocks a slot for longer. Only evidence that the
+//!   request may have waited unseen does: a set-up far slower than the
+//!   quickest seen (the listener was dropping SYNs, so its full accept queue
+//!   may have held this request too), a new connection whose set-up was not
+//!   timed, and a slot's first call when the client did not say which
+//!   connection it used. A late set-up also shows that the listener's
+//!   accept queue was full: the calls sent within a window of it over
+//!   connections that opened at once may have waited in that queue. Such a
+//!   request reached the server no later than its answer less the quickest
+//!   answer seen (from a request's writing, of calls with no such
+//!   evidence), plus the margin; one answered quicker than any, or before
+//!   any answer, is blocked from its answer.
 //!
 //! Hence any `W`-long window at the server holds at most `N` of our arrivals, as
 //! long as a request written on an established connection reaches the server
-//! within the margin. A rare one that does not (a data packet lost and sent
+//! within the margin, and the server answers no request much quicker than the
+//! quickest answer seen before it. A rare one that does not (a data packet lost and sent
 //! again) may draw a 429, which the learnt share absorbs like any other. A 429 while the server counted
 //! fewer than `N` of our calls means others spend the budget too: our share
 //! shrinks to what the server counted and climbs back window by window (see
@@ -127,14 +131,18 @@ struct State {
     /// The quickest set-up of a new connection seen, to tell one that
     /// waited for a SYN sent again.
     quickest_setup: Option<Duration>,
+    /// The quickest answer seen, from a request's writing to its answer,
+    /// of the calls with no evidence of a wait on their way: no call can
+    /// have reached the server later than its answer less about this.
+    quickest_answer: Option<Duration>,
     /// When the calls that opened a connection late were sent: the
     /// listener's accept queue was full then, so a request over a quickly
     /// opened connection may have waited in that queue too.
     backlogged: Vec<Instant>,
     /// Calls over quickly opened connections whose slots were blocked from
-    /// their request's writing: `(slot, token, sent, answered, blocked until)`,
-    /// blocked from their answers instead if a late set-up shows that their
-    /// listener was backlogged.
+    /// their request's writing, blocked from the latest moment their answers
+    /// allow instead if a late set-up shows that their listener was
+    /// backlogged.
     suspects: Vec<Suspect>,
     /// When the 429s of the last window came: our calls the server did not
     /// count.
@@ -243,6 +251,7 @@ impl Limiter {
                 ],
                 share: Share::new(calls, now),
                 quickest_setup: None,
+                quickest_answer: None,
                 backlogged: Vec::new(),
                 suspects: Vec::new(),
                 refusals: std::collections::VecDeque::new(),

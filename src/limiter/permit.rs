@@ -41,43 +41,51 @@ impl Permit {
     /// Its slot stays blocked for a window from the latest moment it can
     /// have reached the server: the arrival margin after its request was
     /// written (at once on a reused connection; after the timed set-up on a
-    /// new one), however long the answer took. Only evidence of a late
-    /// request blocks it from the answer instead: a call that waited for
-    /// an idle connection when the client could not tell how long, a set-up
-    /// [`LATE_SETUP`]
-    /// slower than the quickest seen (and then for the calls of its burst
-    /// over connections that opened at once, which may have waited in the
-    /// listener's full accept queue), a new connection whose set-up was not
-    /// timed, or a slot's first call over a connection the client did not
-    /// name.
+    /// new one), however long the answer took. Only evidence of a request
+    /// that may have waited unseen on its way blocks it for longer: a call
+    /// that waited for an idle connection when the client could not tell
+    /// how long, a set-up [`LATE_SETUP`] slower than the quickest seen (and
+    /// then the calls of its burst over connections that opened at once,
+    /// which may have waited in the listener's full accept queue), a new
+    /// connection whose set-up was not timed, or a slot's first call over a
+    /// connection the client did not name. Such a call can have arrived no
+    /// later than its answer less the quickest answer seen (plus the
+    /// margin), and its slot is blocked from then.
     pub fn completed_on(mut self, connection: Connection) {
         let now = Instant::now();
-        let written = match connection {
-            Connection::Reused => Some(Duration::ZERO),
+        let sent = self.sent_at;
+        // When the request was written, after the call's start, when the
+        // client can tell; and whether it may have waited unseen after that.
+        let (written, may_have_waited) = match connection {
+            Connection::Reused => (Some(Duration::ZERO), false),
             // Written when the idle connection was handed over.
-            Connection::Pooled { waited } => waited,
+            Connection::Pooled { waited } => (waited, waited.is_none()),
             Connection::New { setup: Some(setup) } => {
-                match self.limiter.late_setup(setup, self.sent_at, now) {
-                    true => None,
-                    // Its request may have waited in a full accept queue.
-                    false if self.limiter.backlogged_near(self.sent_at) => None,
-                    false => Some(setup),
-                }
+                let late = self.limiter.late_setup(setup, sent, now);
+                // Its request may have waited in a full accept queue.
+                (Some(setup), late || self.limiter.backlogged_near(sent))
             }
-            Connection::New { setup: None } => None,
-            Connection::Unknown if self.warm => Some(Duration::ZERO),
-            Connection::Unknown => None,
+            Connection::New { setup: None } => (None, true),
+            Connection::Unknown if self.warm => (Some(Duration::ZERO), false),
+            Connection::Unknown => (None, true),
         };
-        let anchor = match written {
-            Some(setup) => now.min(self.sent_at + setup + self.limiter.settings.arrival_margin),
-            None => now,
+        // At the earliest, the call's start.
+        let written = sent + written.unwrap_or(Duration::ZERO);
+        let anchor = match may_have_waited {
+            true => self.limiter.arrived_by(written, now),
+            false => {
+                self.limiter
+                    .answered_after(now.saturating_duration_since(written));
+                now.min(written + self.limiter.settings.arrival_margin)
+            }
         };
         let at = self.limiter.free(self.slot, self.token, anchor);
-        if written.is_some() && matches!(connection, Connection::New { .. }) {
+        if !may_have_waited && matches!(connection, Connection::New { .. }) {
             self.limiter.suspect(Suspect {
                 slot: self.slot,
                 token: self.token,
-                sent: self.sent_at,
+                sent,
+                written,
                 answered: now,
                 until: at,
             });

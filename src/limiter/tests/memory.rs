@@ -1,6 +1,7 @@
 //! What a limiter resumes from the shared budget's memory: the learnt
 //! share, climbing back, and the credentials accepted lately.
 
+use super::simulated::{simulate_with, Service, StrictServer, ON_TIME};
 use super::*;
 
 fn learnt(allowed: u32, failed_probes: u32, age_secs: u64) -> Memory {
