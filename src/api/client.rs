@@ -72,21 +72,43 @@ const CONNECTIONS_REMEMBERED: usize = 4096;
 
 /// Times how long opening each connection takes (name lookup, TCP and TLS
 /// handshakes) and notes it for the call that waits for it: a lost SYN or a
-/// slow handshake delays that call's arrival by as much.
-#[derive(Debug, Clone, Copy)]
-struct TimedSetup;
+/// slow handshake delays that call's arrival by as much. It also opens
+/// connections [`CONNECT_SPACING`] apart: a burst of SYNs at once overflows a
+/// listener's small accept backlog, and the dropped ones are sent again only
+/// a second later.
+#[derive(Debug, Clone, Default)]
+struct TimedSetup {
+    /// When the next connection may start opening.
+    next: Arc<Mutex<Option<tokio::time::Instant>>>,
+}
+
+/// The least time between the starts of two connections' opening: a
+/// listener that accepts a connection a millisecond never finds its queue
+/// full, and the 25 connections of a first burst take 50 ms.
+const CONNECT_SPACING: Duration = Duration::from_millis(2);
+
+impl TimedSetup {
+    /// This connection's turn to start opening.
+    fn turn(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = next.map_or(now, |at| at.max(now));
+        *next = Some(turn + CONNECT_SPACING);
+        turn
+    }
+}
 
 impl<S> tower_layer::Layer<S> for TimedSetup {
     type Service = Timed<S>;
 
     fn layer(&self, inner: S) -> Timed<S> {
-        Timed(inner)
+        Timed(inner, self.clone())
     }
 }
 
-/// The connector, timed: see [`TimedSetup`].
+/// The connector, timed and spaced: see [`TimedSetup`].
 #[derive(Debug, Clone)]
-struct Timed<S>(S);
+struct Timed<S>(S, TimedSetup);
 
 impl<S, R> tower_service::Service<R> for Timed<S>
 where
@@ -106,8 +128,10 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         let started = tokio::time::Instant::now();
+        let turn = self.1.turn();
         let connecting = self.0.call(request);
         Box::pin(watch_opening(async move {
+            tokio::time::sleep_until(turn).await;
             let connected = connecting.await;
             note_setup(started.elapsed());
             connected
@@ -145,7 +169,7 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
             .user_agent(concat!("lsq-dispatch/", env!("CARGO_PKG_VERSION")))
-            .connector_layer(TimedSetup)
+            .connector_layer(TimedSetup::default())
             .build()?;
         let scrubber = Scrubber::new([&settings.access_key, &settings.secret_key]);
         Ok(ApiClient {
@@ -387,6 +411,52 @@ mod tests {
         // The server closed the idle connection before the third call: the
         // client opened another, and timed its set-up both times.
         assert_eq!(kinds, ["new, timed", "reused", "new, timed", "reused"]);
+        sandbox.shutdown().await;
+    }
+
+    /// A burst of calls at once against a listener with an accept backlog
+    /// of 5 that accepts a connection a millisecond: opened at once, most
+    /// SYNs would find the queue full and be sent again a second later.
+    /// Spaced, every connection opens at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opens_a_bursts_connections_apart_so_a_small_backlog_drops_no_syn() {
+        use crate::limiter::observing;
+        use lsq_sandbox::{Sandbox, SandboxConfig};
+        let sandbox = Sandbox::start(SandboxConfig {
+            slow_accept: Some((5, Duration::from_millis(1))),
+            // Every call still under way when the last connection opens.
+            service_time: (Duration::from_millis(300), Duration::from_millis(300)),
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let (client, tenant, portal) = client_of(&sandbox);
+        let calls: Vec<_> = (0..25)
+            .map(|_| {
+                let (client, tenant, portal) = (client.clone(), tenant.clone(), portal.clone());
+                tokio::spawn(async move {
+                    let (answer, connection) =
+                        observing(client.generate(&tenant, LEAD, &portal)).await;
+                    answer.unwrap();
+                    connection
+                })
+            })
+            .collect();
+        let mut setups = Vec::new();
+        for call in calls {
+            if let Connection::New { setup: Some(setup) } = call.await.unwrap() {
+                setups.push(setup);
+            }
+        }
+        // A call whose SYN was dropped takes a connection that falls idle
+        // before its own opens.
+        assert!(
+            setups.len() >= 20,
+            "{} of 25 calls opened their own connection: {setups:?}",
+            setups.len()
+        );
+        let late = setups.iter().filter(|s| **s >= Duration::from_millis(900));
+        assert_eq!(late.count(), 0, "SYNs sent again: {setups:?}");
         sandbox.shutdown().await;
     }
 
