@@ -511,8 +511,8 @@ mod tests {
                 }
                 // May have waited in the accept queue: another rule's case.
                 Connection::New { setup: Some(_) } => continue,
-                // One opened in the background for another call: blocked
-                // from its answer.
+                // One opened in the background for another call: timed
+                // from its answer less the quickest answer seen.
                 Connection::New { setup: None } => {
                     pooled += 1;
                     continue;
