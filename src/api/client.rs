@@ -415,15 +415,16 @@ mod tests {
     }
 
     /// A burst of calls at once against a listener with an accept backlog
-    /// of 5 that accepts a connection a millisecond: opened at once, most
-    /// SYNs would find the queue full and be sent again a second later.
-    /// Spaced, every connection opens at once.
+    /// of 10 that accepts a connection a millisecond: opened at once, more
+    /// than half the SYNs would find the queue full and be sent again a
+    /// second later. Spaced, every connection opens at once (the backlog
+    /// leaves room for a loaded machine's late accepts).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opens_a_bursts_connections_apart_so_a_small_backlog_drops_no_syn() {
         use crate::limiter::observing;
         use lsq_sandbox::{Sandbox, SandboxConfig};
         let sandbox = Sandbox::start(SandboxConfig {
-            slow_accept: Some((5, Duration::from_millis(1))),
+            slow_accept: Some((10, Duration::from_millis(1))),
             // Every call still under way when the last connection opens.
             service_time: (Duration::from_millis(300), Duration::from_millis(300)),
             ..SandboxConfig::default()
