@@ -375,6 +375,30 @@ mod tests {
 
     const LEAD: &str = "0a1b2c3d-0000-4000-8000-000000000001";
 
+    /// Generates `calls` keys from `sandbox` at once, and says for each
+    /// which connection it used and how long it took.
+    async fn at_once(sandbox: &lsq_sandbox::Sandbox, calls: usize) -> Vec<(Connection, Duration)> {
+        use crate::limiter::observing;
+        let (client, tenant, portal) = client_of(sandbox);
+        let calls: Vec<_> = (0..calls)
+            .map(|_| {
+                let (client, tenant, portal) = (client.clone(), tenant.clone(), portal.clone());
+                tokio::spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    let (answer, connection) =
+                        observing(client.generate(&tenant, LEAD, &portal)).await;
+                    answer.unwrap();
+                    (connection, started.elapsed())
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for call in calls {
+            seen.push(call.await.unwrap());
+        }
+        seen
+    }
+
     /// The limiter blocks a slot longer after a call that opened a
     /// connection: the client must tell it which calls did, on a real
     /// server.
@@ -421,7 +445,6 @@ mod tests {
     /// leaves room for a loaded machine's late accepts).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opens_a_bursts_connections_apart_so_a_small_backlog_drops_no_syn() {
-        use crate::limiter::observing;
         use lsq_sandbox::{Sandbox, SandboxConfig};
         let sandbox = Sandbox::start(SandboxConfig {
             slow_accept: Some((10, Duration::from_millis(1))),
@@ -431,21 +454,9 @@ mod tests {
         })
         .await
         .unwrap();
-        let (client, tenant, portal) = client_of(&sandbox);
-        let calls: Vec<_> = (0..25)
-            .map(|_| {
-                let (client, tenant, portal) = (client.clone(), tenant.clone(), portal.clone());
-                tokio::spawn(async move {
-                    let (answer, connection) =
-                        observing(client.generate(&tenant, LEAD, &portal)).await;
-                    answer.unwrap();
-                    connection
-                })
-            })
-            .collect();
         let mut setups = Vec::new();
-        for call in calls {
-            if let Connection::New { setup: Some(setup) } = call.await.unwrap() {
+        for (connection, _) in at_once(&sandbox, 25).await {
+            if let Connection::New { setup: Some(setup) } = connection {
                 setups.push(setup);
             }
         }
@@ -467,7 +478,6 @@ mod tests {
     /// call started, and the client says so.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn says_when_a_call_got_a_connection_that_fell_idle_while_its_own_was_opening() {
-        use crate::limiter::observing;
         use lsq_sandbox::{Sandbox, SandboxConfig};
         let service = Duration::from_millis(300);
         // An accept backlog of 1 and one accept every 200 ms: of 8 calls at
@@ -479,25 +489,11 @@ mod tests {
         })
         .await
         .unwrap();
-        let (client, tenant, portal) = client_of(&sandbox);
-        let calls: Vec<_> = (0..8)
-            .map(|_| {
-                let (client, tenant, portal) = (client.clone(), tenant.clone(), portal.clone());
-                tokio::spawn(async move {
-                    let started = tokio::time::Instant::now();
-                    let (answer, connection) =
-                        observing(client.generate(&tenant, LEAD, &portal)).await;
-                    answer.unwrap();
-                    (connection, started.elapsed())
-                })
-            })
-            .collect();
         let slack = Duration::from_millis(150);
         let mut pooled = 0;
-        for call in calls {
+        for (connection, took) in at_once(&sandbox, 8).await {
             // How long before its answer the request was written: about the
             // service time, never much more.
-            let (connection, took) = call.await.unwrap();
             let written_before_answer = match connection {
                 Connection::Reused => took,
                 Connection::Pooled {
